@@ -1,0 +1,30 @@
+# Two entry points for people (`make demo`, `make test`) and one for CI
+# (`.ci/run` calls `make test`). Each creates .venv/ on first use and installs
+# both distributions, editable, with everything they need.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml client/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ./client -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m claifd.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info client/*.egg-info

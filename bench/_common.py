@@ -1,0 +1,93 @@
+"""Helpers shared by the benchmarks: processes, timing and tables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def short_tmpdir() -> str:
+    # AF_UNIX paths are limited to ~107 bytes: keep them short.
+    return tempfile.mkdtemp(prefix="clb", dir="/tmp")
+
+
+def wait_for_socket(path: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(path)
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {path}")
+
+
+@contextmanager
+def daemon(extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Iterator[str]:
+    """A real claifd on a temporary socket; yields the socket path."""
+    tmp = short_tmpdir()
+    sock = os.path.join(tmp, "d.sock")
+    env = dict(os.environ, HOME=tmp, **(extra_env or {}))
+    proc = subprocess.Popen(
+        [str(BIN / "claifd"), "--socket", sock, "--log-level", "warning", *(args or [])],
+        env=env, cwd=tmp, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_socket(sock)
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def time_calls(fn: Callable[[], object], n: int, warmup: int = 500) -> list[float]:
+    """Seconds per call, one sample per call."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    clock = time.perf_counter
+    for _ in range(n):
+        t0 = clock()
+        fn()
+        samples.append(clock() - t0)
+    return samples
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def summarize(name: str, samples: list[float], floor_p50: float | None = None) -> dict[str, object]:
+    p50 = statistics.median(samples)
+    row: dict[str, object] = {"name": name, "n": len(samples), "p50_us": p50 * 1e6, "p99_us": pct(samples, 0.99) * 1e6}
+    if floor_p50:
+        row["ratio"] = p50 / floor_p50
+    return row
+
+
+def print_table(title: str, rows: list[dict[str, object]]) -> None:
+    print(f"\n## {title}\n")
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "|".join("---" for _ in cols) + "|")
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(cells) + " |")

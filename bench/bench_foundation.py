@@ -1,0 +1,73 @@
+"""Foundation benchmark: raw floor vs `ping` and echo `complete` through claifd.
+
+All three are measured in the same run with the same kind of client (a
+blocking Unix socket from this process), so the ratios hold on a noisy
+machine even when absolute times move. Target: ping p50 <= 1.5x the floor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import msgspec
+
+from _common import ROOT, daemon, print_table, short_tmpdir, summarize, time_calls, wait_for_socket
+from claif_client import Client
+from claif_client.protocol import Ping, encode_frame
+
+N = int(os.environ.get("BENCH_N", "20000"))
+
+
+def floor_samples(n: int) -> list[float]:
+    tmp = short_tmpdir()
+    path = os.path.join(tmp, "floor.sock")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), path], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        # The same bytes a ping is: encoded once, as the floor does no work.
+        frame = bytes(encode_frame(Ping(id=1)))
+        size = len(frame)
+
+        def round_trip() -> None:
+            sock.sendall(frame)
+            got = 0
+            while got < size:
+                got += len(sock.recv(65536))
+
+        return time_calls(round_trip, n)
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    rows = []
+    # Interleave rounds so drift on the machine hits every variant alike.
+    floor: list[float] = []
+    ping: list[float] = []
+    complete: list[float] = []
+    with daemon() as sock:
+        client = Client(sock)
+        messages = [{"role": "user", "content": "hello"}]
+        for _ in range(4):
+            floor += floor_samples(N // 4)
+            ping += time_calls(client.ping, N // 4)
+            complete += time_calls(lambda: client.complete(messages, model="echo/bench"), N // 8)
+        client.close()
+    f = summarize("floor (raw echo, same framing, uvloop)", floor)
+    rows.append(f)
+    rows.append(summarize("ping via claifd + Client", ping, f["p50_us"] / 1e6))  # type: ignore[operator]
+    rows.append(summarize("complete (echo provider) via claifd + Client", complete, f["p50_us"] / 1e6))  # type: ignore[operator]
+    print_table("foundation: round trips over the Unix socket (target: ping ratio <= 1.5)", rows)
+    print(msgspec.json.encode({"bench": "foundation", "rows": rows}).decode())
+
+
+if __name__ == "__main__":
+    main()

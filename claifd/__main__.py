@@ -1,0 +1,3 @@
+from claifd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,294 @@
+"""The daemon's configuration: one typed schema, built from layered sources.
+
+Layers, lowest first: defaults < global file (~/.claif/config.json) < project
+file (.claif.json) < environment (CLAIF_*) < runtime. Each layer is a nested
+dict; they are merged key by key, then the whole result is validated by
+`msgspec.convert` into `Config` in one go, so a configuration is either fully
+valid or rejected whole.
+
+Sizes ("100MB", "64 MiB", or bytes) and durations (seconds, or "30s", "5m",
+"1h") are parsed here and nowhere else, by the `ByteSize` and `Duration` types.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "Config",
+    "ByteSize",
+    "Duration",
+    "ConfigError",
+    "parse_size",
+    "parse_duration",
+    "default_global_path",
+    "env_layer",
+    "read_file_layer",
+    "merge_layers",
+    "build_config",
+    "unknown_keys",
+]
+
+
+class ByteSize(int):
+    """A size in bytes; accepts integers or strings like "100MB" / "64 MiB"."""
+
+
+class Duration(float):
+    """A duration in seconds; accepts numbers or strings like "30s", "5m", "1h"."""
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"size must not be negative: {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        m = _QUANTITY.match(value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    raise ValueError(f"not a size: {value!r} (use bytes or e.g. '100MB', '64MiB')")
+
+
+def parse_duration(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"duration must not be negative: {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        m = _QUANTITY.match(value)
+        if m and m.group(2).lower() in _DURATION_UNITS:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
+    raise ValueError(f"not a duration: {value!r} (use seconds or e.g. '30s', '5m', '1h')")
+
+
+def _dec_hook(type_: type, value: Any) -> Any:
+    if type_ is ByteSize:
+        return ByteSize(parse_size(value))
+    if type_ is Duration:
+        return Duration(parse_duration(value))
+    raise NotImplementedError(f"no decoder for {type_}")
+
+
+def _enc_hook(value: Any) -> Any:
+    raise NotImplementedError(f"cannot encode {type(value)}")
+
+
+# --------------------------------------------------------------------------
+# The schema. Every field has a default, so an empty file is a valid config.
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    pass
+
+
+class ClientConfig(_Section):
+    # The offline provider until a real one is configured: a fresh install
+    # answers something without keys or network.
+    model: str = "echo/default"
+    timeout: Duration = Duration(600.0)
+
+
+class ProviderConfig(_Section):
+    base_url: str | None = None
+    api_key: str | None = None
+
+
+class ProvidersConfig(_Section):
+    anthropic: ProviderConfig = msgspec.field(
+        default_factory=lambda: ProviderConfig(base_url="https://api.anthropic.com")
+    )
+    openai: ProviderConfig = msgspec.field(
+        default_factory=lambda: ProviderConfig(base_url="https://api.openai.com/v1")
+    )
+
+
+class PoolConfig(_Section):
+    max_connections: int = 100
+    max_keepalive: int = 20
+
+
+class SemanticCacheConfig(_Section):
+    enabled: bool = False
+    threshold: float = 0.95
+
+
+class CacheConfig(_Section):
+    enabled: bool = True
+    dir: str = "~/.claif/cache"
+    default_ttl: Duration = Duration(3600.0)
+    max_size: ByteSize = ByteSize(100 * 1000**2)
+    memory_max_bytes: ByteSize = ByteSize(64 * 1024**2)
+    strategy: str = "conservative"
+    semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
+
+
+class SessionConfig(_Section):
+    directory: str = "~/.claif/sessions"
+    memory_budget: ByteSize = ByteSize(64 * 1024**2)
+
+
+class BatchConfig(_Section):
+    concurrency: int = 5
+
+
+class LoggingConfig(_Section):
+    level: str = "info"
+
+
+class ServerConfig(_Section):
+    # How long SIGTERM waits for requests in flight before cancelling them.
+    drain_timeout: Duration = Duration(30.0)
+    # Requests one connection may have in flight before the daemon stops
+    # reading from it (backpressure, not an error).
+    max_in_flight_per_connection: int = 256
+
+
+class Config(_Section):
+    client: ClientConfig = msgspec.field(default_factory=ClientConfig)
+    providers: ProvidersConfig = msgspec.field(default_factory=ProvidersConfig)
+    models: dict[str, str] = {}
+    pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    session: SessionConfig = msgspec.field(default_factory=SessionConfig)
+    batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+
+
+class ConfigError(Exception):
+    """A layer cannot be read or the merged configuration is invalid."""
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(f"{source}: {message}" if source else message)
+        self.source = source
+        self.message = message
+
+
+# --------------------------------------------------------------------------
+# Layers.
+
+
+def default_global_path() -> Path:
+    return Path(os.environ.get("HOME") or Path.home()) / ".claif" / "config.json"
+
+
+def read_file_layer(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; {} when the file does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source=str(path)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a JSON object", source=str(path))
+    return data
+
+
+_ENV_ALIASES = {
+    "CLAIF_DEFAULT_MODEL": ("client", "model"),
+    "CLAIF_TIMEOUT": ("client", "timeout"),
+    "CLAIF_SESSION_DIR": ("session", "directory"),
+    "CLAIF_CACHE_TTL": ("cache", "default_ttl"),
+    "CLAIF_LOG_LEVEL": ("logging", "level"),
+}
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`CLAIF_<SECTION>__<KEY>` variables and the documented aliases, as a layer.
+
+    Values stay strings here; `build_config` converts them by the schema's type.
+    Variables without a double underscore (CLAIF_SOCKET...) are not config keys.
+    """
+    layer: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name in _ENV_ALIASES:
+            path: tuple[str, ...] = _ENV_ALIASES[name]
+        elif name.startswith("CLAIF_") and "__" in name:
+            path = tuple(part.lower() for part in name[len("CLAIF_") :].split("__"))
+            if not all(path):
+                continue
+        else:
+            continue
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[path[-1]] = value
+    return layer
+
+
+def merge_layers(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge dicts; later layers win key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        _merge_into(merged, layer)
+    return merged
+
+
+def _merge_into(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, Mapping) and isinstance(dst.get(key), dict):
+            _merge_into(dst[key], value)
+        elif isinstance(value, Mapping):
+            dst[key] = {}
+            _merge_into(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def unknown_keys(data: Mapping[str, Any], schema: type[msgspec.Struct] = Config, prefix: str = "") -> list[str]:
+    """Dotted names in `data` that the schema does not know."""
+    fields = {f.name: f.type for f in msgspec.structs.fields(schema)}
+    unknown: list[str] = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            unknown.append(dotted)
+            continue
+        sub = fields[key]
+        if isinstance(sub, type) and issubclass(sub, msgspec.Struct) and isinstance(value, Mapping):
+            unknown.extend(unknown_keys(value, sub, dotted + "."))
+    return unknown
+
+
+def build_config(merged: Mapping[str, Any]) -> Config:
+    """Validate a merged layer dict into a `Config`, or raise `ConfigError`."""
+    try:
+        return msgspec.convert(merged, Config, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def to_builtins(config: Config) -> dict[str, Any]:
+    return msgspec.to_builtins(config, enc_hook=_enc_hook)  # type: ignore[no-any-return]

@@ -1,0 +1,46 @@
+"""What a provider is, and how a model name finds one.
+
+A provider turns a `CompletionRequest` into a `CompletionResponse`. Streaming
+uses a callback rather than an async generator: the provider awaits
+`on_delta(text)` for each piece and returns the final response. That keeps
+cancellation simple (no half-consumed generators to close) and lets callers
+wrap the callback (recording a stream for the cache, counting bytes...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+from claif_client.protocol import CompletionRequest, CompletionResponse
+
+from ..errors import BadRequest
+
+__all__ = ["Provider", "DeltaCallback", "resolve_model"]
+
+DeltaCallback = Callable[[str], Awaitable[None]]
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse: ...
+
+    async def stream(self, request: CompletionRequest, model: str, on_delta: DeltaCallback) -> CompletionResponse: ...
+
+
+def resolve_model(name: str | None, default: str, aliases: Mapping[str, str]) -> tuple[str, str]:
+    """`provider/model`, an alias from the `models` table, or the default -> (provider, model)."""
+    chosen = name or default
+    seen = {chosen}
+    while chosen in aliases:
+        chosen = aliases[chosen]
+        if chosen in seen:
+            raise BadRequest(f"model alias loop through {chosen!r}")
+        seen.add(chosen)
+    provider, sep, model = chosen.partition("/")
+    if not sep or not provider or not model:
+        raise BadRequest(
+            f"model {chosen!r} is neither PROVIDER/MODEL nor an alias from the config's models table"
+        )
+    return provider, model

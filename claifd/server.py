@@ -1,0 +1,318 @@
+"""The Unix-socket server: one `Connection` (an asyncio protocol) per client.
+
+Why an asyncio protocol and not anyio streams: the hot path (ping, status and,
+later, cache hits) is answered synchronously inside `data_received` -- decode,
+look up, `transport.write` -- with no task switch and no await. Anything that
+waits (a completion) runs as a task in the server's request task group, which
+lives inside the daemon's root task group, so structured concurrency holds:
+shutting the server down cancels every request task.
+
+A connection fails alone. A frame whose length is over the limit, or a
+broken handshake, ends that connection (the byte stream can no longer be
+trusted); a well-framed but invalid message is answered with an `Error` and
+the connection stays up. An exception in a handler becomes an `internal`
+error for that request only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+import structlog
+
+from claif_client.framing import FrameDecoder, FrameTooLarge
+from claif_client.protocol import (
+    PROTOCOL_VERSION,
+    REQUEST_TYPES,
+    Cancel,
+    Chunk,
+    Complete,
+    Done,
+    Error,
+    ErrorCode,
+    GetStatus,
+    Hello,
+    Ping,
+    Pong,
+    Result,
+    Welcome,
+    encode_frame,
+    hello_decoder,
+    request_decoder,
+)
+
+from . import __version__
+from .app import App
+from .errors import ClaifdError
+
+__all__ = ["Server", "Connection", "CAPABILITIES"]
+
+log = structlog.get_logger("claifd.server")
+
+CAPABILITIES = ["multiplex", "stream", "cancel"]
+# Pending connections the kernel queues for us; local clients connect in bursts
+# (a batch script starting many workers), so be generous.
+LISTEN_BACKLOG = 512
+
+_hello_decoder = hello_decoder()
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: frames in, replies out."""
+
+    def __init__(self, server: Server, cid: int) -> None:
+        self.server = server
+        self.app = server.app
+        self.cid = cid
+        self.transport: asyncio.Transport | None = None
+        self.frames = FrameDecoder()
+        self.decoder = request_decoder()
+        self.handshaken = False
+        self.closed = False
+        # Request id -> the cancel scope of its task.
+        self.in_flight: dict[int, anyio.CancelScope] = {}
+        self._reading_paused = False
+        self._write_paused = False
+        self._can_write: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection #{self.cid} in_flight={len(self.in_flight)} closed={self.closed}>"
+
+    # ------------------------------------------------ asyncio protocol hooks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+        self.app.connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self.app.connections -= 1
+        # The client is gone: its requests (and their upstream calls) stop.
+        for scope in self.in_flight.values():
+            scope.cancel()
+        if self._can_write is not None:
+            self._can_write.set()
+        if self.frames.pending_bytes:
+            log.info("connection closed mid-frame", conn=self.cid, pending_bytes=self.frames.pending_bytes)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._can_write = asyncio.Event()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._can_write is not None:
+            self._can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            payloads = self.frames.feed(data)
+        except FrameTooLarge as exc:
+            log.warning("frame too large, closing connection", conn=self.cid, size=exc.size, limit=exc.limit)
+            self.fail(ErrorCode.TOO_LARGE, str(exc))
+            return
+        for payload in payloads:
+            if self.closed:
+                return
+            if self.handshaken:
+                self.on_request(payload)
+            else:
+                self.on_hello(payload)
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, msg: msgspec.Struct) -> None:
+        """Queue a reply now (no backpressure wait: for small, terminal replies)."""
+        if not self.closed:
+            assert self.transport is not None
+            self.transport.write(encode_frame(msg))
+
+    async def send(self, msg: msgspec.Struct) -> None:
+        """Write a reply, waiting while the client is not reading (backpressure)."""
+        while self._write_paused and not self.closed:
+            assert self._can_write is not None
+            await self._can_write.wait()
+        self.write(msg)
+
+    def fail(self, code: str, message: str) -> None:
+        """Connection-level error: tell the client (id 0), then close."""
+        self.write(Error(id=0, code=code, message=message))
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # ------------------------------------------------------------ reading
+
+    def on_hello(self, payload: bytes | memoryview) -> None:
+        try:
+            hello = _hello_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            self.fail(ErrorCode.HANDSHAKE_REQUIRED, f"expected a Hello frame first: {exc}")
+            return
+        if not isinstance(hello, Hello):
+            self.fail(ErrorCode.HANDSHAKE_REQUIRED, "expected a Hello frame first")
+            return
+        if hello.protocol != PROTOCOL_VERSION:
+            self.fail(
+                ErrorCode.PROTOCOL_MISMATCH,
+                f"client speaks protocol {hello.protocol}, this daemon speaks {PROTOCOL_VERSION}; "
+                "upgrade the older side",
+            )
+            return
+        self.handshaken = True
+        self.write(Welcome(protocol=PROTOCOL_VERSION, daemon_version=__version__, capabilities=CAPABILITIES))
+        log.debug("client connected", conn=self.cid, client=hello.client)
+
+    def on_request(self, payload: bytes | memoryview) -> None:
+        try:
+            msg = self.decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            self.reject(payload, exc)
+            return
+        app = self.app
+        kind = type(msg)
+        if kind is Cancel:
+            scope = self.in_flight.get(msg.id)
+            if scope is not None:
+                scope.cancel()
+            return
+        app.requests_total += 1
+        if kind is Ping:
+            self.write(Pong(id=msg.id))
+        elif kind is GetStatus:
+            self.write(Result(id=msg.id, value=app.status()))
+        elif kind is Complete:
+            self.start(msg)
+
+    def reject(self, payload: bytes | memoryview, exc: msgspec.DecodeError) -> None:
+        """Answer a frame that is not a valid request, with its id if it has one."""
+        try:
+            raw: Any = msgspec.msgpack.decode(payload)
+        except msgspec.DecodeError:
+            raw = None
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        rid = rid if isinstance(rid, int) and not isinstance(rid, bool) else 0
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        if isinstance(kind, str) and kind not in REQUEST_TYPES:
+            code, message = ErrorCode.UNKNOWN_METHOD, f"unknown method {kind!r}"
+        elif raw is None:
+            code, message = ErrorCode.BAD_REQUEST, f"payload is not valid msgpack: {exc}"
+        else:
+            code, message = ErrorCode.BAD_REQUEST, f"invalid request: {exc}"
+        log.info("rejected request", conn=self.cid, id=rid, code=code, reason=message)
+        self.write(Error(id=rid, code=code, message=message))
+
+    # --------------------------------------------------- requests as tasks
+
+    def start(self, msg: Complete) -> None:
+        if msg.id in self.in_flight:
+            self.write(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"request id {msg.id} is already in flight"))
+            return
+        if self.app.draining:
+            self.write(Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down"))
+            return
+        # The scope exists before the task runs, so a Cancel that arrives
+        # first still finds it.
+        scope = anyio.CancelScope()
+        self.in_flight[msg.id] = scope
+        self.app.in_flight.enter()
+        if len(self.in_flight) >= self.app.config.server.max_in_flight_per_connection:
+            self._pause_reading()
+        self.server.task_group.start_soon(self.run_complete, msg, scope)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _finish(self, rid: int) -> None:
+        self.in_flight.pop(rid, None)
+        self.app.in_flight.exit()
+        limit = self.app.config.server.max_in_flight_per_connection
+        if self._reading_paused and len(self.in_flight) < limit // 2 and not self.closed:
+            self._reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    async def run_complete(self, msg: Complete, scope: anyio.CancelScope) -> None:
+        rid = msg.id
+        structlog.contextvars.bind_contextvars(request_id=f"{self.cid}.{rid}")
+        started = anyio.current_time()
+        outcome = "ok"
+        try:
+            with scope:
+                with anyio.fail_after(self.app.request_timeout(msg.request)):
+                    if msg.stream:
+
+                        async def on_delta(text: str) -> None:
+                            await self.send(Chunk(id=rid, text=text))
+
+                        response = await self.app.stream(msg.request, on_delta)
+                    else:
+                        response = await self.app.complete(msg.request)
+                await self.send(Done(id=rid, response=response))
+            if scope.cancelled_caught:
+                outcome = "cancelled"
+                self.write(Error(id=rid, code=ErrorCode.CANCELLED, message="request cancelled"))
+        except TimeoutError:
+            outcome = "timeout"
+            self.write(Error(id=rid, code=ErrorCode.TIMEOUT, message="request timed out in the daemon"))
+        except ClaifdError as exc:
+            outcome = exc.code
+            self.write(Error(id=rid, code=exc.code, message=exc.message, retry_after=exc.retry_after, details=exc.details))
+        except Exception as exc:
+            outcome = "internal"
+            log.exception("request failed", method="complete")
+            self.write(Error(id=rid, code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}"))
+        finally:
+            self._finish(rid)
+            log.debug(
+                "request done",
+                method="complete",
+                stream=msg.stream,
+                outcome=outcome,
+                duration_ms=round((anyio.current_time() - started) * 1000, 2),
+            )
+
+
+class Server:
+    """Owns the listening socket, the live connections and the request tasks."""
+
+    def __init__(self, app: App, task_group: anyio.abc.TaskGroup) -> None:
+        self.app = app
+        self.task_group = task_group
+        self.connections: set[Connection] = set()
+        self._ids = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self.socket_path: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"<Server socket={self.socket_path} connections={len(self.connections)}>"
+
+    async def start(self, sock: socket.socket) -> None:
+        """Serve connections on an already bound and listening Unix socket."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            lambda: Connection(self, next(self._ids)), sock=sock, backlog=LISTEN_BACKLOG
+        )
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def close_connections(self) -> None:
+        for conn in list(self.connections):
+            conn.close()

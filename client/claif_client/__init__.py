@@ -1,0 +1,69 @@
+"""Thin client for the claifd daemon.
+
+    from claif_client import Client
+    with Client() as c:
+        print(c.complete("Hello!").text)
+
+`AsyncClient` (anyio) is imported on first use so that the blocking client and
+the `claif` CLI start without loading anyio.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._sync import Client, CompletionStream
+from ._version import __version__
+from .errors import (
+    BadRequest,
+    Cancelled,
+    ClaifError,
+    DaemonUnavailable,
+    InternalError,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+    RemoteError,
+    ShuttingDown,
+    Timeout,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from .protocol import CacheControl, CompletionRequest, CompletionResponse, Message, Usage
+
+if TYPE_CHECKING:
+    from ._async import AsyncClient, AsyncCompletionStream
+
+__all__ = [
+    "__version__",
+    "Client",
+    "AsyncClient",
+    "CompletionStream",
+    "AsyncCompletionStream",
+    "CompletionRequest",
+    "CompletionResponse",
+    "CacheControl",
+    "Message",
+    "Usage",
+    "ClaifError",
+    "DaemonUnavailable",
+    "ProtocolError",
+    "Timeout",
+    "RemoteError",
+    "BadRequest",
+    "NotFound",
+    "RateLimited",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "Cancelled",
+    "ShuttingDown",
+    "InternalError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("AsyncClient", "AsyncCompletionStream"):
+        from . import _async
+
+        return getattr(_async, name)
+    raise AttributeError(f"module 'claif_client' has no attribute {name!r}")

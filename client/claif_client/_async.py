@@ -1,0 +1,355 @@
+"""The anyio client: the same API as `Client`, as coroutines and async iterators.
+
+No background task: whichever coroutine is waiting reads the next frame and
+files it in the mailbox of the request it belongs to (the sync client does the
+same). So the client needs no task group, connects lazily, and a cancelled
+caller loses no bytes: `FrameDecoder` keeps partial frames across reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._version import __version__
+from ._requests import CacheArg, MessagesArg, build_request
+from ._sync import DEFAULT_TIMEOUT
+from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout, remote_error
+from .framing import FrameDecoder, FrameTooLarge
+from .paths import resolve_socket_path
+from .protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Chunk,
+    Complete,
+    CompletionRequest,
+    CompletionResponse,
+    Done,
+    Error,
+    GetStatus,
+    Hello,
+    Ping,
+    Pong,
+    Reply,
+    Result,
+    Welcome,
+    encode_frame,
+    hello_decoder,
+    reply_decoder,
+)
+
+if TYPE_CHECKING:
+    from .openai_compat import AsyncChat
+
+__all__ = ["AsyncClient", "AsyncCompletionStream"]
+
+_RECV_SIZE = 256 * 1024
+_TERMINAL = (Pong, Result, Done, Error)
+_hello_decoder = hello_decoder()
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        client_name: str = f"claif-client/{__version__}",
+    ) -> None:
+        self.socket_path: Path = resolve_socket_path(socket_path)
+        self.timeout = timeout
+        self.client_name = client_name
+        self.daemon_version: str | None = None
+        self.capabilities: tuple[str, ...] = ()
+        self._chat: Any = None
+        self._stream: anyio.abc.ByteStream | None = None
+        self._frames = FrameDecoder()
+        self._decoder = reply_decoder()
+        self._ids = itertools.count(1)
+        self._mailboxes: dict[int, deque[Reply]] = {}
+        self._abandoned: set[int] = set()
+        self._send_lock = anyio.Lock(fast_acquire=True)
+        self._recv_lock = anyio.Lock(fast_acquire=True)
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def chat(self) -> AsyncChat:
+        """The OpenAI-style facade: `client.chat.completions.create(...)`."""
+        if self._chat is None:
+            from .openai_compat import AsyncChat  # imported on first use: keeps `claif` startup short
+
+            self._chat = AsyncChat(self)
+        return self._chat  # type: ignore[no-any-return]
+
+    async def ping(self) -> None:
+        await self._call(Ping(id=next(self._ids)))
+
+    async def status(self) -> dict[str, Any]:
+        reply = await self._call(GetStatus(id=next(self._ids)))
+        assert isinstance(reply, Result)
+        return reply.value  # type: ignore[no-any-return]
+
+    async def complete(
+        self,
+        messages: MessagesArg,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        cache: CacheArg = None,
+        session: str | None = None,
+        **more: Any,
+    ) -> CompletionResponse:
+        request = build_request(
+            messages, model=model, system=system, max_tokens=max_tokens,
+            temperature=temperature, cache=cache, session=session, more=more,
+        )
+        return await self.complete_request(request)
+
+    async def complete_request(self, request: CompletionRequest) -> CompletionResponse:
+        reply = await self._call(Complete(id=next(self._ids), request=request))
+        assert isinstance(reply, Done) and reply.response is not None
+        return reply.response
+
+    def stream(
+        self,
+        messages: MessagesArg,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        cache: CacheArg = None,
+        session: str | None = None,
+        **more: Any,
+    ) -> AsyncCompletionStream:
+        request = build_request(
+            messages, model=model, system=system, max_tokens=max_tokens,
+            temperature=temperature, cache=cache, session=session, more=more,
+        )
+        return AsyncCompletionStream(self, request)
+
+    def stream_request(self, request: CompletionRequest) -> AsyncCompletionStream:
+        return AsyncCompletionStream(self, request)
+
+    async def aclose(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
+        self._frames = FrameDecoder()
+        self._mailboxes.clear()
+        self._abandoned.clear()
+
+    close = aclose
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "connected" if self._stream is not None else "idle"
+        return f"<AsyncClient {state} socket={str(self.socket_path)!r} in_flight={len(self._mailboxes)}>"
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _call(self, msg: Ping | GetStatus | Complete) -> Reply:
+        self._mailboxes[msg.id] = deque()
+        try:
+            await self._send(msg)
+            reply = await self._next_reply(msg.id)
+        except BaseException:
+            await self._abandon(msg.id)
+            raise
+        self._mailboxes.pop(msg.id, None)
+        if isinstance(reply, Error):
+            raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
+        if not isinstance(reply, _TERMINAL):
+            await self._abandon(msg.id)
+            raise ProtocolError(f"unexpected {type(reply).__name__} frame for a unary request")
+        return reply
+
+    async def _connect(self) -> anyio.abc.ByteStream:
+        try:
+            stream = await anyio.connect_unix(self.socket_path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnavailable(
+                f"no daemon at {self.socket_path} ({exc.strerror}); start it with `claifd`"
+            ) from exc
+        except OSError as exc:
+            raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
+        frames = FrameDecoder()
+        try:
+            with anyio.fail_after(self.timeout):
+                await stream.send(encode_frame(Hello(protocol=PROTOCOL_VERSION, client=self.client_name)))
+                payloads: list[bytes | memoryview] = []
+                while not payloads:
+                    payloads = frames.feed(await stream.receive(_RECV_SIZE))
+            welcome = _hello_decoder.decode(payloads[0])
+        except BaseException as exc:
+            await anyio.aclose_forcefully(stream)
+            if isinstance(exc, TimeoutError):
+                raise Timeout("daemon did not answer the handshake") from exc
+            if isinstance(exc, (msgspec.DecodeError, FrameTooLarge)):
+                raise ProtocolError(f"bad handshake reply: {exc}") from exc
+            if isinstance(exc, (anyio.EndOfStream, anyio.BrokenResourceError, OSError)):
+                raise DaemonUnavailable("daemon closed the connection during the handshake") from exc
+            raise
+        if isinstance(welcome, Error) or not isinstance(welcome, Welcome):
+            await anyio.aclose_forcefully(stream)
+            detail = f"{welcome.code}: {welcome.message}" if isinstance(welcome, Error) else "no Welcome"
+            raise ProtocolError(f"handshake refused: {detail}")
+        self.daemon_version = welcome.daemon_version
+        self.capabilities = tuple(welcome.capabilities)
+        self._stream = stream
+        self._frames = frames
+        return stream
+
+    async def _send(self, msg: Ping | GetStatus | Complete | Cancel) -> None:
+        frame = encode_frame(msg)
+        async with self._send_lock:
+            stream = self._stream or await self._connect()
+            try:
+                await stream.send(frame)
+                return
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                others = len(self._mailboxes) - (msg.id in self._mailboxes)
+                await self._drop_connection()
+                if others or isinstance(msg, Cancel):
+                    raise DaemonUnavailable("connection to the daemon was lost") from exc
+            # Nothing was delivered on a dead connection: reconnect, resend once.
+            stream = await self._connect()
+            try:
+                await stream.send(frame)
+            except (anyio.BrokenResourceError, OSError) as exc:
+                await self._drop_connection()
+                raise DaemonUnavailable(f"cannot send to the daemon: {exc}") from exc
+
+    async def _drop_connection(self) -> None:
+        stream, self._stream = self._stream, None
+        self._frames = FrameDecoder()
+        self._abandoned.clear()
+        if stream is not None:
+            await anyio.aclose_forcefully(stream)
+
+    async def _next_reply(self, rid: int) -> Reply:
+        box = self._mailboxes[rid]
+        while not box:
+            async with self._recv_lock:
+                if box:
+                    break
+                await self._read_frames()
+        return box.popleft()
+
+    async def _read_frames(self) -> None:
+        stream = self._stream
+        if stream is None:
+            raise DaemonUnavailable("not connected to the daemon")
+        try:
+            with anyio.fail_after(self.timeout):
+                data = await stream.receive(_RECV_SIZE)
+        except TimeoutError as exc:
+            raise Timeout(f"no reply from the daemon within {self.timeout}s") from exc
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            await self._drop_connection()
+            raise DaemonUnavailable("the daemon closed the connection") from exc
+        try:
+            replies = [self._decoder.decode(p) for p in self._frames.feed(data)]
+        except (FrameTooLarge, msgspec.DecodeError) as exc:
+            await self._drop_connection()
+            raise ProtocolError(f"bad frame from the daemon: {exc}") from exc
+        for reply in replies:
+            rid = reply.id
+            if rid in self._abandoned:
+                if isinstance(reply, _TERMINAL):
+                    self._abandoned.discard(rid)
+                continue
+            box = self._mailboxes.get(rid)
+            if box is not None:
+                box.append(reply)
+            elif rid == 0 and isinstance(reply, Error):
+                await self._drop_connection()
+                raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
+
+    async def _abandon(self, rid: int) -> None:
+        box = self._mailboxes.pop(rid, None)
+        if (box and isinstance(box[-1], _TERMINAL)) or self._stream is None:
+            return
+        self._abandoned.add(rid)
+        # Shielded: this often runs because the caller was cancelled.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._send(Cancel(id=rid))
+            except ClaifError:
+                pass
+
+
+class AsyncCompletionStream:
+    """Async iterator of text deltas; `response` holds the final message at the end."""
+
+    def __init__(self, client: AsyncClient, request: CompletionRequest) -> None:
+        self._client = client
+        self._request = request
+        self._rid: int | None = None
+        self._finished = False
+        self.response: CompletionResponse | None = None
+
+    def __aiter__(self) -> AsyncCompletionStream:
+        return self
+
+    async def __anext__(self) -> str:
+        client = self._client
+        if self._rid is None:
+            self._rid = next(client._ids)
+            client._mailboxes[self._rid] = deque()
+            try:
+                await client._send(Complete(id=self._rid, request=self._request, stream=True))
+            except BaseException:
+                client._mailboxes.pop(self._rid, None)
+                self._finished = True
+                raise
+        while not self._finished:
+            try:
+                reply = await client._next_reply(self._rid)
+            except BaseException:
+                await self.aclose()
+                raise
+            if isinstance(reply, Chunk):
+                if reply.text:
+                    return reply.text
+                continue
+            self._finished = True
+            client._mailboxes.pop(self._rid, None)
+            if isinstance(reply, Done):
+                self.response = reply.response
+            elif isinstance(reply, Error):
+                raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
+            else:
+                raise ProtocolError(f"unexpected {type(reply).__name__} frame in a stream")
+        raise StopAsyncIteration
+
+    async def until_done(self) -> CompletionResponse:
+        async for _ in self:
+            pass
+        assert self.response is not None
+        return self.response
+
+    async def aclose(self) -> None:
+        if not self._finished:
+            self._finished = True
+            if self._rid is not None:
+                await self._client._abandon(self._rid)
+
+    async def __aenter__(self) -> AsyncCompletionStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,420 @@
+"""The blocking client: one Unix-socket connection, multiplexed by request id.
+
+Design notes:
+
+* Lazy connect: nothing touches the socket until the first call. After the
+  daemon restarts, the next call finds the old connection dead (writing to a
+  Unix socket whose peer has gone fails at once with EPIPE, so nothing was
+  delivered) and reconnects and resends once.
+* Replies are read by whichever caller is waiting; a frame for another request
+  id is kept in that request's mailbox. That lets an open stream and ordinary
+  calls (or several threads) share the connection. Threads are safe but take
+  turns reading; for real concurrency use `AsyncClient` or a client per thread.
+* `timeout` bounds each wait for the daemon's next frame. On a timeout the
+  request is cancelled on the daemon and its late replies are dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import struct
+import threading
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ._version import __version__
+from ._requests import CacheArg, MessagesArg, build_request
+from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout, remote_error
+from .framing import FrameDecoder, FrameTooLarge
+from .paths import resolve_socket_path
+from .protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Chunk,
+    Complete,
+    CompletionRequest,
+    CompletionResponse,
+    Done,
+    Error,
+    GetStatus,
+    Hello,
+    Ping,
+    Pong,
+    Reply,
+    Result,
+    Welcome,
+    encode_frame,
+    hello_decoder,
+    reply_decoder,
+)
+
+if TYPE_CHECKING:
+    from .openai_compat import SyncChat
+
+__all__ = ["Client", "CompletionStream", "DEFAULT_TIMEOUT"]
+
+# Long enough for a slow model's whole answer; override per client.
+DEFAULT_TIMEOUT = 600.0
+_RECV_SIZE = 256 * 1024
+_TERMINAL = (Pong, Result, Done, Error)
+_hello_decoder = hello_decoder()
+
+
+class Client:
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        client_name: str = f"claif-client/{__version__}",
+    ) -> None:
+        self.socket_path: Path = resolve_socket_path(socket_path)
+        self.timeout = timeout
+        self.client_name = client_name
+        self.daemon_version: str | None = None
+        self.capabilities: tuple[str, ...] = ()
+        self._chat: Any = None
+        self._sock: socket.socket | None = None
+        self._frames = FrameDecoder()
+        self._decoder = reply_decoder()
+        self._ids = itertools.count(1)
+        self._mailboxes: dict[int, deque[Reply]] = {}
+        self._abandoned: set[int] = set()
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def chat(self) -> SyncChat:
+        """The OpenAI-style facade: `client.chat.completions.create(...)`."""
+        if self._chat is None:
+            from .openai_compat import SyncChat  # imported on first use: keeps `claif` startup short
+
+            self._chat = SyncChat(self)
+        return self._chat  # type: ignore[no-any-return]
+
+    def ping(self) -> None:
+        self._call(Ping(id=self._new_id()))
+
+    def status(self) -> dict[str, Any]:
+        reply = self._call(GetStatus(id=self._new_id()))
+        assert isinstance(reply, Result)
+        return reply.value  # type: ignore[no-any-return]
+
+    def complete(
+        self,
+        messages: MessagesArg,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        cache: CacheArg = None,
+        session: str | None = None,
+        **more: Any,
+    ) -> CompletionResponse:
+        request = build_request(
+            messages, model=model, system=system, max_tokens=max_tokens,
+            temperature=temperature, cache=cache, session=session, more=more,
+        )
+        return self.complete_request(request)
+
+    def complete_request(self, request: CompletionRequest) -> CompletionResponse:
+        reply = self._call(Complete(id=self._new_id(), request=request))
+        assert isinstance(reply, Done) and reply.response is not None
+        return reply.response
+
+    def stream(
+        self,
+        messages: MessagesArg,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        cache: CacheArg = None,
+        session: str | None = None,
+        **more: Any,
+    ) -> CompletionStream:
+        request = build_request(
+            messages, model=model, system=system, max_tokens=max_tokens,
+            temperature=temperature, cache=cache, session=session, more=more,
+        )
+        return self.stream_request(request)
+
+    def stream_request(self, request: CompletionRequest) -> CompletionStream:
+        rid = self._new_id()
+        self._mailboxes[rid] = deque()
+        self._send(Complete(id=rid, request=request, stream=True))
+        return CompletionStream(self, rid)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        self._frames = FrameDecoder()
+        self._mailboxes.clear()
+        self._abandoned.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "connected" if self._sock is not None else "idle"
+        return f"<Client {state} socket={str(self.socket_path)!r} in_flight={len(self._mailboxes)}>"
+
+    # ------------------------------------------------------------ plumbing
+
+    def _new_id(self) -> int:
+        return next(self._ids)
+
+    def _call(self, msg: Ping | GetStatus | Complete) -> Reply:
+        self._mailboxes[msg.id] = deque()
+        self._send(msg)
+        try:
+            reply = self._next_reply(msg.id)
+        except BaseException:
+            self._abandon(msg.id)
+            raise
+        if isinstance(reply, Error):
+            self._mailboxes.pop(msg.id, None)
+            raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
+        if not isinstance(reply, _TERMINAL):
+            self._abandon(msg.id)
+            raise ProtocolError(f"unexpected {type(reply).__name__} frame for a unary request")
+        self._mailboxes.pop(msg.id, None)
+        return reply
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise DaemonUnavailable(
+                f"no daemon at {self.socket_path} ({exc.strerror}); start it with `claifd`"
+            ) from exc
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
+        try:
+            sock.sendall(encode_frame(Hello(protocol=PROTOCOL_VERSION, client=self.client_name)))
+            frames = FrameDecoder()
+            payloads: list[bytes | memoryview] = []
+            while not payloads:
+                data = sock.recv(_RECV_SIZE)
+                if not data:
+                    raise DaemonUnavailable("daemon closed the connection during the handshake")
+                payloads = frames.feed(data)
+            welcome = _hello_decoder.decode(payloads[0])
+        except TimeoutError as exc:
+            sock.close()
+            raise Timeout("daemon did not answer the handshake") from exc
+        except (msgspec.DecodeError, FrameTooLarge) as exc:
+            sock.close()
+            raise ProtocolError(f"bad handshake reply: {exc}") from exc
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnavailable(f"connection to {self.socket_path} failed: {exc}") from exc
+        except ClaifError:
+            sock.close()
+            raise
+        if isinstance(welcome, Error):
+            sock.close()
+            raise ProtocolError(f"{welcome.code}: {welcome.message}")
+        if not isinstance(welcome, Welcome):
+            sock.close()
+            raise ProtocolError("daemon did not answer Hello with Welcome")
+        self.daemon_version = welcome.daemon_version
+        self.capabilities = tuple(welcome.capabilities)
+        _use_kernel_timeouts(sock, self.timeout)
+        self._sock = sock
+        self._frames = FrameDecoder()
+        return sock
+
+    def _send(self, msg: Ping | GetStatus | Complete | Cancel) -> None:
+        frame = encode_frame(msg)
+        with self._send_lock:
+            sock = self._sock or self._connect()
+            try:
+                sock.sendall(frame)
+                return
+            except BlockingIOError as exc:
+                # SO_SNDTIMEO fired: the daemon stopped reading. Part of the
+                # frame may be sent, so this connection cannot be reused.
+                self._drop_connection()
+                raise Timeout(f"daemon did not accept the request within {self.timeout}s") from exc
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                others = len(self._mailboxes) - (msg.id in self._mailboxes)
+                if others or isinstance(msg, Cancel):
+                    # Other requests were in flight: they are lost, say so.
+                    self._drop_connection()
+                    raise DaemonUnavailable("connection to the daemon was lost") from exc
+                self._drop_connection()
+            except OSError as exc:
+                self._drop_connection()
+                raise DaemonUnavailable(f"cannot send to the daemon: {exc}") from exc
+            # The daemon went away between calls (e.g. it was restarted): a
+            # failed write delivered nothing, so one resend is safe.
+            try:
+                self._connect().sendall(frame)
+            except OSError as exc:
+                self._drop_connection()
+                raise DaemonUnavailable(f"cannot send to the daemon: {exc}") from exc
+
+    def _drop_connection(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._frames = FrameDecoder()
+
+    def _next_reply(self, rid: int) -> Reply:
+        """Block until the next frame for request `rid` arrives."""
+        box = self._mailboxes[rid]
+        while not box:
+            with self._recv_lock:
+                if box:
+                    break
+                self._read_frames()
+        return box.popleft()
+
+    def _read_frames(self) -> None:
+        sock = self._sock
+        if sock is None:
+            raise DaemonUnavailable("not connected to the daemon")
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except (TimeoutError, BlockingIOError) as exc:
+            raise Timeout(f"no reply from the daemon within {self.timeout}s") from exc
+        except OSError as exc:
+            self._lose_connection()
+            raise DaemonUnavailable(f"connection to the daemon failed: {exc}") from exc
+        if not data:
+            self._lose_connection()
+            raise DaemonUnavailable("the daemon closed the connection")
+        try:
+            payloads = self._frames.feed(data)
+            replies = [self._decoder.decode(p) for p in payloads]
+        except (FrameTooLarge, msgspec.DecodeError) as exc:
+            self._lose_connection()
+            raise ProtocolError(f"bad frame from the daemon: {exc}") from exc
+        for reply in replies:
+            rid = reply.id
+            if rid in self._abandoned:
+                if isinstance(reply, _TERMINAL):
+                    self._abandoned.discard(rid)
+                continue
+            box = self._mailboxes.get(rid)
+            if box is not None:
+                box.append(reply)
+            elif rid == 0 and isinstance(reply, Error):
+                # A connection-level error; the daemon closes after it.
+                self._lose_connection()
+                raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
+
+    def _lose_connection(self) -> None:
+        """The connection is gone: every request waiting on it fails."""
+        self._drop_connection()
+        self._abandoned.clear()
+
+    def _abandon(self, rid: int) -> None:
+        """Stop waiting for `rid`: cancel it on the daemon, drop its late replies."""
+        box = self._mailboxes.pop(rid, None)
+        if box and isinstance(box[-1], _TERMINAL):
+            return
+        if self._sock is None:
+            return
+        self._abandoned.add(rid)
+        try:
+            self._send(Cancel(id=rid))
+        except ClaifError:
+            pass
+
+
+def _use_kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
+    """Make `sock` blocking with SO_RCVTIMEO/SO_SNDTIMEO doing the timeout.
+
+    A Python-level socket timeout polls before every recv: one more syscall
+    and about a third more latency per round trip. The kernel timeout costs
+    nothing until it fires, when recv fails with EAGAIN (BlockingIOError).
+    """
+    sock.settimeout(None)
+    if timeout is None:
+        return
+    seconds = int(timeout)
+    micros = int((timeout - seconds) * 1_000_000)
+    value = struct.pack("ll", seconds, micros)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+class CompletionStream:
+    """Iterator of text deltas; `response` holds the final message once it ends.
+
+    Leaving the loop early (break, exception, `close()`) cancels the request
+    on the daemon, which cancels the upstream call.
+    """
+
+    def __init__(self, client: Client, rid: int) -> None:
+        self._client = client
+        self._rid = rid
+        self._finished = False
+        self.response: CompletionResponse | None = None
+
+    def __iter__(self) -> CompletionStream:
+        return self
+
+    def __next__(self) -> str:
+        while not self._finished:
+            try:
+                reply = self._client._next_reply(self._rid)
+            except BaseException:
+                self.close()
+                raise
+            if isinstance(reply, Chunk):
+                if reply.text:
+                    return reply.text
+                continue
+            self._finished = True
+            self._client._mailboxes.pop(self._rid, None)
+            if isinstance(reply, Done):
+                self.response = reply.response
+            elif isinstance(reply, Error):
+                raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
+            else:
+                raise ProtocolError(f"unexpected {type(reply).__name__} frame in a stream")
+        raise StopIteration
+
+    def until_done(self) -> CompletionResponse:
+        """Consume the rest of the stream and return the final response."""
+        for _ in self:
+            pass
+        assert self.response is not None
+        return self.response
+
+    def close(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._client._abandon(self._rid)
+
+    def __enter__(self) -> CompletionStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # An iterator dropped half-way must not leave the daemon streaming.
+        if not self._finished and self._client._sock is not None:
+            try:
+                self.close()
+            except Exception:
+                pass

@@ -1,0 +1,196 @@
+"""`claif`: the command line for the claifd daemon.
+
+Exit codes: 0 success, 1 an error answered by the daemon (or a local one),
+2 usage error, 3 the daemon is unreachable, 130 interrupted. Errors print one
+line on stderr: ``claif: ErrorType: message``. ``--json`` prints one JSON
+document on stdout (``status --watch --json``: one per line).
+
+argparse is the parser: it ships with Python and costs a few milliseconds to
+import, which keeps `claif ping` quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, NoReturn, TextIO
+
+import msgspec
+
+from ._sync import Client
+from ._version import __version__
+from .errors import ClaifError, DaemonUnavailable
+from .protocol import CompletionResponse
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="claif", description="Talk to the claifd daemon.")
+    p.add_argument("--socket", help="daemon socket (else $CLAIF_SOCKET, else the default path)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the daemon (default 600)")
+    p.add_argument("--version", action="version", version=f"claif {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    sub.add_parser("ping", help="round trip to the daemon")
+
+    st = sub.add_parser("status", help="daemon status")
+    st.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    st.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
+
+    ask = sub.add_parser("ask", help="one completion")
+    ask.add_argument("prompt", metavar="PROMPT", help="the prompt; - reads it from stdin")
+    ask.add_argument("--model", "-m", help="PROVIDER/MODEL or an alias (default: client.model)")
+    ask.add_argument("--system", "-s", help="system prompt")
+    ask.add_argument("--max-tokens", type=int)
+    ask.add_argument("--temperature", type=float)
+    ask.add_argument("--stream", action="store_true", help="print the answer as it arrives")
+    ask.add_argument("--session", help="send within this session")
+    cache = ask.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    cache.add_argument("--refresh", action="store_true", help="skip the cache lookup, store the new answer")
+    return p
+
+
+def _print_json(doc: Any, out: TextIO = sys.stdout) -> None:
+    out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode())
+    out.write("\n")
+
+
+def _response_doc(resp: CompletionResponse) -> dict[str, Any]:
+    return {
+        "text": resp.text,
+        "model": resp.model,
+        "cached": resp.cached,
+        "usage": {"input_tokens": resp.usage.input_tokens, "output_tokens": resp.usage.output_tokens},
+        "stop_reason": resp.stop_reason,
+        "id": resp.id,
+    }
+
+
+def _cmd_ping(client: Client, args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    client.ping()
+    rtt_ms = (time.perf_counter() - t0) * 1000
+    if args.json:
+        _print_json({"ok": True, "daemon_version": client.daemon_version, "rtt_ms": round(rtt_ms, 3)})
+    else:
+        print(f"pong from claifd {client.daemon_version} in {rtt_ms:.2f} ms")
+    return 0
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            rows.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    rows = _flatten(doc)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {'-' if value is None else value}")
+
+
+def _cmd_status(client: Client, args: argparse.Namespace) -> int:
+    if not args.watch:
+        doc = client.status()
+        _print_json(doc) if args.json else _print_status(doc)
+        return 0
+    clear = sys.stdout.isatty() and not args.json
+    while True:
+        doc = client.status()
+        if args.json:
+            sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+        else:
+            if clear:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            _print_status(doc)
+        sys.stdout.flush()
+        time.sleep(args.interval)
+
+
+def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    cache: str | None = "bypass" if args.no_cache else "refresh" if args.refresh else None
+    kwargs: dict[str, Any] = dict(
+        model=args.model, system=args.system, max_tokens=args.max_tokens,
+        temperature=args.temperature, cache=cache, session=args.session,
+    )
+    if args.stream:
+        stream = client.stream(prompt, **kwargs)
+        with stream:
+            for delta in stream:
+                if not args.json:
+                    sys.stdout.write(delta)
+                    sys.stdout.flush()
+        assert stream.response is not None
+        if args.json:
+            _print_json(_response_doc(stream.response))
+        else:
+            sys.stdout.write("\n")
+        return 0
+    resp = client.complete(prompt, **kwargs)
+    if args.json:
+        _print_json(_response_doc(resp))
+    else:
+        print(resp.text)
+    return 0
+
+
+_COMMANDS = {"ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask}
+
+
+def _fail(kind: str, message: str, code: int) -> int:
+    sys.stderr.write(f"claif: {kind}: {message}\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return _fail("UsageError", str(exc), EXIT_USAGE)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    timeout = args.timeout if args.timeout is not None else 600.0
+    try:
+        with Client(args.socket, timeout=timeout, client_name=f"claif-cli/{__version__}") as client:
+            return _COMMANDS[args.command](client, args)
+    except DaemonUnavailable as exc:
+        return _fail(type(exc).__name__, str(exc), EXIT_UNAVAILABLE)
+    except ClaifError as exc:
+        return _fail(type(exc).__name__, str(exc), EXIT_ERROR)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (`claif ask ... | head`): not an error worth a trace.
+        return 0
+    except (TypeError, ValueError) as exc:
+        return _fail("UsageError", str(exc), EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

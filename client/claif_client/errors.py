@@ -1,0 +1,130 @@
+"""Exceptions raised by the thin client.
+
+    ClaifError
+    ├── DaemonUnavailable      no daemon answers on the socket (CLI exit 3)
+    ├── ProtocolError          the peer broke the wire protocol, or versions differ
+    ├── Timeout                no answer within the client's timeout
+    └── RemoteError(code)      the daemon answered a request with an Error frame
+        ├── BadRequest         bad_request, unknown_method, too_large, unsupported
+        ├── NotFound           not_found
+        ├── RateLimited        rate_limited (see .retry_after)
+        ├── UpstreamError      upstream_error
+        ├── UpstreamTimeout    timeout
+        ├── Cancelled          cancelled
+        ├── ShuttingDown       shutting_down
+        └── InternalError      internal
+
+`RemoteError.code` is the stable protocol code; switch on it rather than on
+the class when a code has no class of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ClaifError",
+    "DaemonUnavailable",
+    "ProtocolError",
+    "Timeout",
+    "RemoteError",
+    "BadRequest",
+    "NotFound",
+    "RateLimited",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "Cancelled",
+    "ShuttingDown",
+    "InternalError",
+    "remote_error",
+]
+
+
+class ClaifError(Exception):
+    """Base class of every error the client raises."""
+
+
+class DaemonUnavailable(ClaifError):
+    pass
+
+
+class ProtocolError(ClaifError):
+    pass
+
+
+class Timeout(ClaifError):
+    pass
+
+
+class RemoteError(ClaifError):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.details = details or {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class BadRequest(RemoteError):
+    pass
+
+
+class NotFound(RemoteError):
+    pass
+
+
+class RateLimited(RemoteError):
+    pass
+
+
+class UpstreamError(RemoteError):
+    pass
+
+
+class UpstreamTimeout(RemoteError):
+    pass
+
+
+class Cancelled(RemoteError):
+    pass
+
+
+class ShuttingDown(RemoteError):
+    pass
+
+
+class InternalError(RemoteError):
+    pass
+
+
+_BY_CODE: dict[str, type[RemoteError]] = {
+    "bad_request": BadRequest,
+    "unknown_method": BadRequest,
+    "too_large": BadRequest,
+    "unsupported": BadRequest,
+    "not_found": NotFound,
+    "rate_limited": RateLimited,
+    "upstream_error": UpstreamError,
+    "timeout": UpstreamTimeout,
+    "cancelled": Cancelled,
+    "shutting_down": ShuttingDown,
+    "internal": InternalError,
+}
+
+
+def remote_error(
+    code: str, message: str, retry_after: float | None = None, details: dict[str, Any] | None = None
+) -> RemoteError:
+    """The exception for an `Error` frame, of the class its code maps to."""
+    cls = _BY_CODE.get(code, RemoteError)
+    return cls(code, message, retry_after=retry_after, details=details)

@@ -1,0 +1,260 @@
+"""The claifd wire protocol: message types and their encoding (sans-IO).
+
+A connection is a byte stream of frames::
+
+    frame = length (4 bytes, big-endian, unsigned) + payload (msgpack, `length` bytes)
+
+The payload is one of the `msgspec.Struct` types below, tagged by its ``type``
+field. Nothing here touches a socket: `framing.FrameDecoder` splits bytes into
+payloads, `encode_frame` builds a frame, and the two `Decoder`s turn payloads
+into typed messages. Both the daemon and the clients use exactly this module.
+
+Conversation::
+
+    client                                  daemon
+    Hello{protocol, client}         ->
+                                    <-      Welcome{protocol, daemon_version, capabilities}
+                                            (or Error{id=0, code="protocol_mismatch"}, then close)
+    Ping{id=1}                      ->
+    Complete{id=2, stream=true}     ->
+                                    <-      Pong{id=1}
+                                    <-      Chunk{id=2, text="Hel"}
+    Cancel{id=2}                    ->
+                                    <-      Error{id=2, code="cancelled"}
+
+Rules:
+
+* Every request carries a client-chosen ``id`` (unique among that connection's
+  requests in flight). Every request ends with exactly one terminal reply
+  carrying the same id: `Pong`, `Result`, `Done` or `Error`. Streaming requests
+  first produce any number of `Chunk` frames. Replies to different requests may
+  interleave and arrive in any order (one connection is multiplexed).
+* `Cancel{id}` asks the daemon to stop request ``id``; it has no reply of its own,
+  the cancelled request ends with ``Error{code="cancelled"}`` (or its normal
+  terminal reply, if it finished first).
+* A length above `MAX_FRAME_SIZE` is refused before the payload is read: the
+  daemon answers ``Error{id=0, code="too_large"}`` and closes the connection,
+  since the stream can no longer be trusted. A payload that is not a valid
+  message gets ``Error{code="bad_request"}`` (or ``unknown_method``) with the
+  request's id when it could be read, else 0; the connection stays usable.
+* Schema evolution: new fields always get defaults, unknown fields are ignored,
+  so old clients keep working against newer daemons and the reverse.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Union
+
+import msgspec
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MAX_FRAME_SIZE",
+    "HEADER_SIZE",
+    "ErrorCode",
+    "Message",
+    "Usage",
+    "CacheControl",
+    "CompletionRequest",
+    "CompletionResponse",
+    "Hello",
+    "Welcome",
+    "Ping",
+    "GetStatus",
+    "Complete",
+    "Cancel",
+    "Pong",
+    "Result",
+    "Chunk",
+    "Done",
+    "Error",
+    "Request",
+    "Reply",
+    "REQUEST_TYPES",
+    "encode_frame",
+    "request_decoder",
+    "reply_decoder",
+    "hello_decoder",
+]
+
+PROTOCOL_VERSION: Final = 1
+# Large enough for long conversations with images as base64 content blocks,
+# small enough that a garbage length cannot make the daemon allocate gigabytes.
+MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+HEADER_SIZE: Final = 4
+
+
+class ErrorCode:
+    """Stable error codes carried by `Error.code`. Clients may switch on them."""
+
+    BAD_REQUEST: Final = "bad_request"
+    UNKNOWN_METHOD: Final = "unknown_method"
+    TOO_LARGE: Final = "too_large"
+    NOT_FOUND: Final = "not_found"
+    UPSTREAM_ERROR: Final = "upstream_error"
+    RATE_LIMITED: Final = "rate_limited"
+    TIMEOUT: Final = "timeout"
+    CANCELLED: Final = "cancelled"
+    INTERNAL: Final = "internal"
+    PROTOCOL_MISMATCH: Final = "protocol_mismatch"
+    HANDSHAKE_REQUIRED: Final = "handshake_required"
+    SHUTTING_DOWN: Final = "shutting_down"
+    OVERLOADED: Final = "overloaded"
+    UNSUPPORTED: Final = "unsupported"
+
+
+# --------------------------------------------------------------------------
+# The request and response models shared by every provider.
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """One conversation turn: text, or a list of provider content blocks."""
+
+    role: str
+    content: str | list[dict[str, Any]]
+
+
+class Usage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class CacheControl(msgspec.Struct, omit_defaults=True):
+    """Per-request cache behaviour: use, refresh, bypass or only."""
+
+    mode: str = "use"
+    ttl: float | None = None
+    namespace: str | None = None
+
+
+class CompletionRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
+    messages: list[Message]
+    model: str | None = None
+    system: str | list[dict[str, Any]] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    metadata: dict[str, Any] | None = None
+    # Provider-specific fields passed through to the upstream request body.
+    extra: dict[str, Any] | None = None
+    cache: CacheControl | None = None
+    session: str | None = None
+    # Seconds the daemon may spend on this request; None uses client.timeout.
+    timeout: float | None = None
+
+
+class CompletionResponse(msgspec.Struct, kw_only=True):
+    text: str
+    model: str
+    id: str = ""
+    content: list[dict[str, Any]] = []
+    stop_reason: str | None = None
+    usage: Usage = msgspec.field(default_factory=Usage)
+    # False, or how the answer came from the cache: "exact" or "semantic".
+    cached: bool | str = False
+
+
+# --------------------------------------------------------------------------
+# Frames. `tag_field="type"` makes every payload a map with a "type" key.
+
+
+class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True):
+    pass
+
+
+class Hello(_Frame, tag="hello"):
+    protocol: int
+    client: str = ""
+
+
+class Welcome(_Frame, tag="welcome"):
+    protocol: int
+    daemon_version: str
+    capabilities: list[str] = []
+
+
+class Ping(_Frame, tag="ping"):
+    id: int
+
+
+class GetStatus(_Frame, tag="status"):
+    id: int
+
+
+class Complete(_Frame, tag="complete"):
+    id: int
+    request: CompletionRequest
+    stream: bool = False
+
+
+class Cancel(_Frame, tag="cancel"):
+    id: int
+
+
+class Pong(_Frame, tag="pong"):
+    id: int
+
+
+class Result(_Frame, tag="result"):
+    """Terminal reply of a method whose answer is a plain document (status...)."""
+
+    id: int
+    value: Any = None
+
+
+class Chunk(_Frame, tag="chunk"):
+    """A piece of a streamed reply: a text delta, or `data` (progress, events)."""
+
+    id: int
+    text: str = ""
+    data: Any = None
+
+
+class Done(_Frame, tag="done"):
+    """Terminal reply of `complete` (streamed or not)."""
+
+    id: int
+    response: CompletionResponse | None = None
+    value: Any = None
+
+
+class Error(_Frame, tag="error"):
+    id: int
+    code: str
+    message: str
+    retry_after: float | None = None
+    details: dict[str, Any] | None = None
+
+
+Request = Union[Ping, GetStatus, Complete, Cancel]
+Reply = Union[Pong, Result, Chunk, Done, Error]
+
+# Every tag a daemon of this version understands, to tell an unknown method
+# (`unknown_method`) from a known one with a malformed body (`bad_request`).
+REQUEST_TYPES: Final = frozenset(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_frame(msg: msgspec.Struct) -> bytearray:
+    """Encode `msg` as one complete frame (length prefix + payload)."""
+    buf = bytearray(HEADER_SIZE)
+    _encoder.encode_into(msg, buf, HEADER_SIZE)
+    buf[:HEADER_SIZE] = (len(buf) - HEADER_SIZE).to_bytes(HEADER_SIZE, "big")
+    return buf
+
+
+def request_decoder() -> msgspec.msgpack.Decoder[Request]:
+    return msgspec.msgpack.Decoder(Request)
+
+
+def reply_decoder() -> msgspec.msgpack.Decoder[Reply]:
+    return msgspec.msgpack.Decoder(Reply)
+
+
+def hello_decoder() -> msgspec.msgpack.Decoder[Hello | Welcome | Error]:
+    return msgspec.msgpack.Decoder(Union[Hello, Welcome, Error])
