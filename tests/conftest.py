@@ -1,0 +1,186 @@
+"""Fixtures: a real claifd process on a real Unix socket, and raw connections.
+
+Sockets live in short directories under /tmp because AF_UNIX paths are limited
+to about 107 bytes and pytest's tmp_path can be longer than that.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from claif_client.framing import FrameDecoder
+from claif_client.protocol import PROTOCOL_VERSION, Hello, Reply, encode_frame, hello_decoder, reply_decoder
+
+STARTUP_TIMEOUT = 15.0
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="clt", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_connectable(path: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"daemon exited early with {proc.returncode}")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(path))
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"daemon did not listen on {path}")
+
+
+@dataclass
+class DaemonProcess:
+    """A claifd subprocess. `logs()` reads what it wrote to stderr so far."""
+
+    home: Path
+    socket: Path
+    log_path: Path
+    env: dict[str, str]
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> DaemonProcess:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "claifd", "--socket", str(self.socket), "--log-format", "json", *self.args],
+            env=self.env, cwd=self.home, stdout=log, stderr=log,
+        )
+        log.close()
+        if wait:
+            wait_connectable(self.socket, self.proc)
+        return self
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def logs(self) -> list[dict[str, object]]:
+        lines = self.log_path.read_bytes().splitlines()
+        out = []
+        for line in lines:
+            try:
+                out.append(msgspec.json.decode(line))
+            except msgspec.DecodeError:
+                out.append({"event": line.decode(errors="replace"), "raw": True})
+        return out
+
+
+@pytest.fixture
+def daemon_factory(short_tmp: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+    started: list[DaemonProcess] = []
+
+    def make(env: dict[str, str] | None = None, args: list[str] | None = None, start: bool = True) -> DaemonProcess:
+        home = short_tmp / f"h{len(started)}"
+        home.mkdir()
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAIF_", "ANTHROPIC_", "OPENAI_"))}
+        base_env.update(HOME=str(home), PYTHONUNBUFFERED="1")
+        base_env.update(env or {})
+        d = DaemonProcess(
+            home=home, socket=short_tmp / "run" / "d.sock", log_path=home / "daemon.log",
+            env=base_env, args=list(args or []),
+        )
+        started.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+@pytest.fixture
+def daemon(daemon_factory) -> Iterator[DaemonProcess]:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    yield d
+    assert d.stop() == 0, "daemon did not exit cleanly"
+
+
+class RawConnection:
+    """A hand-driven protocol connection, for sending exactly the bytes a test wants."""
+
+    def __init__(self, path: Path, hello: bool = True, timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.frames = FrameDecoder()
+        self.decoder = reply_decoder()
+        self.pending: list[bytes | memoryview] = []
+        if hello:
+            self.send(Hello(protocol=PROTOCOL_VERSION, client="test"))
+            welcome = hello_decoder().decode(self.read_payload())
+            assert type(welcome).__name__ == "Welcome", welcome
+
+    def send(self, msg: msgspec.Struct) -> None:
+        self.sock.sendall(encode_frame(msg))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_payload(self) -> bytes | memoryview:
+        while not self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("connection closed by the daemon")
+            self.pending.extend(self.frames.feed(data))
+        return self.pending.pop(0)
+
+    def read(self) -> Reply:
+        return self.decoder.decode(self.read_payload())
+
+    def is_closed_by_peer(self, timeout: float = 5.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(daemon: DaemonProcess) -> Iterator[RawConnection]:
+    conn = RawConnection(daemon.socket)
+    yield conn
+    conn.close()

@@ -1,0 +1,101 @@
+"""`claif` as a user runs it: real processes, real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .conftest import DaemonProcess
+
+CLAIF = str(Path(sys.executable).with_name("claif"))
+
+
+def claif(*args: str, socket: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    cmd = [CLAIF] + (["--socket", str(socket)] if socket else []) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, input=stdin, env=env, timeout=60)
+
+
+def test_ping(daemon: DaemonProcess) -> None:
+    out = claif("ping", socket=daemon.socket)
+    assert out.returncode == 0 and out.stdout.startswith("pong from claifd")
+    doc = json.loads(claif("--json", "ping", socket=daemon.socket).stdout)
+    assert doc["ok"] is True and doc["rtt_ms"] > 0
+
+
+def test_status_json_has_contract_keys(daemon: DaemonProcess) -> None:
+    out = claif("--json", "status", socket=daemon.socket)
+    assert out.returncode == 0
+    doc = json.loads(out.stdout)
+    for key in ("version", "pid", "uptime_s", "requests_total", "cache", "sessions", "upstream", "config"):
+        assert key in doc
+    human = claif("status", socket=daemon.socket).stdout
+    assert "requests_total" in human and "cache.hits" in human
+
+
+def test_status_watch_prints_repeatedly(daemon: DaemonProcess) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    proc = subprocess.Popen(
+        [CLAIF, "--socket", str(daemon.socket), "--json", "status", "--watch", "--interval", "0.05"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    lines = [proc.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
+    proc.terminate()
+    proc.wait(timeout=10)
+    uptimes = [json.loads(line)["uptime_s"] for line in lines]
+    assert uptimes == sorted(uptimes) and uptimes[0] < uptimes[-1]
+
+
+def test_ask_plain_stream_json_and_stdin(daemon: DaemonProcess) -> None:
+    out = claif("ask", "hello there", socket=daemon.socket)
+    assert (out.returncode, out.stdout) == (0, "echo: hello there\n")
+    out = claif("ask", "streamed words", "--stream", socket=daemon.socket)
+    assert (out.returncode, out.stdout) == (0, "echo: streamed words\n")
+    out = claif("--json", "ask", "-", "--model", "echo/m", "--max-tokens", "100", "--temperature", "0.2",
+                "--system", "s", socket=daemon.socket, stdin="from stdin")
+    doc = json.loads(out.stdout)
+    assert doc["text"] == "echo: from stdin" and doc["model"] == "echo/m" and doc["cached"] is False
+    assert set(doc["usage"]) == {"input_tokens", "output_tokens"}
+    doc = json.loads(claif("--json", "ask", "s j", "--stream", socket=daemon.socket).stdout)
+    assert doc["text"] == "echo: s j"
+    assert claif("ask", "x", "--no-cache", socket=daemon.socket).returncode == 0
+    assert claif("ask", "x", "--refresh", socket=daemon.socket).returncode == 0
+
+
+def test_error_lines_and_exit_codes(daemon: DaemonProcess, short_tmp: Path) -> None:
+    out = claif("ask", "x", "--model", "nosuch/m", socket=daemon.socket)
+    assert out.returncode == 1
+    assert out.stderr.startswith("claif: BadRequest: ") and out.stderr.count("\n") == 1
+    out = claif("ping", socket=short_tmp / "absent.sock")
+    assert out.returncode == 3 and out.stderr.startswith("claif: DaemonUnavailable: ")
+    out = claif("frobnicate", socket=daemon.socket)
+    assert out.returncode == 2 and out.stderr.startswith("claif: UsageError: ")
+    out = claif("ask", socket=daemon.socket)
+    assert out.returncode == 2 and out.stderr.startswith("claif: UsageError: ")
+    out = claif("ask", "x", "--max-tokens", "many", socket=daemon.socket)
+    assert out.returncode == 2
+
+
+def test_socket_from_environment(daemon: DaemonProcess) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    env["CLAIF_SOCKET"] = str(daemon.socket)
+    out = subprocess.run([CLAIF, "ping"], capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0
+
+
+def test_ping_is_quick(daemon: DaemonProcess) -> None:
+    """Startup matters for a CLI; the issue asks for well under 150 ms of wall time."""
+    claif("ping", socket=daemon.socket)  # warm the page cache
+    best = min(_timed(lambda: claif("ping", socket=daemon.socket)) for _ in range(5))
+    # Generous bound for a loaded CI machine; the benchmark reports the real figure.
+    assert best < 0.5
+
+
+def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0

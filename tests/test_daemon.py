@@ -1,0 +1,212 @@
+"""Daemon lifecycle: socket ownership, modes, signals, drain, restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from claif_client import Client, DaemonUnavailable
+
+from .conftest import DaemonProcess, wait_connectable
+
+
+def test_socket_and_directory_modes(daemon: DaemonProcess) -> None:
+    assert stat.S_IMODE(daemon.socket.parent.stat().st_mode) == 0o700
+    st = daemon.socket.lstat()
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+
+
+def test_sigterm_exits_zero_and_removes_socket(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    assert d.stop() == 0
+    assert not d.socket.exists()
+    events = [line.get("event") for line in d.logs()]
+    assert "draining" in events and "claifd stopped" in events
+
+
+def test_sigint_also_drains(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    d.signal(signal.SIGINT)
+    assert d.proc.wait(timeout=20) == 0
+    assert not d.socket.exists()
+
+
+def test_second_daemon_is_refused(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    first = daemon_factory()
+    second = daemon_factory(start=False).start(wait=False)
+    assert second.proc.wait(timeout=20) == 1
+    assert any("already running" in str(line.get("error", "")) for line in second.logs())
+    # The first one is unharmed.
+    with Client(first.socket) as c:
+        c.ping()
+    assert first.stop() == 0
+
+
+def test_stale_socket_is_replaced(daemon_factory, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False)
+    d.socket.parent.mkdir(mode=0o700)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(d.socket))  # bound, never listening: nobody answers
+    stale.close()
+    assert d.socket.exists()
+    d.start()
+    with Client(d.socket) as c:
+        c.ping()
+    assert any(line.get("event") == "removing stale socket" for line in d.logs())
+    assert d.stop() == 0
+
+
+def test_refuses_to_replace_a_regular_file(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False)
+    d.socket.parent.mkdir(mode=0o700)
+    d.socket.write_text("precious")
+    d.start(wait=False)
+    assert d.proc.wait(timeout=20) == 1
+    assert d.socket.read_text() == "precious"
+
+
+def test_killed_daemon_leaves_a_socket_the_next_one_replaces(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    d.kill()  # SIGKILL: no cleanup at all
+    assert d.socket.exists()
+    d.start()
+    with Client(d.socket) as c:
+        c.ping()
+    assert d.stop() == 0
+
+
+def test_client_reconnects_after_restart(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    client = Client(d.socket, timeout=10)
+    assert client.complete("before").text == "echo: before"
+    first_pid = client.status()["pid"]
+    assert d.stop() == 0
+    with pytest.raises(DaemonUnavailable):
+        client.ping()
+    d.start()
+    assert client.complete("after").text == "echo: after"
+    assert client.status()["pid"] != first_pid
+    client.close()
+    assert d.stop() == 0
+
+
+def test_drain_lets_a_stream_in_flight_finish(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    words = " ".join(f"w{i}" for i in range(30))
+    got: list[str] = []
+    result: dict[str, object] = {}
+
+    def consume() -> None:
+        with Client(d.socket, timeout=20) as c:
+            stream = c.stream(words, extra={"delay_ms": 30})
+            for delta in stream:
+                got.append(delta)
+            result["response"] = stream.response
+
+    t = threading.Thread(target=consume)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got, "stream did not start"
+    d.signal(signal.SIGTERM)
+    # New connections are refused while draining: the socket is gone.
+    time.sleep(0.2)
+    assert not d.socket.exists()
+    t.join(timeout=20)
+    assert d.proc.wait(timeout=20) == 0
+    assert "".join(got) == "echo: " + words
+    assert result["response"].text == "echo: " + words  # type: ignore[attr-defined]
+
+
+def test_drain_timeout_cancels_what_is_left(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"CLAIF_SERVER__DRAIN_TIMEOUT": "0.3"})
+    errors: list[Exception] = []
+
+    def consume() -> None:
+        with Client(d.socket, timeout=20) as c:
+            try:
+                for _ in c.stream(" ".join(["w"] * 1000), extra={"delay_ms": 50}):
+                    pass
+            except Exception as exc:
+                errors.append(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=20) == 0
+    assert time.monotonic() - started < 5
+    t.join(timeout=10)
+    assert errors, "the stream should have been cut off"
+    assert any(line.get("event") == "drain timeout: cancelling requests in flight" for line in d.logs())
+
+
+def test_sighup_reloads_config(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False)
+    config = d.home / ".claif" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"models": {"fast": "echo/one"}}))
+    d.start()
+    with Client(d.socket) as c:
+        assert c.complete("x", model="fast").model == "echo/one"
+        config.write_text(json.dumps({"models": {"fast": "echo/two"}}))
+        d.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while c.status()["config"]["generation"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.complete("x", model="fast").model == "echo/two"
+        config.write_text("{ broken")
+        d.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while not c.status()["config"]["last_error"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        status = c.status()
+        assert "invalid JSON" in status["config"]["last_error"]
+        assert status["config"]["generation"] == 2
+        assert c.complete("x", model="fast").model == "echo/two", "last good config keeps serving"
+    assert d.stop() == 0
+
+
+def test_invalid_config_at_startup_is_a_clear_error(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False, env={"CLAIF_POOL__MAX_CONNECTIONS": "lots"})
+    d.start(wait=False)
+    assert d.proc.wait(timeout=20) == 1
+    errors = [line for line in d.logs() if line.get("event") == "invalid configuration"]
+    assert errors and "max_connections" in str(errors[0]["error"])
+
+
+def test_path_too_long(daemon_factory, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False)
+    d.socket = short_tmp / ("x" * 60) / ("y" * 60) / "d.sock"
+    d.start(wait=False)
+    assert d.proc.wait(timeout=20) == 1
+    assert any("too long" in str(line.get("error", "")) for line in d.logs())
+
+
+def test_socket_from_environment(daemon_factory, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    """CLAIF_SOCKET is honoured by daemon and client alike."""
+    d = daemon_factory(start=False)
+    env_sock = short_tmp / "envsock" / "e.sock"
+    d.env["CLAIF_SOCKET"] = str(env_sock)
+    d.args = []
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "claifd"], env=d.env, cwd=d.home, stderr=subprocess.DEVNULL)
+    try:
+        wait_connectable(env_sock, proc)
+        with Client(env_sock) as c:
+            c.ping()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
