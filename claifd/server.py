@@ -194,7 +194,7 @@ class Connection(asyncio.Protocol):
             self.write(Pong(id=msg.id))
         elif kind is GetStatus:
             self.write(Result(id=msg.id, value=app.status()))
-        elif kind is Complete:
+        elif isinstance(msg, Complete):
             self.start(msg)
 
     def reject(self, payload: bytes | memoryview, exc: msgspec.DecodeError) -> None:

@@ -161,3 +161,34 @@ def test_any_chunking_yields_the_same_payloads(payloads: list[bytes], cuts: list
 def test_complete_round_trips_for_any_text(text: str, rid: int, stream: bool) -> None:
     msg = Complete(id=rid, request=CompletionRequest(messages=[Message(role="user", content=text)]), stream=stream)
     assert request_decoder().decode(payload_of(encode_frame(msg))) == msg
+
+
+# ------------------------------------------------------------ client demux
+
+
+def test_demux_files_replies_by_id_and_drops_abandoned() -> None:
+    from claif_client._demux import Demux
+
+    d = Demux()
+    box1, box2 = d.open(1), d.open(2)
+    d.open(3)
+    assert d.abandon(3) is True  # nothing received yet: the daemon may still be working
+    data = b"".join(
+        bytes(encode_frame(m))
+        for m in (Chunk(id=2, text="a"), Chunk(id=3, text="late"), Pong(id=1), Error(id=3, code="cancelled", message="")
+                  , Done(id=2))
+    )
+    assert d.feed(data) is None
+    assert list(box1) == [Pong(id=1)]
+    assert [type(r).__name__ for r in box2] == ["Chunk", "Done"]
+    assert d.abandoned == set(), "the terminal frame of an abandoned request ends its filtering"
+    d.finish(1)
+    assert d.abandon(2) is False  # its terminal reply is already here
+    assert d.mailboxes == {}
+
+
+def test_demux_reports_connection_errors() -> None:
+    from claif_client._demux import Demux
+
+    failure = Demux().feed(bytes(encode_frame(Error(id=0, code="too_large", message="big"))))
+    assert failure is not None and failure.code == "too_large"

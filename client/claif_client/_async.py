@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,8 @@ import msgspec
 from ._version import __version__
 from ._requests import CacheArg, MessagesArg, build_request
 from ._sync import DEFAULT_TIMEOUT
-from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout, remote_error
+from ._demux import Demux, terminal_result
+from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
 from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
@@ -36,13 +36,11 @@ from .protocol import (
     GetStatus,
     Hello,
     Ping,
-    Pong,
     Reply,
     Result,
     Welcome,
     encode_frame,
     hello_decoder,
-    reply_decoder,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "AsyncCompletionStream"]
 
 _RECV_SIZE = 256 * 1024
-_TERMINAL = (Pong, Result, Done, Error)
 _hello_decoder = hello_decoder()
 
 
@@ -70,11 +67,8 @@ class AsyncClient:
         self.capabilities: tuple[str, ...] = ()
         self._chat: Any = None
         self._stream: anyio.abc.ByteStream | None = None
-        self._frames = FrameDecoder()
-        self._decoder = reply_decoder()
+        self._demux = Demux()
         self._ids = itertools.count(1)
-        self._mailboxes: dict[int, deque[Reply]] = {}
-        self._abandoned: set[int] = set()
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._recv_lock = anyio.Lock(fast_acquire=True)
 
@@ -140,12 +134,8 @@ class AsyncClient:
         return AsyncCompletionStream(self, request)
 
     async def aclose(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            await stream.aclose()
-        self._frames = FrameDecoder()
-        self._mailboxes.clear()
-        self._abandoned.clear()
+        await self._drop_connection()
+        self._demux.mailboxes.clear()
 
     close = aclose
 
@@ -157,25 +147,20 @@ class AsyncClient:
 
     def __repr__(self) -> str:
         state = "connected" if self._stream is not None else "idle"
-        return f"<AsyncClient {state} socket={str(self.socket_path)!r} in_flight={len(self._mailboxes)}>"
+        return f"<AsyncClient {state} socket={str(self.socket_path)!r} in_flight={len(self._demux.mailboxes)}>"
 
     # ------------------------------------------------------------ plumbing
 
     async def _call(self, msg: Ping | GetStatus | Complete) -> Reply:
-        self._mailboxes[msg.id] = deque()
+        self._demux.open(msg.id)
         try:
             await self._send(msg)
             reply = await self._next_reply(msg.id)
         except BaseException:
             await self._abandon(msg.id)
             raise
-        self._mailboxes.pop(msg.id, None)
-        if isinstance(reply, Error):
-            raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
-        if not isinstance(reply, _TERMINAL):
-            await self._abandon(msg.id)
-            raise ProtocolError(f"unexpected {type(reply).__name__} frame for a unary request")
-        return reply
+        self._demux.finish(msg.id)
+        return terminal_result(reply)
 
     async def _connect(self) -> anyio.abc.ByteStream:
         try:
@@ -189,7 +174,7 @@ class AsyncClient:
         frames = FrameDecoder()
         try:
             with anyio.fail_after(self.timeout):
-                await stream.send(encode_frame(Hello(protocol=PROTOCOL_VERSION, client=self.client_name)))
+                await stream.send(bytes(encode_frame(Hello(protocol=PROTOCOL_VERSION, client=self.client_name))))
                 payloads: list[bytes | memoryview] = []
                 while not payloads:
                     payloads = frames.feed(await stream.receive(_RECV_SIZE))
@@ -203,27 +188,26 @@ class AsyncClient:
             if isinstance(exc, (anyio.EndOfStream, anyio.BrokenResourceError, OSError)):
                 raise DaemonUnavailable("daemon closed the connection during the handshake") from exc
             raise
-        if isinstance(welcome, Error) or not isinstance(welcome, Welcome):
+        if not isinstance(welcome, Welcome):
             await anyio.aclose_forcefully(stream)
             detail = f"{welcome.code}: {welcome.message}" if isinstance(welcome, Error) else "no Welcome"
             raise ProtocolError(f"handshake refused: {detail}")
         self.daemon_version = welcome.daemon_version
         self.capabilities = tuple(welcome.capabilities)
         self._stream = stream
-        self._frames = frames
+        self._demux.reset()
         return stream
 
     async def _send(self, msg: Ping | GetStatus | Complete | Cancel) -> None:
-        frame = encode_frame(msg)
+        frame = bytes(encode_frame(msg))
         async with self._send_lock:
             stream = self._stream or await self._connect()
             try:
                 await stream.send(frame)
                 return
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                others = len(self._mailboxes) - (msg.id in self._mailboxes)
                 await self._drop_connection()
-                if others or isinstance(msg, Cancel):
+                if self._demux.others_in_flight(msg.id) or isinstance(msg, Cancel):
                     raise DaemonUnavailable("connection to the daemon was lost") from exc
             # Nothing was delivered on a dead connection: reconnect, resend once.
             stream = await self._connect()
@@ -235,13 +219,12 @@ class AsyncClient:
 
     async def _drop_connection(self) -> None:
         stream, self._stream = self._stream, None
-        self._frames = FrameDecoder()
-        self._abandoned.clear()
+        self._demux.reset()
         if stream is not None:
             await anyio.aclose_forcefully(stream)
 
     async def _next_reply(self, rid: int) -> Reply:
-        box = self._mailboxes[rid]
+        box = self._demux.mailboxes[rid]
         while not box:
             async with self._recv_lock:
                 if box:
@@ -262,28 +245,17 @@ class AsyncClient:
             await self._drop_connection()
             raise DaemonUnavailable("the daemon closed the connection") from exc
         try:
-            replies = [self._decoder.decode(p) for p in self._frames.feed(data)]
-        except (FrameTooLarge, msgspec.DecodeError) as exc:
+            failure = self._demux.feed(data)
+        except ProtocolError:
             await self._drop_connection()
-            raise ProtocolError(f"bad frame from the daemon: {exc}") from exc
-        for reply in replies:
-            rid = reply.id
-            if rid in self._abandoned:
-                if isinstance(reply, _TERMINAL):
-                    self._abandoned.discard(rid)
-                continue
-            box = self._mailboxes.get(rid)
-            if box is not None:
-                box.append(reply)
-            elif rid == 0 and isinstance(reply, Error):
-                await self._drop_connection()
-                raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
+            raise
+        if failure is not None:
+            await self._drop_connection()
+            raise failure
 
     async def _abandon(self, rid: int) -> None:
-        box = self._mailboxes.pop(rid, None)
-        if (box and isinstance(box[-1], _TERMINAL)) or self._stream is None:
+        if not self._demux.abandon(rid) or self._stream is None:
             return
-        self._abandoned.add(rid)
         # Shielded: this often runs because the caller was cancelled.
         with anyio.CancelScope(shield=True):
             try:
@@ -309,11 +281,11 @@ class AsyncCompletionStream:
         client = self._client
         if self._rid is None:
             self._rid = next(client._ids)
-            client._mailboxes[self._rid] = deque()
+            client._demux.open(self._rid)
             try:
                 await client._send(Complete(id=self._rid, request=self._request, stream=True))
             except BaseException:
-                client._mailboxes.pop(self._rid, None)
+                client._demux.finish(self._rid)
                 self._finished = True
                 raise
         while not self._finished:
@@ -327,13 +299,11 @@ class AsyncCompletionStream:
                     return reply.text
                 continue
             self._finished = True
-            client._mailboxes.pop(self._rid, None)
-            if isinstance(reply, Done):
-                self.response = reply.response
-            elif isinstance(reply, Error):
-                raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
-            else:
-                raise ProtocolError(f"unexpected {type(reply).__name__} frame in a stream")
+            client._demux.finish(self._rid)
+            done = terminal_result(reply)
+            if not isinstance(done, Done):
+                raise ProtocolError(f"unexpected {type(done).__name__} frame ending a stream")
+            self.response = done.response
         raise StopAsyncIteration
 
     async def until_done(self) -> CompletionResponse:

@@ -21,7 +21,6 @@ import os
 import socket
 import struct
 import threading
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,8 @@ import msgspec
 
 from ._version import __version__
 from ._requests import CacheArg, MessagesArg, build_request
-from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout, remote_error
+from ._demux import Demux, terminal_result
+from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
 from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
@@ -44,13 +44,11 @@ from .protocol import (
     GetStatus,
     Hello,
     Ping,
-    Pong,
     Reply,
     Result,
     Welcome,
     encode_frame,
     hello_decoder,
-    reply_decoder,
 )
 
 if TYPE_CHECKING:
@@ -61,7 +59,6 @@ __all__ = ["Client", "CompletionStream", "DEFAULT_TIMEOUT"]
 # Long enough for a slow model's whole answer; override per client.
 DEFAULT_TIMEOUT = 600.0
 _RECV_SIZE = 256 * 1024
-_TERMINAL = (Pong, Result, Done, Error)
 _hello_decoder = hello_decoder()
 
 
@@ -80,11 +77,8 @@ class Client:
         self.capabilities: tuple[str, ...] = ()
         self._chat: Any = None
         self._sock: socket.socket | None = None
-        self._frames = FrameDecoder()
-        self._decoder = reply_decoder()
+        self._demux = Demux()
         self._ids = itertools.count(1)
-        self._mailboxes: dict[int, deque[Reply]] = {}
-        self._abandoned: set[int] = set()
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
 
@@ -148,17 +142,17 @@ class Client:
 
     def stream_request(self, request: CompletionRequest) -> CompletionStream:
         rid = self._new_id()
-        self._mailboxes[rid] = deque()
-        self._send(Complete(id=rid, request=request, stream=True))
+        self._demux.open(rid)
+        try:
+            self._send(Complete(id=rid, request=request, stream=True))
+        except BaseException:
+            self._demux.finish(rid)
+            raise
         return CompletionStream(self, rid)
 
     def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-        self._frames = FrameDecoder()
-        self._mailboxes.clear()
-        self._abandoned.clear()
+        self._drop_connection()
+        self._demux.mailboxes.clear()
 
     def __enter__(self) -> Client:
         return self
@@ -168,7 +162,7 @@ class Client:
 
     def __repr__(self) -> str:
         state = "connected" if self._sock is not None else "idle"
-        return f"<Client {state} socket={str(self.socket_path)!r} in_flight={len(self._mailboxes)}>"
+        return f"<Client {state} socket={str(self.socket_path)!r} in_flight={len(self._demux.mailboxes)}>"
 
     # ------------------------------------------------------------ plumbing
 
@@ -176,21 +170,15 @@ class Client:
         return next(self._ids)
 
     def _call(self, msg: Ping | GetStatus | Complete) -> Reply:
-        self._mailboxes[msg.id] = deque()
-        self._send(msg)
+        self._demux.open(msg.id)
         try:
+            self._send(msg)
             reply = self._next_reply(msg.id)
         except BaseException:
             self._abandon(msg.id)
             raise
-        if isinstance(reply, Error):
-            self._mailboxes.pop(msg.id, None)
-            raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
-        if not isinstance(reply, _TERMINAL):
-            self._abandon(msg.id)
-            raise ProtocolError(f"unexpected {type(reply).__name__} frame for a unary request")
-        self._mailboxes.pop(msg.id, None)
-        return reply
+        self._demux.finish(msg.id)
+        return terminal_result(reply)
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -227,17 +215,15 @@ class Client:
         except ClaifError:
             sock.close()
             raise
-        if isinstance(welcome, Error):
-            sock.close()
-            raise ProtocolError(f"{welcome.code}: {welcome.message}")
         if not isinstance(welcome, Welcome):
             sock.close()
-            raise ProtocolError("daemon did not answer Hello with Welcome")
+            detail = f"{welcome.code}: {welcome.message}" if isinstance(welcome, Error) else "no Welcome"
+            raise ProtocolError(f"handshake refused: {detail}")
         self.daemon_version = welcome.daemon_version
         self.capabilities = tuple(welcome.capabilities)
         _use_kernel_timeouts(sock, self.timeout)
         self._sock = sock
-        self._frames = FrameDecoder()
+        self._demux.reset()
         return sock
 
     def _send(self, msg: Ping | GetStatus | Complete | Cancel) -> None:
@@ -253,17 +239,14 @@ class Client:
                 self._drop_connection()
                 raise Timeout(f"daemon did not accept the request within {self.timeout}s") from exc
             except (BrokenPipeError, ConnectionResetError) as exc:
-                others = len(self._mailboxes) - (msg.id in self._mailboxes)
-                if others or isinstance(msg, Cancel):
-                    # Other requests were in flight: they are lost, say so.
-                    self._drop_connection()
-                    raise DaemonUnavailable("connection to the daemon was lost") from exc
                 self._drop_connection()
+                if self._demux.others_in_flight(msg.id) or isinstance(msg, Cancel):
+                    raise DaemonUnavailable("connection to the daemon was lost") from exc
             except OSError as exc:
                 self._drop_connection()
                 raise DaemonUnavailable(f"cannot send to the daemon: {exc}") from exc
             # The daemon went away between calls (e.g. it was restarted): a
-            # failed write delivered nothing, so one resend is safe.
+            # failed write to a Unix socket delivered nothing, so resend once.
             try:
                 self._connect().sendall(frame)
             except OSError as exc:
@@ -271,14 +254,14 @@ class Client:
                 raise DaemonUnavailable(f"cannot send to the daemon: {exc}") from exc
 
     def _drop_connection(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._frames = FrameDecoder()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        self._demux.reset()
 
     def _next_reply(self, rid: int) -> Reply:
         """Block until the next frame for request `rid` arrives."""
-        box = self._mailboxes[rid]
+        box = self._demux.mailboxes[rid]
         while not box:
             with self._recv_lock:
                 if box:
@@ -295,48 +278,28 @@ class Client:
         except (TimeoutError, BlockingIOError) as exc:
             raise Timeout(f"no reply from the daemon within {self.timeout}s") from exc
         except OSError as exc:
-            self._lose_connection()
+            self._drop_connection()
             raise DaemonUnavailable(f"connection to the daemon failed: {exc}") from exc
         if not data:
-            self._lose_connection()
+            self._drop_connection()
             raise DaemonUnavailable("the daemon closed the connection")
         try:
-            payloads = self._frames.feed(data)
-            replies = [self._decoder.decode(p) for p in payloads]
-        except (FrameTooLarge, msgspec.DecodeError) as exc:
-            self._lose_connection()
-            raise ProtocolError(f"bad frame from the daemon: {exc}") from exc
-        for reply in replies:
-            rid = reply.id
-            if rid in self._abandoned:
-                if isinstance(reply, _TERMINAL):
-                    self._abandoned.discard(rid)
-                continue
-            box = self._mailboxes.get(rid)
-            if box is not None:
-                box.append(reply)
-            elif rid == 0 and isinstance(reply, Error):
-                # A connection-level error; the daemon closes after it.
-                self._lose_connection()
-                raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
-
-    def _lose_connection(self) -> None:
-        """The connection is gone: every request waiting on it fails."""
-        self._drop_connection()
-        self._abandoned.clear()
+            failure = self._demux.feed(data)
+        except ProtocolError:
+            self._drop_connection()
+            raise
+        if failure is not None:
+            # A connection-level error; the daemon closes after it.
+            self._drop_connection()
+            raise failure
 
     def _abandon(self, rid: int) -> None:
         """Stop waiting for `rid`: cancel it on the daemon, drop its late replies."""
-        box = self._mailboxes.pop(rid, None)
-        if box and isinstance(box[-1], _TERMINAL):
-            return
-        if self._sock is None:
-            return
-        self._abandoned.add(rid)
-        try:
-            self._send(Cancel(id=rid))
-        except ClaifError:
-            pass
+        if self._demux.abandon(rid) and self._sock is not None:
+            try:
+                self._send(Cancel(id=rid))
+            except ClaifError:
+                pass
 
 
 def _use_kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
@@ -384,13 +347,11 @@ class CompletionStream:
                     return reply.text
                 continue
             self._finished = True
-            self._client._mailboxes.pop(self._rid, None)
-            if isinstance(reply, Done):
-                self.response = reply.response
-            elif isinstance(reply, Error):
-                raise remote_error(reply.code, reply.message, reply.retry_after, reply.details)
-            else:
-                raise ProtocolError(f"unexpected {type(reply).__name__} frame in a stream")
+            self._client._demux.finish(self._rid)
+            done = terminal_result(reply)
+            if not isinstance(done, Done):
+                raise ProtocolError(f"unexpected {type(done).__name__} frame ending a stream")
+            self.response = done.response
         raise StopIteration
 
     def until_done(self) -> CompletionResponse:

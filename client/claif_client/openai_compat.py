@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .protocol import CompletionRequest, CompletionResponse, Message
 
@@ -161,6 +161,16 @@ class _SyncCompletions:
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @overload
+    def create(
+        self, *, messages: list[dict[str, Any]], model: str | None = ..., stream: Literal[False] = ..., **kwargs: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    def create(
+        self, *, messages: list[dict[str, Any]], model: str | None = ..., stream: Literal[True], **kwargs: Any
+    ) -> Iterator[ChatCompletionChunk]: ...
+
     def create(
         self, *, messages: list[dict[str, Any]], model: str | None = None, stream: bool = False, **kwargs: Any
     ) -> ChatCompletion | Iterator[ChatCompletionChunk]:
@@ -173,6 +183,16 @@ class _SyncCompletions:
 class _AsyncCompletions:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
+
+    @overload
+    async def create(
+        self, *, messages: list[dict[str, Any]], model: str | None = ..., stream: Literal[False] = ..., **kwargs: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def create(
+        self, *, messages: list[dict[str, Any]], model: str | None = ..., stream: Literal[True], **kwargs: Any
+    ) -> AsyncIterator[ChatCompletionChunk]: ...
 
     async def create(
         self, *, messages: list[dict[str, Any]], model: str | None = None, stream: bool = False, **kwargs: Any
