@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ./client -e '.[test]'
+	$(PY) -m pip install --quiet -e './client[progress]' -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,520 @@
+"""`claif-sim`: an offline upstream that speaks the Anthropic Messages and the
+OpenAI Chat Completions wire formats, JSON and SSE, over real HTTP/1.1.
+
+It exists so that every test, demo and benchmark crosses a real network stack
+without keys or internet. The HTTP layer is h11 (already installed with httpx)
+over an anyio TCP listener; each connection is kept alive across requests.
+
+Endpoints:
+    POST /v1/messages            Anthropic Messages (JSON; SSE with "stream": true)
+    POST /v1/chat/completions    OpenAI Chat Completions (JSON; SSE with "stream": true)
+    GET  /v1/models              either format (Anthropic when an anthropic-version
+                                 or x-api-key header is present)
+    GET  /_sim/stats             counters: requests, in_flight, peak_concurrency, ...
+    POST /_sim/reset             zero the counters, restore the start-up faults
+    POST /_sim/config            change faults at run time (JSON; see `Faults`)
+    GET  /_sim/requests          the last requests received (bodies, key present?)
+
+The reply text is a pure function of the request: "Simulated reply to: " and
+the last user message. Tokens are whitespace-separated words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import h11
+import msgspec
+from anyio.abc import SocketAttribute
+
+__all__ = ["SimState", "Faults", "serve", "main", "reply_text"]
+
+_WORDS = re.compile(r"\S+\s*")
+_MAX_BODY = 32 * 1024 * 1024
+_RECENT = 50
+_ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"]
+_OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1"]
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 529: "overloaded_error",
+}
+
+
+@dataclass
+class Faults:
+    """What the simulator does wrong, on purpose."""
+
+    latency_ms: float = 0.0  # before the response starts
+    token_delay_ms: float = 0.0  # between streamed tokens
+    errors: list[int] = field(default_factory=list)  # statuses for the next requests, in order
+    stream_cut_after: int | None = None  # close the connection after N streamed tokens
+    stream_error_after: int | None = None  # send an SSE error event after N tokens
+
+
+@dataclass
+class SimState:
+    startup: Faults
+    faults: Faults = field(default_factory=Faults)
+    requests: int = 0
+    in_flight: int = 0
+    peak_concurrency: int = 0
+    errors_injected: int = 0
+    disconnects: int = 0
+    connections_opened: int = 0
+    connections_open: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT))
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        s = self.startup
+        self.faults = Faults(s.latency_ms, s.token_delay_ms, list(s.errors), s.stream_cut_after, s.stream_error_after)
+        self.requests = self.errors_injected = self.disconnects = self.connections_opened = 0
+        self.peak_concurrency = self.in_flight
+        self.by_path.clear()
+        self.recent.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "peak_concurrency": self.peak_concurrency,
+            "errors_injected": self.errors_injected,
+            "disconnects": self.disconnects,
+            "connections_opened": self.connections_opened,
+            "connections_open": self.connections_open,
+            "by_path": dict(self.by_path),
+            "pending_errors": list(self.faults.errors),
+        }
+
+
+class _ClientGone(Exception):
+    pass
+
+
+# --------------------------------------------------------------- the replies
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def reply_text(messages: list[dict[str, Any]]) -> str:
+    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
+    return "Simulated reply to: " + (_text_of(last_user.get("content")) if last_user else "")
+
+
+def _count_words(text: str) -> int:
+    return len(text.split())
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    n = sum(_count_words(_text_of(m.get("content"))) for m in body.get("messages", []) if isinstance(m, dict))
+    return n + _count_words(_text_of(body.get("system")))
+
+
+def _answer(body: dict[str, Any], max_tokens: int | None) -> tuple[list[str], bool]:
+    """Words of the reply (with their trailing spaces), and whether max_tokens cut it."""
+    words = _WORDS.findall(reply_text(body.get("messages", [])))
+    if max_tokens is not None and len(words) > max_tokens:
+        return words[:max_tokens], True
+    return words, False
+
+
+# -------------------------------------------------------------- HTTP plumbing
+
+
+class _Exchange:
+    """One request/response on a kept-alive h11 connection."""
+
+    def __init__(self, conn: h11.Connection, stream: anyio.abc.ByteStream) -> None:
+        self.conn = conn
+        self.stream = stream
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            try:
+                await self.stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                raise _ClientGone from exc
+
+    async def respond(self, status: int, doc: Any, headers: list[tuple[str, str]] | None = None) -> None:
+        body = msgspec.json.encode(doc)
+        hdrs = [("content-type", "application/json"), ("content-length", str(len(body))), *(headers or [])]
+        await self.send(h11.Response(status_code=status, headers=hdrs))
+        await self.send(h11.Data(data=body))
+        await self.send(h11.EndOfMessage())
+
+    async def start_sse(self) -> None:
+        await self.send(h11.Response(
+            status_code=200,
+            headers=[("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")],
+        ))
+
+    async def sse(self, data: Any, event: str | None = None) -> None:
+        payload = data if isinstance(data, str) else msgspec.json.encode(data).decode()
+        text = (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
+        await self.send(h11.Data(data=text.encode()))
+
+
+async def _next_event(conn: h11.Connection, stream: anyio.abc.ByteStream) -> h11.Event:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event  # type: ignore[return-value]
+        try:
+            data = await stream.receive(65536)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            data = b""
+        conn.receive_data(data)
+
+
+async def _handle_connection(stream: anyio.abc.ByteStream, state: SimState) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+    state.connections_opened += 1
+    state.connections_open += 1
+    try:
+        while True:
+            try:
+                event = await _next_event(conn, stream)
+            except h11.RemoteProtocolError:
+                return
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return
+            if not isinstance(event, h11.Request):
+                return
+            body = bytearray()
+            while True:
+                ev = await _next_event(conn, stream)
+                if isinstance(ev, h11.Data):
+                    body += ev.data
+                    if len(body) > _MAX_BODY:
+                        return
+                elif isinstance(ev, h11.EndOfMessage):
+                    break
+                else:
+                    return
+            exchange = _Exchange(conn, stream)
+            try:
+                await _route(exchange, event, bytes(body), state)
+            except _ClientGone:
+                state.disconnects += 1
+                return
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+    finally:
+        state.connections_open -= 1
+        await anyio.aclose_forcefully(stream)
+
+
+# ------------------------------------------------------------------ routing
+
+
+async def _route(ex: _Exchange, req: h11.Request, body: bytes, state: SimState) -> None:
+    method = req.method.decode()
+    path = req.target.decode().split("?", 1)[0]
+    headers = {k.decode().lower(): v.decode() for k, v in req.headers}
+    if method == "POST" and path in ("/v1/messages", "/v1/chat/completions"):
+        await _completion(ex, path, headers, body, state)
+    elif method == "GET" and path == "/v1/models":
+        await _models(ex, headers)
+    elif method == "GET" and path == "/_sim/stats":
+        await ex.respond(200, state.stats())
+    elif method == "POST" and path == "/_sim/reset":
+        state.reset()
+        await ex.respond(200, state.stats())
+    elif method == "POST" and path == "/_sim/config":
+        await _configure(ex, body, state)
+    elif method == "GET" and path == "/_sim/requests":
+        await ex.respond(200, list(state.recent))
+    else:
+        await ex.respond(404, {"error": {"message": f"no route for {method} {path}", "type": "not_found"}})
+
+
+async def _configure(ex: _Exchange, body: bytes, state: SimState) -> None:
+    try:
+        changes = json.loads(body or b"{}")
+        f = state.faults
+        for key, value in changes.items():
+            if not hasattr(f, key):
+                raise ValueError(f"unknown fault {key!r}")
+            setattr(f, key, list(value) if key == "errors" else value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        await ex.respond(400, {"error": {"message": str(exc), "type": "invalid_request"}})
+        return
+    await ex.respond(200, {"faults": vars(state.faults)})
+
+
+async def _models(ex: _Exchange, headers: dict[str, str]) -> None:
+    if "anthropic-version" in headers or "x-api-key" in headers:
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in _ANTHROPIC_MODELS]
+        await ex.respond(200, {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+    else:
+        data = [{"id": m, "object": "model", "created": 1735689600, "owned_by": "claif-sim"} for m in _OPENAI_MODELS]
+        await ex.respond(200, {"object": "list", "data": data})
+
+
+def _error_doc(anthropic: bool, status: int, message: str) -> dict[str, Any]:
+    if anthropic:
+        return {"type": "error", "error": {"type": _ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message}}
+    kind = {429: "rate_limit_exceeded", 401: "invalid_api_key", 400: "invalid_request_error"}.get(status, "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+
+
+async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: bytes, state: SimState) -> None:
+    anthropic = path == "/v1/messages"
+    state.requests += 1
+    state.by_path[path] = state.by_path.get(path, 0) + 1
+    state.in_flight += 1
+    state.peak_concurrency = max(state.peak_concurrency, state.in_flight)
+    try:
+        faults = state.faults
+        if faults.latency_ms:
+            await anyio.sleep(faults.latency_ms / 1000)
+        if faults.errors:
+            status = faults.errors.pop(0)
+            state.errors_injected += 1
+            retry = [("retry-after", "0")] if status in (429, 529) else []
+            await ex.respond(status, _error_doc(anthropic, status, f"simulated {status}"), retry)
+            return
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+        except ValueError as exc:
+            await ex.respond(400, _error_doc(anthropic, 400, f"invalid JSON body: {exc}"))
+            return
+        state.recent.append({
+            "path": path,
+            "body": body,
+            "has_api_key": bool(_api_key(headers)),
+            "anthropic_version": headers.get("anthropic-version"),
+        })
+        problem = _check_request(anthropic, headers, body)
+        if problem:
+            status, message = problem
+            await ex.respond(status, _error_doc(anthropic, status, message))
+            return
+        if anthropic:
+            await _anthropic(ex, body, state)
+        else:
+            await _openai(ex, body, state)
+    finally:
+        state.in_flight -= 1
+
+
+def _api_key(headers: dict[str, str]) -> str:
+    """Anthropic takes x-api-key (or, in newer SDKs, a bearer token); OpenAI a bearer token."""
+    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+
+
+def _check_request(anthropic: bool, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, str] | None:
+    if anthropic:
+        if not _api_key(headers):
+            return 401, "x-api-key header is required"
+        if not headers.get("anthropic-version"):
+            return 400, "anthropic-version header is required"
+        if not isinstance(body.get("max_tokens"), int):
+            return 400, "max_tokens: Field required"
+    elif not _api_key(headers):
+        return 401, "You didn't provide an API key."
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        return 400, "messages: at least one message is required"
+    if not isinstance(body.get("model"), str):
+        return 400, "model: Field required"
+    return None
+
+
+async def _stream_words(ex: _Exchange, words: list[str], state: SimState, emit: Any, on_error: Any) -> None:
+    faults = state.faults
+    for i, word in enumerate(words):
+        if faults.stream_cut_after is not None and i >= faults.stream_cut_after:
+            await anyio.aclose_forcefully(ex.stream)
+            raise _ClientGone  # counted as a disconnect: the connection is gone either way
+        if faults.stream_error_after is not None and i >= faults.stream_error_after:
+            await on_error()
+            return
+        if faults.token_delay_ms and i:
+            await anyio.sleep(faults.token_delay_ms / 1000)
+        await emit(word)
+
+
+async def _anthropic(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
+    model = body["model"]
+    words, truncated = _answer(body, body["max_tokens"])
+    text = "".join(words)
+    stop_reason = "max_tokens" if truncated else "end_turn"
+    usage_in = _prompt_tokens(body)
+    msg_id = f"msg_sim_{next(state.ids):08d}"
+    if not body.get("stream"):
+        await ex.respond(200, {
+            "id": msg_id, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": stop_reason, "stop_sequence": None,
+            "usage": {"input_tokens": usage_in, "output_tokens": len(words)},
+        })
+        return
+    await ex.start_sse()
+    await ex.sse({"type": "message_start", "message": {
+        "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage_in, "output_tokens": 1},
+    }}, "message_start")
+    await ex.sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")
+    await ex.sse({"type": "ping"}, "ping")
+
+    async def emit(word: str) -> None:
+        await ex.sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}, "content_block_delta")
+
+    errored = False
+
+    async def on_error() -> None:
+        nonlocal errored
+        errored = True
+        await ex.sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
+
+    await _stream_words(ex, words, state, emit, on_error)
+    if not errored:
+        await ex.sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        await ex.sse({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                      "usage": {"output_tokens": len(words)}}, "message_delta")
+        await ex.sse({"type": "message_stop"}, "message_stop")
+    await ex.send(h11.EndOfMessage())
+
+
+async def _openai(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
+    model = body["model"]
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    words, truncated = _answer(body, limit if isinstance(limit, int) else None)
+    text = "".join(words)
+    finish = "length" if truncated else "stop"
+    created = int(time.time())
+    cid = f"chatcmpl-sim{next(state.ids):08d}"
+    usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": len(words),
+             "total_tokens": _prompt_tokens(body) + len(words)}
+    if not body.get("stream"):
+        await ex.respond(200, {
+            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": usage, "system_fingerprint": None,
+        })
+        return
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if include_usage:
+            doc["usage"] = None
+        return doc
+
+    await ex.start_sse()
+    await ex.sse(chunk({"role": "assistant", "content": "", "refusal": None}))
+
+    async def emit(word: str) -> None:
+        await ex.sse(chunk({"content": word}))
+
+    errored = False
+
+    async def on_error() -> None:
+        nonlocal errored
+        errored = True
+        await ex.sse({"error": {"message": "simulated mid-stream failure", "type": "server_error", "code": None}})
+
+    await _stream_words(ex, words, state, emit, on_error)
+    if not errored:
+        await ex.sse(chunk({}, finish))
+        if include_usage:
+            await ex.sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                          "system_fingerprint": None, "choices": [], "usage": usage})
+        await ex.sse("[DONE]")
+    await ex.send(h11.EndOfMessage())
+
+
+# -------------------------------------------------------------------- serving
+
+
+async def serve(
+    state: SimState, host: str = "127.0.0.1", port: int = 0, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until cancelled; reports the bound port through `task_status`."""
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
+    async with listener:
+        bound = listener.extra(SocketAttribute.local_port)
+        task_status.started(bound)
+
+        async def handler(stream: anyio.abc.SocketStream) -> None:
+            await _handle_connection(stream, state)
+
+        await listener.serve(handler)
+
+
+def _parse_codes(text: str) -> list[int]:
+    try:
+        return [int(code) for code in text.split(",") if code.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--errors takes comma-separated status codes, not {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="claif-sim", description="Offline Anthropic + OpenAI upstream simulator.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each response")
+    p.add_argument("--token-delay-ms", type=float, default=0.0, help="delay between streamed tokens")
+    p.add_argument("--errors", type=_parse_codes, default=[], help="statuses for the first requests, e.g. 429,529,500")
+    args = p.parse_args(argv)
+    state = SimState(startup=Faults(latency_ms=args.latency_ms, token_delay_ms=args.token_delay_ms, errors=args.errors))
+
+    async def run() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(serve, state, args.host, args.port)
+                print(f"listening on http://{args.host}:{port}", flush=True)
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    break
+
+    backend_options = {}
+    try:
+        import uvloop  # noqa: F401
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    try:
+        anyio.run(run, backend="asyncio", backend_options=backend_options)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
