@@ -1,30 +1,43 @@
-"""The daemon's application object: it owns the configuration, the providers
-and the counters, and answers requests. It knows nothing about sockets; the
-server (`server.py`) decodes frames and calls it.
+"""The daemon's application object: it owns the configuration, the HTTP pool,
+the providers and the counters, and answers requests. It knows nothing about
+sockets; the server (`server.py`) decodes frames and calls it.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import structlog
 
-from claif_client.protocol import CompletionRequest, CompletionResponse
+from claif_client.protocol import (
+    BatchItem,
+    BatchProgress,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorInfo,
+    ErrorCode,
+)
 
 from . import __version__
 from .config import Config
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, Unsupported
-from .providers import DeltaCallback, EchoProvider, Provider, resolve_model
+from .pool import HttpPool
+from .providers import AnthropicProvider, DeltaCallback, EchoProvider, OpenAIProvider, Provider, resolve_model
+from .providers.http import UpstreamCounters
 
-__all__ = ["App", "InFlight", "UpstreamStats"]
+__all__ = ["App", "InFlight", "MAX_BATCH_ITEMS"]
 
 log = structlog.get_logger("claifd.app")
 
 _ROLES = frozenset({"user", "assistant", "system", "tool"})
+# A batch is one frame (16 MiB) anyway; this bounds the tasks one call spawns.
+MAX_BATCH_ITEMS = 100_000
+
+ProgressCallback = Callable[[BatchProgress], Awaitable[None]]
 
 
 class InFlight:
@@ -51,19 +64,9 @@ class InFlight:
         return f"<InFlight count={self.count}>"
 
 
-class UpstreamStats:
-    __slots__ = ("requests", "retries", "errors")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.retries = 0
-        self.errors = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {"requests": self.requests, "retries": self.retries, "errors": self.errors}
-
-
 class App:
+    """Create inside the event loop (it builds the pool and limiters); `aclose()` at the end."""
+
     def __init__(
         self,
         config: Config,
@@ -79,10 +82,22 @@ class App:
         self.connections = 0
         self.draining = False
         self.in_flight = InFlight()
-        self.upstream = UpstreamStats()
+        self.upstream = UpstreamCounters()
         self.config_generation = 1
         self.config_last_error: str | None = None
-        self.providers: dict[str, Provider] = {"echo": EchoProvider()}
+        self.pool = HttpPool(config.pool)
+        settings = self.current_config
+        self.providers: dict[str, Provider] = {
+            "echo": EchoProvider(self.upstream),
+            "anthropic": AnthropicProvider(self.pool, self.upstream, settings, clock=clock),
+            "openai": OpenAIProvider(self.pool, self.upstream, settings, clock=clock),
+        }
+
+    def current_config(self) -> Config:
+        return self.config
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -113,7 +128,7 @@ class App:
                 "evictions": 0,
             },
             "upstream": self.upstream.as_dict(),
-            "providers": sorted(self.providers),
+            "providers": {name: p.stats() for name, p in sorted(self.providers.items())},
             "config": {"generation": self.config_generation, "last_error": self.config_last_error},
         }
 
@@ -138,24 +153,60 @@ class App:
 
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         provider, model = self._route(request)
-        self.upstream.requests += 1
-        try:
-            return await provider.complete(request, model)
-        except ClaifdError:
-            self.upstream.errors += 1
-            raise
+        return await provider.complete(request, model)
 
     async def stream(self, request: CompletionRequest, on_delta: DeltaCallback) -> CompletionResponse:
         provider, model = self._route(request)
-        self.upstream.requests += 1
-        try:
-            return await provider.stream(request, model, on_delta)
-        except ClaifdError:
-            self.upstream.errors += 1
-            raise
+        return await provider.stream(request, model, on_delta)
 
     def request_timeout(self, request: CompletionRequest) -> float:
         return request.timeout if request.timeout is not None else float(self.config.client.timeout)
+
+    async def complete_with_deadline(self, request: CompletionRequest) -> CompletionResponse:
+        with anyio.fail_after(self.request_timeout(request)):
+            return await self.complete(request)
+
+    # --------------------------------------------------------------- batch
+
+    async def batch(
+        self, requests: list[CompletionRequest], concurrency: int | None, on_progress: ProgressCallback
+    ) -> list[BatchItem]:
+        """Every request, at most `concurrency` at a time; results in input order.
+
+        One item's failure is recorded in its `BatchItem.error` and does not
+        affect the others.
+        """
+        if not requests:
+            return []
+        if len(requests) > MAX_BATCH_ITEMS:
+            raise BadRequest(f"a batch holds at most {MAX_BATCH_ITEMS} requests, got {len(requests)}")
+        limit = concurrency if concurrency is not None else self.config.batch.concurrency
+        if limit < 1:
+            raise BadRequest("batch concurrency must be at least 1")
+        limiter = anyio.CapacityLimiter(limit)
+        results: list[BatchItem | None] = [None] * len(requests)
+        done = 0
+
+        async def run_one(index: int, request: CompletionRequest) -> None:
+            nonlocal done
+            async with limiter:
+                try:
+                    item = BatchItem(index=index, response=await self.complete_with_deadline(request))
+                except ClaifdError as exc:
+                    item = BatchItem(index=index, error=ErrorInfo(exc.code, exc.message, exc.retry_after))
+                except TimeoutError:
+                    item = BatchItem(index=index, error=ErrorInfo(ErrorCode.TIMEOUT, "request timed out in the daemon"))
+                except Exception as exc:
+                    log.exception("batch item failed", index=index)
+                    item = BatchItem(index=index, error=ErrorInfo(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"))
+            results[index] = item
+            done += 1
+            await on_progress(BatchProgress(index=index, ok=item.error is None, done=done, total=len(requests)))
+
+        async with anyio.create_task_group() as tg:
+            for index, request in enumerate(requests):
+                tg.start_soon(run_one, index, request)
+        return [r for r in results if r is not None]
 
 
 def _validate(request: CompletionRequest) -> None:

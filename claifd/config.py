@@ -111,22 +111,49 @@ class ClientConfig(_Section):
 
 
 class ProviderConfig(_Section):
-    base_url: str | None = None
+    # As in each official SDK: Anthropic's without the version path,
+    # OpenAI's with it (so any OpenAI-compatible server works by its /v1 URL).
+    base_url: str = ""
+    # None: fall back to ANTHROPIC_API_KEY / OPENAI_API_KEY.
     api_key: str | None = None
+    # Requests in flight to this provider; more wait in a FIFO queue.
+    max_concurrency: int = 50
+
+
+class AnthropicConfig(ProviderConfig):
+    base_url: str = "https://api.anthropic.com"
+    version: str = "2023-06-01"
+    # The Messages API requires max_tokens; used when a request gives none.
+    default_max_tokens: int = 4096
+
+
+class OpenAIConfig(ProviderConfig):
+    base_url: str = "https://api.openai.com/v1"
 
 
 class ProvidersConfig(_Section):
-    anthropic: ProviderConfig = msgspec.field(
-        default_factory=lambda: ProviderConfig(base_url="https://api.anthropic.com")
-    )
-    openai: ProviderConfig = msgspec.field(
-        default_factory=lambda: ProviderConfig(base_url="https://api.openai.com/v1")
-    )
+    anthropic: AnthropicConfig = msgspec.field(default_factory=AnthropicConfig)
+    openai: OpenAIConfig = msgspec.field(default_factory=OpenAIConfig)
 
 
 class PoolConfig(_Section):
     max_connections: int = 100
     max_keepalive: int = 20
+    keepalive_expiry: Duration = Duration(30.0)
+    connect_timeout: Duration = Duration(10.0)
+    # Longest silence between two reads of a response (a stream may pause).
+    read_timeout: Duration = Duration(600.0)
+    write_timeout: Duration = Duration(30.0)
+    # Longest wait for a free connection from the pool.
+    pool_timeout: Duration = Duration(30.0)
+
+
+class RetryConfig(_Section):
+    max_attempts: int = 4
+    base_delay: Duration = Duration(0.5)
+    max_delay: Duration = Duration(30.0)
+    # Total time for all attempts of one request, waits included.
+    deadline: Duration = Duration(120.0)
 
 
 class SemanticCacheConfig(_Section):
@@ -170,6 +197,7 @@ class Config(_Section):
     providers: ProvidersConfig = msgspec.field(default_factory=ProvidersConfig)
     models: dict[str, str] = {}
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     session: SessionConfig = msgspec.field(default_factory=SessionConfig)
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)

@@ -175,7 +175,17 @@ def _notify_systemd(state: str) -> None:
 
 
 async def _serve(opts: DaemonOptions, config: Config, path: Path) -> None:
+    # The app builds its HTTP pool and limiters: it belongs inside the loop.
     app = App(config, socket_path=str(path))
+    try:
+        await _run_app(opts, app, path)
+    finally:
+        with anyio.move_on_after(5, shield=True):
+            await app.aclose()
+    log.info("claifd stopped", requests_total=app.requests_total)
+
+
+async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         sock = bind_socket(path)
         async with anyio.create_task_group() as root:
@@ -194,7 +204,6 @@ async def _serve(opts: DaemonOptions, config: Config, path: Path) -> None:
                 server.close_connections()
                 requests.cancel_scope.cancel()
             root.cancel_scope.cancel()
-    log.info("claifd stopped", requests_total=app.requests_total)
 
 
 async def _wait_for_stop(signals: AsyncIterator[int], opts: DaemonOptions, app: App) -> int:

@@ -6,6 +6,7 @@
     ├── Unsupported (unsupported)
     ├── ShuttingDown (shutting_down)
     ├── Overloaded (overloaded)
+    ├── NotConfigured (not_configured)
     ├── UpstreamError (upstream_error)
     │   ├── RateLimited (rate_limited)
     │   └── UpstreamTimeout (timeout)
@@ -28,6 +29,7 @@ __all__ = [
     "Unsupported",
     "ShuttingDown",
     "Overloaded",
+    "NotConfigured",
     "UpstreamError",
     "RateLimited",
     "UpstreamTimeout",
@@ -65,6 +67,12 @@ class ShuttingDown(ClaifdError):
 
 class Overloaded(ClaifdError):
     code = ErrorCode.OVERLOADED
+
+
+class NotConfigured(ClaifdError):
+    """The request needs configuration that is missing (an API key...)."""
+
+    code = ErrorCode.NOT_CONFIGURED
 
 
 class UpstreamError(ClaifdError):

@@ -31,6 +31,8 @@ from claif_client.framing import FrameDecoder, FrameTooLarge
 from claif_client.protocol import (
     PROTOCOL_VERSION,
     REQUEST_TYPES,
+    Batch,
+    BatchProgress,
     Cancel,
     Chunk,
     Complete,
@@ -56,7 +58,7 @@ __all__ = ["Server", "Connection", "CAPABILITIES"]
 
 log = structlog.get_logger("claifd.server")
 
-CAPABILITIES = ["multiplex", "stream", "cancel"]
+CAPABILITIES = ["multiplex", "stream", "cancel", "batch"]
 # Pending connections the kernel queues for us; local clients connect in bursts
 # (a batch script starting many workers), so be generous.
 LISTEN_BACKLOG = 512
@@ -194,7 +196,7 @@ class Connection(asyncio.Protocol):
             self.write(Pong(id=msg.id))
         elif kind is GetStatus:
             self.write(Result(id=msg.id, value=app.status()))
-        elif isinstance(msg, Complete):
+        elif isinstance(msg, (Complete, Batch)):
             self.start(msg)
 
     def reject(self, payload: bytes | memoryview, exc: msgspec.DecodeError) -> None:
@@ -217,7 +219,7 @@ class Connection(asyncio.Protocol):
 
     # --------------------------------------------------- requests as tasks
 
-    def start(self, msg: Complete) -> None:
+    def start(self, msg: Complete | Batch) -> None:
         if msg.id in self.in_flight:
             self.write(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"request id {msg.id} is already in flight"))
             return
@@ -231,7 +233,7 @@ class Connection(asyncio.Protocol):
         self.app.in_flight.enter()
         if len(self.in_flight) >= self.app.config.server.max_in_flight_per_connection:
             self._pause_reading()
-        self.server.task_group.start_soon(self.run_complete, msg, scope)
+        self.server.task_group.start_soon(self.run_request, msg, scope)
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -247,23 +249,18 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.resume_reading()
 
-    async def run_complete(self, msg: Complete, scope: anyio.CancelScope) -> None:
+    async def run_request(self, msg: Complete | Batch, scope: anyio.CancelScope) -> None:
+        """Run one request as a task; every path ends with one terminal frame."""
         rid = msg.id
         structlog.contextvars.bind_contextvars(request_id=f"{self.cid}.{rid}")
         started = anyio.current_time()
         outcome = "ok"
         try:
             with scope:
-                with anyio.fail_after(self.app.request_timeout(msg.request)):
-                    if msg.stream:
-
-                        async def on_delta(text: str) -> None:
-                            await self.send(Chunk(id=rid, text=text))
-
-                        response = await self.app.stream(msg.request, on_delta)
-                    else:
-                        response = await self.app.complete(msg.request)
-                await self.send(Done(id=rid, response=response))
+                if isinstance(msg, Batch):
+                    await self._batch(msg)
+                else:
+                    await self._complete(msg)
             if scope.cancelled_caught:
                 outcome = "cancelled"
                 self.write(Error(id=rid, code=ErrorCode.CANCELLED, message="request cancelled"))
@@ -275,17 +272,39 @@ class Connection(asyncio.Protocol):
             self.write(Error(id=rid, code=exc.code, message=exc.message, retry_after=exc.retry_after, details=exc.details))
         except Exception as exc:
             outcome = "internal"
-            log.exception("request failed", method="complete")
+            log.exception("request failed", method=type(msg).__name__.lower())
             self.write(Error(id=rid, code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}"))
         finally:
             self._finish(rid)
             log.debug(
                 "request done",
-                method="complete",
-                stream=msg.stream,
+                method=type(msg).__name__.lower(),
                 outcome=outcome,
                 duration_ms=round((anyio.current_time() - started) * 1000, 2),
             )
+
+    async def _complete(self, msg: Complete) -> None:
+        rid = msg.id
+        if not msg.stream:
+            response = await self.app.complete_with_deadline(msg.request)
+            self.write(Done(id=rid, response=response))
+            return
+
+        async def on_delta(text: str) -> None:
+            await self.send(Chunk(id=rid, text=text))
+
+        with anyio.fail_after(self.app.request_timeout(msg.request)):
+            response = await self.app.stream(msg.request, on_delta)
+        await self.send(Done(id=rid, response=response))
+
+    async def _batch(self, msg: Batch) -> None:
+        rid = msg.id
+
+        async def on_progress(progress: BatchProgress) -> None:
+            await self.send(Chunk(id=rid, data=progress))
+
+        items = await self.app.batch(msg.requests, msg.concurrency, on_progress)
+        await self.send(Result(id=rid, value=items))
 
 
 class Server:

@@ -59,6 +59,7 @@ class Faults:
     latency_ms: float = 0.0  # before the response starts
     token_delay_ms: float = 0.0  # between streamed tokens
     errors: list[int] = field(default_factory=list)  # statuses for the next requests, in order
+    retry_after: float = 0.0  # the retry-after sent with an injected 429/529
     stream_cut_after: int | None = None  # close the connection after N streamed tokens
     stream_error_after: int | None = None  # send an SSE error event after N tokens
 
@@ -83,7 +84,9 @@ class SimState:
 
     def reset(self) -> None:
         s = self.startup
-        self.faults = Faults(s.latency_ms, s.token_delay_ms, list(s.errors), s.stream_cut_after, s.stream_error_after)
+        self.faults = Faults(
+            s.latency_ms, s.token_delay_ms, list(s.errors), s.retry_after, s.stream_cut_after, s.stream_error_after
+        )
         self.requests = self.errors_injected = self.disconnects = self.connections_opened = 0
         self.peak_concurrency = self.in_flight
         self.by_path.clear()
@@ -199,7 +202,7 @@ async def _handle_connection(stream: anyio.abc.ByteStream, state: SimState) -> N
                 event = await _next_event(conn, stream)
             except h11.RemoteProtocolError:
                 return
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:  # type: ignore[comparison-overlap]
                 return
             if not isinstance(event, h11.Request):
                 return
@@ -272,10 +275,10 @@ async def _configure(ex: _Exchange, body: bytes, state: SimState) -> None:
 async def _models(ex: _Exchange, headers: dict[str, str]) -> None:
     if "anthropic-version" in headers or "x-api-key" in headers:
         data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in _ANTHROPIC_MODELS]
-        await ex.respond(200, {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+        await ex.respond(200, {"data": data, "has_more": False, "first_id": _ANTHROPIC_MODELS[0], "last_id": _ANTHROPIC_MODELS[-1]})
     else:
-        data = [{"id": m, "object": "model", "created": 1735689600, "owned_by": "claif-sim"} for m in _OPENAI_MODELS]
-        await ex.respond(200, {"object": "list", "data": data})
+        models = [{"id": m, "object": "model", "created": 1735689600, "owned_by": "claif-sim"} for m in _OPENAI_MODELS]
+        await ex.respond(200, {"object": "list", "data": models})
 
 
 def _error_doc(anthropic: bool, status: int, message: str) -> dict[str, Any]:
@@ -298,8 +301,13 @@ async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: by
         if faults.errors:
             status = faults.errors.pop(0)
             state.errors_injected += 1
-            retry = [("retry-after", "0")] if status in (429, 529) else []
-            await ex.respond(status, _error_doc(anthropic, status, f"simulated {status}"), retry)
+            retry = [("retry-after", f"{faults.retry_after:g}")] if status in (429, 529) else []
+            message = f"simulated {status}"
+            if status == 401:
+                # As real APIs do, name the key that was refused: the daemon
+                # must keep it out of its logs and error messages.
+                message = f"Incorrect API key provided: {_api_key(headers)}"
+            await ex.respond(status, _error_doc(anthropic, status, message), retry)
             return
         try:
             body = json.loads(raw)

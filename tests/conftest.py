@@ -184,3 +184,90 @@ def raw(daemon: DaemonProcess) -> Iterator[RawConnection]:
     conn = RawConnection(daemon.socket)
     yield conn
     conn.close()
+
+
+# ----------------------------------------------------------------- simulator
+
+
+class Sim:
+    """A running `claif-sim`, with helpers for its control endpoints."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        import httpx
+
+        self.proc = proc
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def stats(self) -> dict[str, object]:
+        return self.http.get("/_sim/stats").json()  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        self.http.post("/_sim/reset").raise_for_status()
+
+    def configure(self, **faults: object) -> None:
+        self.http.post("/_sim/config", json=faults).raise_for_status()
+
+    def requests(self) -> list[dict[str, object]]:
+        return self.http.get("/_sim/requests").json()  # type: ignore[no-any-return]
+
+    def wait_for(self, predicate, timeout: float = 5.0) -> dict[str, object]:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if predicate(stats) or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.02)
+
+
+def start_sim(*args: str) -> Sim:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "claifd.sim", "--port", "0", *args], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on http://"), line
+    return Sim(proc, line.removeprefix("listening on "))
+
+
+@pytest.fixture(scope="session")
+def sim_process() -> Iterator[Sim]:
+    sim = start_sim()
+    yield sim
+    sim.http.close()
+    sim.proc.terminate()
+    sim.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def sim(sim_process: Sim) -> Sim:
+    """The shared simulator, counters zeroed and faults cleared for this test."""
+    sim_process.reset()
+    return sim_process
+
+
+# Distinctive so a test can search logs and replies for any trace of it.
+ANTHROPIC_TEST_KEY = "sk-ant-test-7f3a9c2e-SECRET"
+OPENAI_TEST_KEY = "sk-test-41d8b6e0-SECRET"
+
+
+def sim_env(sim: Sim, **extra: str) -> dict[str, str]:
+    env = {
+        "CLAIF_PROVIDERS__ANTHROPIC__BASE_URL": sim.url,
+        "CLAIF_PROVIDERS__OPENAI__BASE_URL": sim.url + "/v1",
+        "ANTHROPIC_API_KEY": ANTHROPIC_TEST_KEY,
+        "OPENAI_API_KEY": OPENAI_TEST_KEY,
+        # Retries without waiting: the tests are about what is retried.
+        "CLAIF_RETRY__BASE_DELAY": "0.01",
+        "CLAIF_RETRY__MAX_DELAY": "0.05",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def upstream_daemon(daemon_factory, sim: Sim) -> Iterator[DaemonProcess]:  # type: ignore[no-untyped-def]
+    """A daemon whose anthropic and openai providers point at the simulator."""
+    d = daemon_factory(env=sim_env(sim), args=["--log-level", "debug"])
+    yield d
+    assert d.stop() == 0

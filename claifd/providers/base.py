@@ -10,7 +10,7 @@ wrap the callback (recording a stream for the cache, counting bytes...).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
@@ -22,11 +22,13 @@ DeltaCallback = Callable[[str], Awaitable[None]]
 
 
 class Provider(Protocol):
-    name: str
+    name: ClassVar[str]
 
     async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse: ...
 
     async def stream(self, request: CompletionRequest, model: str, on_delta: DeltaCallback) -> CompletionResponse: ...
+
+    def stats(self) -> dict[str, int]: ...
 
 
 def resolve_model(name: str | None, default: str, aliases: Mapping[str, str]) -> tuple[str, str]:

@@ -10,7 +10,7 @@ or failing fake: `extra={"delay_ms": N}` waits N ms before each word, and
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 
@@ -18,6 +18,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 
 from ..errors import RateLimited, UpstreamError, UpstreamTimeout
 from .base import DeltaCallback
+from .http import UpstreamCounters
 
 __all__ = ["EchoProvider"]
 
@@ -38,16 +39,22 @@ def _count_words(text: str) -> int:
 
 
 class EchoProvider:
-    name = "echo"
+    name: ClassVar[str] = "echo"
 
-    def __init__(self) -> None:
+    def __init__(self, counters: UpstreamCounters) -> None:
+        self.counters = counters
         self.requests = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"requests": self.requests}
 
     def _answer(self, request: CompletionRequest, model: str) -> tuple[list[str], CompletionResponse]:
         self.requests += 1
+        self.counters.requests += 1
         extra = request.extra or {}
         failure = extra.get("fail")
         if failure:
+            self.counters.errors += 1
             raise _FAILURES.get(failure, UpstreamError)(f"echo provider asked to fail with {failure!r}")
         last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
         pieces = _WORDS.findall("echo: " + _text_of(last_user.content if last_user else None))

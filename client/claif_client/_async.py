@@ -9,6 +9,7 @@ caller loses no bytes: `FrameDecoder` keeps partial frames across reads.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
     PROTOCOL_VERSION,
+    Batch,
+    BatchItem,
     Cancel,
     Chunk,
     Complete,
@@ -37,6 +40,7 @@ from .protocol import (
     Hello,
     Ping,
     Reply,
+    Request,
     Result,
     Welcome,
     encode_frame,
@@ -112,6 +116,36 @@ class AsyncClient:
         reply = await self._call(Complete(id=next(self._ids), request=request))
         assert isinstance(reply, Done) and reply.response is not None
         return reply.response
+
+    async def batch(
+        self,
+        requests: Sequence[CompletionRequest | dict[str, Any]],
+        concurrency: int | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[BatchItem]:
+        """Run `requests` on the daemon, `concurrency` at a time (default:
+        `batch.concurrency`). Results come in input order; a failed item has
+        `.error` instead of `.response`. `on_progress` gets
+        `{index, ok, done, total}` as each item finishes."""
+        reqs = [r if isinstance(r, CompletionRequest) else msgspec.convert(r, CompletionRequest) for r in requests]
+        rid = next(self._ids)
+        self._demux.open(rid)
+        try:
+            await self._send(Batch(id=rid, requests=reqs, concurrency=concurrency))
+            while True:
+                reply = await self._next_reply(rid)
+                if not isinstance(reply, Chunk):
+                    break
+                if on_progress is not None:
+                    on_progress(reply.data)
+        except BaseException:
+            await self._abandon(rid)
+            raise
+        self._demux.finish(rid)
+        result = terminal_result(reply)
+        if not isinstance(result, Result):
+            raise ProtocolError(f"unexpected {type(result).__name__} frame ending a batch")
+        return msgspec.convert(result.value, list[BatchItem])
 
     def stream(
         self,
@@ -198,7 +232,7 @@ class AsyncClient:
         self._demux.reset()
         return stream
 
-    async def _send(self, msg: Ping | GetStatus | Complete | Cancel) -> None:
+    async def _send(self, msg: Request) -> None:
         frame = bytes(encode_frame(msg))
         async with self._send_lock:
             stream = self._stream or await self._connect()

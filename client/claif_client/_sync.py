@@ -17,6 +17,7 @@ Design notes:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 import os
 import socket
 import struct
@@ -34,6 +35,8 @@ from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
     PROTOCOL_VERSION,
+    Batch,
+    BatchItem,
     Cancel,
     Chunk,
     Complete,
@@ -45,6 +48,7 @@ from .protocol import (
     Hello,
     Ping,
     Reply,
+    Request,
     Result,
     Welcome,
     encode_frame,
@@ -122,6 +126,36 @@ class Client:
         reply = self._call(Complete(id=self._new_id(), request=request))
         assert isinstance(reply, Done) and reply.response is not None
         return reply.response
+
+    def batch(
+        self,
+        requests: Sequence[CompletionRequest | dict[str, Any]],
+        concurrency: int | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[BatchItem]:
+        """Run `requests` on the daemon, `concurrency` at a time (default:
+        `batch.concurrency`). Results come in input order; a failed item has
+        `.error` instead of `.response`. `on_progress` gets
+        `{index, ok, done, total}` as each item finishes."""
+        reqs = [r if isinstance(r, CompletionRequest) else msgspec.convert(r, CompletionRequest) for r in requests]
+        rid = next(self._ids)
+        self._demux.open(rid)
+        try:
+            self._send(Batch(id=rid, requests=reqs, concurrency=concurrency))
+            while True:
+                reply = self._next_reply(rid)
+                if not isinstance(reply, Chunk):
+                    break
+                if on_progress is not None:
+                    on_progress(reply.data)
+        except BaseException:
+            self._abandon(rid)
+            raise
+        self._demux.finish(rid)
+        result = terminal_result(reply)
+        if not isinstance(result, Result):
+            raise ProtocolError(f"unexpected {type(result).__name__} frame ending a batch")
+        return msgspec.convert(result.value, list[BatchItem])
 
     def stream(
         self,
@@ -226,7 +260,7 @@ class Client:
         self._demux.reset()
         return sock
 
-    def _send(self, msg: Ping | GetStatus | Complete | Cancel) -> None:
+    def _send(self, msg: Request) -> None:
         frame = encode_frame(msg)
         with self._send_lock:
             sock = self._sock or self._connect()

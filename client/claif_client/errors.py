@@ -7,6 +7,7 @@
     └── RemoteError(code)      the daemon answered a request with an Error frame
         ├── BadRequest         bad_request, unknown_method, too_large, unsupported
         ├── NotFound           not_found
+        ├── NotConfigured      not_configured (e.g. no API key for the provider)
         ├── RateLimited        rate_limited (see .retry_after)
         ├── UpstreamError      upstream_error
         ├── UpstreamTimeout    timeout
@@ -30,6 +31,7 @@ __all__ = [
     "RemoteError",
     "BadRequest",
     "NotFound",
+    "NotConfigured",
     "RateLimited",
     "UpstreamError",
     "UpstreamTimeout",
@@ -83,6 +85,10 @@ class NotFound(RemoteError):
     pass
 
 
+class NotConfigured(RemoteError):
+    pass
+
+
 class RateLimited(RemoteError):
     pass
 
@@ -113,6 +119,7 @@ _BY_CODE: dict[str, type[RemoteError]] = {
     "too_large": BadRequest,
     "unsupported": BadRequest,
     "not_found": NotFound,
+    "not_configured": NotConfigured,
     "rate_limited": RateLimited,
     "upstream_error": UpstreamError,
     "timeout": UpstreamTimeout,

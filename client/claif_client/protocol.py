@@ -62,7 +62,11 @@ __all__ = [
     "Ping",
     "GetStatus",
     "Complete",
+    "Batch",
     "Cancel",
+    "ErrorInfo",
+    "BatchItem",
+    "BatchProgress",
     "Pong",
     "Result",
     "Chunk",
@@ -101,6 +105,7 @@ class ErrorCode:
     SHUTTING_DOWN: Final = "shutting_down"
     OVERLOADED: Final = "overloaded"
     UNSUPPORTED: Final = "unsupported"
+    NOT_CONFIGURED: Final = "not_configured"
 
 
 # --------------------------------------------------------------------------
@@ -158,6 +163,27 @@ class CompletionResponse(msgspec.Struct, kw_only=True):
     cached: bool | str = False
 
 
+class ErrorInfo(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+class BatchItem(msgspec.Struct, omit_defaults=True):
+    """One batch result: a response, or the error that item ended with."""
+
+    index: int
+    response: CompletionResponse | None = None
+    error: ErrorInfo | None = None
+
+
+class BatchProgress(msgspec.Struct):
+    index: int
+    ok: bool
+    done: int
+    total: int
+
+
 # --------------------------------------------------------------------------
 # Frames. `tag_field="type"` makes every payload a map with a "type" key.
 
@@ -189,6 +215,18 @@ class Complete(_Frame, tag="complete"):
     id: int
     request: CompletionRequest
     stream: bool = False
+
+
+class Batch(_Frame, tag="batch"):
+    """Run many completions under one concurrency limit.
+
+    Progress arrives as `Chunk{data: BatchProgress}` frames; the terminal
+    `Result{value: [BatchItem, ...]}` lists every item in input order.
+    """
+
+    id: int
+    requests: list[CompletionRequest]
+    concurrency: int | None = None
 
 
 class Cancel(_Frame, tag="cancel"):
@@ -230,7 +268,7 @@ class Error(_Frame, tag="error"):
     details: dict[str, Any] | None = None
 
 
-Request = Union[Ping, GetStatus, Complete, Cancel]
+Request = Union[Ping, GetStatus, Complete, Batch, Cancel]
 Reply = Union[Pong, Result, Chunk, Done, Error]
 
 # Every tag a daemon of this version understands, to tell an unknown method

@@ -1,0 +1,171 @@
+"""Anthropic Messages API: `POST {base_url}/v1/messages`.
+
+`base_url` is the SDK's (`https://api.anthropic.com`, no version path). The
+key goes in `x-api-key`, the API version in `anthropic-version`. Streams are
+the documented event sequence: message_start, content_block_start /
+content_block_delta / content_block_stop per block, message_delta,
+message_stop, with ping and error events possible anywhere.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from typing import Any
+
+from httpx_sse import ServerSentEvent
+
+from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
+
+from ..config import AnthropicConfig, ProviderConfig
+from ..errors import UpstreamError
+from .http import HttpProvider, RetryableFailure, StreamAssembler, text_of
+
+__all__ = ["AnthropicProvider"]
+
+
+class AnthropicProvider(HttpProvider):
+    name = "anthropic"
+    env_key = "ANTHROPIC_API_KEY"
+
+    def provider_config(self) -> AnthropicConfig:
+        return self.settings().providers.anthropic
+
+    def url(self, config: ProviderConfig) -> str:
+        return config.base_url.rstrip("/") + "/v1/messages"
+
+    def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
+        assert isinstance(config, AnthropicConfig)
+        return {"x-api-key": key, "anthropic-version": config.version, "content-type": "application/json"}
+
+    def body(self, request: CompletionRequest, model: str, stream: bool, config: ProviderConfig) -> dict[str, Any]:
+        assert isinstance(config, AnthropicConfig)
+        system_parts = [text_of(m.content) for m in request.messages if m.role == "system"]
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
+            "max_tokens": request.max_tokens or config.default_max_tokens,
+        }
+        if request.system is not None and system_parts:
+            body["system"] = "\n\n".join([text_of(request.system), *system_parts])
+        elif request.system is not None:
+            body["system"] = request.system
+        elif system_parts:
+            body["system"] = "\n\n".join(system_parts)
+        for field, value in (
+            ("temperature", request.temperature), ("top_p", request.top_p), ("top_k", request.top_k),
+            ("stop_sequences", request.stop), ("tools", request.tools), ("tool_choice", request.tool_choice),
+        ):
+            if value is not None:
+                body[field] = value
+        if stream:
+            body["stream"] = True
+        if request.extra:
+            body.update(request.extra)
+        return body
+
+    def parse(self, doc: Any, model: str) -> CompletionResponse:
+        try:
+            content = doc["content"]
+            usage = doc.get("usage") or {}
+            return CompletionResponse(
+                id=doc.get("id", ""),
+                model=f"anthropic/{doc.get('model') or model}",
+                text=text_of(content),
+                content=content,
+                stop_reason=doc.get("stop_reason"),
+                usage=Usage(input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0)),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"anthropic sent an unexpected response shape ({exc})") from exc
+
+    def assembler(self, model: str) -> StreamAssembler:
+        return _AnthropicStream(model)
+
+    def error_message(self, doc: Any) -> str | None:
+        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+            err = doc["error"]
+            return f"{err.get('type', 'error')}: {err.get('message', '')}"
+        return None
+
+
+class _AnthropicStream(StreamAssembler):
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = ""
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.partial_json: dict[int, str] = {}
+        self.stop_reason: str | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.finished = False
+
+    def feed(self, event: ServerSentEvent) -> str | None:
+        if not event.data:
+            return None
+        try:
+            data = msgspec.json.decode(event.data)
+        except msgspec.DecodeError as exc:
+            raise UpstreamError(f"anthropic sent a stream event that is not JSON: {event.data[:100]!r}") from exc
+        kind = data.get("type", event.event)
+        if kind == "content_block_delta":
+            delta = data.get("delta", {})
+            index = data.get("index", 0)
+            block = self.blocks.setdefault(index, {"type": "text", "text": ""})
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                text = delta.get("text", "")
+                block["text"] = block.get("text", "") + text
+                return text or None
+            if dtype == "input_json_delta":
+                self.partial_json[index] = self.partial_json.get(index, "") + delta.get("partial_json", "")
+            elif dtype == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif dtype == "signature_delta":
+                block["signature"] = delta.get("signature", "")
+            return None
+        if kind == "message_start":
+            message = data.get("message", {})
+            self.id = message.get("id", "")
+            self.model = message.get("model") or self.model
+            usage = message.get("usage") or {}
+            self.input_tokens = usage.get("input_tokens", 0)
+            self.output_tokens = usage.get("output_tokens", 0)
+        elif kind == "content_block_start":
+            self.blocks[data.get("index", 0)] = dict(data.get("content_block", {}))
+        elif kind == "content_block_stop":
+            index = data.get("index", 0)
+            if index in self.partial_json:
+                raw = self.partial_json.pop(index)
+                try:
+                    self.blocks[index]["input"] = msgspec.json.decode(raw) if raw else {}
+                except msgspec.DecodeError:
+                    self.blocks[index]["input"] = raw
+        elif kind == "message_delta":
+            self.stop_reason = data.get("delta", {}).get("stop_reason", self.stop_reason)
+            usage = data.get("usage") or {}
+            self.output_tokens = usage.get("output_tokens", self.output_tokens)
+            self.input_tokens = usage.get("input_tokens") or self.input_tokens
+        elif kind == "message_stop":
+            self.finished = True
+        elif kind == "error":
+            err = data.get("error", {})
+            error = UpstreamError(
+                f"anthropic stream error: {err.get('type', 'error')}: {err.get('message', '')}",
+                details={"provider": "anthropic", "type": err.get("type")},
+            )
+            # An overloaded error before any text is worth another attempt.
+            if err.get("type") in ("overloaded_error", "api_error"):
+                raise RetryableFailure(error)
+            raise error
+        return None
+
+    def response(self) -> CompletionResponse:
+        content = [self.blocks[i] for i in sorted(self.blocks)]
+        return CompletionResponse(
+            id=self.id,
+            model=f"anthropic/{self.model}",
+            text=text_of(content),
+            content=content,
+            stop_reason=self.stop_reason,
+            usage=Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens),
+        )

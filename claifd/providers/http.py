@@ -1,0 +1,255 @@
+"""What the HTTP providers share: the call through the pool, retries, streams
+and the translation of every failure into the daemon's typed errors.
+
+A subclass says how to talk to one API: the URL, headers, request body,
+response parsing and a `StreamAssembler` that turns its server-sent events
+into text deltas and a final response.
+
+Retries follow `retry.RetryPolicy`. A streamed call is retried only while no
+text has reached the client: after the first delta, a failure is the
+client's to see (replaying would duplicate text). A stream that ends without
+its terminal event is an error, never a short answer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import anyio
+import httpx
+import msgspec
+import structlog
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
+from claif_client.protocol import CompletionRequest, CompletionResponse
+
+from ..config import Config, ProviderConfig
+from ..errors import ClaifdError, NotConfigured, RateLimited, UpstreamError, UpstreamTimeout
+from ..pool import HttpPool
+from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
+from .base import DeltaCallback
+
+__all__ = ["HttpProvider", "StreamAssembler", "RetryableFailure", "UpstreamCounters", "text_of"]
+
+log = structlog.get_logger("claifd.upstream")
+
+
+class UpstreamCounters:
+    __slots__ = ("requests", "retries", "errors")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.retries = 0
+        self.errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"requests": self.requests, "retries": self.retries, "errors": self.errors}
+
+
+class RetryableFailure(Exception):
+    """An attempt failed in a way that another attempt may fix."""
+
+    def __init__(self, error: ClaifdError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+class StreamAssembler:
+    """Turns one API's server-sent events into deltas and a final response."""
+
+    finished: bool = False
+
+    def feed(self, event: ServerSentEvent) -> str | None:
+        raise NotImplementedError
+
+    def response(self) -> CompletionResponse:
+        raise NotImplementedError
+
+
+def text_of(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
+
+
+class HttpProvider:
+    name: ClassVar[str]
+    env_key: ClassVar[str]
+
+    def __init__(
+        self,
+        pool: HttpPool,
+        counters: UpstreamCounters,
+        settings: Callable[[], Config],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.counters = counters
+        self.settings = settings
+        self.clock = clock
+        self.limiter = anyio.CapacityLimiter(self.provider_config().max_concurrency)
+
+    def __repr__(self) -> str:
+        stats = self.limiter.statistics()
+        return f"<{type(self).__name__} in_flight={stats.borrowed_tokens} queued={stats.tasks_waiting}>"
+
+    def stats(self) -> dict[str, int]:
+        s = self.limiter.statistics()
+        return {"in_flight": s.borrowed_tokens, "queued": s.tasks_waiting, "max_concurrency": int(s.total_tokens)}
+
+    # ------------------------------------------------ what subclasses define
+
+    def provider_config(self) -> ProviderConfig:
+        raise NotImplementedError
+
+    def url(self, config: ProviderConfig) -> str:
+        raise NotImplementedError
+
+    def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def body(self, request: CompletionRequest, model: str, stream: bool, config: ProviderConfig) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse(self, doc: Any, model: str) -> CompletionResponse:
+        raise NotImplementedError
+
+    def assembler(self, model: str) -> StreamAssembler:
+        raise NotImplementedError
+
+    def error_message(self, doc: Any) -> str | None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- calling
+
+    def api_key(self, config: ProviderConfig) -> str:
+        key = config.api_key or os.environ.get(self.env_key)
+        if not key:
+            raise NotConfigured(
+                f"no API key for {self.name}: set providers.{self.name}.api_key in the config or {self.env_key}"
+            )
+        return key
+
+    async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse:
+        return await self._call(request, model, None)
+
+    async def stream(self, request: CompletionRequest, model: str, on_delta: DeltaCallback) -> CompletionResponse:
+        return await self._call(request, model, on_delta)
+
+    async def _call(self, request: CompletionRequest, model: str, on_delta: DeltaCallback | None) -> CompletionResponse:
+        config = self.provider_config()
+        key = self.api_key(config)
+        url = self.url(config)
+        headers = self.headers(config, key)
+        content = msgspec.json.encode(self.body(request, model, on_delta is not None, config))
+        retry = self.settings().retry
+        policy = RetryPolicy(retry.max_attempts, float(retry.base_delay), float(retry.max_delay), float(retry.deadline))
+        delivered = False
+
+        async def forward(text: str) -> None:
+            nonlocal delivered
+            delivered = True
+            assert on_delta is not None
+            await on_delta(text)
+
+        started = self.clock()
+        attempt = 0
+        async with self.limiter:
+            while True:
+                attempt += 1
+                self.counters.requests += 1
+                try:
+                    return await self._attempt(url, headers, content, model, forward if on_delta else None, key)
+                except RetryableFailure as failure:
+                    delay = None if delivered else policy.next_delay(attempt, self.clock() - started, failure.retry_after)
+                    if delay is None:
+                        self.counters.errors += 1
+                        raise failure.error from failure
+                    self.counters.retries += 1
+                    log.info(
+                        "retrying upstream call", provider=self.name, attempt=attempt,
+                        reason=failure.error.message, delay_s=round(delay, 3),
+                    )
+                    await anyio.sleep(delay)
+                except ClaifdError:
+                    self.counters.errors += 1
+                    raise
+
+    async def _attempt(
+        self, url: str, headers: dict[str, str], content: bytes, model: str,
+        on_delta: DeltaCallback | None, key: str,
+    ) -> CompletionResponse:
+        try:
+            async with self.pool.client.stream("POST", url, headers=headers, content=content) as resp:
+                if resp.status_code >= 400:
+                    raise self._status_failure(resp, await resp.aread(), key)
+                if on_delta is None:
+                    return self.parse(self._decode(await resp.aread()), model)
+                return await self._consume(resp, model, on_delta)
+        except httpx.ConnectError as exc:
+            raise RetryableFailure(UpstreamError(f"cannot connect to {self.name} ({_host(url)})")) from exc
+        except httpx.ConnectTimeout as exc:
+            raise RetryableFailure(UpstreamTimeout(f"connecting to {self.name} ({_host(url)}) timed out")) from exc
+        except httpx.PoolTimeout as exc:
+            raise UpstreamTimeout("no free connection in the daemon's pool in time (pool.pool_timeout)") from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"{self.name} did not answer in time ({type(exc).__name__})") from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # The server dropped the connection (often a kept-alive one it had
+            # just closed): safe to retry as long as the client saw nothing.
+            raise RetryableFailure(UpstreamError(f"{self.name} closed the connection: {exc}")) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"request to {self.name} failed: {type(exc).__name__}") from exc
+
+    async def _consume(self, resp: httpx.Response, model: str, on_delta: DeltaCallback) -> CompletionResponse:
+        assembler = self.assembler(model)
+        try:
+            async for event in EventSource(resp).aiter_sse():
+                text = assembler.feed(event)
+                if text:
+                    await on_delta(text)
+                if assembler.finished:
+                    break
+        except SSEError as exc:
+            raise UpstreamError(f"{self.name} sent a malformed stream: {exc}") from exc
+        if not assembler.finished:
+            raise RetryableFailure(UpstreamError(f"{self.name} ended the stream before it was complete"))
+        return assembler.response()
+
+    def _decode(self, raw: bytes) -> Any:
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise UpstreamError(f"{self.name} sent a response that is not JSON") from exc
+
+    def _status_failure(self, resp: httpx.Response, raw: bytes, key: str) -> Exception:
+        status = resp.status_code
+        try:
+            detail = self.error_message(msgspec.json.decode(raw))
+        except msgspec.DecodeError:
+            detail = None
+        detail = (detail or raw[:200].decode(errors="replace") or resp.reason_phrase).replace(key, "[redacted]")
+        message = f"{self.name} answered {status}: {detail}"
+        retry_after = retry_after_seconds(resp.headers)
+        details: dict[str, Any] = {"status": status, "provider": self.name}
+        error: ClaifdError
+        if status == 429:
+            error = RateLimited(message, retry_after=retry_after, details=details)
+        elif status in (408, 504):
+            error = UpstreamTimeout(message, details=details)
+        else:
+            error = UpstreamError(message, details=details)
+        if should_retry_status(status, resp.headers):
+            return RetryableFailure(error, retry_after)
+        return error
+
+
+def _host(url: str) -> str:
+    return httpx.URL(url).host or url

@@ -1,0 +1,167 @@
+"""OpenAI-compatible Chat Completions: `POST {base_url}/chat/completions`.
+
+`base_url` includes the version path, as in the OpenAI SDK
+(`https://api.openai.com/v1`, `http://localhost:11434/v1` for Ollama, ...), so
+any compatible server works by pointing at it. Bearer key. Streams are `data:`
+chunks ending with `data: [DONE]`; usage comes in a last chunk because the
+request sets `stream_options.include_usage`.
+
+Responses are mapped to the daemon's provider-neutral shape: finish reasons
+to Anthropic-style stop reasons, tool calls to `tool_use` content blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from httpx_sse import ServerSentEvent
+
+from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
+
+from ..config import OpenAIConfig, ProviderConfig
+from ..errors import UpstreamError
+from .http import HttpProvider, StreamAssembler, text_of
+
+__all__ = ["OpenAIProvider"]
+
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
+
+
+def _tool_block(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    raw = fn.get("arguments") or ""
+    try:
+        arguments: Any = msgspec.json.decode(raw) if raw else {}
+    except msgspec.DecodeError:
+        arguments = raw
+    return {"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""), "input": arguments}
+
+
+def _content(text: str, tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    blocks.extend(_tool_block(c) for c in tool_calls)
+    return blocks
+
+
+class OpenAIProvider(HttpProvider):
+    name = "openai"
+    env_key = "OPENAI_API_KEY"
+
+    def provider_config(self) -> OpenAIConfig:
+        return self.settings().providers.openai
+
+    def url(self, config: ProviderConfig) -> str:
+        return config.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}", "content-type": "application/json"}
+
+    def body(self, request: CompletionRequest, model: str, stream: bool, config: ProviderConfig) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        if request.system is not None:
+            messages.append({"role": "system", "content": text_of(request.system)})
+        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        # top_k has no Chat Completions equivalent; servers that take it can
+        # get it through `extra`.
+        for field, value in (
+            ("max_tokens", request.max_tokens), ("temperature", request.temperature), ("top_p", request.top_p),
+            ("stop", request.stop), ("tools", request.tools), ("tool_choice", request.tool_choice),
+        ):
+            if value is not None:
+                body[field] = value
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if request.extra:
+            body.update(request.extra)
+        return body
+
+    def parse(self, doc: Any, model: str) -> CompletionResponse:
+        try:
+            choice = doc["choices"][0]
+            message = choice.get("message") or {}
+            text = message.get("content") or ""
+            usage = doc.get("usage") or {}
+            finish = choice.get("finish_reason")
+            return CompletionResponse(
+                id=doc.get("id", ""),
+                model=f"openai/{doc.get('model') or model}",
+                text=text,
+                content=_content(text, message.get("tool_calls") or []),
+                stop_reason=_STOP_REASONS.get(finish, finish),
+                usage=Usage(input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0)),
+            )
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"openai sent an unexpected response shape ({exc})") from exc
+
+    def assembler(self, model: str) -> StreamAssembler:
+        return _OpenAIStream(model)
+
+    def error_message(self, doc: Any) -> str | None:
+        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+            err = doc["error"]
+            return str(err.get("message") or err.get("type") or "error")
+        return None
+
+
+class _OpenAIStream(StreamAssembler):
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.id = ""
+        self.text: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.finished = False
+
+    def feed(self, event: ServerSentEvent) -> str | None:
+        if event.data == "[DONE]":
+            self.finished = True
+            return None
+        if not event.data:
+            return None
+        try:
+            data = msgspec.json.decode(event.data)
+        except msgspec.DecodeError as exc:
+            raise UpstreamError(f"openai sent a stream chunk that is not JSON: {event.data[:100]!r}") from exc
+        if "error" in data and data["error"]:
+            err = data["error"]
+            message = err.get("message", "error") if isinstance(err, dict) else str(err)
+            raise UpstreamError(f"openai stream error: {message}", details={"provider": "openai"})
+        self.id = data.get("id") or self.id
+        self.model = data.get("model") or self.model
+        if data.get("usage"):
+            self.usage = data["usage"]
+        delta_text = None
+        for choice in data.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                delta_text = delta["content"]
+                self.text.append(delta_text)
+            for call in delta.get("tool_calls") or []:
+                slot = self.tool_calls.setdefault(call.get("index", 0), {"id": "", "function": {"name": "", "arguments": ""}})
+                slot["id"] = call.get("id") or slot["id"]
+                fn = call.get("function") or {}
+                slot["function"]["name"] += fn.get("name") or ""
+                slot["function"]["arguments"] += fn.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        return delta_text
+
+    def response(self) -> CompletionResponse:
+        text = "".join(self.text)
+        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return CompletionResponse(
+            id=self.id,
+            model=f"openai/{self.model}",
+            text=text,
+            content=_content(text, calls),
+            stop_reason=_STOP_REASONS.get(self.finish or "", self.finish),
+            usage=Usage(
+                input_tokens=self.usage.get("prompt_tokens", 0), output_tokens=self.usage.get("completion_tokens", 0)
+            ),
+        )
