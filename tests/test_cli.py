@@ -99,3 +99,71 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def test_batch_jsonl(upstream_daemon: DaemonProcess, sim, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    lines = [
+        json.dumps({"prompt": "first", "model": "anthropic/m", "custom_id": "a"}),
+        "",
+        json.dumps({"messages": [{"role": "user", "content": "second"}], "model": "openai/m"}),
+        json.dumps({"prompt": "third", "model": "nosuch/m"}),
+        json.dumps({"prompt": "fourth", "model": "echo/x", "max_tokens": 1}),
+    ]
+    src = short_tmp / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    out_file = short_tmp / "out.jsonl"
+    out = claif("batch", str(src), "--concurrency", "2", "--out", str(out_file), socket=upstream_daemon.socket)
+    assert out.returncode == 1, "one item failed"
+    assert "4 requests, 3 ok, 1 failed" in out.stderr
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["custom_id"] == "a" and rows[0]["text"] == "Simulated reply to: first" and rows[0]["ok"]
+    assert rows[1]["text"] == "Simulated reply to: second" and rows[1]["model"] == "openai/m"
+    assert rows[2]["ok"] is False and rows[2]["error"]["code"] == "bad_request"
+    assert rows[3]["text"] == "echo:" or rows[3]["text"].startswith("echo:")
+    # stdout when there is no --out, stdin with -
+    ok = claif("batch", "-", socket=upstream_daemon.socket, stdin=json.dumps({"prompt": "x", "model": "echo/e"}) + "\n")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["text"] == "echo: x"
+
+
+def test_batch_rejects_bad_lines_before_sending(daemon: DaemonProcess, short_tmp: Path) -> None:
+    src = short_tmp / "bad.jsonl"
+    src.write_text(json.dumps({"prompt": "ok"}) + "\n" + "{oops\n")
+    out = claif("batch", str(src), socket=daemon.socket)
+    assert out.returncode == 2 and "line 2" in out.stderr
+    src.write_text(json.dumps({"prompt": "ok", "temprature": 1}) + "\n")
+    out = claif("batch", str(src), socket=daemon.socket)
+    assert out.returncode == 2 and "temprature" in out.stderr
+    out = claif("batch", str(short_tmp / "missing.jsonl"), socket=daemon.socket)
+    assert out.returncode == 2
+
+
+def test_batch_progress_bar_on_a_terminal(daemon: DaemonProcess, short_tmp: Path) -> None:
+    """With stderr on a pty, `claif batch` draws a progress bar there."""
+    import pty
+
+    src = short_tmp / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": f"p{i}", "model": "echo/e"}) + "\n" for i in range(20)))
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal has a size
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    proc = subprocess.run([CLAIF, "--socket", str(daemon.socket), "batch", str(src)],
+                          stdout=subprocess.PIPE, stderr=slave, env=env, timeout=60)
+    os.close(slave)
+    drawn = b""
+    try:
+        while True:
+            chunk = os.read(master, 65536)
+            if not chunk:
+                break
+            drawn += chunk
+    except OSError:
+        pass
+    os.close(master)
+    assert proc.returncode == 0
+    assert len(proc.stdout.splitlines()) == 20
+    assert b"20/20" in drawn and b"req" in drawn

@@ -366,3 +366,23 @@ def test_batch_cancel(upstream_daemon: DaemonProcess, sim: Sim) -> None:
         stats = sim.wait_for(lambda s: s["in_flight"] == 0)
         assert stats["requests"] <= 4, "cancelled batch items must not start"
         assert c.status()["in_flight"] == 0
+
+
+@pytest.mark.anyio
+async def test_async_client_upstream_and_batch(upstream_daemon: DaemonProcess, sim: Sim) -> None:
+    from claif_client import AsyncClient
+
+    async with AsyncClient(upstream_daemon.socket) as c:
+        r = await c.complete("async up", model="anthropic/m")
+        assert r.text == "Simulated reply to: async up"
+        assert "".join([d async for d in c.stream("s up", model="openai/m")]) == "Simulated reply to: s up"
+        seen: list[dict[str, object]] = []
+        items = await c.batch([{"messages": [{"role": "user", "content": f"a{i}"}], "model": "openai/m"} for i in range(6)],
+                              concurrency=3, on_progress=seen.append)
+        assert [i.response.text for i in items] == [f"Simulated reply to: a{i}" for i in range(6)]  # type: ignore[union-attr]
+        assert len(seen) == 6
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

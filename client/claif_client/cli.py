@@ -21,7 +21,7 @@ import msgspec
 from ._sync import Client
 from ._version import __version__
 from .errors import ClaifError, DaemonUnavailable
-from .protocol import CompletionResponse
+from .protocol import CompletionRequest, CompletionResponse
 
 __all__ = ["main"]
 
@@ -65,6 +65,10 @@ def _build_parser() -> argparse.ArgumentParser:
     cache = ask.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     cache.add_argument("--refresh", action="store_true", help="skip the cache lookup, store the new answer")
+    b = sub.add_parser("batch", help="run a JSONL file of requests, results as JSONL in input order")
+    b.add_argument("file", metavar="FILE.jsonl", help="one request per line (- reads stdin)")
+    b.add_argument("--concurrency", "-c", type=int, help="requests at a time (default: batch.concurrency)")
+    b.add_argument("--out", "-o", help="write results here instead of stdout")
     return p
 
 
@@ -158,7 +162,96 @@ def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask}
+# Keys a batch line may carry besides the request's own fields.
+_BATCH_EXTRA_KEYS = frozenset({"prompt", "custom_id"})
+
+
+def _read_batch(text: str) -> tuple[list[CompletionRequest], list[Any]]:
+    """Parse a JSONL batch; raise UsageError naming the first bad line (nothing is sent)."""
+    requests: list[CompletionRequest] = []
+    custom_ids: list[Any] = []
+    fields = frozenset(CompletionRequest.__struct_fields__)
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = msgspec.json.decode(line)
+            if not isinstance(doc, dict):
+                raise ValueError("each line must be a JSON object")
+            unknown = doc.keys() - fields - _BATCH_EXTRA_KEYS
+            if unknown:
+                raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
+            custom_ids.append(doc.pop("custom_id", None))
+            prompt = doc.pop("prompt", None)
+            if prompt is not None:
+                doc.setdefault("messages", []).append({"role": "user", "content": prompt})
+            requests.append(msgspec.convert(doc, CompletionRequest))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            raise UsageError(f"line {lineno}: {exc}") from exc
+    return requests, custom_ids
+
+
+def _progress_reporter(total: int) -> tuple[Any, Any]:
+    """A progress bar on stderr when it is a terminal; (callback, closer)."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    try:
+        from tqdm import tqdm  # only this command pays for the import
+    except ImportError:
+        def plain(progress: dict[str, Any]) -> None:
+            sys.stderr.write(f"\r{progress['done']}/{progress['total']}")
+            sys.stderr.flush()
+
+        return plain, lambda: sys.stderr.write("\n")
+    bar = tqdm(total=total, unit="req", file=sys.stderr, dynamic_ncols=True)
+
+    def advance(progress: dict[str, Any]) -> None:
+        bar.update(1)
+        if not progress["ok"]:
+            bar.set_postfix_str("some failed")
+
+    return advance, bar.close
+
+
+def _cmd_batch(client: Client, args: argparse.Namespace) -> int:
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+    requests, custom_ids = _read_batch(text)
+    on_progress, close_progress = _progress_reporter(len(requests))
+    try:
+        items = client.batch(requests, concurrency=args.concurrency, on_progress=on_progress)
+    finally:
+        close_progress()
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    failed = 0
+    try:
+        for item, custom_id in zip(items, custom_ids):
+            doc: dict[str, Any] = {"index": item.index}
+            if custom_id is not None:
+                doc["custom_id"] = custom_id
+            if item.response is not None:
+                doc["ok"] = True
+                doc.update(_response_doc(item.response))
+            else:
+                failed += 1
+                assert item.error is not None
+                doc["ok"] = False
+                doc["error"] = {"code": item.error.code, "message": item.error.message}
+            out.write(msgspec.json.encode(doc).decode() + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    sys.stderr.write(f"claif: batch: {len(items)} requests, {len(items) - failed} ok, {failed} failed\n")
+    return EXIT_ERROR if failed else 0
+
+
+_COMMANDS = {"ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch}
 
 
 def _fail(kind: str, message: str, code: int) -> int:
@@ -175,10 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "concurrency", None) is not None and args.concurrency < 1:
+        return _fail("UsageError", "--concurrency must be at least 1", EXIT_USAGE)
     timeout = args.timeout if args.timeout is not None else 600.0
     try:
         with Client(args.socket, timeout=timeout, client_name=f"claif-cli/{__version__}") as client:
             return _COMMANDS[args.command](client, args)
+    except UsageError as exc:
+        return _fail("UsageError", str(exc), EXIT_USAGE)
     except DaemonUnavailable as exc:
         return _fail(type(exc).__name__, str(exc), EXIT_UNAVAILABLE)
     except ClaifError as exc:

@@ -1,0 +1,156 @@
+"""The simulator is faithful enough for the official SDKs: they parse its JSON
+responses, its streams and its errors without complaint."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from .conftest import Sim, start_sim
+
+# The SDKs warn about model deprecations by name; not our concern here.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def anthropic_client(sim: Sim) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=sim.url, api_key="sk-ant-sdk", max_retries=0)
+
+
+@pytest.fixture
+def openai_client(sim: Sim) -> openai.OpenAI:
+    return openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-sdk", max_retries=0)
+
+
+def test_anthropic_sdk_message(anthropic_client: anthropic.Anthropic) -> None:
+    msg = anthropic_client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=100, system="s", messages=[{"role": "user", "content": "hello sdk"}]
+    )
+    assert msg.content[0].type == "text" and msg.content[0].text == "Simulated reply to: hello sdk"
+    assert msg.stop_reason == "end_turn" and msg.usage.output_tokens == 5 and msg.usage.input_tokens == 3
+    assert msg.id.startswith("msg_") and msg.role == "assistant"
+
+
+def test_anthropic_sdk_stream(anthropic_client: anthropic.Anthropic) -> None:
+    with anthropic_client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=3, messages=[{"role": "user", "content": "stream me please"}]
+    ) as stream:
+        deltas = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert deltas == ["Simulated ", "reply ", "to: "]
+    assert final.content[0].text == "Simulated reply to: "  # type: ignore[union-attr]
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 3
+
+
+def test_anthropic_sdk_raw_events(anthropic_client: anthropic.Anthropic) -> None:
+    events = list(anthropic_client.messages.create(
+        model="claude-haiku-4-5", max_tokens=50, stream=True, messages=[{"role": "user", "content": "x"}]
+    ))
+    kinds = [e.type for e in events]
+    assert kinds[:3] == ["message_start", "content_block_start", "ping"] or kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert kinds.count("content_block_delta") == 4
+
+
+def test_anthropic_sdk_models_and_errors(anthropic_client: anthropic.Anthropic, sim: Sim) -> None:
+    assert "claude-sonnet-4-5" in [m.id for m in anthropic_client.models.list()]
+    sim.configure(errors=[429, 529, 400])
+    with pytest.raises(anthropic.RateLimitError):
+        anthropic_client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.APIStatusError) as info:
+        anthropic_client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 529
+    with pytest.raises(anthropic.BadRequestError):
+        anthropic_client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+
+
+def test_anthropic_sdk_retries_on_injected_errors(sim: Sim) -> None:
+    client = anthropic.Anthropic(base_url=sim.url, api_key="k", max_retries=3)
+    sim.configure(errors=[429, 529, 500])
+    msg = client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "ok"}])
+    assert msg.content[0].text == "Simulated reply to: ok"  # type: ignore[union-attr]
+    assert sim.stats()["requests"] == 4
+
+
+def test_openai_sdk_completion(openai_client: openai.OpenAI) -> None:
+    resp = openai_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "hi oai"}]
+    )
+    assert resp.choices[0].message.content == "Simulated reply to: hi oai"
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.usage is not None and resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+
+
+def test_openai_sdk_stream_with_usage(openai_client: openai.OpenAI) -> None:
+    chunks = list(openai_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream oai"}],
+        stream=True, stream_options={"include_usage": True}, max_tokens=4,
+    ))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Simulated reply to: stream "
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["length"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+
+
+def test_openai_sdk_models_and_errors(openai_client: openai.OpenAI, sim: Sim) -> None:
+    assert "gpt-4o-mini" in [m.id for m in openai_client.models.list()]
+    sim.configure(errors=[429, 401, 500])
+    with pytest.raises(openai.RateLimitError):
+        openai_client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.AuthenticationError):
+        openai_client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.InternalServerError):
+        openai_client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+
+def test_openai_sdk_mid_stream_error(openai_client: openai.OpenAI, sim: Sim) -> None:
+    sim.configure(stream_error_after=2)
+    with pytest.raises(openai.APIError):
+        list(openai_client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "a b c d"}], stream=True))
+
+
+@pytest.mark.anyio
+async def test_async_sdks(sim: Sim) -> None:
+    a = anthropic.AsyncAnthropic(base_url=sim.url, api_key="k", max_retries=0)
+    async with a.messages.stream(model="m", max_tokens=50, messages=[{"role": "user", "content": "async"}]) as s:
+        assert "".join([t async for t in s.text_stream]) == "Simulated reply to: async"
+    o = openai.AsyncOpenAI(base_url=sim.url + "/v1", api_key="k", max_retries=0)
+    resp = await o.chat.completions.create(model="m", messages=[{"role": "user", "content": "async"}])
+    assert resp.choices[0].message.content == "Simulated reply to: async"
+
+
+def test_stats_reset_and_auth(sim: Sim) -> None:
+    r = httpx.post(sim.url + "/v1/messages", json={"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+                   headers={"anthropic-version": "2023-06-01"})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    r = httpx.post(sim.url + "/v1/chat/completions", content=b"{not json", headers={"authorization": "Bearer k"})
+    assert r.status_code == 400
+    assert sim.stats()["requests"] == 2
+    sim.reset()
+    assert sim.stats()["requests"] == 0
+    assert httpx.get(sim.url + "/nope").status_code == 404
+
+
+def test_command_line_options() -> None:
+    sim = start_sim("--errors", "503,429", "--latency-ms", "1")
+    try:
+        client = openai.OpenAI(base_url=sim.url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        assert info.value.response.headers["retry-after"] == "0"
+        assert client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}]).choices
+        assert sim.stats()["requests"] == 3
+    finally:
+        sim.proc.terminate()
+        assert sim.proc.wait(timeout=10) == 0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
