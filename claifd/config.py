@@ -138,7 +138,9 @@ class ProvidersConfig(_Section):
 
 class PoolConfig(_Section):
     max_connections: int = 100
-    max_keepalive: int = 20
+    # A daemon sees bursts from many clients: keeping connections warm for
+    # them is the point (idle ones still close after keepalive_expiry).
+    max_keepalive: int = 50
     keepalive_expiry: Duration = Duration(30.0)
     connect_timeout: Duration = Duration(10.0)
     # Longest silence between two reads of a response (a stream may pause).

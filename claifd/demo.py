@@ -1,7 +1,10 @@
-"""`make demo`: a real daemon on a temporary socket, real requests through the
-thin client, the daemon's status, then a clean shutdown.
+"""`make demo`: the offline simulator (`claif-sim`) as the upstream, a real
+daemon on a temporary socket pointed at it, real requests through the thin
+client (Anthropic and OpenAI formats, plain, streamed, batched, one retried
+after an injected 429), the daemon's status, then a clean shutdown.
 
-Everything runs offline: the daemon is configured with the `echo` provider.
+Everything stays on this machine: the "API keys" are dummies that only the
+simulator sees.
 """
 
 from __future__ import annotations
@@ -33,14 +36,49 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15.0) 
     raise SystemExit("claifd did not start listening in time")
 
 
+def httpx_get(url: str) -> object:
+    import httpx
+
+    return httpx.get(url).json()
+
+
+def httpx_post(url: str, doc: object) -> None:
+    import httpx
+
+    httpx.post(url, json=doc).raise_for_status()
+
+
 def _section(title: str) -> None:
     print(f"\n== {title}")
+
+
+def _start_sim() -> tuple[subprocess.Popen[str], str]:
+    sim = subprocess.Popen(
+        [str(Path(sys.executable).with_name("claif-sim")), "--port", "0", "--latency-ms", "20", "--token-delay-ms", "30"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert sim.stdout is not None
+    line = sim.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        raise SystemExit(f"claif-sim did not start: {line!r}")
+    return sim, line.removeprefix("listening on ")
 
 
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="claif-demo-", dir="/tmp"))
     sock = tmp / "claifd.sock"
-    env = dict(os.environ, HOME=str(tmp))
+    sim, sim_url = _start_sim()
+    print(f"claif-sim listening on {sim_url}")
+    env = dict(
+        os.environ,
+        HOME=str(tmp),
+        CLAIF_PROVIDERS__ANTHROPIC__BASE_URL=sim_url,
+        CLAIF_PROVIDERS__OPENAI__BASE_URL=sim_url + "/v1",
+        ANTHROPIC_API_KEY="sk-ant-demo-not-a-real-key",
+        OPENAI_API_KEY="sk-demo-not-a-real-key",
+        CLAIF_DEFAULT_MODEL="anthropic/claude-sonnet-4-5",
+        CLAIF_RETRY__BASE_DELAY="0.05",
+    )
     log = open(tmp / "claifd.log", "wb")
     claifd = Path(sys.executable).with_name("claifd")
     proc = subprocess.Popen([str(claifd), "--socket", str(sock), "--log-format", "json"], env=env, cwd=tmp, stderr=log)
@@ -53,28 +91,48 @@ def main() -> int:
             client.ping()
             print(f"pong in {(time.perf_counter() - t0) * 1000:.2f} ms from claifd {client.daemon_version}")
 
-            _section("complete (plain)")
-            r = client.complete("What does claifd do?", model="echo/demo")
-            print(f"text:  {r.text}")
-            print(f"model: {r.model}  cached: {r.cached}  usage: in={r.usage.input_tokens} out={r.usage.output_tokens}")
+            for model in ("anthropic/claude-sonnet-4-5", "openai/gpt-4o-mini"):
+                _section(f"complete via HTTP: {model}")
+                r = client.complete("What does claifd do?", model=model, max_tokens=200)
+                print(f"text:  {r.text}")
+                print(f"model: {r.model}  cached: {r.cached}  usage: in={r.usage.input_tokens} out={r.usage.output_tokens}")
 
-            _section("complete (streamed, word by word)")
-            stream = client.stream("one pooled connection, one cache, durable sessions", model="echo/demo",
-                                   extra={"delay_ms": 40})
+            _section("streamed (anthropic SSE, token by token)")
+            stream = client.stream("one pooled connection, one cache, durable sessions")
             for delta in stream:
                 print(f"[{delta}]", end="", flush=True)
             print()
             assert stream.response is not None
             print(f"final: {stream.response.text!r} stop_reason={stream.response.stop_reason}")
 
+            _section("an injected 429, retried by the daemon (honouring retry-after)")
+            httpx_post(sim_url + "/_sim/config", {"errors": [429], "retry_after": 0.2})
+            t0 = time.perf_counter()
+            r = client.complete("Are you still there?", model="openai/gpt-4o-mini")
+            print(f"{r.text!r} after {(time.perf_counter() - t0) * 1000:.0f} ms; "
+                  f"daemon retries so far: {client.status()['upstream']['retries']}")
+
+            _section("batch: 20 requests, 5 at a time, results in input order")
+            requests = [{"messages": [{"role": "user", "content": f"question {i}"}], "model": "openai/gpt-4o-mini"}
+                        for i in range(20)]
+            t0 = time.perf_counter()
+            items = client.batch(requests, concurrency=5)
+            print(f"{len(items)} results in {(time.perf_counter() - t0) * 1000:.0f} ms; "
+                  f"first: {items[0].response.text!r}, last: {items[-1].response.text!r}")  # type: ignore[union-attr]
+
             _section("OpenAI-style facade")
-            resp = client.chat.completions.create(model="echo/demo", messages=[{"role": "user", "content": "hi"}])
+            resp = client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
             print(f"choices[0].message.content = {resp.choices[0].message.content!r}")
+
+            _section("the offline echo provider")
+            print(client.complete("no network needed", model="echo/demo").text)
 
             _section("daemon status")
             status = client.status()
-            for key in ("version", "pid", "uptime_s", "requests_total", "upstream", "cache", "sessions", "config"):
+            for key in ("version", "pid", "uptime_s", "requests_total", "upstream", "providers", "cache", "sessions", "config"):
                 print(f"{key:>15}: {status[key]}")
+            _section("the simulator saw")
+            print(httpx_get(sim_url + "/_sim/stats"))
         _section("shutdown")
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
@@ -85,6 +143,8 @@ def main() -> int:
             proc.kill()
             proc.wait()
         log.close()
+        sim.terminate()
+        sim.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -161,7 +161,12 @@ class HttpProvider:
 
         started = self.clock()
         attempt = 0
-        async with self.limiter:
+        # Fast path: a free slot needs no trip through the event loop.
+        try:
+            self.limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self.limiter.acquire()
+        try:
             while True:
                 attempt += 1
                 self.counters.requests += 1
@@ -181,13 +186,16 @@ class HttpProvider:
                 except ClaifdError:
                     self.counters.errors += 1
                     raise
+        finally:
+            self.limiter.release()
 
     async def _attempt(
         self, url: str, headers: dict[str, str], content: bytes, model: str,
         on_delta: DeltaCallback | None, key: str,
     ) -> CompletionResponse:
+        lane = self.pool.acquire()
         try:
-            async with self.pool.client.stream("POST", url, headers=headers, content=content) as resp:
+            async with lane.client.stream("POST", url, headers=headers, content=content) as resp:
                 if resp.status_code >= 400:
                     raise self._status_failure(resp, await resp.aread(), key)
                 if on_delta is None:
@@ -207,6 +215,8 @@ class HttpProvider:
             raise RetryableFailure(UpstreamError(f"{self.name} closed the connection: {exc}")) from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"request to {self.name} failed: {type(exc).__name__}") from exc
+        finally:
+            self.pool.release(lane)
 
     async def _consume(self, resp: httpx.Response, model: str, on_delta: DeltaCallback) -> CompletionResponse:
         assembler = self.assembler(model)

@@ -196,7 +196,7 @@ def _progress_reporter(total: int) -> tuple[Any, Any]:
     if not sys.stderr.isatty():
         return None, lambda: None
     try:
-        from tqdm import tqdm  # only this command pays for the import
+        from tqdm import tqdm  # type: ignore[import-untyped]  # only this command pays for the import
     except ImportError:
         def plain(progress: dict[str, Any]) -> None:
             sys.stderr.write(f"\r{progress['done']}/{progress['total']}")
