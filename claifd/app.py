@@ -5,6 +5,7 @@ sockets; the server (`server.py`) decodes frames and calls it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -116,6 +117,8 @@ class App:
             "requests_total": self.requests_total,
             "connections": self.connections,
             "in_flight": self.in_flight.count,
+            # Live event-loop tasks: flat over time, or something leaks.
+            "tasks": len(asyncio.all_tasks()),
             "draining": self.draining,
             # The cache and the session store are not built yet; their
             # counters are reported (as zero) so monitors can rely on the keys.
@@ -128,6 +131,7 @@ class App:
                 "evictions": 0,
             },
             "upstream": self.upstream.as_dict(),
+            "pool": self.pool.stats(),
             "providers": {name: p.stats() for name, p in sorted(self.providers.items())},
             "config": {"generation": self.config_generation, "last_error": self.config_last_error},
         }

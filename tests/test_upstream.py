@@ -386,3 +386,24 @@ async def test_async_client_upstream_and_batch(upstream_daemon: DaemonProcess, s
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_no_task_or_connection_leak_after_many_cancellations(upstream_daemon: DaemonProcess, sim: Sim) -> None:
+    sim.configure(token_delay_ms=5)
+    with Client(upstream_daemon.socket) as c:
+        list(c.stream("warm", model="anthropic/m"))
+        baseline = c.status()["tasks"]
+        for i in range(40):
+            stream = c.stream(" ".join(["w"] * 100), model=MODELS[i % 2])
+            next(stream)
+            stream.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            status = c.status()
+            if status["in_flight"] == 0 and status["tasks"] <= baseline:
+                break
+            time.sleep(0.05)
+        assert status["in_flight"] == 0 and status["pool"]["in_flight"] == 0
+        assert status["tasks"] <= baseline, (status["tasks"], baseline)
+    stats = sim.wait_for(lambda s: s["in_flight"] == 0)
+    assert stats["in_flight"] == 0 and stats["disconnects"] == 40
