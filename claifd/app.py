@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
+import msgspec
 import structlog
 
 from claif_client.protocol import (
@@ -24,13 +26,16 @@ from claif_client.protocol import (
 )
 
 from . import __version__
+from .cache import ResponseCache, cache_key, split_for_replay
+from .cache.entry import MemEntry
+from .cache.flight import Flight
 from .config import Config
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, Unsupported
 from .pool import HttpPool
 from .providers import AnthropicProvider, DeltaCallback, EchoProvider, OpenAIProvider, Provider, resolve_model
 from .providers.http import UpstreamCounters
 
-__all__ = ["App", "InFlight", "MAX_BATCH_ITEMS"]
+__all__ = ["App", "InFlight", "Prepared", "MAX_BATCH_ITEMS", "CACHE_MODES"]
 
 log = structlog.get_logger("claifd.app")
 
@@ -39,6 +44,26 @@ _ROLES = frozenset({"user", "assistant", "system", "tool"})
 MAX_BATCH_ITEMS = 100_000
 
 ProgressCallback = Callable[[BatchProgress], Awaitable[None]]
+
+CACHE_MODES = frozenset({"use", "refresh", "bypass", "only"})
+
+
+class Prepared:
+    """A validated, routed request, with its cache key when the cache applies."""
+
+    __slots__ = ("request", "provider", "model", "key", "namespace", "mode")
+
+    def __init__(self, request: CompletionRequest, provider: Provider, model: str,
+                 key: str | None, namespace: str, mode: str) -> None:
+        self.request = request
+        self.provider = provider
+        self.model = model
+        self.key = key
+        self.namespace = namespace
+        self.mode = mode
+
+    def __repr__(self) -> str:
+        return f"<Prepared {self.provider.name}/{self.model} mode={self.mode} key={(self.key or '-')[:12]}>"
 
 
 class InFlight:
@@ -93,12 +118,19 @@ class App:
             "anthropic": AnthropicProvider(self.pool, self.upstream, settings, clock=clock),
             "openai": OpenAIProvider(self.pool, self.upstream, settings, clock=clock),
         }
+        self.cache = ResponseCache(config.cache, config.prices)
 
     def current_config(self) -> Config:
         return self.config
 
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start what runs in the background (the cache's disk writer, flights)."""
+        await self.cache.start(task_group)
+
     async def aclose(self) -> None:
-        await self.pool.aclose()
+        with anyio.CancelScope(shield=True):
+            await self.cache.aclose()
+            await self.pool.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -120,9 +152,9 @@ class App:
             # Live event-loop tasks: flat over time, or something leaks.
             "tasks": len(asyncio.all_tasks()),
             "draining": self.draining,
-            # The cache and the session store are not built yet; their
-            # counters are reported (as zero) so monitors can rely on the keys.
-            "cache": {"hits": 0, "misses": 0, "coalesced": 0, "entries": 0, "bytes": 0},
+            # The session store is not built yet; its counters are reported
+            # (as zero) so monitors can rely on the keys.
+            "cache": self.cache.status(),
             "sessions": {
                 "in_memory": 0,
                 "total": 0,
@@ -138,30 +170,86 @@ class App:
 
     # --------------------------------------------------------- completions
 
-    def _route(self, request: CompletionRequest) -> tuple[Provider, str]:
+    def prepare(self, request: CompletionRequest) -> Prepared:
+        """Validate and route a request and compute its cache key (no I/O).
+
+        Raises the request's `ClaifdError` (bad_request, shutting_down...).
+        """
         if self.draining:
             raise ShuttingDown("the daemon is shutting down")
         _validate(request)
         if request.session is not None:
             raise Unsupported("sessions are not available in this daemon version yet")
-        if request.cache is not None and request.cache.mode == "only":
-            # No response cache yet: nothing can be answered from it.
-            raise NotFound("no cached answer for this request (cache mode 'only')")
         provider_name, model = resolve_model(request.model, self.config.client.model, self.config.models)
         provider = self.providers.get(provider_name)
         if provider is None:
             raise BadRequest(
                 f"unknown provider {provider_name!r} (available: {', '.join(sorted(self.providers))})"
             )
-        return provider, model
+        control = request.cache
+        mode = control.mode if control is not None else "use"
+        if mode not in CACHE_MODES:
+            raise BadRequest(f"cache mode {mode!r} is not one of {', '.join(sorted(CACHE_MODES))}")
+        namespace = (control.namespace if control is not None else None) or self.config.cache.namespace
+        key = None
+        if self.cache.enabled and mode != "bypass":
+            key = cache_key(provider_name, model, request, namespace)
+        elif mode == "only":
+            raise NotFound("cache mode 'only' but the cache is disabled")
+        return Prepared(request, provider, model, key, namespace, mode)
 
-    async def complete(self, request: CompletionRequest) -> CompletionResponse:
-        provider, model = self._route(request)
-        return await provider.complete(request, model)
+    def cached_reply(self, prepared: Prepared) -> MemEntry | None:
+        """A memory-tier hit for `prepared`, without blocking (the hot path)."""
+        if prepared.key is None or prepared.mode == "refresh":
+            return None
+        return self.cache.lookup_memory(prepared.key)
 
-    async def stream(self, request: CompletionRequest, on_delta: DeltaCallback) -> CompletionResponse:
-        provider, model = self._route(request)
-        return await provider.stream(request, model, on_delta)
+    async def complete(self, request: CompletionRequest | Prepared) -> CompletionResponse:
+        prepared = request if isinstance(request, Prepared) else self.prepare(request)
+        if prepared.key is None:
+            return await prepared.provider.complete(prepared.request, prepared.model)
+        if prepared.mode != "refresh":
+            entry = await self.cache.lookup(prepared.key)
+            if entry is not None:
+                return entry.response()
+            if prepared.mode == "only":
+                raise NotFound("no cached answer for this request (cache mode 'only')")
+        flight = self._flight(prepared, streaming=False)
+        async with flight.subscription():
+            return await flight.result()
+
+    async def stream(self, request: CompletionRequest | Prepared, on_delta: DeltaCallback) -> CompletionResponse:
+        prepared = request if isinstance(request, Prepared) else self.prepare(request)
+        if prepared.key is None:
+            return await prepared.provider.stream(prepared.request, prepared.model, on_delta)
+        if prepared.mode != "refresh":
+            entry = await self.cache.lookup(prepared.key)
+            if entry is not None:
+                for piece in replay_chunks(entry):
+                    await on_delta(piece)
+                return entry.response()
+            if prepared.mode == "only":
+                raise NotFound("no cached answer for this request (cache mode 'only')")
+        flight = self._flight(prepared, streaming=True)
+        async with flight.subscription():
+            return await flight.follow(on_delta)
+
+    def _flight(self, prepared: Prepared, streaming: bool) -> Flight:
+        provider, model, request = prepared.provider, prepared.model, prepared.request
+        key, namespace = prepared.key, prepared.namespace
+        assert key is not None
+
+        async def call(on_delta: DeltaCallback | None) -> CompletionResponse:
+            if on_delta is None:
+                response = await provider.complete(request, model)
+            else:
+                response = await provider.stream(request, model, on_delta)
+            return msgspec.structs.replace(response, cache_key=key)
+
+        def on_success(response: CompletionResponse, chunks: list[str] | None) -> None:
+            self.cache.store(key, namespace, request, response, chunks)
+
+        return self.cache.join(key, streaming, call, self.request_timeout(request), on_success)
 
     def request_timeout(self, request: CompletionRequest) -> float:
         return request.timeout if request.timeout is not None else float(self.config.client.timeout)
@@ -211,6 +299,14 @@ class App:
             for index, request in enumerate(requests):
                 tg.start_soon(run_one, index, request)
         return [r for r in results if r is not None]
+
+
+def replay_chunks(entry: MemEntry) -> list[str] | tuple[str, ...]:
+    """A cached answer as stream chunks: the original boundaries when it was
+    streamed, else word-sized pieces of its text."""
+    if entry.chunks is not None:
+        return entry.chunks
+    return split_for_replay(entry.response().text)
 
 
 def _validate(request: CompletionRequest) -> None:

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -165,12 +165,26 @@ class SemanticCacheConfig(_Section):
 
 class CacheConfig(_Section):
     enabled: bool = True
+    # The disk tier's directory; "" keeps the cache in memory only.
     dir: str = "~/.claif/cache"
     default_ttl: Duration = Duration(3600.0)
+    # The longest any entry lives (smart extensions, aggressive strategy).
+    max_ttl: Duration = Duration(30 * 86400.0)
+    # Bound on the disk tier's stored (compressed) bytes.
     max_size: ByteSize = ByteSize(100 * 1000**2)
     memory_max_bytes: ByteSize = ByteSize(64 * 1024**2)
-    strategy: str = "conservative"
+    strategy: Literal["conservative", "smart", "aggressive"] = "conservative"
+    compression: Literal["zlib", "zstd", "none"] = "zlib"
+    # Namespace of requests that name none.
+    namespace: str = "default"
     semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
+
+
+class Price(_Section):
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
 
 
 class SessionConfig(_Section):
@@ -198,6 +212,7 @@ class Config(_Section):
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     providers: ProvidersConfig = msgspec.field(default_factory=ProvidersConfig)
     models: dict[str, str] = {}
+    prices: dict[str, Price] = {}
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)

@@ -191,6 +191,7 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
         async with anyio.create_task_group() as root:
             async with anyio.create_task_group() as requests:
                 server = Server(app, requests)
+                await app.start(requests)
                 await server.start(sock)
                 _notify_systemd("READY=1")
                 log.info("claifd listening", socket=str(path), version=__version__, pid=os.getpid())

@@ -34,6 +34,9 @@ from claif_client.protocol import (
     REQUEST_TYPES,
     Batch,
     BatchProgress,
+    CacheClear,
+    CacheDelete,
+    CacheStats,
     Cancel,
     Chunk,
     Complete,
@@ -52,7 +55,8 @@ from claif_client.protocol import (
 )
 
 from . import __version__
-from .app import App
+from .app import App, Prepared, replay_chunks
+from .cache.entry import MemEntry
 from .errors import ClaifdError
 
 __all__ = ["Server", "Connection", "CAPABILITIES"]
@@ -65,6 +69,15 @@ CAPABILITIES = ["multiplex", "stream", "cancel", "batch"]
 LISTEN_BACKLOG = 512
 
 _hello_decoder = hello_decoder()
+
+
+class _DoneRaw(msgspec.Struct, tag="done", tag_field="type"):
+    """`Done` with a response that is already msgpack (a cache hit): the
+    same bytes on the wire as `Done`, without encoding the response again."""
+
+    id: int
+    response: msgspec.Raw
+
 
 
 class Connection(asyncio.Protocol):
@@ -193,12 +206,37 @@ class Connection(asyncio.Protocol):
                 scope.cancel()
             return
         app.requests_total += 1
-        if kind is Ping:
+        if kind is Complete:
+            self.on_complete(msg)  # type: ignore[arg-type]
+        elif kind is Ping:
             self.write(Pong(id=msg.id))
         elif kind is GetStatus:
             self.write(Result(id=msg.id, value=app.status()))
-        elif isinstance(msg, (Complete, Batch)):
+        elif kind is CacheStats:
+            self.write(Result(id=msg.id, value=app.cache.stats()))
+        elif isinstance(msg, (Batch, CacheClear, CacheDelete)):
             self.start(msg)
+
+    def on_complete(self, msg: Complete) -> None:
+        """The hot path: a memory-tier cache hit is answered right here."""
+        try:
+            prepared = self.app.prepare(msg.request)
+        except ClaifdError as exc:
+            self.write(Error(id=msg.id, code=exc.code, message=exc.message, retry_after=exc.retry_after, details=exc.details))
+            return
+        entry = self.app.cached_reply(prepared)
+        if entry is None:
+            self.start(msg, prepared)
+        elif self.transport is not None and not self.closed:
+            if msg.stream:
+                self.transport.write(self._replay_frames(msg.id, entry))
+            else:
+                self.transport.write(encode_frame(_DoneRaw(id=msg.id, response=entry.raw)))
+
+    def _replay_frames(self, rid: int, entry: MemEntry) -> bytes:
+        frames = [encode_frame(Chunk(id=rid, text=piece)) for piece in replay_chunks(entry)]
+        frames.append(encode_frame(_DoneRaw(id=rid, response=entry.raw)))
+        return b"".join(frames)
 
     def reject(self, payload: bytes | memoryview, exc: msgspec.DecodeError) -> None:
         """Answer a frame that is not a valid request, with its id if it has one."""
@@ -220,7 +258,7 @@ class Connection(asyncio.Protocol):
 
     # --------------------------------------------------- requests as tasks
 
-    def start(self, msg: Complete | Batch) -> None:
+    def start(self, msg: Complete | Batch | CacheClear | CacheDelete, prepared: Prepared | None = None) -> None:
         if msg.id in self.in_flight:
             self.write(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"request id {msg.id} is already in flight"))
             return
@@ -237,7 +275,7 @@ class Connection(asyncio.Protocol):
         self.app.in_flight.enter()
         if len(self.in_flight) >= self.app.config.server.max_in_flight_per_connection:
             self._pause_reading()
-        self.server.task_group.start_soon(self.run_request, msg, scope)
+        self.server.task_group.start_soon(self.run_request, msg, scope, prepared)
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -253,7 +291,9 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.resume_reading()
 
-    async def run_request(self, msg: Complete | Batch, scope: anyio.CancelScope) -> None:
+    async def run_request(
+        self, msg: Complete | Batch | CacheClear | CacheDelete, scope: anyio.CancelScope, prepared: Prepared | None
+    ) -> None:
         """Run one request as a task; every path ends with one terminal frame."""
         rid = msg.id
         structlog.contextvars.bind_contextvars(request_id=f"{self.cid}.{rid}")
@@ -261,10 +301,14 @@ class Connection(asyncio.Protocol):
         outcome = "ok"
         try:
             with scope:
-                if isinstance(msg, Batch):
+                if isinstance(msg, Complete):
+                    await self._complete(msg, prepared)
+                elif isinstance(msg, Batch):
                     await self._batch(msg)
+                elif isinstance(msg, CacheClear):
+                    self.write(Result(id=rid, value={"removed": await self.app.cache.clear(msg.namespace)}))
                 else:
-                    await self._complete(msg)
+                    self.write(Result(id=rid, value={"deleted": await self.app.cache.delete(msg.key)}))
             if scope.cancelled_caught:
                 if anyio.current_time() >= scope.deadline:
                     outcome = "timeout"
@@ -291,16 +335,17 @@ class Connection(asyncio.Protocol):
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
-    async def _complete(self, msg: Complete) -> None:
+    async def _complete(self, msg: Complete, prepared: Prepared | None) -> None:
         rid = msg.id
+        request = prepared if prepared is not None else msg.request
         if not msg.stream:
-            self.write(Done(id=rid, response=await self.app.complete(msg.request)))
+            self.write(Done(id=rid, response=await self.app.complete(request)))
             return
 
         async def on_delta(text: str) -> None:
             await self.send(Chunk(id=rid, text=text))
 
-        response = await self.app.stream(msg.request, on_delta)
+        response = await self.app.stream(request, on_delta)
         await self.send(Done(id=rid, response=response))
 
     async def _batch(self, msg: Batch) -> None:

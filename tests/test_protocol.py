@@ -93,7 +93,7 @@ def test_wrong_shape_is_a_validation_error() -> None:
 
 
 def test_request_types_lists_every_method() -> None:
-    assert REQUEST_TYPES == {"ping", "status", "complete", "batch", "cancel"}
+    assert REQUEST_TYPES == {"ping", "status", "complete", "batch", "cancel", "cache.stats", "cache.clear", "cache.delete"}
 
 
 # ------------------------------------------------------------------ framing

@@ -27,6 +27,9 @@ from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
     PROTOCOL_VERSION,
+    CacheClear,
+    CacheDelete,
+    CacheStats,
     Batch,
     BatchItem,
     Cancel,
@@ -94,6 +97,23 @@ class AsyncClient:
         reply = await self._call(GetStatus(id=next(self._ids)))
         assert isinstance(reply, Result)
         return reply.value  # type: ignore[no-any-return]
+
+    async def cache_stats(self) -> dict[str, Any]:
+        reply = await self._call(CacheStats(id=next(self._ids)))
+        assert isinstance(reply, Result)
+        return reply.value  # type: ignore[no-any-return]
+
+    async def cache_clear(self, namespace: str | None = None) -> int:
+        """Drop cached answers (all, or one namespace's); how many were removed."""
+        reply = await self._call(CacheClear(id=next(self._ids), namespace=namespace))
+        assert isinstance(reply, Result)
+        return int(reply.value["removed"])
+
+    async def cache_delete(self, key: str) -> bool:
+        """Drop one cached answer by its key (`CompletionResponse.cache_key`)."""
+        reply = await self._call(CacheDelete(id=next(self._ids), key=key))
+        assert isinstance(reply, Result)
+        return bool(reply.value["deleted"])
 
     async def complete(
         self,
@@ -185,7 +205,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------ plumbing
 
-    async def _call(self, msg: Ping | GetStatus | Complete) -> Reply:
+    async def _call(self, msg: Request) -> Reply:
         self._demux.open(msg.id)
         try:
             await self._send(msg)

@@ -35,6 +35,9 @@ from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
     PROTOCOL_VERSION,
+    CacheClear,
+    CacheDelete,
+    CacheStats,
     Batch,
     BatchItem,
     Cancel,
@@ -104,6 +107,23 @@ class Client:
         reply = self._call(GetStatus(id=self._new_id()))
         assert isinstance(reply, Result)
         return reply.value  # type: ignore[no-any-return]
+
+    def cache_stats(self) -> dict[str, Any]:
+        reply = self._call(CacheStats(id=self._new_id()))
+        assert isinstance(reply, Result)
+        return reply.value  # type: ignore[no-any-return]
+
+    def cache_clear(self, namespace: str | None = None) -> int:
+        """Drop cached answers (all, or one namespace's); how many were removed."""
+        reply = self._call(CacheClear(id=self._new_id(), namespace=namespace))
+        assert isinstance(reply, Result)
+        return int(reply.value["removed"])
+
+    def cache_delete(self, key: str) -> bool:
+        """Drop one cached answer by its key (`CompletionResponse.cache_key`)."""
+        reply = self._call(CacheDelete(id=self._new_id(), key=key))
+        assert isinstance(reply, Result)
+        return bool(reply.value["deleted"])
 
     def complete(
         self,
@@ -203,7 +223,7 @@ class Client:
     def _new_id(self) -> int:
         return next(self._ids)
 
-    def _call(self, msg: Ping | GetStatus | Complete) -> Reply:
+    def _call(self, msg: Request) -> Reply:
         self._demux.open(msg.id)
         try:
             self._send(msg)

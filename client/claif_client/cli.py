@@ -62,9 +62,20 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--temperature", type=float)
     ask.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     ask.add_argument("--session", help="send within this session")
-    cache = ask.add_mutually_exclusive_group()
-    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    cache.add_argument("--refresh", action="store_true", help="skip the cache lookup, store the new answer")
+    modes = ask.add_mutually_exclusive_group()
+    modes.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    modes.add_argument("--refresh", action="store_true", help="skip the cache lookup, store the new answer")
+    modes.add_argument("--cache-only", action="store_true", help="answer from the cache or fail; never call upstream")
+    ask.add_argument("--ttl", type=float, help="seconds this answer may be served from the cache")
+    ask.add_argument("--namespace", help="cache namespace (default: cache.namespace)")
+    cache = sub.add_parser("cache", help="the response cache: stats, clear, delete")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", parser_class=_Parser, required=True)
+    cache_sub.add_parser("stats", help="hits, misses, sizes per tier, what it saved")
+    clear = cache_sub.add_parser("clear", help="drop cached answers")
+    clear.add_argument("--namespace", help="only this namespace's answers")
+    delete = cache_sub.add_parser("delete", help="drop one cached answer")
+    delete.add_argument("key", metavar="KEY", help="the cache_key of an answer (see ask --json)")
+
     b = sub.add_parser("batch", help="run a JSONL file of requests, results as JSONL in input order")
     b.add_argument("file", metavar="FILE.jsonl", help="one request per line (- reads stdin)")
     b.add_argument("--concurrency", "-c", type=int, help="requests at a time (default: batch.concurrency)")
@@ -85,6 +96,7 @@ def _response_doc(resp: CompletionResponse) -> dict[str, Any]:
         "usage": {"input_tokens": resp.usage.input_tokens, "output_tokens": resp.usage.output_tokens},
         "stop_reason": resp.stop_reason,
         "id": resp.id,
+        "cache_key": resp.cache_key,
     }
 
 
@@ -136,7 +148,10 @@ def _cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    cache: str | None = "bypass" if args.no_cache else "refresh" if args.refresh else None
+    mode = "bypass" if args.no_cache else "refresh" if args.refresh else "only" if args.cache_only else "use"
+    cache: dict[str, Any] | None = None
+    if mode != "use" or args.ttl is not None or args.namespace:
+        cache = {"mode": mode, "ttl": args.ttl, "namespace": args.namespace}
     kwargs: dict[str, Any] = dict(
         model=args.model, system=args.system, max_tokens=args.max_tokens,
         temperature=args.temperature, cache=cache, session=args.session,
@@ -251,7 +266,25 @@ def _cmd_batch(client: Client, args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else 0
 
 
-_COMMANDS = {"ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch}
+def _cmd_cache(client: Client, args: argparse.Namespace) -> int:
+    if args.cache_command == "stats":
+        doc = client.cache_stats()
+        _print_json(doc) if args.json else _print_status(doc)
+    elif args.cache_command == "clear":
+        removed = client.cache_clear(args.namespace)
+        _print_json({"removed": removed}) if args.json else print(f"removed {removed} cached answers")
+    else:
+        deleted = client.cache_delete(args.key)
+        if args.json:
+            _print_json({"deleted": deleted})
+        elif not deleted:
+            return _fail("NotFound", f"no cached answer with key {args.key}", EXIT_ERROR)
+        else:
+            print("deleted")
+    return 0
+
+
+_COMMANDS = {"ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch, "cache": _cmd_cache}
 
 
 def _fail(kind: str, message: str, code: int) -> int:

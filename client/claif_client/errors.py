@@ -8,8 +8,8 @@
         ├── BadRequest         bad_request, unknown_method, too_large, unsupported
         ├── NotFound           not_found
         ├── NotConfigured      not_configured (e.g. no API key for the provider)
-        ├── RateLimited        rate_limited (see .retry_after)
         ├── UpstreamError      upstream_error
+        │   └── RateLimited    rate_limited (see .retry_after)
         ├── UpstreamTimeout    timeout
         ├── Cancelled          cancelled
         ├── ShuttingDown       shutting_down
@@ -89,11 +89,11 @@ class NotConfigured(RemoteError):
     pass
 
 
-class RateLimited(RemoteError):
+class UpstreamError(RemoteError):
     pass
 
 
-class UpstreamError(RemoteError):
+class RateLimited(UpstreamError):
     pass
 
 

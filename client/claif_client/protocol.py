@@ -64,6 +64,9 @@ __all__ = [
     "Complete",
     "Batch",
     "Cancel",
+    "CacheStats",
+    "CacheClear",
+    "CacheDelete",
     "ErrorInfo",
     "BatchItem",
     "BatchProgress",
@@ -161,6 +164,8 @@ class CompletionResponse(msgspec.Struct, kw_only=True):
     usage: Usage = msgspec.field(default_factory=Usage)
     # False, or how the answer came from the cache: "exact" or "semantic".
     cached: bool | str = False
+    # The answer's cache key, when the cache applied (for `cache.delete`).
+    cache_key: str | None = None
 
 
 class ErrorInfo(msgspec.Struct, omit_defaults=True):
@@ -233,6 +238,22 @@ class Cancel(_Frame, tag="cancel"):
     id: int
 
 
+class CacheStats(_Frame, tag="cache.stats"):
+    id: int
+
+
+class CacheClear(_Frame, tag="cache.clear"):
+    """Drop cached answers: all of them, or one namespace's."""
+
+    id: int
+    namespace: str | None = None
+
+
+class CacheDelete(_Frame, tag="cache.delete"):
+    id: int
+    key: str
+
+
 class Pong(_Frame, tag="pong"):
     id: int
 
@@ -268,7 +289,7 @@ class Error(_Frame, tag="error"):
     details: dict[str, Any] | None = None
 
 
-Request = Union[Ping, GetStatus, Complete, Batch, Cancel]
+Request = Union[Ping, GetStatus, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete]
 Reply = Union[Pong, Result, Chunk, Done, Error]
 
 # Every tag a daemon of this version understands, to tell an unknown method

@@ -1,0 +1,242 @@
+"""The disk tier: one SQLite file in `cache.dir`, LRU-bounded in bytes.
+
+Plain synchronous code: the service runs every call in its worker thread,
+never on the event loop. The connection is used by one thread at a time.
+
+Durability: WAL journal with synchronous=NORMAL, so a kill -9 at any moment
+leaves a database that opens (at worst without the last writes, which for a
+cache only costs a miss). A file that is not a usable database at all is
+moved aside and a new one started. A row whose blob fails its checksum or
+does not decode is deleted and reported as a miss, never served.
+
+`max_bytes` bounds the sum of the stored blobs (compressed payloads): after
+every write, least-recently-used rows are deleted until the sum fits, and a
+blob larger than the whole budget is not stored. Freed pages are returned to
+the file system with incremental vacuum.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from .entry import Codec, DamagedEntry, MemEntry, Payload
+
+__all__ = ["DiskStore", "DiskHit", "FILENAME"]
+
+log = structlog.get_logger("claifd.cache.disk")
+
+FILENAME = "cache.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    ttl REAL NOT NULL,
+    fixed_ttl INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    last_access REAL NOT NULL,
+    hits INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    checksum INTEGER NOT NULL,
+    blob BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_by_access ON entries(last_access);
+CREATE INDEX IF NOT EXISTS entries_by_namespace ON entries(namespace);
+"""
+
+
+@dataclass
+class DiskHit:
+    key: str
+    namespace: str
+    created_at: float
+    ttl: float
+    fixed_ttl: bool
+    hits: int
+    payload: Payload
+
+
+class DiskStore:
+    def __init__(self, directory: Path, max_bytes: int, codec: Codec) -> None:
+        self.path = directory / FILENAME
+        self.max_bytes = max_bytes
+        self.codec = codec
+        self.bytes = 0
+        self.entries = 0
+        self.evictions = 0
+        self.damaged = 0
+        self._db: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"<DiskStore {self.path} entries={self.entries} bytes={self.bytes}/{self.max_bytes}>"
+
+    # -------------------------------------------------------------- opening
+
+    def open(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{FILENAME}.broken-{int(time.time())}")
+            log.warning("cache database unusable; starting a new one", path=str(self.path), moved_to=str(aside), error=str(exc))
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(self.path) + suffix)
+                if src.exists():
+                    os.replace(src, Path(str(aside) + suffix))
+            self._db = self._connect()
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
+        self.entries, self.bytes = int(row[0]), int(row[1])
+        self._evict()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # effective on a new file only
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(_SCHEMA)
+            db.execute("SELECT COUNT(*) FROM entries").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        os.chmod(self.path, 0o600)
+        return db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("disk store is not open")
+        return self._db
+
+    # -------------------------------------------------------------- reading
+
+    def get(self, key: str, now: float) -> DiskHit | None:
+        row = self.db.execute(
+            "SELECT namespace, created_at, ttl, fixed_ttl, expires_at, hits, checksum, blob FROM entries WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        namespace, created_at, ttl, fixed_ttl, expires_at, hits, checksum, blob = row
+        if expires_at <= now:
+            self._delete_keys([key])
+            return None
+        try:
+            payload = self.codec.decode(blob, checksum)
+        except DamagedEntry as exc:
+            self.damaged += 1
+            log.warning("damaged cache entry dropped", key=key[:16], error=str(exc))
+            self._delete_keys([key])
+            return None
+        self.db.execute("UPDATE entries SET last_access = ?, hits = hits + 1 WHERE key = ?", (now, key))
+        return DiskHit(key, namespace, created_at, ttl, bool(fixed_ttl), hits + 1, payload)
+
+    # -------------------------------------------------------------- writing
+
+    def put_many(self, entries: Iterable[MemEntry], now: float) -> int:
+        """Store entries in one transaction; returns how many were stored."""
+        stored = 0
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            for entry in entries:
+                blob, checksum = self.codec.encode(entry)
+                if len(blob) > self.max_bytes:
+                    continue
+                # Room first, then the row: `bytes` never exceeds the cap,
+                # not even for a moment another thread could observe.
+                self._delete_keys([entry.key])
+                self._evict(self.max_bytes - len(blob))
+                db.execute(
+                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (entry.key, entry.namespace, entry.created_at, entry.ttl, int(entry.fixed_ttl),
+                     entry.expires_at, now, entry.hits, len(blob), checksum, blob),
+                )
+                self.entries += 1
+                self.bytes += len(blob)
+                stored += 1
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._recount()
+            raise
+        return stored
+
+    def touch_many(self, touches: Iterable[tuple[str, int, float, float]]) -> None:
+        """Hits seen in memory: (key, hits, expires_at, last_access)."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "UPDATE entries SET hits = MAX(hits, ?), expires_at = ?, last_access = MAX(last_access, ?) WHERE key = ?",
+                [(hits, expires_at, last_access, key) for key, hits, expires_at, last_access in touches],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def delete(self, key: str) -> bool:
+        return self._delete_keys([key]) > 0
+
+    def clear(self, namespace: str | None = None) -> int:
+        if namespace is None:
+            count = self.db.execute("DELETE FROM entries").rowcount
+        else:
+            count = self.db.execute("DELETE FROM entries WHERE namespace = ?", (namespace,)).rowcount
+        self._recount()
+        self.db.execute("PRAGMA incremental_vacuum").fetchall()
+        return int(count)
+
+    def resize(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._evict()
+
+    def purge_expired(self, now: float) -> int:
+        count = self.db.execute("DELETE FROM entries WHERE expires_at <= ?", (now,)).rowcount
+        if count:
+            self._recount()
+        return int(count)
+
+    # ------------------------------------------------------------ internals
+
+    def _delete_keys(self, keys: list[str]) -> int:
+        deleted = 0
+        for key in keys:
+            row = self.db.execute("DELETE FROM entries WHERE key = ? RETURNING size", (key,)).fetchone()
+            if row is not None:
+                deleted += 1
+                self.entries -= 1
+                self.bytes -= int(row[0])
+        return deleted
+
+    def _evict(self, limit: int | None = None) -> None:
+        """Delete least-recently-used rows until the blobs fit `limit` (default `max_bytes`)."""
+        limit = self.max_bytes if limit is None else limit
+        evicted = False
+        while self.bytes > limit and self.entries:
+            rows = self.db.execute("SELECT key FROM entries ORDER BY last_access LIMIT 64").fetchall()
+            for (key,) in rows:
+                if self.bytes <= limit:
+                    break
+                self.evictions += self._delete_keys([key])
+                evicted = True
+        if evicted:
+            self.db.execute("PRAGMA incremental_vacuum").fetchall()
+
+    def _recount(self) -> None:
+        row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
+        self.entries, self.bytes = int(row[0]), int(row[1])

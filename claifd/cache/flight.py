@@ -1,0 +1,108 @@
+"""Single-flight: one upstream call shared by identical requests in progress.
+
+The first request for a key (the leader) starts the call as a task owned by
+the cache service, not by the leader's request, so the call outlives the
+leader's client if others are still waiting. Every request -- leader and
+followers alike -- subscribes:
+
+* a plain subscriber waits for the final response;
+* a streaming subscriber first receives the chunks recorded so far, then the
+  rest as they arrive, with the upstream's chunk boundaries (a plain flight
+  is replayed as chunks at its end).
+
+If the call fails, every subscriber gets the error. When the last
+subscriber leaves before the end, the call is cancelled: nobody wants it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from claif_client.protocol import CompletionResponse
+
+from ..errors import ClaifdError, UpstreamError
+from ..providers import DeltaCallback
+from .replay import split_for_replay
+
+__all__ = ["Flight"]
+
+
+def _clone(error: BaseException) -> BaseException:
+    """A fresh exception per subscriber (one object raised in many tasks
+    would collect all their tracebacks)."""
+    if isinstance(error, ClaifdError):
+        return type(error)(error.message, retry_after=error.retry_after, details=error.details)
+    return UpstreamError(f"upstream call failed: {type(error).__name__}")
+
+
+class Flight:
+    def __init__(self, key: str, streaming: bool) -> None:
+        self.key = key
+        self.streaming = streaming
+        self.chunks: list[str] = []
+        self.response: CompletionResponse | None = None
+        self.error: BaseException | None = None
+        self.subscribers = 0
+        self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
+        self._progress = anyio.Event()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done.is_set() else "running"
+        return f"<Flight {self.key[:12]} {state} subscribers={self.subscribers} chunks={len(self.chunks)}>"
+
+    # ----------------------------------------------------- the leader's side
+
+    async def record(self, text: str) -> None:
+        """The upstream call's `on_delta`."""
+        self.chunks.append(text)
+        self._pulse()
+
+    def finish(self, response: CompletionResponse | None, error: BaseException | None) -> None:
+        self.response = response
+        self.error = error if response is None else None
+        if response is None and error is None:
+            self.error = UpstreamError("the upstream call was cancelled")
+        self.done.set()
+        self._pulse()
+
+    def _pulse(self) -> None:
+        event, self._progress = self._progress, anyio.Event()
+        event.set()
+
+    # ------------------------------------------------------ subscribers
+
+    @asynccontextmanager
+    async def subscription(self) -> AsyncIterator[Flight]:
+        self.subscribers += 1
+        try:
+            yield self
+        finally:
+            self.subscribers -= 1
+            if self.subscribers == 0 and not self.done.is_set():
+                self.scope.cancel()
+
+    async def result(self) -> CompletionResponse:
+        await self.done.wait()
+        if self.response is None:
+            raise _clone(self.error or UpstreamError("no response"))
+        return self.response
+
+    async def follow(self, on_delta: DeltaCallback) -> CompletionResponse:
+        sent = 0
+        while True:
+            while sent < len(self.chunks):
+                await on_delta(self.chunks[sent])
+                sent += 1
+            if self.done.is_set():
+                break
+            await self._progress.wait()
+        if self.response is None:
+            raise _clone(self.error or UpstreamError("no response"))
+        if not self.streaming:
+            for piece in split_for_replay(self.response.text):
+                await on_delta(piece)
+        return self.response

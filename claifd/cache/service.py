@@ -1,0 +1,313 @@
+"""The response cache as the daemon uses it: tiers, TTLs, single-flight, stats.
+
+The memory tier is consulted synchronously (the server answers memory hits
+inside `data_received`, without a task). Everything that touches SQLite runs
+in one worker thread: lookups on a memory miss are awaited; writes are
+write-behind, queued and committed in batches by a writer task, so storing an
+answer never delays the reply. Hits seen in memory are written back to the
+disk tier (hit counts, expiry, last access) by the same writer.
+
+Only complete successful responses are stored: the providers raise on any
+error and on a stream that ended early, so a response object exists only
+for a complete answer, and a cancelled call produces none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import structlog
+
+from claif_client.protocol import CompletionRequest, CompletionResponse
+
+from ..config import CacheConfig, Price
+from ..providers import DeltaCallback
+from .disk import DiskHit, DiskStore
+from .entry import Codec, MemEntry, make_entry
+from .flight import Flight
+from .memory import MemoryLRU
+from .policy import base_ttl, effective_ttl
+from .prices import PriceTable
+
+__all__ = ["ResponseCache", "UpstreamCall"]
+
+log = structlog.get_logger("claifd.cache")
+
+# `on_delta` for a streamed call, None for a plain one.
+UpstreamCall = Callable[[DeltaCallback | None], Awaitable[CompletionResponse]]
+
+# How often hits seen in memory are written back to the disk tier.
+TOUCH_INTERVAL = 5.0
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        config: CacheConfig,
+        prices: dict[str, Price] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in (prices or {}).items()})
+        self.memory = MemoryLRU(int(config.memory_max_bytes))
+        self.disk: DiskStore | None = None
+        if config.dir:
+            self.disk = DiskStore(Path(config.dir).expanduser(), int(config.max_size), Codec(config.compression))
+        self.flights: dict[str, Flight] = {}
+        self.hits_memory = 0
+        self.hits_disk = 0
+        self.misses = 0
+        self.coalesced = 0
+        self.stores = 0
+        self.disk_errors = 0
+        self.saved_input_tokens = 0
+        self.saved_output_tokens = 0
+        self.saved_cost_usd = 0.0
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._thread = anyio.CapacityLimiter(1)
+        self._write_queue: list[MemEntry] = []
+        self._touched: dict[str, MemEntry] = {}
+        self._wakeup = anyio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ResponseCache memory={len(self.memory)} disk={self.disk.entries if self.disk else '-'} "
+            f"flights={len(self.flights)} hits={self.hits} misses={self.misses}>"
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    @property
+    def hits(self) -> int:
+        return self.hits_memory + self.hits_disk
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Open the disk tier (in the worker thread) and start the writer."""
+        self._task_group = task_group
+        if self.disk is not None:
+            try:
+                await self._in_thread(self.disk.open)
+            except OSError as exc:
+                log.warning("cache disk tier unavailable; memory only", path=str(self.disk.path), error=str(exc))
+                self.disk = None
+                self.disk_errors += 1
+        task_group.start_soon(self._writer)
+
+    async def aclose(self) -> None:
+        """Flush pending writes and close the disk tier."""
+        await self._flush()
+        if self.disk is not None:
+            await self._in_thread(self.disk.close)
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._thread)
+
+    # -------------------------------------------------------------- lookups
+
+    def lookup_memory(self, key: str) -> MemEntry | None:
+        """A memory hit (counted), or None. Never blocks."""
+        now = self.clock()
+        entry = self.memory.get(key, now)
+        if entry is not None:
+            self.hits_memory += 1
+            self._count_hit(entry, now)
+        return entry
+
+    async def lookup(self, key: str) -> MemEntry | None:
+        """Memory, then disk (promoting a disk hit to memory). Counts a miss."""
+        entry = self.lookup_memory(key)
+        if entry is not None:
+            return entry
+        if self.disk is not None:
+            try:
+                found: DiskHit | None = await self._in_thread(self.disk.get, key, self.clock())
+            except Exception as exc:
+                self._disk_failed("read", exc)
+                found = None
+            if found is not None:
+                entry = make_entry(
+                    found.key, found.namespace, found.payload.response, found.payload.chunks,
+                    found.created_at, found.ttl, found.fixed_ttl, found.hits,
+                )
+                self._apply_ttl(entry)
+                self.memory.put(entry)
+                self.hits_disk += 1
+                self._count_hit(entry, self.clock(), touch=False)
+                return entry
+        self.misses += 1
+        return None
+
+    def _count_hit(self, entry: MemEntry, now: float, touch: bool = True) -> None:
+        if touch:
+            entry.hits += 1
+            self._apply_ttl(entry)
+            self._touched[entry.key] = entry
+        self.saved_input_tokens += entry.input_tokens
+        self.saved_output_tokens += entry.output_tokens
+        self.saved_cost_usd += self.prices.cost(entry.model, entry.input_tokens, entry.output_tokens)
+
+    def _apply_ttl(self, entry: MemEntry) -> None:
+        ttl = effective_ttl(self.config.strategy, entry.ttl, entry.hits, float(self.config.max_ttl), entry.fixed_ttl)
+        entry.expires_at = entry.created_at + ttl
+
+    # -------------------------------------------------------------- storing
+
+    def store(self, key: str, namespace: str, request: CompletionRequest, response: CompletionResponse,
+              chunks: list[str] | None) -> MemEntry:
+        fixed = request.cache is not None and request.cache.ttl is not None
+        ttl = base_ttl(self.config.strategy, request, float(self.config.default_ttl), float(self.config.max_ttl))
+        entry = make_entry(key, namespace, response, chunks, self.clock(), ttl, fixed)
+        self.memory.put(entry)
+        self.stores += 1
+        if self.disk is not None:
+            self._write_queue.append(entry)
+            self._wakeup.set()
+        return entry
+
+    async def _writer(self) -> None:
+        """Commit queued entries and touched hit counts, in batches, off the loop."""
+        while True:
+            with anyio.move_on_after(TOUCH_INTERVAL):
+                await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self.disk is None:
+            self._write_queue.clear()
+            self._touched.clear()
+            return
+        batch, self._write_queue = self._write_queue, []
+        touched, self._touched = self._touched, {}
+        now = self.clock()
+        try:
+            if batch:
+                await self._in_thread(self.disk.put_many, batch, now)
+            if touched:
+                rows = [(e.key, e.hits, e.expires_at, now) for e in touched.values()]
+                await self._in_thread(self.disk.touch_many, rows)
+        except Exception as exc:
+            self._disk_failed("write", exc)
+
+    def _disk_failed(self, what: str, exc: Exception) -> None:
+        # A full disk or a broken file costs the disk tier, never a request.
+        self.disk_errors += 1
+        log.warning(f"cache disk {what} failed; serving from memory", error=f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------- single-flight
+
+    def join(self, key: str, streaming: bool, call: UpstreamCall, timeout: float,
+             on_success: Callable[[CompletionResponse, list[str] | None], None]) -> Flight:
+        """The flight for `key`: an existing one (coalesced) or a new one started now."""
+        flight = self.flights.get(key)
+        if flight is not None:
+            self.coalesced += 1
+            return flight
+        flight = Flight(key, streaming)
+        self.flights[key] = flight
+        assert self._task_group is not None, "cache not started"
+        self._task_group.start_soon(self._fly, flight, call, timeout, on_success)
+        return flight
+
+    async def _fly(self, flight: Flight, call: UpstreamCall, timeout: float,
+                   on_success: Callable[[CompletionResponse, list[str] | None], None]) -> None:
+        response: CompletionResponse | None = None
+        error: BaseException | None = None
+        try:
+            with flight.scope, anyio.fail_after(timeout):
+                response = await call(flight.record if flight.streaming else None)
+        except TimeoutError:
+            from ..errors import UpstreamTimeout
+
+            error = UpstreamTimeout("request timed out in the daemon")
+        except Exception as exc:
+            error = exc
+        finally:
+            if self.flights.get(flight.key) is flight:
+                del self.flights[flight.key]
+        if response is not None:
+            on_success(response, flight.chunks if flight.streaming else None)
+        flight.finish(response, error)
+
+    # ---------------------------------------------------------- management
+
+    async def clear(self, namespace: str | None = None) -> int:
+        removed = self.memory.clear(namespace)
+        self._write_queue = [e for e in self._write_queue if namespace is not None and e.namespace != namespace]
+        if self.disk is not None:
+            try:
+                removed = max(removed, await self._in_thread(self.disk.clear, namespace))
+            except Exception as exc:
+                self._disk_failed("clear", exc)
+        return removed
+
+    async def delete(self, key: str) -> bool:
+        found = self.memory.delete(key)
+        self._write_queue = [e for e in self._write_queue if e.key != key]
+        self._touched.pop(key, None)
+        if self.disk is not None:
+            try:
+                found = await self._in_thread(self.disk.delete, key) or found
+            except Exception as exc:
+                self._disk_failed("delete", exc)
+        return found
+
+    def resize(self, memory_max_bytes: int, max_size: int) -> None:
+        self.memory.resize(memory_max_bytes)
+        if self.disk is not None and self._task_group is not None:
+            self._task_group.start_soon(self._in_thread, self.disk.resize, max_size)
+
+    # --------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, Any]:
+        lookups = self.hits + self.misses
+        disk = self.disk
+        return {
+            "enabled": self.config.enabled,
+            "strategy": self.config.strategy,
+            "hits": self.hits,
+            "hits_memory": self.hits_memory,
+            "hits_disk": self.hits_disk,
+            "misses": self.misses,
+            "hit_rate": round(self.hits / lookups, 4) if lookups else 0.0,
+            "coalesced": self.coalesced,
+            "stores": self.stores,
+            "in_flight": len(self.flights),
+            "memory": {
+                "entries": len(self.memory), "bytes": self.memory.bytes, "max_bytes": self.memory.max_bytes,
+                "evictions": self.memory.evictions, "expired": self.memory.expirations,
+            },
+            "disk": None if disk is None else {
+                "path": str(disk.path), "entries": disk.entries, "bytes": disk.bytes, "max_bytes": disk.max_bytes,
+                "evictions": disk.evictions, "damaged": disk.damaged, "errors": self.disk_errors,
+                "pending_writes": len(self._write_queue),
+            },
+            "saved": {
+                "input_tokens": self.saved_input_tokens,
+                "output_tokens": self.saved_output_tokens,
+                "cost_usd": round(self.saved_cost_usd, 6),
+            },
+        }
+
+    def status(self) -> dict[str, int]:
+        """The contract's `status.cache` block."""
+        disk = self.disk
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "coalesced": self.coalesced,
+            "entries": disk.entries if disk is not None else len(self.memory),
+            "bytes": self.memory.bytes + (disk.bytes if disk is not None else 0),
+        }
