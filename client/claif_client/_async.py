@@ -55,7 +55,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncClient", "AsyncCompletionStream"]
 
-_RECV_SIZE = 256 * 1024
+# Below glibc's mmap threshold (128 KiB): a larger recv buffer is mmap'ed and
+# unmapped on every call, which measured 17 us per recv instead of 2 us.
+_RECV_SIZE = 64 * 1024
 _hello_decoder = hello_decoder()
 
 

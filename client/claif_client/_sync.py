@@ -65,7 +65,9 @@ __all__ = ["Client", "CompletionStream", "DEFAULT_TIMEOUT"]
 
 # Long enough for a slow model's whole answer; override per client.
 DEFAULT_TIMEOUT = 600.0
-_RECV_SIZE = 256 * 1024
+# Below glibc's mmap threshold (128 KiB): a larger recv buffer is mmap'ed and
+# unmapped on every call, which measured 17 us per recv instead of 2 us.
+_RECV_SIZE = 64 * 1024
 _hello_decoder = hello_decoder()
 
 

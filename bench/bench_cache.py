@@ -1,0 +1,133 @@
+"""Cache benchmarks, each against a baseline measured in the same run.
+
+1. Memory-tier hit through the sync thin client vs the raw echo floor (the
+   foundation bench's minimal uvloop echo server, same framing). Target:
+   p50 <= 2.0x the floor.
+2. Disk-tier hit with the memory tier cold (a budget too small to hold the
+   entry, so every hit is read from SQLite in the worker thread). Target:
+   p50 <= 0.5 ms.
+3. Hit throughput with 4 client processes, against 4 processes on the floor.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import msgspec
+
+from _common import ROOT, daemon, print_table, short_tmpdir, summarize, time_calls, wait_for_socket
+from claif_client import Client
+from claif_client.protocol import Ping, encode_frame
+
+N = int(os.environ.get("BENCH_N", "20000"))
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+THROUGHPUT_SECONDS = 3.0
+
+
+def start_floor() -> tuple[subprocess.Popen[bytes], str, str]:
+    tmp = short_tmpdir()
+    path = os.path.join(tmp, "floor.sock")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), path], stdout=subprocess.DEVNULL)
+    wait_for_socket(path)
+    return proc, path, tmp
+
+
+def floor_round_trip(path: str):  # type: ignore[no-untyped-def]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    frame = bytes(encode_frame(Ping(id=1)))
+    size = len(frame)
+
+    def round_trip() -> None:
+        sock.sendall(frame)
+        got = 0
+        while got < size:
+            got += len(sock.recv(65536))
+
+    return round_trip
+
+
+def _hammer(kind: str, path: str, seconds: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    if kind == "floor":
+        call = floor_round_trip(path)
+    else:
+        client = Client(path)
+        client.complete(MESSAGES, model="echo/bench")
+
+        def call() -> None:
+            client.complete(MESSAGES, model="echo/bench")
+
+    n = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            call()
+        n += 100
+    out.put(n)
+
+
+def throughput(kind: str, path: str, procs: int = 4) -> float:
+    ctx = mp.get_context("fork")
+    q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    workers = [ctx.Process(target=_hammer, args=(kind, path, THROUGHPUT_SECONDS, q)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    total = sum(q.get() for _ in workers)
+    for w in workers:
+        w.join()
+    return total / THROUGHPUT_SECONDS
+
+
+def main() -> None:
+    floor_proc, floor_path, floor_tmp = start_floor()
+    try:
+        floor_call = floor_round_trip(floor_path)
+        floor: list[float] = []
+        hits: list[float] = []
+        disk_hits: list[float] = []
+        with daemon() as sock, daemon({"CLAIF_CACHE__MEMORY_MAX_BYTES": "1"}) as cold_sock:
+            hot = Client(sock)
+            cold = Client(cold_sock)
+            hot.complete(MESSAGES, model="echo/bench")  # the miss that stores it
+            cold.complete(MESSAGES, model="echo/bench")
+            time.sleep(0.3)  # let the write-behind commit it to disk
+            assert hot.complete(MESSAGES, model="echo/bench").cached == "exact"
+            assert cold.complete(MESSAGES, model="echo/bench").cached == "exact"
+            for _ in range(4):  # interleaved rounds
+                floor += time_calls(floor_call, N // 4)
+                hits += time_calls(lambda: hot.complete(MESSAGES, model="echo/bench"), N // 4)
+                disk_hits += time_calls(lambda: cold.complete(MESSAGES, model="echo/bench"), N // 20, warmup=100)
+            stats = cold.cache_stats()
+            assert stats["hits_disk"] >= N // 5, stats
+            floor_rps = throughput("floor", floor_path)
+            hit_rps = throughput("hit", sock)
+            hot.close()
+            cold.close()
+        base = statistics.median(floor)
+        rows = [
+            summarize("floor (raw echo, same framing, uvloop)", floor),
+            summarize("memory-tier hit via claifd + Client", hits, base),
+            summarize("disk-tier hit (memory cold) via claifd + Client", disk_hits, base),
+        ]
+        print_table("cache hits (targets: memory hit ratio <= 2.0; disk hit p50 <= 500 us)", rows)
+        tp = [
+            {"name": "floor, 4 client processes", "req_per_s": floor_rps},
+            {"name": "memory-tier hits, 4 client processes", "req_per_s": hit_rps, "ratio": hit_rps / floor_rps},
+        ]
+        print_table("hit throughput (2 cores shared by clients and server)", tp)
+        print(msgspec.json.encode({"bench": "cache", "rows": rows + tp}).decode())
+    finally:
+        floor_proc.terminate()
+        floor_proc.wait()
+        shutil.rmtree(floor_tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
