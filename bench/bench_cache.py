@@ -19,6 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import msgspec
 
@@ -85,6 +87,35 @@ def throughput(kind: str, path: str, procs: int = 4) -> float:
     return total / THROUGHPUT_SECONDS
 
 
+@contextmanager
+def redis_get() -> Iterator[Callable[[], object] | None]:
+    """redis-py GET of a value the size of a cached reply, against a local
+    redis-server on a Unix socket: the yardstick the issue names. None when
+    redis-server or redis-py is not installed."""
+    server = shutil.which("redis-server")
+    try:
+        import redis
+    except ImportError:
+        redis = None
+    if server is None or redis is None:
+        yield None
+        return
+    tmp = short_tmpdir()
+    path = os.path.join(tmp, "redis.sock")
+    proc = subprocess.Popen([server, "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_for_socket(path)
+        r = redis.Redis(unix_socket_path=path)
+        r.set("k", b"x" * 300)
+        yield lambda: r.get("k")
+        r.close()
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     floor_proc, floor_path, floor_tmp = start_floor()
     try:
@@ -92,7 +123,8 @@ def main() -> None:
         floor: list[float] = []
         hits: list[float] = []
         disk_hits: list[float] = []
-        with daemon() as sock, daemon({"CLAIF_CACHE__MEMORY_MAX_BYTES": "1"}) as cold_sock:
+        redis_times: list[float] = []
+        with daemon() as sock, daemon({"CLAIF_CACHE__MEMORY_MAX_BYTES": "1"}) as cold_sock, redis_get() as get:
             hot = Client(sock)
             cold = Client(cold_sock)
             hot.complete(MESSAGES, model="echo/bench")  # the miss that stores it
@@ -104,6 +136,8 @@ def main() -> None:
                 floor += time_calls(floor_call, N // 4)
                 hits += time_calls(lambda: hot.complete(MESSAGES, model="echo/bench"), N // 4)
                 disk_hits += time_calls(lambda: cold.complete(MESSAGES, model="echo/bench"), N // 20, warmup=100)
+                if get is not None:
+                    redis_times += time_calls(get, N // 4)
             stats = cold.cache_stats()
             assert stats["hits_disk"] >= N // 5, stats
             floor_rps = throughput("floor", floor_path)
@@ -116,6 +150,8 @@ def main() -> None:
             summarize("memory-tier hit via claifd + Client", hits, base),
             summarize("disk-tier hit (memory cold) via claifd + Client", disk_hits, base),
         ]
+        if redis_times:
+            rows.append(summarize("reference: redis-py GET, local redis-server, Unix socket", redis_times, base))
         print_table("cache hits (targets: memory hit ratio <= 2.0; disk hit p50 <= 500 us)", rows)
         tp = [
             {"name": "floor, 4 client processes", "req_per_s": floor_rps},

@@ -1,7 +1,8 @@
 """`make demo`: the offline simulator (`claif-sim`) as the upstream, a real
 daemon on a temporary socket pointed at it, real requests through the thin
 client (Anthropic and OpenAI formats, plain, streamed, batched, one retried
-after an injected 429), the daemon's status, then a clean shutdown.
+after an injected 429, a cache hit, ten identical requests coalesced into one
+upstream call), the daemon's status, then a clean shutdown.
 
 Everything stays on this machine: the "API keys" are dummies that only the
 simulator sees.
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +121,25 @@ def main() -> int:
             items = client.batch(requests, concurrency=5)
             print(f"{len(items)} results in {(time.perf_counter() - t0) * 1000:.0f} ms; "
                   f"first: {items[0].response.text!r}, last: {items[-1].response.text!r}")  # type: ignore[union-attr]
+
+            _section("the response cache: the same question twice")
+            for attempt in ("first", "second"):
+                t0 = time.perf_counter()
+                r = client.complete("What is the capital of France?", model="anthropic/claude-sonnet-4-5")
+                print(f"{attempt}: cached={r.cached!r} in {(time.perf_counter() - t0) * 1000:.2f} ms")
+
+            _section("single-flight: 10 identical questions at once, one upstream call")
+            before = httpx_get(sim_url + "/_sim/stats")["requests"]  # type: ignore[index]
+            threads = [threading.Thread(target=lambda: Client(sock).complete("Coalesce us", model="openai/gpt-4o-mini"))
+                       for _ in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            after = httpx_get(sim_url + "/_sim/stats")["requests"]  # type: ignore[index]
+            stats = client.cache_stats()
+            print(f"upstream calls: {after - before}; coalesced so far: {stats['coalesced']}; "
+                  f"saved so far: {stats['saved']}")
 
             _section("OpenAI-style facade")
             resp = client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
