@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import msgspec
 import structlog
 
@@ -30,7 +31,9 @@ from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
 from .config import Config
+from .config_manager import Change, ConfigManager, FileRead, Scope
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, Unsupported
+from .logs import set_level
 from .pool import HttpPool
 from .providers import AnthropicProvider, DeltaCallback, EchoProvider, OpenAIProvider, Provider, resolve_model
 from .providers.http import UpstreamCounters
@@ -95,12 +98,13 @@ class App:
 
     def __init__(
         self,
-        config: Config,
+        settings: ConfigManager,
         *,
         socket_path: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config
+        self.settings = settings
+        config = settings.config
         self.socket_path = socket_path
         self.clock = clock
         self.started_at = clock()
@@ -109,23 +113,72 @@ class App:
         self.draining = False
         self.in_flight = InFlight()
         self.upstream = UpstreamCounters()
-        self.config_generation = 1
-        self.config_last_error: str | None = None
         self.pool = HttpPool(config.pool)
-        settings = self.current_config
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self._config_lock = anyio.Lock()
+        current = self.current_config
         self.providers: dict[str, Provider] = {
             "echo": EchoProvider(self.upstream),
-            "anthropic": AnthropicProvider(self.pool, self.upstream, settings, clock=clock),
-            "openai": OpenAIProvider(self.pool, self.upstream, settings, clock=clock),
+            "anthropic": AnthropicProvider(self.pool, self.upstream, current, clock=clock),
+            "openai": OpenAIProvider(self.pool, self.upstream, current, clock=clock),
         }
         self.cache = ResponseCache(config.cache, config.prices)
+        self._wire_callbacks()
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force now (it changes on reloads)."""
+        return self.settings.config
 
     def current_config(self) -> Config:
-        return self.config
+        return self.settings.config
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start what runs in the background (the cache's disk writer, flights)."""
+        self.task_group = task_group
         await self.cache.start(task_group)
+
+    # ------------------------------------------------- live configuration
+
+    def _wire_callbacks(self) -> None:
+        on = self.settings.register_callback
+        on("logging.level", lambda old, new, changes: set_level(new.logging.level))
+        on("pool.*", self._on_pool)
+        on("providers.*.max_concurrency", self._on_provider_limits)
+        on("cache.*", self._on_cache)
+        on("prices*", lambda old, new, changes: self.cache.set_prices(new.prices))
+
+    def _on_pool(self, old: Config, new: Config, changes: list[Change]) -> None:
+        """A new set of connections for new requests; the old ones finish what
+        they carry, then close."""
+        retired = self.pool.reconfigure(new.pool)
+        if self.task_group is not None:
+            self.task_group.start_soon(self.pool.close_when_idle, retired)
+
+    def _on_provider_limits(self, old: Config, new: Config, changes: list[Change]) -> None:
+        for name in ("anthropic", "openai"):
+            provider = self.providers[name]
+            assert isinstance(provider, (AnthropicProvider, OpenAIProvider))
+            provider.limiter.total_tokens = provider.provider_config().max_concurrency
+
+    def _on_cache(self, old: Config, new: Config, changes: list[Change]) -> None:
+        self.cache.reconfigure(new.cache)
+        restart_only = [c.key for c in changes if c.key in ("cache.dir", "cache.compression")]
+        if restart_only:
+            log.warning("cache settings take effect at the next start", keys=restart_only)
+
+    async def config_reload(self, reason: str) -> list[Change]:
+        """Re-read the config files (in a worker thread) and apply them."""
+        async with self._config_lock:
+            reads: dict[str, FileRead] = await anyio.to_thread.run_sync(self.settings.read_files)
+            return self.settings.apply_reads(reads, reason)
+
+    async def config_set(self, key: str, value: Any, scope: Scope) -> list[Change]:
+        async with self._config_lock:
+            if scope == "runtime":
+                return self.settings.set_runtime(key, value)
+            layer = await anyio.to_thread.run_sync(self.settings.write_file_setting, scope, key, value)
+            return self.settings.adopt_layer(scope, layer)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -165,7 +218,7 @@ class App:
             "upstream": self.upstream.as_dict(),
             "pool": self.pool.stats(),
             "providers": {name: p.stats() for name, p in sorted(self.providers.items())},
-            "config": {"generation": self.config_generation, "last_error": self.config_last_error},
+            "config": {"generation": self.settings.generation, "last_error": self.settings.last_error},
         }
 
     # --------------------------------------------------------- completions

@@ -92,6 +92,10 @@ def _dec_hook(type_: type, value: Any) -> Any:
 
 
 def _enc_hook(value: Any) -> Any:
+    if isinstance(value, ByteSize):
+        return int(value)
+    if isinstance(value, Duration):
+        return float(value)
     raise NotImplementedError(f"cannot encode {type(value)}")
 
 
@@ -197,7 +201,7 @@ class BatchConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    level: str = "info"
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
 
 class ServerConfig(_Section):
@@ -333,6 +337,39 @@ def build_config(merged: Mapping[str, Any]) -> Config:
         return msgspec.convert(merged, Config, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _type_label(tp: Any) -> str:
+    if tp is ByteSize:
+        return "size"
+    if tp is Duration:
+        return "duration"
+    origin = getattr(tp, "__origin__", None)
+    if origin is Literal:
+        return "one of " + ", ".join(tp.__args__)
+    if origin is dict:
+        return "map"
+    args = getattr(tp, "__args__", None)
+    if args and type(None) in args:
+        return _type_label(next(a for a in args if a is not type(None))) + " or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe_schema(schema: type[msgspec.Struct] = Config, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted key, type label, default) for every key, in schema order:
+    docs/CONFIGURATION.md lists exactly these (a test checks)."""
+    defaults = to_builtins(Config())
+    rows: list[tuple[str, str, Any]] = []
+    for f in msgspec.structs.fields(schema):
+        key = prefix + f.name
+        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
+            rows.extend(describe_schema(f.type, key + "."))
+            continue
+        node: Any = defaults
+        for part in key.split("."):
+            node = node[part]
+        rows.append((key, _type_label(f.type), node))
+    return rows
 
 
 def to_builtins(config: Config) -> dict[str, Any]:

@@ -21,27 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import structlog
+import watchfiles
 
 from claif_client.paths import default_socket_path, resolve_socket_path
 
 from . import __version__
 from .app import App
-from .config import (
-    Config,
-    ConfigError,
-    build_config,
-    default_global_path,
-    env_layer,
-    merge_layers,
-    read_file_layer,
-    unknown_keys,
-)
+from .config import ConfigError, default_global_path
+from .config_manager import ConfigManager
 from .errors import StartupError
 from .logs import configure_logging
 from .server import LISTEN_BACKLOG, Server
 
-__all__ = ["DaemonOptions", "run", "claim_socket", "bind_socket", "load_config"]
+__all__ = ["DaemonOptions", "run", "claim_socket", "bind_socket", "config_manager", "watch_config"]
 
 log = structlog.get_logger("claifd.daemon")
 
@@ -63,16 +57,8 @@ class DaemonOptions:
         return Path(self.project_config).expanduser() if self.project_config else Path.cwd() / ".claif.json"
 
 
-def load_config(opts: DaemonOptions) -> Config:
-    """Defaults < global file < project file < environment, validated whole."""
-    layers = []
-    for path in (opts.global_path, opts.project_path):
-        layer = read_file_layer(path)
-        for key in unknown_keys(layer):
-            log.warning("unknown config key ignored", key=key, file=str(path))
-        layers.append(layer)
-    layers.append(env_layer(os.environ))
-    return build_config(merge_layers(*layers))
+def config_manager(opts: DaemonOptions) -> ConfigManager:
+    return ConfigManager(opts.global_path, opts.project_path, os.environ)
 
 
 # ------------------------------------------------------------------ socket
@@ -174,9 +160,9 @@ def _notify_systemd(state: str) -> None:
 # ------------------------------------------------------------------ running
 
 
-async def _serve(opts: DaemonOptions, config: Config, path: Path) -> None:
+async def _serve(opts: DaemonOptions, settings: ConfigManager, path: Path) -> None:
     # The app builds its HTTP pool and limiters: it belongs inside the loop.
-    app = App(config, socket_path=str(path))
+    app = App(settings, socket_path=str(path))
     try:
         await _run_app(opts, app, path)
     finally:
@@ -192,6 +178,10 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
             async with anyio.create_task_group() as requests:
                 server = Server(app, requests)
                 await app.start(requests)
+                # Watch before serving, then catch up on any edit made since
+                # the first load, so no change can slip between the two.
+                await root.start(watch_config, app)
+                await app.config_reload("start-up")
                 await server.start(sock)
                 _notify_systemd("READY=1")
                 log.info("claifd listening", socket=str(path), version=__version__, pid=os.getpid())
@@ -210,23 +200,41 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
 async def _wait_for_stop(signals: AsyncIterator[int], opts: DaemonOptions, app: App) -> int:
     async for signum in signals:
         if signum == signal.SIGHUP:
-            _reload(opts, app)
+            await app.config_reload("SIGHUP")
             continue
         return signum
     raise AssertionError("signal receiver ended")
 
 
-def _reload(opts: DaemonOptions, app: App) -> None:
-    try:
-        config = load_config(opts)
-    except ConfigError as exc:
-        app.config_last_error = str(exc)
-        log.error("config reload failed; keeping the last good configuration", error=str(exc))
+# Editors save by writing a temp file and renaming it, some in two steps:
+# wait this long after the last event before reading (the issue allows 100 ms).
+WATCH_DEBOUNCE_MS = 50
+
+
+async def watch_config(app: App, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Reload when either config file is written, renamed over, deleted or created.
+
+    The directories are watched (not the files), so a file that appears after
+    start-up, or is replaced by a rename, is seen too. The global directory
+    (~/.claif) is created if missing; a project directory that does not exist
+    is not watched (SIGHUP and `config reload` still work).
+    """
+    settings = app.settings
+    targets = {os.path.abspath(settings.global_path), os.path.abspath(settings.project_path)}
+    settings.global_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directories = sorted({os.path.dirname(t) for t in targets if os.path.isdir(os.path.dirname(t))})
+    if not directories:
+        task_status.started()
         return
-    app.config = config
-    app.config_generation += 1
-    app.config_last_error = None
-    log.info("config reloaded", generation=app.config_generation)
+    log.debug("watching config", directories=directories)
+    # Our caller resumes only after this task next waits, and by then the
+    # first step of the loop below has set up the inotify watches.
+    task_status.started()
+    async for changes in watchfiles.awatch(
+        *directories, recursive=False, debounce=WATCH_DEBOUNCE_MS, step=10, ignore_permission_denied=True,
+    ):
+        if any(os.path.abspath(changed) in targets for _, changed in changes):
+            await app.config_reload("file changed")
 
 
 async def _drain(app: App, signals: AsyncIterator[int]) -> None:
@@ -250,13 +258,17 @@ async def _drain(app: App, signals: AsyncIterator[int]) -> None:
 
 def run(opts: DaemonOptions) -> int:
     """Run the daemon in the foreground; the process exit code."""
+    configure_logging(opts.log_format, opts.log_level or "info")
+    settings = config_manager(opts)
     try:
-        config = load_config(opts)
+        config = settings.load()
     except ConfigError as exc:
-        configure_logging(opts.log_format, opts.log_level or "info")
         log.error("invalid configuration", error=str(exc))
         return 1
-    configure_logging(opts.log_format, opts.log_level or config.logging.level)
+    if opts.log_level:
+        # --log-level wins over every config layer, reloads included.
+        settings.set_runtime("logging.level", opts.log_level)
+    configure_logging(opts.log_format, settings.config.logging.level)
     path = resolve_socket_path(opts.socket)
     try:
         lock_fd = claim_socket(path)
@@ -271,7 +283,7 @@ def run(opts: DaemonOptions) -> int:
             backend_options["use_uvloop"] = True
         except ImportError:
             pass
-        anyio.run(_serve, opts, config, path, backend="asyncio", backend_options=backend_options)
+        anyio.run(_serve, opts, settings, path, backend="asyncio", backend_options=backend_options)
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
         return 1

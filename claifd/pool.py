@@ -16,6 +16,7 @@ The totals still honour `pool.max_connections` and `pool.max_keepalive`.
 
 from __future__ import annotations
 
+import anyio
 import httpx
 
 from .config import PoolConfig
@@ -34,6 +35,8 @@ def _split(total: int, parts: int) -> list[int]:
 class _Lane:
     __slots__ = ("client", "in_flight", "max_connections")
 
+    # (in_flight counts the requests using this lane right now)
+
     def __init__(self, client: httpx.AsyncClient, max_connections: int) -> None:
         self.client = client
         self.in_flight = 0
@@ -43,6 +46,26 @@ class _Lane:
 class HttpPool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
+        self._lanes = self._build(config)
+        self.generation = 1
+
+    def reconfigure(self, config: PoolConfig) -> list[_Lane]:
+        """New lanes for new requests (config reload); returns the old ones,
+        which keep serving the requests they carry. Close them with
+        `close_when_idle`: no request in flight fails."""
+        retired, self._lanes = self._lanes, self._build(config)
+        self.config = config
+        self.generation += 1
+        return retired
+
+    @staticmethod
+    async def close_when_idle(lanes: list[_Lane], poll: float = 0.05) -> None:
+        while any(lane.in_flight for lane in lanes):
+            await anyio.sleep(poll)
+        for lane in lanes:
+            await lane.client.aclose()
+
+    def _build(self, config: PoolConfig) -> list[_Lane]:
         total = max(1, config.max_connections)
         lanes = -(-total // LANE_CONNECTIONS)
         # One TLS context for every lane: building one loads the CA bundle,
@@ -54,7 +77,7 @@ class HttpPool:
             write=float(config.write_timeout),
             pool=float(config.pool_timeout),
         )
-        self._lanes = [
+        return [
             _Lane(
                 httpx.AsyncClient(
                     limits=httpx.Limits(
@@ -89,6 +112,7 @@ class HttpPool:
 
     def stats(self) -> dict[str, int]:
         return {
+            "generation": self.generation,
             "lanes": len(self._lanes),
             "in_flight": self.in_flight,
             "max_connections": sum(lane.max_connections for lane in self._lanes),

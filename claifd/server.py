@@ -37,6 +37,12 @@ from claif_client.protocol import (
     CacheClear,
     CacheDelete,
     CacheStats,
+    ConfigGet,
+    ConfigReload,
+    ConfigSet,
+    ConfigShow,
+    ConfigSources,
+    ConfigValidate,
     Cancel,
     Chunk,
     Complete,
@@ -57,13 +63,16 @@ from claif_client.protocol import (
 from . import __version__
 from .app import App, Prepared, replay_chunks
 from .cache.entry import MemEntry
-from .errors import ClaifdError
+from .config import ConfigError
+from .errors import BadRequest, ClaifdError
 
 __all__ = ["Server", "Connection", "CAPABILITIES"]
 
 log = structlog.get_logger("claifd.server")
 
-CAPABILITIES = ["multiplex", "stream", "cancel", "batch"]
+CAPABILITIES = ["multiplex", "stream", "cancel", "batch", "cache", "config"]
+# Requests that run as tasks (they wait on upstream calls, threads or files).
+Task = Complete | Batch | CacheClear | CacheDelete | ConfigSet | ConfigReload
 # Pending connections the kernel queues for us; local clients connect in bursts
 # (a batch script starting many workers), so be generous.
 LISTEN_BACKLOG = 512
@@ -214,8 +223,29 @@ class Connection(asyncio.Protocol):
             self.write(Result(id=msg.id, value=app.status()))
         elif kind is CacheStats:
             self.write(Result(id=msg.id, value=app.cache.stats()))
-        elif isinstance(msg, (Batch, CacheClear, CacheDelete)):
+        elif isinstance(msg, (ConfigGet, ConfigShow, ConfigSources, ConfigValidate)):
+            self.answer_config(msg)
+        elif isinstance(msg, (Batch, CacheClear, CacheDelete, ConfigSet, ConfigReload)):
             self.start(msg)
+
+    def answer_config(self, msg: ConfigGet | ConfigShow | ConfigSources | ConfigValidate) -> None:
+        """The config requests that need no I/O, answered at once."""
+        settings = self.app.settings
+        if isinstance(msg, ConfigGet):
+            try:
+                value, source = settings.get(msg.key)
+            except KeyError:
+                self.write(Error(id=msg.id, code=ErrorCode.NOT_FOUND, message=f"no config key {msg.key!r}"))
+                return
+            self.write(Result(id=msg.id, value={"key": msg.key, "value": value, "source": source}))
+        elif isinstance(msg, ConfigShow):
+            self.write(Result(id=msg.id, value=settings.show()))
+        elif isinstance(msg, ConfigSources):
+            self.write(Result(id=msg.id, value={
+                "generation": settings.generation, "last_error": settings.last_error, "sources": settings.sources_info(),
+            }))
+        else:
+            self.write(Result(id=msg.id, value=settings.validate_text(msg.text, msg.name)))
 
     def on_complete(self, msg: Complete) -> None:
         """The hot path: a memory-tier cache hit is answered right here."""
@@ -258,7 +288,7 @@ class Connection(asyncio.Protocol):
 
     # --------------------------------------------------- requests as tasks
 
-    def start(self, msg: Complete | Batch | CacheClear | CacheDelete, prepared: Prepared | None = None) -> None:
+    def start(self, msg: Task, prepared: Prepared | None = None) -> None:
         if msg.id in self.in_flight:
             self.write(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"request id {msg.id} is already in flight"))
             return
@@ -291,9 +321,7 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.resume_reading()
 
-    async def run_request(
-        self, msg: Complete | Batch | CacheClear | CacheDelete, scope: anyio.CancelScope, prepared: Prepared | None
-    ) -> None:
+    async def run_request(self, msg: Task, scope: anyio.CancelScope, prepared: Prepared | None) -> None:
         """Run one request as a task; every path ends with one terminal frame."""
         rid = msg.id
         structlog.contextvars.bind_contextvars(request_id=f"{self.cid}.{rid}")
@@ -307,8 +335,17 @@ class Connection(asyncio.Protocol):
                     await self._batch(msg)
                 elif isinstance(msg, CacheClear):
                     self.write(Result(id=rid, value={"removed": await self.app.cache.clear(msg.namespace)}))
-                else:
+                elif isinstance(msg, CacheDelete):
                     self.write(Result(id=rid, value={"deleted": await self.app.cache.delete(msg.key)}))
+                elif isinstance(msg, ConfigSet):
+                    self.write(Result(id=rid, value=await self._config_set(msg)))
+                else:
+                    changes = await self.app.config_reload("config reload request")
+                    settings = self.app.settings
+                    self.write(Result(id=rid, value={
+                        "generation": settings.generation, "changed": [c.key for c in changes],
+                        "error": settings.last_error,
+                    }))
             if scope.cancelled_caught:
                 if anyio.current_time() >= scope.deadline:
                     outcome = "timeout"
@@ -347,6 +384,19 @@ class Connection(asyncio.Protocol):
 
         response = await self.app.stream(request, on_delta)
         await self.send(Done(id=rid, response=response))
+
+    async def _config_set(self, msg: ConfigSet) -> dict[str, Any]:
+        if msg.scope not in ("runtime", "project", "global"):
+            raise BadRequest(f"unknown scope {msg.scope!r} (runtime, project or global)")
+        try:
+            changes = await self.app.config_set(msg.key, msg.value, msg.scope)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise BadRequest(f"config not changed: {exc}") from exc
+        except OSError as exc:
+            raise BadRequest(f"config not changed: cannot write the {msg.scope} file: {exc.strerror or exc}") from exc
+        value, source = self.app.settings.get(msg.key)
+        return {"key": msg.key, "value": value, "source": source, "generation": self.app.settings.generation,
+                "changed": [c.key for c in changes]}
 
     async def _batch(self, msg: Batch) -> None:
         rid = msg.id

@@ -93,7 +93,10 @@ def test_wrong_shape_is_a_validation_error() -> None:
 
 
 def test_request_types_lists_every_method() -> None:
-    assert REQUEST_TYPES == {"ping", "status", "complete", "batch", "cancel", "cache.stats", "cache.clear", "cache.delete"}
+    assert REQUEST_TYPES == {
+        "ping", "status", "complete", "batch", "cancel", "cache.stats", "cache.clear", "cache.delete",
+        "config.get", "config.set", "config.show", "config.sources", "config.reload", "config.validate",
+    }
 
 
 # ------------------------------------------------------------------ framing

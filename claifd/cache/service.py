@@ -60,7 +60,12 @@ class ResponseCache:
         self.memory = MemoryLRU(int(config.memory_max_bytes))
         self.disk: DiskStore | None = None
         if config.dir:
-            self.disk = DiskStore(Path(config.dir).expanduser(), int(config.max_size), Codec(config.compression))
+            try:
+                codec = Codec(config.compression)
+            except ValueError as exc:
+                log.warning("cache compression unavailable; using zlib", error=str(exc))
+                codec = Codec("zlib")
+            self.disk = DiskStore(Path(config.dir).expanduser(), int(config.max_size), codec)
         self.flights: dict[str, Flight] = {}
         self.hits_memory = 0
         self.hits_disk = 0
@@ -142,6 +147,10 @@ class ResponseCache:
                     found.created_at, found.ttl, found.fixed_ttl, found.hits,
                 )
                 self._apply_ttl(entry)
+                if entry.expires_at <= self.clock():
+                    # Expired under the current (shorter) TTL settings.
+                    self.misses += 1
+                    return None
                 self.memory.put(entry)
                 self.hits_disk += 1
                 self._count_hit(entry, self.clock(), touch=False)
@@ -160,6 +169,8 @@ class ResponseCache:
 
     def _apply_ttl(self, entry: MemEntry) -> None:
         ttl = effective_ttl(self.config.strategy, entry.ttl, entry.hits, float(self.config.max_ttl), entry.fixed_ttl)
+        if not entry.fixed_ttl:
+            ttl = min(ttl, self._ttl_cap())
         entry.expires_at = entry.created_at + ttl
 
     # -------------------------------------------------------------- storing
@@ -264,10 +275,28 @@ class ResponseCache:
                 self._disk_failed("delete", exc)
         return found
 
-    def resize(self, memory_max_bytes: int, max_size: int) -> None:
-        self.memory.resize(memory_max_bytes)
+    def reconfigure(self, config: CacheConfig) -> None:
+        """A reloaded `cache` section. Smaller budgets evict at once; a shorter
+        TTL applies to entries already stored (a longer one does not extend
+        them); `dir` and `compression` wait for the next start."""
+        self.config = config
+        self.memory.resize(int(config.memory_max_bytes))
+        cap = self._ttl_cap()
+        for entry in self.memory.entries():
+            if not entry.fixed_ttl:
+                entry.ttl = min(entry.ttl, cap)
+                entry.expires_at = min(entry.expires_at, entry.created_at + cap)
         if self.disk is not None and self._task_group is not None:
-            self._task_group.start_soon(self._in_thread, self.disk.resize, max_size)
+            self._task_group.start_soon(self._in_thread, self.disk.resize, int(config.max_size))
+
+    def set_prices(self, prices: dict[str, Price]) -> None:
+        self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in prices.items()})
+
+    def _ttl_cap(self) -> float:
+        """The longest a non-fixed entry may live under the current config."""
+        if self.config.strategy == "conservative":
+            return float(self.config.default_ttl)
+        return float(self.config.max_ttl)
 
     # --------------------------------------------------------------- stats
 

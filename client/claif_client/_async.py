@@ -27,6 +27,12 @@ from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
     PROTOCOL_VERSION,
+    ConfigGet,
+    ConfigReload,
+    ConfigSet,
+    ConfigShow,
+    ConfigSources,
+    ConfigValidate,
     CacheClear,
     CacheDelete,
     CacheStats,
@@ -99,6 +105,33 @@ class AsyncClient:
         reply = await self._call(GetStatus(id=next(self._ids)))
         assert isinstance(reply, Result)
         return reply.value  # type: ignore[no-any-return]
+
+    async def config_get(self, key: str) -> dict[str, Any]:
+        """`{"key", "value", "source"}`: source is default, global, project, env or runtime."""
+        return await self._value(ConfigGet(id=next(self._ids), key=key))  # type: ignore[no-any-return]
+
+    async def config_set(self, key: str, value: Any, scope: str = "runtime") -> dict[str, Any]:
+        """Set a dotted key in the runtime layer, or in the project or global file."""
+        return await self._value(ConfigSet(id=next(self._ids), key=key, value=value, scope=scope))  # type: ignore[no-any-return]
+
+    async def config_show(self) -> dict[str, Any]:
+        """The effective configuration (secrets redacted)."""
+        return await self._value(ConfigShow(id=next(self._ids)))  # type: ignore[no-any-return]
+
+    async def config_sources(self) -> dict[str, Any]:
+        return await self._value(ConfigSources(id=next(self._ids)))  # type: ignore[no-any-return]
+
+    async def config_reload(self) -> dict[str, Any]:
+        return await self._value(ConfigReload(id=next(self._ids)))  # type: ignore[no-any-return]
+
+    async def config_validate(self, text: str, name: str = "<text>") -> dict[str, Any]:
+        return await self._value(ConfigValidate(id=next(self._ids), text=text, name=name))  # type: ignore[no-any-return]
+
+    async def _value(self, msg: Request) -> Any:
+        reply = await self._call(msg)
+        if not isinstance(reply, Result):
+            raise ProtocolError(f"expected a result, got {type(reply).__name__}")
+        return reply.value
 
     async def cache_stats(self) -> dict[str, Any]:
         reply = await self._call(CacheStats(id=next(self._ids)))

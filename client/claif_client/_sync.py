@@ -35,6 +35,12 @@ from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
     PROTOCOL_VERSION,
+    ConfigGet,
+    ConfigReload,
+    ConfigSet,
+    ConfigShow,
+    ConfigSources,
+    ConfigValidate,
     CacheClear,
     CacheDelete,
     CacheStats,
@@ -109,6 +115,33 @@ class Client:
         reply = self._call(GetStatus(id=self._new_id()))
         assert isinstance(reply, Result)
         return reply.value  # type: ignore[no-any-return]
+
+    def config_get(self, key: str) -> dict[str, Any]:
+        """`{"key", "value", "source"}`: source is default, global, project, env or runtime."""
+        return self._value(ConfigGet(id=self._new_id(), key=key))  # type: ignore[no-any-return]
+
+    def config_set(self, key: str, value: Any, scope: str = "runtime") -> dict[str, Any]:
+        """Set a dotted key in the runtime layer, or in the project or global file."""
+        return self._value(ConfigSet(id=self._new_id(), key=key, value=value, scope=scope))  # type: ignore[no-any-return]
+
+    def config_show(self) -> dict[str, Any]:
+        """The effective configuration (secrets redacted)."""
+        return self._value(ConfigShow(id=self._new_id()))  # type: ignore[no-any-return]
+
+    def config_sources(self) -> dict[str, Any]:
+        return self._value(ConfigSources(id=self._new_id()))  # type: ignore[no-any-return]
+
+    def config_reload(self) -> dict[str, Any]:
+        return self._value(ConfigReload(id=self._new_id()))  # type: ignore[no-any-return]
+
+    def config_validate(self, text: str, name: str = "<text>") -> dict[str, Any]:
+        return self._value(ConfigValidate(id=self._new_id(), text=text, name=name))  # type: ignore[no-any-return]
+
+    def _value(self, msg: Request) -> Any:
+        reply = self._call(msg)
+        if not isinstance(reply, Result):
+            raise ProtocolError(f"expected a result, got {type(reply).__name__}")
+        return reply.value
 
     def cache_stats(self) -> dict[str, Any]:
         reply = self._call(CacheStats(id=self._new_id()))

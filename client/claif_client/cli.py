@@ -76,6 +76,21 @@ def _build_parser() -> argparse.ArgumentParser:
     delete = cache_sub.add_parser("delete", help="drop one cached answer")
     delete.add_argument("key", metavar="KEY", help="the cache_key of an answer (see ask --json)")
 
+    config = sub.add_parser("config", help="the layered configuration: get, set, show, sources, validate, reload")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser, required=True)
+    get = config_sub.add_parser("get", help="a key's effective value and the layer it comes from")
+    get.add_argument("key", metavar="KEY", help="dotted key, e.g. pool.max_connections")
+    set_ = config_sub.add_parser("set", help="set a key (applied at once)")
+    set_.add_argument("key", metavar="KEY")
+    set_.add_argument("value", metavar="VALUE", help="JSON (50, true, [1], {...}) or a plain string")
+    set_.add_argument("--scope", choices=["runtime", "project", "global"], default="runtime",
+                      help="runtime (until restart, default), project (.claif.json) or global (~/.claif/config.json)")
+    config_sub.add_parser("show", help="the effective configuration, secrets redacted")
+    config_sub.add_parser("sources", help="each layer: file, loaded, last error")
+    config_sub.add_parser("reload", help="re-read the files now")
+    validate = config_sub.add_parser("validate", help="check a config file without applying it")
+    validate.add_argument("file", metavar="FILE")
+
     b = sub.add_parser("batch", help="run a JSONL file of requests, results as JSONL in input order")
     b.add_argument("file", metavar="FILE.jsonl", help="one request per line (- reads stdin)")
     b.add_argument("--concurrency", "-c", type=int, help="requests at a time (default: batch.concurrency)")
@@ -284,7 +299,72 @@ def _cmd_cache(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch, "cache": _cmd_cache}
+def _parse_value(text: str) -> Any:
+    """A CLI value: JSON when it parses (50, true, [..], {..}, "quoted"), else the string as typed."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+def _cmd_config(client: Client, args: argparse.Namespace) -> int:
+    action = args.config_command
+    if action == "get":
+        doc = client.config_get(args.key)
+        if args.json:
+            _print_json(doc)
+        else:
+            value = doc["value"]
+            shown = msgspec.json.encode(value).decode() if isinstance(value, (dict, list)) else value
+            print(f"{shown}  ({doc['source']})")
+    elif action == "set":
+        doc = client.config_set(args.key, _parse_value(args.value), args.scope)
+        _print_json(doc) if args.json else print(f"{doc['key']} = {doc['value']} ({doc['source']}, generation {doc['generation']})")
+    elif action == "show":
+        _print_json(client.config_show()) if args.json else _print_status(client.config_show())
+    elif action == "sources":
+        doc = client.config_sources()
+        if args.json:
+            _print_json(doc)
+        else:
+            print(f"generation {doc['generation']}; last error: {doc['last_error'] or '-'}")
+            for src in doc["sources"]:
+                state = "loaded" if src["loaded"] else "missing" if not src["exists"] else "NOT loaded"
+                where = src["path"] or ""
+                print(f"  {src['layer']:<8} {state:<10} {where}")
+                if src["error"]:
+                    print(f"           error: {src['error']}")
+                for key in src["unknown_keys"]:
+                    print(f"           unknown key: {key}")
+    elif action == "reload":
+        doc = client.config_reload()
+        if args.json:
+            _print_json(doc)
+        elif doc["error"]:
+            return _fail("ConfigError", doc["error"], EXIT_ERROR)
+        else:
+            print(f"generation {doc['generation']}; changed: {', '.join(doc['changed']) or 'nothing'}")
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+        doc = client.config_validate(text, args.file)
+        if args.json:
+            _print_json(doc)
+        else:
+            print("valid" if doc["ok"] else f"invalid: {doc['error']}")
+            for key in doc["unknown_keys"]:
+                print(f"unknown key (ignored): {key}")
+        return 0 if doc["ok"] else EXIT_ERROR
+    return 0
+
+
+_COMMANDS = {
+    "ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch,
+    "cache": _cmd_cache, "config": _cmd_config,
+}
 
 
 def _fail(kind: str, message: str, code: int) -> int:

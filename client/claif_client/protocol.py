@@ -67,6 +67,12 @@ __all__ = [
     "CacheStats",
     "CacheClear",
     "CacheDelete",
+    "ConfigGet",
+    "ConfigSet",
+    "ConfigShow",
+    "ConfigSources",
+    "ConfigReload",
+    "ConfigValidate",
     "ErrorInfo",
     "BatchItem",
     "BatchProgress",
@@ -254,6 +260,49 @@ class CacheDelete(_Frame, tag="cache.delete"):
     key: str
 
 
+class ConfigGet(_Frame, tag="config.get"):
+    """-> Result{value: {key, value, source}}; source: default, global, project, env or runtime."""
+
+    id: int
+    key: str
+
+
+class ConfigSet(_Frame, tag="config.set"):
+    """Set one dotted key in a layer: runtime (memory), project or global (the
+    file is rewritten atomically). -> Result{value: {key, value, source, generation, changed}}."""
+
+    id: int
+    key: str
+    value: Any
+    scope: str = "runtime"
+
+
+class ConfigShow(_Frame, tag="config.show"):
+    """-> Result{value: the effective configuration, secrets redacted}."""
+
+    id: int
+
+
+class ConfigSources(_Frame, tag="config.sources"):
+    """-> Result{value: {generation, last_error, sources: [{layer, path, exists, loaded, error, unknown_keys}]}}."""
+
+    id: int
+
+
+class ConfigReload(_Frame, tag="config.reload"):
+    """Re-read the files now. -> Result{value: {generation, changed, error}}."""
+
+    id: int
+
+
+class ConfigValidate(_Frame, tag="config.validate"):
+    """Would this file content be accepted? -> Result{value: {ok, error, unknown_keys}}."""
+
+    id: int
+    text: str
+    name: str = "<text>"
+
+
 class Pong(_Frame, tag="pong"):
     id: int
 
@@ -289,7 +338,10 @@ class Error(_Frame, tag="error"):
     details: dict[str, Any] | None = None
 
 
-Request = Union[Ping, GetStatus, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete]
+Request = Union[
+    Ping, GetStatus, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete,
+    ConfigGet, ConfigSet, ConfigShow, ConfigSources, ConfigReload, ConfigValidate,
+]
 Reply = Union[Pong, Result, Chunk, Done, Error]
 
 # Every tag a daemon of this version understands, to tell an unknown method

@@ -1,0 +1,400 @@
+"""The live configuration: layers, reloads, change sets and callbacks.
+
+Layers, lowest first: default < global file < project file < environment <
+runtime. A reload re-reads both files, merges every layer and validates the
+result whole (`config.build_config`); only a valid configuration replaces the
+current one. An invalid edit -- a syntax error, a wrong type, a half-written
+file -- keeps the last good configuration serving, and its error (file,
+position or key, message) is kept in `last_error` and in that file's source
+entry until a later reload succeeds.
+
+`generation` counts applied changes: a reload that changes nothing (the
+watcher's event for a file we just wrote ourselves, an editor touching a
+file) applies nothing and runs no callback.
+
+Callbacks are registered with a glob over dotted keys (`pool.*`,
+`logging.level`, `providers.*.api_key`). After each applied change, each
+callback whose pattern matches at least one changed key is called once, with
+the matching changes, after the new configuration is in place. A failing
+callback is logged and does not stop the others.
+
+This module does no waiting: file watching and signals live in the daemon.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from .config import (
+    Config,
+    ConfigError,
+    build_config,
+    env_layer,
+    merge_layers,
+    read_file_layer,
+    to_builtins,
+    unknown_keys,
+)
+
+__all__ = [
+    "ConfigManager", "Change", "Source", "FileRead", "LAYERS", "SECRET_MARK",
+    "redact", "flatten", "write_json_atomically", "Scope",
+]
+
+log = structlog.get_logger("claifd.config")
+
+LAYERS = ("default", "global", "project", "env", "runtime")
+Scope = Literal["runtime", "project", "global"]
+SECRET_MARK = "[redacted]"
+_SECRET_WORDS = ("api_key", "secret", "token", "password")
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    kind: Literal["added", "changed", "removed"]
+    old: Any
+    new: Any
+
+
+@dataclass
+class FileRead:
+    exists: bool
+    data: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Source:
+    layer: str
+    path: Path | None = None
+    exists: bool = False
+    loaded: bool = False
+    error: str | None = None
+    unknown_keys: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "path": str(self.path) if self.path else None,
+            "exists": self.exists,
+            "loaded": self.loaded,
+            "error": self.error,
+            "unknown_keys": self.unknown_keys,
+        }
+
+
+Callback = Callable[[Config, Config, list[Change]], None]
+
+
+def _is_secret(key: str) -> bool:
+    leaf = key.rsplit(".", 1)[-1]
+    return any(word in leaf for word in _SECRET_WORDS)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """`value` with every secret-looking leaf replaced by SECRET_MARK (None stays None)."""
+    if isinstance(value, dict):
+        return {k: redact(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if _is_secret(key) and value is not None:
+        return SECRET_MARK
+    return value
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted leaf keys of a nested dict (an empty dict has no leaves)."""
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+    a, b = flatten(old), flatten(new)
+    changes = [Change(k, "removed", a[k], None) for k in a.keys() - b.keys()]
+    changes += [Change(k, "added", None, b[k]) for k in b.keys() - a.keys()]
+    changes += [Change(k, "changed", a[k], b[k]) for k in a.keys() & b.keys() if a[k] != b[k]]
+    return sorted(changes, key=lambda c: c.key)
+
+
+def _get_path(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    node: Any = doc
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _set_path(doc: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = doc
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def write_json_atomically(path: Path, doc: Mapping[str, Any]) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory:
+    readers (and the watcher) see the old file or the new one, never half."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)  # the file may hold API keys
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class ConfigManager:
+    def __init__(self, global_path: Path, project_path: Path, environ: Mapping[str, str]) -> None:
+        self.global_path = global_path
+        self.project_path = project_path
+        self.environ = dict(environ)
+        self.generation = 1
+        self.last_error: str | None = None
+        self.runtime: dict[str, Any] = {}
+        self.sources = {
+            "default": Source("default", loaded=True, exists=True),
+            "global": Source("global", global_path),
+            "project": Source("project", project_path),
+            "env": Source("env", loaded=True, exists=True),
+            "runtime": Source("runtime", loaded=True, exists=True),
+        }
+        self._layers: dict[str, dict[str, Any]] = {name: {} for name in LAYERS}
+        self._layers["default"] = to_builtins(Config())
+        self._layers["env"] = env_layer(self.environ)
+        self._callbacks: list[tuple[str, Callback]] = []
+        self.config = Config()
+
+    def __repr__(self) -> str:
+        return f"<ConfigManager generation={self.generation} callbacks={len(self._callbacks)} error={self.last_error!r}>"
+
+    # ------------------------------------------------------------- loading
+
+    def load(self) -> Config:
+        """The first load: raises ConfigError when the configuration is invalid."""
+        for layer in ("global", "project"):
+            self._read_file(layer, strict=True)
+        try:
+            self.config = self._build()
+        except ConfigError as exc:
+            raise ConfigError(self._attribute(exc)) from exc
+        return self.config
+
+    def _read_file(self, layer: str, *, strict: bool) -> bool:
+        """Re-read one file layer now (start-up only: it blocks)."""
+        return self.adopt_read(layer, self.read_file(layer), strict=strict)
+
+    def read_file(self, layer: str) -> FileRead:
+        """Read one file layer without touching any state (safe in a worker thread)."""
+        path = self.sources[layer].path
+        assert path is not None
+        exists = path.exists()
+        try:
+            return FileRead(exists=exists, data=read_file_layer(path))
+        except ConfigError as exc:
+            return FileRead(exists=exists, error=str(exc))
+
+    def read_files(self) -> dict[str, FileRead]:
+        return {layer: self.read_file(layer) for layer in ("global", "project")}
+
+    def adopt_read(self, layer: str, read: FileRead, *, strict: bool = False) -> bool:
+        """Take a file's new content as its layer; False (error recorded) if unreadable."""
+        source = self.sources[layer]
+        source.exists = read.exists
+        if read.error is not None:
+            source.error = read.error
+            source.loaded = False
+            if strict:
+                raise ConfigError(read.error)
+            return False
+        data = read.data or {}
+        source.unknown_keys = unknown_keys(data)
+        for key in source.unknown_keys:
+            log.warning("unknown config key ignored", key=key, file=str(source.path))
+        self._layers[layer] = data
+        source.loaded = read.exists
+        source.error = None
+        return True
+
+    def _build(self, layers: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+        layers = layers if layers is not None else self._layers
+        return build_config(merge_layers(*(layers[name] for name in LAYERS)))
+
+    def reload(self, reason: str = "reload") -> list[Change]:
+        """Re-read the files (blocking) and apply; see `apply_reads`."""
+        return self.apply_reads(self.read_files(), reason)
+
+    def apply_reads(self, reads: Mapping[str, FileRead], reason: str) -> list[Change]:
+        """Apply freshly read files if the result is valid and different.
+
+        Returns the changes applied (empty when nothing changed or the new
+        configuration is invalid; then `last_error` says why).
+        """
+        errors = [read.error for layer, read in reads.items() if not self.adopt_read(layer, read)]
+        if errors:
+            return self._reject("; ".join(e for e in errors if e), reason)
+        try:
+            candidate = self._build()
+        except ConfigError as exc:
+            return self._reject(self._attribute(exc), reason)
+        return self._apply(candidate, reason)
+
+    def _attribute(self, error: ConfigError) -> str:
+        """Name the layer(s) whose content is invalid, and record it in their source."""
+        blamed = []
+        for layer in ("global", "project", "env", "runtime"):
+            try:
+                build_config(merge_layers(self._layers["default"], self._layers[layer]))
+            except ConfigError as exc:
+                source = self.sources[layer]
+                where = str(source.path) if source.path else f"{layer} layer"
+                source.error = f"{where}: {exc.message}"
+                blamed.append(source.error)
+        return "; ".join(blamed) if blamed else str(error)
+
+    def _reject(self, error: str, reason: str) -> list[Change]:
+        self.last_error = error
+        log.error("config rejected; keeping the last good configuration", reason=reason, error=error)
+        return []
+
+    def _apply(self, candidate: Config, reason: str) -> list[Change]:
+        old = self.config
+        changes = _diff(to_builtins(old), to_builtins(candidate))
+        self.last_error = None
+        if not changes:
+            return []
+        self.config = candidate
+        self.generation += 1
+        log.info("config applied", reason=reason, generation=self.generation,
+                 changed=[c.key for c in changes])
+        self._run_callbacks(old, candidate, changes)
+        return changes
+
+    # ----------------------------------------------------------- callbacks
+
+    def register_callback(self, pattern: str, fn: Callback) -> None:
+        self._callbacks.append((pattern, fn))
+
+    def _run_callbacks(self, old: Config, new: Config, changes: list[Change]) -> None:
+        for pattern, fn in self._callbacks:
+            matching = [c for c in changes if fnmatch.fnmatchcase(c.key, pattern)]
+            if not matching:
+                continue
+            try:
+                fn(old, new, matching)
+            except Exception:
+                log.exception("config callback failed", pattern=pattern, callback=getattr(fn, "__qualname__", repr(fn)))
+
+    # ------------------------------------------------------------- surface
+
+    def get(self, key: str) -> tuple[Any, str]:
+        """The effective value of `key` (redacted) and the layer it comes from."""
+        found, value = _get_path(to_builtins(self.config), key)
+        if not found:
+            raise KeyError(key)
+        source = "default"
+        for layer in LAYERS[1:]:
+            if _get_path(self._layers[layer], key)[0]:
+                source = layer
+        return redact(value, key), source
+
+    def show(self) -> dict[str, Any]:
+        return redact(to_builtins(self.config))  # type: ignore[no-any-return]
+
+    def sources_info(self) -> list[dict[str, Any]]:
+        return [self.sources[name].as_dict() for name in LAYERS]
+
+    def set_runtime(self, key: str, value: Any) -> list[Change]:
+        """Set `key` in the runtime layer (no I/O); validated whole first."""
+        layer = self.prepare_set("runtime", key, value, json.loads(json.dumps(self.runtime)))
+        self.runtime = layer
+        return self.adopt_layer("runtime", layer)
+
+    def write_file_setting(self, scope: Scope, key: str, value: Any) -> dict[str, Any]:
+        """Set `key` in the global or project file: validate the whole
+        configuration with it, then rewrite the file atomically, keeping its
+        other keys. Blocking: run it in a worker thread. Raises ConfigError
+        (nothing written) for an invalid key or value, or a file that does not
+        parse (fix it first)."""
+        if scope not in ("global", "project"):
+            raise ConfigError(f"unknown scope {scope!r} (runtime, project or global)")
+        path = self.global_path if scope == "global" else self.project_path
+        layer = self.prepare_set(scope, key, value, read_file_layer(path))
+        write_json_atomically(path, layer)
+        return layer
+
+    def prepare_set(self, scope: str, key: str, value: Any, layer: dict[str, Any]) -> dict[str, Any]:
+        if unknown_keys(_nested(key, value)):
+            raise ConfigError(f"unknown key {key!r}")
+        _set_path(layer, key, value)
+        layers = dict(self._layers)
+        layers[scope] = layer
+        self._build(layers)  # raises ConfigError: nothing is written or applied
+        return layer
+
+    def adopt_layer(self, scope: str, layer: dict[str, Any]) -> list[Change]:
+        """Apply a layer written by `set` (the watcher's event for it then finds nothing new)."""
+        self._layers[scope] = layer
+        if scope in ("global", "project"):
+            source = self.sources[scope]
+            source.exists = source.loaded = True
+            source.error = None
+            source.unknown_keys = unknown_keys(layer)
+        try:
+            candidate = self._build()
+        except ConfigError as exc:  # another layer went bad in between
+            return self._reject(str(exc), f"config set --scope {scope}")
+        return self._apply(candidate, f"config set --scope {scope}")
+
+    def validate_text(self, text: str, name: str = "<text>") -> dict[str, Any]:
+        """Is this file content a valid configuration on its own (over the defaults)?"""
+        try:
+            data = json.loads(text) if text.strip() else {}
+            if not isinstance(data, dict):
+                raise ConfigError("the top level must be a JSON object", source=name)
+        except json.JSONDecodeError as exc:
+            return {"ok": False, "error": f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                    "unknown_keys": []}
+        except ConfigError as exc:
+            return {"ok": False, "error": str(exc), "unknown_keys": []}
+        try:
+            build_config(merge_layers(self._layers["default"], data))
+        except ConfigError as exc:
+            return {"ok": False, "error": f"{name}: {exc.message}", "unknown_keys": unknown_keys(data)}
+        return {"ok": True, "error": None, "unknown_keys": unknown_keys(data)}
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    _set_path(doc, key, value)
+    return doc
+
