@@ -44,6 +44,7 @@ from .config import (
     to_builtins,
     unknown_keys,
 )
+from .fs import ensure_private_dir
 
 __all__ = [
     "ConfigManager", "Change", "Source", "FileRead", "LAYERS", "SECRET_MARK",
@@ -153,7 +154,7 @@ def _set_path(doc: dict[str, Any], key: str, value: Any) -> None:
 def write_json_atomically(path: Path, doc: Mapping[str, Any]) -> None:
     """Temp file in the same directory, fsync, rename, fsync the directory:
     readers (and the watcher) see the old file or the new one, never half."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

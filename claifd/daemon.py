@@ -32,6 +32,7 @@ from .app import App
 from .config import ConfigError, default_global_path
 from .config_manager import ConfigManager
 from .errors import StartupError
+from .fs import ensure_private_dir
 from .logs import configure_logging
 from .server import LISTEN_BACKLOG, Server
 
@@ -66,8 +67,7 @@ def config_manager(opts: DaemonOptions) -> ConfigManager:
 
 def _prepare_directory(path: Path) -> None:
     parent = path.parent
-    created = not parent.exists()
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    created = ensure_private_dir(parent)
     st = parent.stat()
     if stat.S_IMODE(st.st_mode) != 0o700:
         # Only tighten a directory that is ours to tighten: one we just made,
@@ -221,7 +221,7 @@ async def watch_config(app: App, *, task_status: anyio.abc.TaskStatus[None] = an
     """
     settings = app.settings
     targets = {os.path.abspath(settings.global_path), os.path.abspath(settings.project_path)}
-    settings.global_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(settings.global_path.parent)
     directories = sorted({os.path.dirname(t) for t in targets if os.path.isdir(os.path.dirname(t))})
     if not directories:
         task_status.started()
@@ -261,7 +261,7 @@ def run(opts: DaemonOptions) -> int:
     configure_logging(opts.log_format, opts.log_level or "info")
     settings = config_manager(opts)
     try:
-        config = settings.load()
+        settings.load()
     except ConfigError as exc:
         log.error("invalid configuration", error=str(exc))
         return 1

@@ -210,3 +210,8 @@ def test_socket_from_environment(daemon_factory, short_tmp: Path) -> None:  # ty
     finally:
         proc.terminate()
         assert proc.wait(timeout=20) == 0
+
+
+def test_private_directories_are_created_0700(daemon: DaemonProcess) -> None:
+    for directory in (daemon.home / ".claif", daemon.home / ".claif" / "cache"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory

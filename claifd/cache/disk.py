@@ -26,6 +26,7 @@ from pathlib import Path
 
 import structlog
 
+from ..fs import ensure_private_dir
 from .entry import Codec, DamagedEntry, MemEntry, Payload
 
 __all__ = ["DiskStore", "DiskHit", "FILENAME"]
@@ -81,7 +82,7 @@ class DiskStore:
     # -------------------------------------------------------------- opening
 
     def open(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(self.path.parent)
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:

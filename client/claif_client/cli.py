@@ -243,16 +243,19 @@ def _progress_reporter(total: int) -> tuple[Any, Any]:
     return advance, bar.close
 
 
+def _read_input(path: str) -> str:
+    """A file named on the command line; - is stdin."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 def _cmd_batch(client: Client, args: argparse.Namespace) -> int:
-    if args.file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
-    requests, custom_ids = _read_batch(text)
+    requests, custom_ids = _read_batch(_read_input(args.file))
     on_progress, close_progress = _progress_reporter(len(requests))
     try:
         items = client.batch(requests, concurrency=args.concurrency, on_progress=on_progress)
@@ -345,12 +348,7 @@ def _cmd_config(client: Client, args: argparse.Namespace) -> int:
         else:
             print(f"generation {doc['generation']}; changed: {', '.join(doc['changed']) or 'nothing'}")
     else:
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
-        doc = client.config_validate(text, args.file)
+        doc = client.config_validate(_read_input(args.file), args.file)
         if args.json:
             _print_json(doc)
         else:
