@@ -271,3 +271,14 @@ def upstream_daemon(daemon_factory, sim: Sim) -> Iterator[DaemonProcess]:  # typ
     d = daemon_factory(env=sim_env(sim), args=["--log-level", "debug"])
     yield d
     assert d.stop() == 0
+
+
+def eventually(check, timeout: float = 5.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """`check()`'s value once it is truthy (or its last value after `timeout`):
+    for effects that land a moment after the reply that caused them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
