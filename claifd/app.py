@@ -27,16 +27,18 @@ from claif_client.protocol import (
 )
 
 from . import __version__
+from .auto import AUTO, choose_model
 from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
 from .config import Config
 from .config_manager import Change, ConfigManager, FileRead, Scope
-from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, Unsupported
+from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown
 from .logs import set_level
 from .pool import HttpPool
 from .providers import AnthropicProvider, DeltaCallback, EchoProvider, OpenAIProvider, Provider, resolve_model
 from .providers.http import UpstreamCounters
+from .sessions.service import SessionService
 
 __all__ = ["App", "InFlight", "Prepared", "MAX_BATCH_ITEMS", "CACHE_MODES"]
 
@@ -123,6 +125,9 @@ class App:
             "openai": OpenAIProvider(self.pool, self.upstream, current, clock=clock),
         }
         self.cache = ResponseCache(config.cache, config.prices)
+        self.sessions = SessionService(config.session)
+        # How often `model: "auto"` chose each model.
+        self.auto_selected: dict[str, int] = {}
         self._wire_callbacks()
 
     @property
@@ -137,6 +142,7 @@ class App:
         """Start what runs in the background (the cache's disk writer, flights)."""
         self.task_group = task_group
         await self.cache.start(task_group)
+        await self.sessions.start(task_group)
 
     # ------------------------------------------------- live configuration
 
@@ -147,6 +153,7 @@ class App:
         on("providers.*.max_concurrency", self._on_provider_limits)
         on("cache.*", self._on_cache)
         on("prices*", lambda old, new, changes: self.cache.set_prices(new.prices))
+        on("session.memory_budget", lambda old, new, changes: self.sessions.resize(int(new.session.memory_budget)))
 
     def _on_pool(self, old: Config, new: Config, changes: list[Change]) -> None:
         """A new set of connections for new requests; the old ones finish what
@@ -182,6 +189,7 @@ class App:
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
+            await self.sessions.aclose()
             await self.cache.aclose()
             await self.pool.aclose()
 
@@ -205,16 +213,9 @@ class App:
             # Live event-loop tasks: flat over time, or something leaks.
             "tasks": len(asyncio.all_tasks()),
             "draining": self.draining,
-            # The session store is not built yet; its counters are reported
-            # (as zero) so monitors can rely on the keys.
             "cache": self.cache.status(),
-            "sessions": {
-                "in_memory": 0,
-                "total": 0,
-                "memory_bytes": 0,
-                "memory_budget_bytes": int(self.config.session.memory_budget),
-                "evictions": 0,
-            },
+            "sessions": self.sessions.stats(),
+            "auto_selected": dict(self.auto_selected),
             "upstream": self.upstream.as_dict(),
             "pool": self.pool.stats(),
             "providers": {name: p.stats() for name, p in sorted(self.providers.items())},
@@ -232,8 +233,12 @@ class App:
             raise ShuttingDown("the daemon is shutting down")
         _validate(request)
         if request.session is not None:
-            raise Unsupported("sessions are not available in this daemon version yet")
-        provider_name, model = resolve_model(request.model, self.config.client.model, self.config.models)
+            raise BadRequest("a request within a session is sent with `complete`, not in a batch")
+        name = request.model or self.config.client.model
+        if name == AUTO:
+            name, _rule = choose_model(request, self.config.auto)
+            self.auto_selected[name] = self.auto_selected.get(name, 0) + 1
+        provider_name, model = resolve_model(name, self.config.client.model, self.config.models)
         provider = self.providers.get(provider_name)
         if provider is None:
             raise BadRequest(
@@ -303,6 +308,26 @@ class App:
             self.cache.store(key, namespace, request, response, chunks)
 
         return self.cache.join(key, streaming, call, self.request_timeout(request), on_success)
+
+    async def session_send(
+        self, request: CompletionRequest, on_delta: DeltaCallback | None
+    ) -> tuple[CompletionResponse, dict[str, Any]]:
+        """`complete` within a session: its context goes upstream, the new
+        message and the reply are saved before the reply is returned."""
+        if self.draining:
+            raise ShuttingDown("the daemon is shutting down")
+        assert request.session is not None
+        _validate(request)
+        context = self.config.session.context
+
+        async def complete(upstream: CompletionRequest, deltas: DeltaCallback | None) -> CompletionResponse:
+            if deltas is None:
+                return await self.complete(upstream)
+            return await self.stream(upstream, deltas)
+
+        return await self.sessions.send(
+            request.session, request, complete, on_delta, context.max_tokens, context.recent
+        )
 
     def request_timeout(self, request: CompletionRequest) -> float:
         return request.timeout if request.timeout is not None else float(self.config.client.timeout)

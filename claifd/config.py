@@ -191,9 +191,31 @@ class Price(_Section):
     output: float = 0.0
 
 
+class ContextConfig(_Section):
+    # Estimated tokens above which a session's context is trimmed.
+    max_tokens: int = 100_000
+    # How many of the newest messages a trimmed context keeps (at most).
+    recent: int = 8
+
+
 class SessionConfig(_Section):
     directory: str = "~/.claif/sessions"
     memory_budget: ByteSize = ByteSize(64 * 1024**2)
+    context: ContextConfig = msgspec.field(default_factory=ContextConfig)
+
+
+class AutoConfig(_Section):
+    """Rules for `model: "auto"` (see claifd/auto.py)."""
+
+    fast: str = "anthropic/claude-haiku-4-5"
+    balanced: str = "anthropic/claude-sonnet-4-5"
+    capable: str = "anthropic/claude-opus-4-1"
+    short_chars: int = 500
+    long_chars: int = 8000
+    capable_keywords: list[str] = msgspec.field(default_factory=lambda: [
+        "analyze", "analyse", "analysis", "compare", "evaluate", "prove", "step by step",
+        "in depth", "architecture", "trade-off", "tradeoff",
+    ])
 
 
 class BatchConfig(_Section):
@@ -216,6 +238,7 @@ class Config(_Section):
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     providers: ProvidersConfig = msgspec.field(default_factory=ProvidersConfig)
     models: dict[str, str] = {}
+    auto: AutoConfig = msgspec.field(default_factory=AutoConfig)
     prices: dict[str, Price] = {}
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
@@ -349,6 +372,8 @@ def _type_label(tp: Any) -> str:
         return "one of " + ", ".join(tp.__args__)
     if origin is dict:
         return "map"
+    if origin is list:
+        return "list"
     args = getattr(tp, "__args__", None)
     if args and type(None) in args:
         return _type_label(next(a for a in args if a is not type(None))) + " or null"

@@ -43,6 +43,13 @@ from claif_client.protocol import (
     ConfigShow,
     ConfigSources,
     ConfigValidate,
+    SessionCreate,
+    SessionDelete,
+    SessionExport,
+    SessionFork,
+    SessionGet,
+    SessionImport,
+    SessionList,
     Cancel,
     Chunk,
     Complete,
@@ -65,14 +72,17 @@ from .app import App, Prepared, replay_chunks
 from .cache.entry import MemEntry
 from .config import ConfigError
 from .errors import BadRequest, ClaifdError
+from .sessions.service import export_markdown
 
 __all__ = ["Server", "Connection", "CAPABILITIES"]
 
 log = structlog.get_logger("claifd.server")
 
-CAPABILITIES = ["multiplex", "stream", "cancel", "batch", "cache", "config"]
+CAPABILITIES = ["multiplex", "stream", "cancel", "batch", "cache", "config", "sessions"]
+SessionOp = SessionCreate | SessionGet | SessionList | SessionDelete | SessionExport | SessionImport | SessionFork
+_SESSION_OPS = (SessionCreate, SessionGet, SessionList, SessionDelete, SessionExport, SessionImport, SessionFork)
 # Requests that run as tasks (they wait on upstream calls, threads or files).
-Task = Complete | Batch | CacheClear | CacheDelete | ConfigSet | ConfigReload
+Task = Complete | Batch | CacheClear | CacheDelete | ConfigSet | ConfigReload | SessionOp
 # Pending connections the kernel queues for us; local clients connect in bursts
 # (a batch script starting many workers), so be generous.
 LISTEN_BACKLOG = 512
@@ -223,9 +233,12 @@ class Connection(asyncio.Protocol):
             self.write(Result(id=msg.id, value=app.status()))
         elif kind is CacheStats:
             self.write(Result(id=msg.id, value=app.cache.stats()))
+        elif kind is SessionGet and (session := app.sessions.lru.get(msg.session_id)) is not None:  # type: ignore[union-attr]
+            session.accessed = time.time()
+            self.write(Result(id=msg.id, value=session))
         elif isinstance(msg, (ConfigGet, ConfigShow, ConfigSources, ConfigValidate)):
             self.answer_config(msg)
-        elif isinstance(msg, (Batch, CacheClear, CacheDelete, ConfigSet, ConfigReload)):
+        elif isinstance(msg, (Batch, CacheClear, CacheDelete, ConfigSet, ConfigReload)) or isinstance(msg, _SESSION_OPS):
             self.start(msg)
 
     def answer_config(self, msg: ConfigGet | ConfigShow | ConfigSources | ConfigValidate) -> None:
@@ -249,6 +262,9 @@ class Connection(asyncio.Protocol):
 
     def on_complete(self, msg: Complete) -> None:
         """The hot path: a memory-tier cache hit is answered right here."""
+        if msg.request.session is not None:
+            self.start(msg)  # a session send always waits on the store
+            return
         try:
             prepared = self.app.prepare(msg.request)
         except ClaifdError as exc:
@@ -339,6 +355,8 @@ class Connection(asyncio.Protocol):
                     self.write(Result(id=rid, value={"deleted": await self.app.cache.delete(msg.key)}))
                 elif isinstance(msg, ConfigSet):
                     self.write(Result(id=rid, value=await self._config_set(msg)))
+                elif isinstance(msg, _SESSION_OPS):
+                    self.write(Result(id=rid, value=await self._session_op(msg)))
                 else:
                     changes = await self.app.config_reload("config reload request")
                     settings = self.app.settings
@@ -374,6 +392,9 @@ class Connection(asyncio.Protocol):
 
     async def _complete(self, msg: Complete, prepared: Prepared | None) -> None:
         rid = msg.id
+        if msg.request.session is not None:
+            await self._session_send(msg)
+            return
         request = prepared if prepared is not None else msg.request
         if not msg.stream:
             self.write(Done(id=rid, response=await self.app.complete(request)))
@@ -384,6 +405,40 @@ class Connection(asyncio.Protocol):
 
         response = await self.app.stream(request, on_delta)
         await self.send(Done(id=rid, response=response))
+
+    async def _session_send(self, msg: Complete) -> None:
+        rid = msg.id
+        on_delta = None
+        if msg.stream:
+
+            async def on_delta(text: str) -> None:
+                await self.send(Chunk(id=rid, text=text))
+
+        response, info = await self.app.session_send(msg.request, on_delta)
+        await self.send(Done(id=rid, response=response, value=info))
+
+    async def _session_op(self, msg: SessionOp) -> Any:
+        sessions = self.app.sessions
+        if isinstance(msg, SessionCreate):
+            return await sessions.create(msg.title, msg.model, msg.system, msg.metadata)
+        if isinstance(msg, SessionGet):
+            return await sessions.get(msg.session_id)
+        if isinstance(msg, SessionList):
+            total, rows = await sessions.list(msg.metadata, msg.offset, msg.limit)
+            return {"total": total, "sessions": rows}
+        if isinstance(msg, SessionDelete):
+            await sessions.delete(msg.session_id)
+            return {"deleted": msg.session_id}
+        if isinstance(msg, SessionExport):
+            session = await sessions.get(msg.session_id)
+            if msg.format == "md":
+                return export_markdown(session)
+            if msg.format != "json":
+                raise BadRequest(f"unknown export format {msg.format!r} (md or json)")
+            return session
+        if isinstance(msg, SessionImport):
+            return await sessions.import_document(msg.document)
+        return await sessions.fork(msg.session_id, msg.at, msg.title)
 
     async def _config_set(self, msg: ConfigSet) -> dict[str, Any]:
         if msg.scope not in ("runtime", "project", "global"):

@@ -96,6 +96,8 @@ def test_request_types_lists_every_method() -> None:
     assert REQUEST_TYPES == {
         "ping", "status", "complete", "batch", "cancel", "cache.stats", "cache.clear", "cache.delete",
         "config.get", "config.set", "config.show", "config.sources", "config.reload", "config.validate",
+        "session.create", "session.get", "session.list", "session.delete", "session.export", "session.import",
+        "session.fork",
     }
 
 

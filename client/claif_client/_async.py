@@ -9,8 +9,8 @@ caller loses no bytes: `FrameDecoder` keeps partial frames across reads.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,31 +18,31 @@ import anyio
 import anyio.abc
 import msgspec
 
-from ._version import __version__
+from ._demux import Demux, terminal_result
 from ._requests import CacheArg, MessagesArg, build_request
 from ._sync import DEFAULT_TIMEOUT
-from ._demux import Demux, terminal_result
+from ._version import __version__
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
 from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
     PROTOCOL_VERSION,
+    Batch,
+    BatchItem,
+    CacheClear,
+    CacheDelete,
+    CacheStats,
+    Cancel,
+    Chunk,
+    Complete,
+    CompletionRequest,
+    CompletionResponse,
     ConfigGet,
     ConfigReload,
     ConfigSet,
     ConfigShow,
     ConfigSources,
     ConfigValidate,
-    CacheClear,
-    CacheDelete,
-    CacheStats,
-    Batch,
-    BatchItem,
-    Cancel,
-    Chunk,
-    Complete,
-    CompletionRequest,
-    CompletionResponse,
     Done,
     Error,
     GetStatus,
@@ -51,6 +51,13 @@ from .protocol import (
     Reply,
     Request,
     Result,
+    SessionCreate,
+    SessionDelete,
+    SessionExport,
+    SessionFork,
+    SessionGet,
+    SessionImport,
+    SessionList,
     Welcome,
     encode_frame,
     hello_decoder,
@@ -93,7 +100,9 @@ class AsyncClient:
     def chat(self) -> AsyncChat:
         """The OpenAI-style facade: `client.chat.completions.create(...)`."""
         if self._chat is None:
-            from .openai_compat import AsyncChat  # imported on first use: keeps `claif` startup short
+            from .openai_compat import (
+                AsyncChat,  # imported on first use: keeps `claif` startup short
+            )
 
             self._chat = AsyncChat(self)
         return self._chat  # type: ignore[no-any-return]
@@ -105,6 +114,57 @@ class AsyncClient:
         reply = await self._call(GetStatus(id=next(self._ids)))
         assert isinstance(reply, Result)
         return reply.value  # type: ignore[no-any-return]
+
+    async def session_create(
+        self, title: str | None = None, model: str | None = None, system: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A new session (saved before this returns); its `id` is what the other calls take."""
+        return await self._value(SessionCreate(id=next(self._ids), title=title, model=model, system=system, metadata=metadata))  # type: ignore[no-any-return]
+
+    async def session_send(
+        self,
+        session_id: str,
+        message: MessagesArg,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        cache: CacheArg = None,
+        **more: Any,
+    ) -> tuple[CompletionResponse, dict[str, Any]]:
+        """Send within a session: the reply, and `{session_id, message_index, dropped, model}`
+        (`dropped`: messages of a long conversation left out of the context)."""
+        request = build_request(
+            message, model=model, system=system, max_tokens=max_tokens, temperature=temperature,
+            cache=cache, session=session_id, more=more,
+        )
+        reply = await self._call(Complete(id=next(self._ids), request=request))
+        assert isinstance(reply, Done) and reply.response is not None
+        return reply.response, reply.value or {}
+
+    async def session_get(self, session_id: str) -> dict[str, Any]:
+        return await self._value(SessionGet(id=next(self._ids), session_id=session_id))  # type: ignore[no-any-return]
+
+    async def session_list(
+        self, metadata: dict[str, Any] | None = None, offset: int = 0, limit: int = 50
+    ) -> dict[str, Any]:
+        """`{total, sessions: [{id, title, updated, message_count, ...}]}`, most recent first."""
+        return await self._value(SessionList(id=next(self._ids), metadata=metadata, offset=offset, limit=limit))  # type: ignore[no-any-return]
+
+    async def session_delete(self, session_id: str) -> None:
+        await self._value(SessionDelete(id=next(self._ids), session_id=session_id))
+
+    async def session_export(self, session_id: str, format: str = "json") -> Any:
+        """The session as a document ("json") or as markdown text ("md")."""
+        return await self._value(SessionExport(id=next(self._ids), session_id=session_id, format=format))
+
+    async def session_import(self, document: Any) -> dict[str, Any]:
+        return await self._value(SessionImport(id=next(self._ids), document=document))  # type: ignore[no-any-return]
+
+    async def session_fork(self, session_id: str, at: int | None = None, title: str | None = None) -> dict[str, Any]:
+        """A new session holding the messages up to and including index `at`."""
+        return await self._value(SessionFork(id=next(self._ids), session_id=session_id, at=at, title=title))  # type: ignore[no-any-return]
 
     async def config_get(self, key: str) -> dict[str, Any]:
         """`{"key", "value", "source"}`: source is default, global, project, env or runtime."""
@@ -362,6 +422,8 @@ class AsyncCompletionStream:
         self._rid: int | None = None
         self._finished = False
         self.response: CompletionResponse | None = None
+        # For a send within a session: {session_id, message_index, dropped, model}.
+        self.info: Any = None
 
     def __aiter__(self) -> AsyncCompletionStream:
         return self
@@ -393,6 +455,7 @@ class AsyncCompletionStream:
             if not isinstance(done, Done):
                 raise ProtocolError(f"unexpected {type(done).__name__} frame ending a stream")
             self.response = done.response
+            self.info = done.value
         raise StopAsyncIteration
 
     async def until_done(self) -> CompletionResponse:

@@ -17,40 +17,40 @@ Design notes:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
 import os
 import socket
 import struct
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._version import __version__
-from ._requests import CacheArg, MessagesArg, build_request
 from ._demux import Demux, terminal_result
+from ._requests import CacheArg, MessagesArg, build_request
+from ._version import __version__
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
 from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
     PROTOCOL_VERSION,
+    Batch,
+    BatchItem,
+    CacheClear,
+    CacheDelete,
+    CacheStats,
+    Cancel,
+    Chunk,
+    Complete,
+    CompletionRequest,
+    CompletionResponse,
     ConfigGet,
     ConfigReload,
     ConfigSet,
     ConfigShow,
     ConfigSources,
     ConfigValidate,
-    CacheClear,
-    CacheDelete,
-    CacheStats,
-    Batch,
-    BatchItem,
-    Cancel,
-    Chunk,
-    Complete,
-    CompletionRequest,
-    CompletionResponse,
     Done,
     Error,
     GetStatus,
@@ -59,6 +59,13 @@ from .protocol import (
     Reply,
     Request,
     Result,
+    SessionCreate,
+    SessionDelete,
+    SessionExport,
+    SessionFork,
+    SessionGet,
+    SessionImport,
+    SessionList,
     Welcome,
     encode_frame,
     hello_decoder,
@@ -103,7 +110,9 @@ class Client:
     def chat(self) -> SyncChat:
         """The OpenAI-style facade: `client.chat.completions.create(...)`."""
         if self._chat is None:
-            from .openai_compat import SyncChat  # imported on first use: keeps `claif` startup short
+            from .openai_compat import (
+                SyncChat,  # imported on first use: keeps `claif` startup short
+            )
 
             self._chat = SyncChat(self)
         return self._chat  # type: ignore[no-any-return]
@@ -115,6 +124,57 @@ class Client:
         reply = self._call(GetStatus(id=self._new_id()))
         assert isinstance(reply, Result)
         return reply.value  # type: ignore[no-any-return]
+
+    def session_create(
+        self, title: str | None = None, model: str | None = None, system: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A new session (saved before this returns); its `id` is what the other calls take."""
+        return self._value(SessionCreate(id=self._new_id(), title=title, model=model, system=system, metadata=metadata))  # type: ignore[no-any-return]
+
+    def session_send(
+        self,
+        session_id: str,
+        message: MessagesArg,
+        model: str | None = None,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        cache: CacheArg = None,
+        **more: Any,
+    ) -> tuple[CompletionResponse, dict[str, Any]]:
+        """Send within a session: the reply, and `{session_id, message_index, dropped, model}`
+        (`dropped`: messages of a long conversation left out of the context)."""
+        request = build_request(
+            message, model=model, system=system, max_tokens=max_tokens, temperature=temperature,
+            cache=cache, session=session_id, more=more,
+        )
+        reply = self._call(Complete(id=self._new_id(), request=request))
+        assert isinstance(reply, Done) and reply.response is not None
+        return reply.response, reply.value or {}
+
+    def session_get(self, session_id: str) -> dict[str, Any]:
+        return self._value(SessionGet(id=self._new_id(), session_id=session_id))  # type: ignore[no-any-return]
+
+    def session_list(
+        self, metadata: dict[str, Any] | None = None, offset: int = 0, limit: int = 50
+    ) -> dict[str, Any]:
+        """`{total, sessions: [{id, title, updated, message_count, ...}]}`, most recent first."""
+        return self._value(SessionList(id=self._new_id(), metadata=metadata, offset=offset, limit=limit))  # type: ignore[no-any-return]
+
+    def session_delete(self, session_id: str) -> None:
+        self._value(SessionDelete(id=self._new_id(), session_id=session_id))
+
+    def session_export(self, session_id: str, format: str = "json") -> Any:
+        """The session as a document ("json") or as markdown text ("md")."""
+        return self._value(SessionExport(id=self._new_id(), session_id=session_id, format=format))
+
+    def session_import(self, document: Any) -> dict[str, Any]:
+        return self._value(SessionImport(id=self._new_id(), document=document))  # type: ignore[no-any-return]
+
+    def session_fork(self, session_id: str, at: int | None = None, title: str | None = None) -> dict[str, Any]:
+        """A new session holding the messages up to and including index `at`."""
+        return self._value(SessionFork(id=self._new_id(), session_id=session_id, at=at, title=title))  # type: ignore[no-any-return]
 
     def config_get(self, key: str) -> dict[str, Any]:
         """`{"key", "value", "source"}`: source is default, global, project, env or runtime."""
@@ -420,6 +480,8 @@ class CompletionStream:
         self._rid = rid
         self._finished = False
         self.response: CompletionResponse | None = None
+        # For a send within a session: {session_id, message_index, dropped, model}.
+        self.info: Any = None
 
     def __iter__(self) -> CompletionStream:
         return self
@@ -441,6 +503,7 @@ class CompletionStream:
             if not isinstance(done, Done):
                 raise ProtocolError(f"unexpected {type(done).__name__} frame ending a stream")
             self.response = done.response
+            self.info = done.value
         raise StopIteration
 
     def until_done(self) -> CompletionResponse:

@@ -91,6 +91,37 @@ def _build_parser() -> argparse.ArgumentParser:
     validate = config_sub.add_parser("validate", help="check a config file without applying it")
     validate.add_argument("file", metavar="FILE")
 
+    sess = sub.add_parser("session", help="conversation sessions: new, list, show, rm, export, import, fork")
+    sess_sub = sess.add_subparsers(dest="session_command", metavar="ACTION", parser_class=_Parser, required=True)
+    new = sess_sub.add_parser("new", help="start a session; prints its id")
+    new.add_argument("--title", "-t")
+    new.add_argument("--model", "-m", help="model for this session (PROVIDER/MODEL, an alias, or auto)")
+    new.add_argument("--system", "-s", help="system prompt for this session")
+    new.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata (repeatable)")
+    lst = sess_sub.add_parser("list", help="sessions, most recently updated first")
+    lst.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="only sessions with this metadata")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--offset", type=int, default=0)
+    show = sess_sub.add_parser("show", help="a session and its messages")
+    show.add_argument("session_id", metavar="ID")
+    rm = sess_sub.add_parser("rm", help="delete a session")
+    rm.add_argument("session_id", metavar="ID")
+    export = sess_sub.add_parser("export", help="a session as markdown or JSON")
+    export.add_argument("session_id", metavar="ID")
+    export.add_argument("--format", choices=["md", "json"], default="md")
+    export.add_argument("--out", "-o", help="write here instead of stdout")
+    imp = sess_sub.add_parser("import", help="a session from an exported JSON file (- reads stdin)")
+    imp.add_argument("file", metavar="FILE")
+    fork = sess_sub.add_parser("fork", help="a new session from message N of another")
+    fork.add_argument("session_id", metavar="ID")
+    fork.add_argument("--at", type=int, help="last message index to keep (default: all)")
+    fork.add_argument("--title")
+
+    chat = sub.add_parser("chat", help="interactive conversation (streams replies; /exit or Ctrl-D to leave)")
+    chat.add_argument("--session", help="continue this session (default: a new one)")
+    chat.add_argument("--model", "-m")
+    chat.add_argument("--system", "-s")
+
     b = sub.add_parser("batch", help="run a JSONL file of requests, results as JSONL in input order")
     b.add_argument("file", metavar="FILE.jsonl", help="one request per line (- reads stdin)")
     b.add_argument("--concurrency", "-c", type=int, help="requests at a time (default: batch.concurrency)")
@@ -103,8 +134,8 @@ def _print_json(doc: Any, out: TextIO = sys.stdout) -> None:
     out.write("\n")
 
 
-def _response_doc(resp: CompletionResponse) -> dict[str, Any]:
-    return {
+def _response_doc(resp: CompletionResponse, session: Any = None) -> dict[str, Any]:
+    doc = {
         "text": resp.text,
         "model": resp.model,
         "cached": resp.cached,
@@ -113,6 +144,9 @@ def _response_doc(resp: CompletionResponse) -> dict[str, Any]:
         "id": resp.id,
         "cache_key": resp.cache_key,
     }
+    if session:
+        doc["session"] = session
+    return doc
 
 
 def _cmd_ping(client: Client, args: argparse.Namespace) -> int:
@@ -180,13 +214,16 @@ def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
                     sys.stdout.flush()
         assert stream.response is not None
         if args.json:
-            _print_json(_response_doc(stream.response))
+            _print_json(_response_doc(stream.response, stream.info))
         else:
             sys.stdout.write("\n")
         return 0
-    resp = client.complete(prompt, **kwargs)
+    if args.session:
+        resp, info = client.session_send(args.session, prompt, **{k: v for k, v in kwargs.items() if k != "session"})
+    else:
+        resp, info = client.complete(prompt, **kwargs), None
     if args.json:
-        _print_json(_response_doc(resp))
+        _print_json(_response_doc(resp, info))
     else:
         print(resp.text)
     return 0
@@ -359,9 +396,117 @@ def _cmd_config(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _meta(pairs: list[str]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--meta takes KEY=VALUE, not {pair!r}")
+        out[key] = _parse_value(value)
+    return out or None
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return msgspec.json.encode(content).decode()
+
+
+def _cmd_session(client: Client, args: argparse.Namespace) -> int:
+    action = args.session_command
+    if action == "new":
+        doc = client.session_create(args.title, args.model, args.system, _meta(args.meta))
+        _print_json({"id": doc["id"]}) if args.json else print(doc["id"])
+    elif action == "list":
+        doc = client.session_list(_meta(args.meta), args.offset, args.limit)
+        rows = [{"id": r["id"], "title": r["title"], "updated": r["updated"], "message_count": r["message_count"]}
+                for r in doc["sessions"]]
+        if args.json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                print(f"{r['id']}  {_when(r['updated'])}  {r['message_count']:>5} msgs  {r['title']}")
+            if doc["total"] > len(rows):
+                print(f"({doc['total']} sessions; --offset/--limit for more)")
+    elif action == "show":
+        doc = client.session_get(args.session_id)
+        if args.json:
+            _print_json(doc)
+        else:
+            print(f"{doc['title'] or doc['id']}  [{doc['id']}]  model: {doc.get('model') or 'default'}")
+            if doc.get("system"):
+                print(f"system: {doc['system']}")
+            for i, m in enumerate(doc.get("messages", [])):
+                pin = " (pinned)" if m.get("pinned") else ""
+                print(f"\n[{i}] {m['role']}{pin}:\n{_content_text(m['content'])}")
+    elif action == "rm":
+        client.session_delete(args.session_id)
+        _print_json({"deleted": args.session_id}) if args.json else print(f"deleted {args.session_id}")
+    elif action == "export":
+        doc = client.session_export(args.session_id, args.format)
+        text = doc if isinstance(doc, str) else msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n"
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+    elif action == "import":
+        try:
+            document = msgspec.json.decode(_read_input(args.file))
+        except msgspec.DecodeError as exc:
+            raise UsageError(f"{args.file} is not JSON: {exc}") from exc
+        doc = client.session_import(document)
+        _print_json({"id": doc["id"]}) if args.json else print(doc["id"])
+    else:
+        doc = client.session_fork(args.session_id, args.at, args.title)
+        _print_json({"id": doc["id"]}) if args.json else print(doc["id"])
+    return 0
+
+
+def _cmd_chat(client: Client, args: argparse.Namespace) -> int:
+    """A line-editing loop (readline: history, arrows) that streams replies.
+    Ctrl-C during a reply stops that reply; Ctrl-D or /exit leaves."""
+    try:
+        import readline  # noqa: F401  -- enables line editing for input()
+    except ImportError:
+        pass
+    session_id = args.session or client.session_create(model=args.model, system=args.system)["id"]
+    interactive = sys.stdin.isatty()
+    print(f"session {session_id} (/exit to leave)", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except EOFError:
+            break
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            break
+        stream = client.stream(line, session=session_id, model=args.model)
+        try:
+            for delta in stream:
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            stream.close()
+            sys.stdout.write("\n[stopped]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    print(f"session {session_id} saved", file=sys.stderr)
+    return 0
+
+
 _COMMANDS = {
     "ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch,
-    "cache": _cmd_cache, "config": _cmd_config,
+    "cache": _cmd_cache, "config": _cmd_config, "session": _cmd_session, "chat": _cmd_chat,
 }
 
 

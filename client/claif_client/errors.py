@@ -13,6 +13,7 @@
         ├── UpstreamTimeout    timeout
         ├── Cancelled          cancelled
         ├── ShuttingDown       shutting_down
+        ├── StorageError       storage_error (the daemon could not save: nothing was acknowledged)
         └── InternalError      internal
 
 `RemoteError.code` is the stable protocol code; switch on it rather than on
@@ -38,6 +39,7 @@ __all__ = [
     "Cancelled",
     "ShuttingDown",
     "InternalError",
+    "StorageError",
     "remote_error",
 ]
 
@@ -113,6 +115,10 @@ class InternalError(RemoteError):
     pass
 
 
+class StorageError(RemoteError):
+    pass
+
+
 _BY_CODE: dict[str, type[RemoteError]] = {
     "bad_request": BadRequest,
     "unknown_method": BadRequest,
@@ -126,6 +132,7 @@ _BY_CODE: dict[str, type[RemoteError]] = {
     "cancelled": Cancelled,
     "shutting_down": ShuttingDown,
     "internal": InternalError,
+    "storage_error": StorageError,
 }
 
 

@@ -67,6 +67,13 @@ __all__ = [
     "CacheStats",
     "CacheClear",
     "CacheDelete",
+    "SessionCreate",
+    "SessionGet",
+    "SessionList",
+    "SessionDelete",
+    "SessionExport",
+    "SessionImport",
+    "SessionFork",
     "ConfigGet",
     "ConfigSet",
     "ConfigShow",
@@ -115,6 +122,7 @@ class ErrorCode:
     OVERLOADED: Final = "overloaded"
     UNSUPPORTED: Final = "unsupported"
     NOT_CONFIGURED: Final = "not_configured"
+    STORAGE_ERROR: Final = "storage_error"
 
 
 # --------------------------------------------------------------------------
@@ -260,6 +268,63 @@ class CacheDelete(_Frame, tag="cache.delete"):
     key: str
 
 
+class SessionCreate(_Frame, tag="session.create"):
+    """-> Result{value: the new session}. Sending within a session is `complete`
+    with `request.session` set: its messages are appended, then the reply."""
+
+    id: int
+    title: str | None = None
+    model: str | None = None
+    system: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class SessionGet(_Frame, tag="session.get"):
+    """-> Result{value: {id, title, model, system, metadata, created, updated, accessed, messages}}."""
+
+    id: int
+    session_id: str
+
+
+class SessionList(_Frame, tag="session.list"):
+    """Most recently updated first; `metadata` filters on equal values.
+    -> Result{value: {total, sessions: [{id, title, updated, message_count, model, metadata}]}}."""
+
+    id: int
+    metadata: dict[str, Any] | None = None
+    offset: int = 0
+    limit: int = 50
+
+
+class SessionDelete(_Frame, tag="session.delete"):
+    id: int
+    session_id: str
+
+
+class SessionExport(_Frame, tag="session.export"):
+    """-> Result{value: markdown text, or the session document for "json"}."""
+
+    id: int
+    session_id: str
+    format: str = "json"
+
+
+class SessionImport(_Frame, tag="session.import"):
+    """A document as `session.export` makes it. -> Result{value: the new session}."""
+
+    id: int
+    document: Any
+
+
+class SessionFork(_Frame, tag="session.fork"):
+    """A new session with the messages up to and including index `at` (default: all)."""
+
+    id: int
+    session_id: str
+    at: int | None = None
+    title: str | None = None
+
+
 class ConfigGet(_Frame, tag="config.get"):
     """-> Result{value: {key, value, source}}; source: default, global, project, env or runtime."""
 
@@ -341,6 +406,7 @@ class Error(_Frame, tag="error"):
 Request = Union[
     Ping, GetStatus, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete,
     ConfigGet, ConfigSet, ConfigShow, ConfigSources, ConfigReload, ConfigValidate,
+    SessionCreate, SessionGet, SessionList, SessionDelete, SessionExport, SessionImport, SessionFork,
 ]
 Reply = Union[Pong, Result, Chunk, Done, Error]
 

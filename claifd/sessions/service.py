@@ -1,0 +1,313 @@
+"""Conversation sessions as the daemon serves them.
+
+Memory is an LRU under `session.memory_budget` (`lru.py`); the truth is the
+SQLite store (`store.py`). Every change is committed -- in a group commit
+with whatever else is waiting, in the writer thread -- before the request
+that made it is answered, so eviction and crashes never lose an acknowledged
+message. Sends to one session run one at a time, in arrival order.
+
+A send appends the new message(s) and the reply together, after the upstream
+call succeeded: a failed or cancelled send leaves the session as it was (and
+the client, which got an error, can simply retry).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import msgspec
+import structlog
+
+from claif_client.protocol import CompletionRequest, CompletionResponse, Message
+
+from ..config import SessionConfig
+from ..errors import BadRequest, ClaifdError, NotFound
+from ..providers import DeltaCallback
+from .context import estimate_tokens, trim
+from .lru import SessionLRU
+from .model import Session, SessionMessage, SessionSummary, new_session_id
+from .store import AppendMessages, CreateSession, DeleteSession, Op, SessionStore
+
+__all__ = ["SessionService", "StorageError", "export_markdown"]
+
+log = structlog.get_logger("claifd.sessions")
+
+CompleteFn = Callable[[CompletionRequest, DeltaCallback | None], Awaitable[CompletionResponse]]
+
+
+class StorageError(ClaifdError):
+    """The durable store refused a write; nothing was acknowledged."""
+
+    code = "storage_error"
+
+
+class _Pending:
+    __slots__ = ("ops", "done", "error")
+
+    def __init__(self, ops: list[Op]) -> None:
+        self.ops = ops
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+class SessionService:
+    def __init__(self, config: SessionConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.lru = SessionLRU(int(config.memory_budget))
+        self.store = SessionStore(Path(config.directory).expanduser())
+        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+        self._queue: list[_Pending] = []
+        self._wakeup = anyio.Event()
+        self._write_thread = anyio.CapacityLimiter(1)
+        self._read_thread = anyio.CapacityLimiter(1)
+        self.total = 0
+        self.loads = 0
+        self.commits = 0
+
+    def __repr__(self) -> str:
+        return f"<SessionService {self.lru!r} total={self.total} pending={len(self._queue)}>"
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        await anyio.to_thread.run_sync(self.store.open, limiter=self._write_thread)
+        self.total = (await self._read(self.store.counts))[0]
+        task_group.start_soon(self._writer)
+
+    async def aclose(self) -> None:
+        if self._queue:
+            await self._commit(self._take())
+        await anyio.to_thread.run_sync(self.store.close, limiter=self._write_thread)
+
+    def resize(self, budget: int) -> None:
+        self.lru.resize(budget)
+
+    # -------------------------------------------------------------- writing
+
+    async def _persist(self, *ops: Op) -> None:
+        """Return once `ops` are committed (fsynced); raise StorageError if not."""
+        pending = _Pending(list(ops))
+        self._queue.append(pending)
+        self._wakeup.set()
+        with anyio.CancelScope(shield=True):  # once queued, the outcome must be known
+            await pending.done.wait()
+        if pending.error is not None:
+            raise StorageError(f"the session store could not save the change: {pending.error}") from pending.error
+
+    def _take(self) -> list[_Pending]:
+        batch, self._queue = self._queue, []
+        return batch
+
+    async def _writer(self) -> None:
+        """Group commit: everything waiting goes in one transaction."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            while self._queue:
+                await self._commit(self._take())
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        ops = [op for pending in batch for op in pending.ops]
+        try:
+            await anyio.to_thread.run_sync(self.store.apply, ops, limiter=self._write_thread)
+        except Exception:
+            # One bad change must not sink the others: retry them one by one.
+            for pending in batch:
+                try:
+                    await anyio.to_thread.run_sync(self.store.apply, pending.ops, limiter=self._write_thread)
+                except Exception as exc:
+                    log.warning("session store write failed", error=f"{type(exc).__name__}: {exc}")
+                    pending.error = exc
+        self.commits += 1
+        for pending in batch:
+            pending.done.set()
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._read_thread)
+
+    # ---------------------------------------------------------- operations
+
+    async def create(
+        self, title: str | None = None, model: str | None = None, system: str | None = None,
+        metadata: dict[str, Any] | None = None, messages: list[SessionMessage] | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        now = self.clock()
+        session = Session(
+            id=session_id or new_session_id(), title=title or "", model=model, system=system, metadata=metadata,
+            created=now, updated=now, accessed=now, messages=messages or [],
+        )
+        await self._persist(CreateSession(session))
+        self.total += 1
+        self.lru.put(session)
+        return session
+
+    async def get(self, session_id: str) -> Session:
+        session = self.lru.get(session_id)
+        if session is None:
+            session = await self._read(self.store.load, session_id)
+            if session is None:
+                raise NotFound(f"no session {session_id!r}")
+            self.loads += 1
+            self.lru.put(session)
+        session.accessed = self.clock()
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        async with self._lock(session_id):
+            if session_id not in self.lru and not await self._read(self.store.exists, session_id):
+                raise NotFound(f"no session {session_id!r}")
+            await self._persist(DeleteSession(session_id))
+            self.lru.remove(session_id)
+            self.total -= 1
+
+    async def list(self, metadata: dict[str, Any] | None, offset: int, limit: int) -> tuple[int, list[SessionSummary]]:
+        if offset < 0 or not 1 <= limit <= 10_000:
+            raise BadRequest("offset must be >= 0 and limit between 1 and 10000")
+        return await self._read(self.store.list, metadata, offset, limit)  # type: ignore[no-any-return]
+
+    async def fork(self, session_id: str, at: int | None, title: str | None) -> Session:
+        source = await self.get(session_id)
+        count = len(source.messages)
+        upto = count - 1 if at is None else at
+        if not -1 <= upto < count:
+            raise BadRequest(f"message index {at} is out of range (the session has {count} messages)")
+        messages = [msgspec.structs.replace(m) for m in source.messages[: upto + 1]]
+        return await self.create(
+            title=title or f"{source.title or source.id} (fork)", model=source.model, system=source.system,
+            metadata=source.metadata, messages=messages,
+        )
+
+    async def import_document(self, doc: Any) -> Session:
+        try:
+            imported = msgspec.convert(doc, Session)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"not a session document: {exc}") from exc
+        session_id = imported.id
+        if not session_id or session_id in self.lru or await self._read(self.store.exists, session_id):
+            session_id = new_session_id()
+        return await self.create(
+            title=imported.title, model=imported.model, system=imported.system, metadata=imported.metadata,
+            messages=imported.messages, session_id=session_id,
+        )
+
+    async def send(
+        self, session_id: str, request: CompletionRequest, complete: CompleteFn,
+        on_delta: DeltaCallback | None, max_tokens: int, recent: int,
+    ) -> tuple[CompletionResponse, dict[str, Any]]:
+        """Append `request.messages` and the model's reply to the session."""
+        async with self._lock(session_id):
+            session = await self.get(session_id)
+            now = self.clock()
+            new = [
+                SessionMessage(role=m.role, content=m.content, time=now,
+                               tokens=estimate_tokens(SessionMessage(role=m.role, content=m.content)))
+                for m in request.messages
+            ]
+            system = request.system if request.system is not None else session.system
+            system_text = system if isinstance(system, str) or system is None else None
+            kept, dropped = trim([*session.messages, *new], system_text, max_tokens, recent)
+            upstream = msgspec.structs.replace(
+                request,
+                messages=[Message(role=m.role, content=m.content) for m in kept],
+                system=system,
+                model=request.model or session.model,
+                session=None,
+            )
+            response = await complete(upstream, on_delta)
+            reply = SessionMessage(
+                role="assistant", content=_reply_content(response), time=self.clock(),
+                tokens=response.usage.output_tokens, model=response.model,
+            )
+            appended = [*new, reply]
+            await self._persist(AppendMessages(session_id, len(session.messages), appended, reply.time))
+            session.messages.extend(appended)
+            session.updated = session.accessed = reply.time
+            self.lru.put(session)  # re-accounted at its new size
+            info = {"session_id": session_id, "message_index": len(session.messages) - 1, "dropped": dropped,
+                    "model": response.model}
+            return response, info
+
+    def _lock(self, session_id: str) -> _SessionLock:
+        return _SessionLock(self._locks, session_id)
+
+    # --------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "in_memory": len(self.lru),
+            "total": self.total,
+            "memory_bytes": self.lru.bytes,
+            "memory_budget_bytes": self.lru.budget,
+            "evictions": self.lru.evictions,
+            "loads": self.loads,
+            "commits": self.commits,
+        }
+
+
+class _SessionLock:
+    """A FIFO lock per session id, dropped when nobody holds or waits for it."""
+
+    def __init__(self, table: dict[str, tuple[anyio.Lock, int]], session_id: str) -> None:
+        self.table = table
+        self.session_id = session_id
+
+    async def __aenter__(self) -> None:
+        lock, users = self.table.get(self.session_id, (None, 0))
+        if lock is None:
+            lock = anyio.Lock()
+        self.table[self.session_id] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.table[self.session_id][0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        lock, users = self.table[self.session_id]
+        if users <= 1:
+            del self.table[self.session_id]
+        else:
+            self.table[self.session_id] = (lock, users - 1)
+
+
+def _reply_content(response: CompletionResponse) -> str | list[dict[str, Any]]:
+    """Plain text when the reply is just text; its blocks when it holds more (tool calls)."""
+    blocks = response.content
+    if all(b.get("type") == "text" for b in blocks):
+        return response.text
+    return blocks
+
+
+def export_markdown(session: Session) -> str:
+    lines = [f"# {session.title or session.id}", ""]
+    meta = [f"- id: `{session.id}`"]
+    if session.model:
+        meta.append(f"- model: `{session.model}`")
+    if session.system:
+        meta.append(f"- system: {session.system}")
+    lines += meta + [""]
+    for i, m in enumerate(session.messages):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.time)) if m.time else ""
+        pin = " (pinned)" if m.pinned else ""
+        lines.append(f"## {i}. {m.role}{pin} {when}".rstrip())
+        lines.append("")
+        if isinstance(m.content, str):
+            lines.append(m.content)
+        else:
+            lines.append("```json")
+            lines.append(msgspec.json.format(msgspec.json.encode(m.content), indent=2).decode())
+            lines.append("```")
+        lines.append("")
+    return "\n".join(lines)

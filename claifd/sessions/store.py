@@ -1,0 +1,220 @@
+"""The durable session store: SQLite (WAL) under `session.directory`.
+
+Plain synchronous code, run in worker threads by the service: one writer
+connection (every change goes through `apply`, a batch of operations in one
+transaction) and one reader connection (WAL lets it read while the writer
+writes; it sees committed data only).
+
+Durability: `synchronous = FULL`, so a committed batch has been fsynced; the
+service acknowledges a change only after its batch committed. A kill -9, or a
+power cut, after an acknowledgement loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..fs import ensure_private_dir
+from .model import Session, SessionMessage, SessionSummary
+
+__all__ = ["SessionStore", "CreateSession", "AppendMessages", "DeleteSession", "Op", "FILENAME"]
+
+FILENAME = "sessions.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    model TEXT,
+    system TEXT,
+    metadata TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    accessed REAL NOT NULL,
+    message_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sessions_by_updated ON sessions(updated);
+CREATE TABLE IF NOT EXISTS messages (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content BLOB NOT NULL,
+    time REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    metadata TEXT,
+    pinned INTEGER NOT NULL DEFAULT 0,
+    model TEXT,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+"""
+
+_enc = msgspec.msgpack.Encoder()
+_content_dec = msgspec.msgpack.Decoder(str | list[dict[str, Any]])
+
+
+@dataclass
+class CreateSession:
+    session: Session
+
+
+@dataclass
+class AppendMessages:
+    session_id: str
+    first_seq: int
+    messages: Sequence[SessionMessage]
+    updated: float
+
+
+@dataclass
+class DeleteSession:
+    session_id: str
+
+
+Op = CreateSession | AppendMessages | DeleteSession
+
+
+def _json(doc: Any) -> str | None:
+    return json.dumps(doc) if doc else None
+
+
+def _message_rows(session_id: str, first_seq: int, messages: Sequence[SessionMessage]) -> list[tuple[Any, ...]]:
+    return [
+        (session_id, first_seq + i, m.role, _enc.encode(m.content), m.time, m.tokens, _json(m.metadata),
+         int(m.pinned), m.model)
+        for i, m in enumerate(messages)
+    ]
+
+
+class SessionStore:
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / FILENAME
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"<SessionStore {self.path}>"
+
+    def open(self) -> None:
+        ensure_private_dir(self.path.parent)
+        self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._writer.execute("PRAGMA journal_mode = WAL")
+        self._writer.execute("PRAGMA synchronous = FULL")
+        self._writer.executescript(_SCHEMA)
+        self.path.chmod(0o600)
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._reader.execute("PRAGMA query_only = ON")
+
+    def close(self) -> None:
+        for db in (self._writer, self._reader):
+            if db is not None:
+                db.close()
+        self._writer = self._reader = None
+
+    @property
+    def writer(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise RuntimeError("session store is not open")
+        return self._writer
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("session store is not open")
+        return self._reader
+
+    # -------------------------------------------------------------- writing
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Every op in one transaction (one fsync): all or nothing."""
+        db = self.writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                self._apply_one(db, op)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _apply_one(self, db: sqlite3.Connection, op: Op) -> None:
+        if isinstance(op, AppendMessages):
+            db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           _message_rows(op.session_id, op.first_seq, op.messages))
+            cur = db.execute(
+                "UPDATE sessions SET updated = ?, accessed = ?, message_count = message_count + ? WHERE id = ?",
+                (op.updated, op.updated, len(op.messages), op.session_id),
+            )
+            if cur.rowcount != 1:
+                raise KeyError(op.session_id)
+        elif isinstance(op, CreateSession):
+            s = op.session
+            db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (s.id, s.title, s.model, s.system, _json(s.metadata), s.created, s.updated, s.accessed, len(s.messages)),
+            )
+            db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _message_rows(s.id, 0, s.messages))
+        else:
+            db.execute("DELETE FROM messages WHERE session_id = ?", (op.session_id,))
+            db.execute("DELETE FROM sessions WHERE id = ?", (op.session_id,))
+
+    # -------------------------------------------------------------- reading
+
+    def load(self, session_id: str) -> Session | None:
+        db = self.reader
+        row = db.execute(
+            "SELECT id, title, model, system, metadata, created, updated, accessed FROM sessions WHERE id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        messages = [
+            SessionMessage(
+                role=role, content=_content_dec.decode(content), time=t, tokens=tokens,
+                metadata=json.loads(meta) if meta else None, pinned=bool(pinned), model=model,
+            )
+            for role, content, t, tokens, meta, pinned, model in db.execute(
+                "SELECT role, content, time, tokens, metadata, pinned, model FROM messages "
+                "WHERE session_id = ? ORDER BY seq",
+                (session_id,),
+            )
+        ]
+        sid, title, model, system, metadata, created, updated, accessed = row
+        return Session(
+            id=sid, title=title, model=model, system=system, metadata=json.loads(metadata) if metadata else None,
+            created=created, updated=updated, accessed=accessed, messages=messages,
+        )
+
+    def exists(self, session_id: str) -> bool:
+        return self.reader.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None
+
+    def list(self, metadata: Mapping[str, Any] | None, offset: int, limit: int) -> tuple[int, list[SessionSummary]]:
+        """Sessions whose metadata has every given key = value, most recently updated first."""
+        where, args = [], []
+        for key, value in (metadata or {}).items():
+            where.append("json_extract(metadata, ?) = json_extract(?, '$')")
+            args += [f'$."{key}"', json.dumps(value)]
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        db = self.reader
+        total = db.execute(f"SELECT COUNT(*) FROM sessions {clause}", args).fetchone()[0]
+        rows = db.execute(
+            f"SELECT id, title, updated, message_count, model, metadata FROM sessions {clause} "
+            "ORDER BY updated DESC, id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        return int(total), [
+            SessionSummary(id=r[0], title=r[1], updated=r[2], message_count=r[3], model=r[4],
+                           metadata=json.loads(r[5]) if r[5] else None)
+            for r in rows
+        ]
+
+    def counts(self) -> tuple[int, int]:
+        """(sessions, messages) in the store."""
+        row = self.reader.execute("SELECT COUNT(*), COALESCE(SUM(message_count), 0) FROM sessions").fetchone()
+        return int(row[0]), int(row[1])
