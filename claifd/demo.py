@@ -141,6 +141,23 @@ def main() -> int:
             print(f"upstream calls: {after - before}; coalesced so far: {stats['coalesced']}; "
                   f"saved so far: {stats['saved']}")
 
+            _section("a conversation session (saved before each answer)")
+            session = client.session_create(title="demo", model="anthropic/claude-sonnet-4-5")
+            for line in ("My name is Ada.", "What is my name?"):
+                reply, info = client.session_send(session["id"], line)
+                print(f"you: {line}\n  -> {reply.text}  (message {info['message_index']}, "
+                      f"{len(client.session_get(session['id'])['messages'])} messages in the session)")
+            sent = httpx_get(sim_url + "/_sim/requests")[-1]["body"]["messages"]  # type: ignore[index]
+            print(f"the second request carried the whole conversation: {len(sent)} messages")
+
+            _section("live configuration: an edit to ~/.claif/config.json applies at once")
+            config_file = tmp / ".claif" / "config.json"
+            config_file.write_text('{"batch": {"concurrency": 12}}')
+            deadline = time.monotonic() + 5
+            while client.config_get("batch.concurrency")["value"] != 12 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            print(f"batch.concurrency = {client.config_get('batch.concurrency')}")
+
             _section("OpenAI-style facade")
             resp = client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
             print(f"choices[0].message.content = {resp.choices[0].message.content!r}")
