@@ -35,6 +35,7 @@ from .config import Config
 from .config_manager import Change, ConfigManager, FileRead, Scope
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown
 from .logs import set_level
+from .monitoring import HealthWindow
 from .pool import HttpPool
 from .providers import AnthropicProvider, DeltaCallback, EchoProvider, OpenAIProvider, Provider, resolve_model
 from .providers.http import UpstreamCounters
@@ -128,6 +129,7 @@ class App:
         self.sessions = SessionService(config.session)
         # How often `model: "auto"` chose each model.
         self.auto_selected: dict[str, int] = {}
+        self.health_window = HealthWindow()
         self._wire_callbacks()
 
     @property

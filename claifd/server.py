@@ -43,6 +43,8 @@ from claif_client.protocol import (
     ConfigShow,
     ConfigSources,
     ConfigValidate,
+    Health,
+    Metrics,
     SessionCreate,
     SessionDelete,
     SessionExport,
@@ -72,13 +74,14 @@ from .app import App, Prepared, replay_chunks
 from .cache.entry import MemEntry
 from .config import ConfigError
 from .errors import BadRequest, ClaifdError
+from .monitoring import health, metrics_text
 from .sessions.service import export_markdown
 
 __all__ = ["Server", "Connection", "CAPABILITIES"]
 
 log = structlog.get_logger("claifd.server")
 
-CAPABILITIES = ["multiplex", "stream", "cancel", "batch", "cache", "config", "sessions"]
+CAPABILITIES = ["multiplex", "stream", "cancel", "batch", "cache", "config", "sessions", "health", "metrics"]
 SessionOp = SessionCreate | SessionGet | SessionList | SessionDelete | SessionExport | SessionImport | SessionFork
 _SESSION_OPS = (SessionCreate, SessionGet, SessionList, SessionDelete, SessionExport, SessionImport, SessionFork)
 # Requests that run as tasks (they wait on upstream calls, threads or files).
@@ -233,6 +236,10 @@ class Connection(asyncio.Protocol):
             self.write(Result(id=msg.id, value=app.status()))
         elif kind is CacheStats:
             self.write(Result(id=msg.id, value=app.cache.stats()))
+        elif kind is Health:
+            self.write(Result(id=msg.id, value=health(app)))
+        elif kind is Metrics:
+            self.write(Result(id=msg.id, value=metrics_text(app)))
         elif kind is SessionGet and (session := app.sessions.lru.get(msg.session_id)) is not None:  # type: ignore[union-attr]
             session.accessed = time.time()
             self.write(Result(id=msg.id, value=session))

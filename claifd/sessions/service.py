@@ -70,6 +70,7 @@ class SessionService:
         self.total = 0
         self.loads = 0
         self.commits = 0
+        self.write_errors = 0
 
     def __repr__(self) -> str:
         return f"<SessionService {self.lru!r} total={self.total} pending={len(self._queue)}>"
@@ -124,6 +125,7 @@ class SessionService:
                     await anyio.to_thread.run_sync(self.store.apply, pending.ops, limiter=self._write_thread)
                 except Exception as exc:
                     log.warning("session store write failed", error=f"{type(exc).__name__}: {exc}")
+                    self.write_errors += 1
                     pending.error = exc
         self.commits += 1
         for pending in batch:

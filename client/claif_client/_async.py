@@ -46,7 +46,9 @@ from .protocol import (
     Done,
     Error,
     GetStatus,
+    Health,
     Hello,
+    Metrics,
     Ping,
     Reply,
     Request,
@@ -114,6 +116,14 @@ class AsyncClient:
         reply = await self._call(GetStatus(id=next(self._ids)))
         assert isinstance(reply, Result)
         return reply.value  # type: ignore[no-any-return]
+
+    async def health(self) -> dict[str, Any]:
+        """`{status: healthy|warning|unhealthy, checks: [{name, status, detail}]}`."""
+        return await self._value(Health(id=next(self._ids)))  # type: ignore[no-any-return]
+
+    async def metrics(self) -> str:
+        """The Prometheus text exposition."""
+        return await self._value(Metrics(id=next(self._ids)))  # type: ignore[no-any-return]
 
     async def session_create(
         self, title: str | None = None, model: str | None = None, system: str | None = None,

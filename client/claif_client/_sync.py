@@ -54,7 +54,9 @@ from .protocol import (
     Done,
     Error,
     GetStatus,
+    Health,
     Hello,
+    Metrics,
     Ping,
     Reply,
     Request,
@@ -124,6 +126,14 @@ class Client:
         reply = self._call(GetStatus(id=self._new_id()))
         assert isinstance(reply, Result)
         return reply.value  # type: ignore[no-any-return]
+
+    def health(self) -> dict[str, Any]:
+        """`{status: healthy|warning|unhealthy, checks: [{name, status, detail}]}`."""
+        return self._value(Health(id=self._new_id()))  # type: ignore[no-any-return]
+
+    def metrics(self) -> str:
+        """The Prometheus text exposition."""
+        return self._value(Metrics(id=self._new_id()))  # type: ignore[no-any-return]
 
     def session_create(
         self, title: str | None = None, model: str | None = None, system: str | None = None,

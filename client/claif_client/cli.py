@@ -54,6 +54,9 @@ def _build_parser() -> argparse.ArgumentParser:
     st.add_argument("--watch", action="store_true", help="refresh until interrupted")
     st.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
 
+    sub.add_parser("health", help="exit 0 healthy, 1 warning, 2 unhealthy")
+    sub.add_parser("metrics", help="Prometheus text exposition")
+
     ask = sub.add_parser("ask", help="one completion")
     ask.add_argument("prompt", metavar="PROMPT", help="the prompt; - reads it from stdin")
     ask.add_argument("--model", "-m", help="PROVIDER/MODEL or an alias (default: client.model)")
@@ -467,6 +470,24 @@ def _cmd_session(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_health(client: Client, args: argparse.Namespace) -> int:
+    doc = client.health()
+    if args.json:
+        _print_json(doc)
+    else:
+        print(doc["status"])
+        for check in doc["checks"]:
+            detail = f"  {check['detail']}" if check["detail"] else ""
+            print(f"  {check['name']:<12} {check['status']}{detail}")
+    return {"healthy": 0, "warning": 1}.get(doc["status"], 2)
+
+
+def _cmd_metrics(client: Client, args: argparse.Namespace) -> int:
+    text = client.metrics()
+    _print_json({"text": text}) if args.json else sys.stdout.write(text)
+    return 0
+
+
 def _cmd_chat(client: Client, args: argparse.Namespace) -> int:
     """A line-editing loop (readline: history, arrows) that streams replies.
     Ctrl-C during a reply stops that reply; Ctrl-D or /exit leaves."""
@@ -507,6 +528,7 @@ def _cmd_chat(client: Client, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch,
     "cache": _cmd_cache, "config": _cmd_config, "session": _cmd_session, "chat": _cmd_chat,
+    "health": _cmd_health, "metrics": _cmd_metrics,
 }
 
 

@@ -67,6 +67,8 @@ __all__ = [
     "CacheStats",
     "CacheClear",
     "CacheDelete",
+    "Health",
+    "Metrics",
     "SessionCreate",
     "SessionGet",
     "SessionList",
@@ -325,6 +327,18 @@ class SessionFork(_Frame, tag="session.fork"):
     title: str | None = None
 
 
+class Health(_Frame, tag="health"):
+    """-> Result{value: {status: healthy|warning|unhealthy, checks: [{name, status, detail}]}}."""
+
+    id: int
+
+
+class Metrics(_Frame, tag="metrics"):
+    """-> Result{value: Prometheus text exposition}."""
+
+    id: int
+
+
 class ConfigGet(_Frame, tag="config.get"):
     """-> Result{value: {key, value, source}}; source: default, global, project, env or runtime."""
 
@@ -407,6 +421,7 @@ Request = Union[
     Ping, GetStatus, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete,
     ConfigGet, ConfigSet, ConfigShow, ConfigSources, ConfigReload, ConfigValidate,
     SessionCreate, SessionGet, SessionList, SessionDelete, SessionExport, SessionImport, SessionFork,
+    Health, Metrics,
 ]
 Reply = Union[Pong, Result, Chunk, Done, Error]
 

@@ -1,0 +1,147 @@
+"""Health and metrics: what a person or a monitor asks the running daemon.
+
+`health()` runs cheap checks over the daemon's own state and rates each
+`ok`, `warning` or `unhealthy`; the worst one is the answer (`claif health`
+exits 0, 1 or 2 accordingly):
+
+| check | warning | unhealthy |
+|---|---|---|
+| config | the last edit was rejected (the previous config serves) | - |
+| draining | the daemon is shutting down | - |
+| cache_disk | the disk tier is off or had write/read errors (memory still serves) | - |
+| sessions | - | the store refused writes: sends fail |
+| upstream | more than 50 % of the last upstream calls failed (at least 10 calls) | - |
+
+`metrics_text()` is the Prometheus text exposition, rendered by
+prometheus_client from a collector that reads the same counters `status`
+shows, at scrape time (nothing is counted twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["health", "metrics_text", "HealthWindow"]
+
+_RANK = {"ok": 0, "warning": 1, "unhealthy": 2}
+_STATUS = {0: "healthy", 1: "warning", 2: "unhealthy"}
+
+
+class HealthWindow:
+    """Upstream outcomes since the previous health check (a moving picture,
+    not all-time totals, so an old outage does not count forever)."""
+
+    def __init__(self) -> None:
+        self._requests = 0
+        self._errors = 0
+
+    def delta(self, requests: int, errors: int) -> tuple[int, int]:
+        d = (requests - self._requests, errors - self._errors)
+        self._requests, self._errors = requests, errors
+        return d
+
+
+def health(app: App) -> dict[str, Any]:
+    checks: list[dict[str, str]] = []
+
+    def check(name: str, status: str, detail: str = "") -> None:
+        checks.append({"name": name, "status": status, "detail": detail})
+
+    error = app.settings.last_error
+    check("config", "warning" if error else "ok", f"last edit rejected: {error}" if error else "")
+    check("draining", "warning" if app.draining else "ok", "shutting down" if app.draining else "")
+    cache = app.cache
+    if not cache.config.enabled:
+        check("cache_disk", "ok", "cache disabled")
+    elif cache.disk is None and cache.config.dir:
+        check("cache_disk", "warning", "disk tier unavailable; memory only")
+    elif cache.disk_errors:
+        check("cache_disk", "warning", f"{cache.disk_errors} disk errors")
+    else:
+        check("cache_disk", "ok")
+    failed = app.sessions.write_errors
+    check("sessions", "unhealthy" if failed else "ok", f"{failed} failed writes" if failed else "")
+    requests, errors = app.health_window.delta(app.upstream.requests, app.upstream.errors)
+    if requests >= 10 and errors * 2 > requests:
+        check("upstream", "warning", f"{errors} of the last {requests} upstream calls failed")
+    else:
+        check("upstream", "ok", f"{errors} of the last {requests} upstream calls failed" if requests else "")
+    worst = max(_RANK[c["status"]] for c in checks)
+    return {"status": _STATUS[worst], "checks": checks}
+
+
+class _AppCollector(Collector):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Any]:
+        app = self.app
+        status = app.status()
+        yield GaugeMetricFamily("claif_uptime_seconds", "Seconds since the daemon started.", value=status["uptime_s"])
+        yield CounterMetricFamily("claif_requests", "Requests received over the socket.", value=status["requests_total"])
+        yield GaugeMetricFamily("claif_connections", "Client connections open.", value=status["connections"])
+        yield GaugeMetricFamily("claif_requests_in_flight", "Requests being served.", value=status["in_flight"])
+        up = status["upstream"]
+        yield CounterMetricFamily("claif_upstream_requests", "HTTP attempts to providers.", value=up["requests"])
+        yield CounterMetricFamily("claif_upstream_retries", "Retried upstream attempts.", value=up["retries"])
+        yield CounterMetricFamily("claif_upstream_errors", "Upstream calls that failed in the end.", value=up["errors"])
+        in_flight = GaugeMetricFamily("claif_provider_in_flight", "Requests in flight per provider.", labels=["provider"])
+        queued = GaugeMetricFamily("claif_provider_queued", "Requests waiting for a provider slot.", labels=["provider"])
+        for name, stats in status["providers"].items():
+            if "in_flight" in stats:
+                in_flight.add_metric([name], stats["in_flight"])
+                queued.add_metric([name], stats["queued"])
+        yield in_flight
+        yield queued
+        cache = app.cache.stats()
+        hits = CounterMetricFamily("claif_cache_hits", "Cache hits per tier.", labels=["tier"])
+        hits.add_metric(["memory"], cache["hits_memory"])
+        hits.add_metric(["disk"], cache["hits_disk"])
+        yield hits
+        yield CounterMetricFamily("claif_cache_misses", "Cache lookups that missed.", value=cache["misses"])
+        yield CounterMetricFamily("claif_cache_coalesced", "Requests that joined an identical call in flight.",
+                                  value=cache["coalesced"])
+        entries = GaugeMetricFamily("claif_cache_entries", "Cached answers per tier.", labels=["tier"])
+        size = GaugeMetricFamily("claif_cache_bytes", "Bytes per cache tier.", labels=["tier"])
+        entries.add_metric(["memory"], cache["memory"]["entries"])
+        size.add_metric(["memory"], cache["memory"]["bytes"])
+        if cache["disk"] is not None:
+            entries.add_metric(["disk"], cache["disk"]["entries"])
+            size.add_metric(["disk"], cache["disk"]["bytes"])
+        yield entries
+        yield size
+        saved = CounterMetricFamily("claif_cache_saved_tokens", "Tokens not paid for thanks to the cache.", labels=["kind"])
+        saved.add_metric(["input"], cache["saved"]["input_tokens"])
+        saved.add_metric(["output"], cache["saved"]["output_tokens"])
+        yield saved
+        yield CounterMetricFamily("claif_cache_saved_usd", "Estimated USD saved by the cache.", value=cache["saved"]["cost_usd"])
+        sessions = status["sessions"]
+        yield GaugeMetricFamily("claif_sessions_in_memory", "Sessions held in memory.", value=sessions["in_memory"])
+        yield GaugeMetricFamily("claif_sessions", "Sessions in the store.", value=sessions["total"])
+        yield GaugeMetricFamily("claif_sessions_memory_bytes", "Accounted bytes of sessions in memory.",
+                                value=sessions["memory_bytes"])
+        yield GaugeMetricFamily("claif_sessions_memory_budget_bytes", "session.memory_budget.",
+                                value=sessions["memory_budget_bytes"])
+        yield CounterMetricFamily("claif_sessions_evictions", "Sessions evicted from memory.", value=sessions["evictions"])
+        auto = CounterMetricFamily("claif_auto_model_selections", "Models chosen for model=auto.", labels=["model"])
+        for model, count in status["auto_selected"].items():
+            auto.add_metric([model], count)
+        yield auto
+        yield GaugeMetricFamily("claif_config_generation", "Applied configuration changes + 1.",
+                                value=status["config"]["generation"])
+        yield GaugeMetricFamily("claif_config_error", "1 when the last config edit was rejected.",
+                                value=1 if status["config"]["last_error"] else 0)
+
+
+def metrics_text(app: App) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_AppCollector(app))
+    return generate_latest(registry).decode()
