@@ -91,3 +91,36 @@ def print_table(title: str, rows: list[dict[str, object]]) -> None:
             v = r.get(c, "")
             cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
         print("| " + " | ".join(cells) + " |")
+
+
+@contextmanager
+def floor_server() -> Iterator[str]:
+    """The raw floor (bench/floor_server.py) on a temporary socket; yields its path."""
+    tmp = short_tmpdir()
+    path = os.path.join(tmp, "floor.sock")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), path], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_socket(path)
+        yield path
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def floor_round_trip(path: str) -> Callable[[], None]:
+    """One ping-sized frame to the floor and its echo back, on a blocking socket."""
+    from claif_client.protocol import Ping, encode_frame
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    frame = bytes(encode_frame(Ping(id=1)))
+    size = len(frame)
+
+    def round_trip() -> None:
+        sock.sendall(frame)
+        got = 0
+        while got < size:
+            got += len(sock.recv(65536))
+
+    return round_trip

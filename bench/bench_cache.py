@@ -14,46 +14,20 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import msgspec
 
-from _common import ROOT, daemon, print_table, short_tmpdir, summarize, time_calls, wait_for_socket
+from _common import daemon, floor_round_trip, floor_server, print_table, short_tmpdir, summarize, time_calls, wait_for_socket
 from claif_client import Client
-from claif_client.protocol import Ping, encode_frame
 
 N = int(os.environ.get("BENCH_N", "20000"))
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 THROUGHPUT_SECONDS = 3.0
-
-
-def start_floor() -> tuple[subprocess.Popen[bytes], str, str]:
-    tmp = short_tmpdir()
-    path = os.path.join(tmp, "floor.sock")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), path], stdout=subprocess.DEVNULL)
-    wait_for_socket(path)
-    return proc, path, tmp
-
-
-def floor_round_trip(path: str):  # type: ignore[no-untyped-def]
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
-    frame = bytes(encode_frame(Ping(id=1)))
-    size = len(frame)
-
-    def round_trip() -> None:
-        sock.sendall(frame)
-        got = 0
-        while got < size:
-            got += len(sock.recv(65536))
-
-    return round_trip
 
 
 def _hammer(kind: str, path: str, seconds: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -117,8 +91,7 @@ def redis_get() -> Iterator[Callable[[], object] | None]:
 
 
 def main() -> None:
-    floor_proc, floor_path, floor_tmp = start_floor()
-    try:
+    with floor_server() as floor_path:
         floor_call = floor_round_trip(floor_path)
         floor: list[float] = []
         hits: list[float] = []
@@ -159,10 +132,6 @@ def main() -> None:
         ]
         print_table("hit throughput (2 cores shared by clients and server)", tp)
         print(msgspec.json.encode({"bench": "cache", "rows": rows + tp}).decode())
-    finally:
-        floor_proc.terminate()
-        floor_proc.wait()
-        shutil.rmtree(floor_tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,44 +8,21 @@ machine even when absolute times move. Target: ping p50 <= 1.5x the floor.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
 
-from _common import ROOT, daemon, print_table, short_tmpdir, summarize, time_calls, wait_for_socket
+from _common import daemon, floor_round_trip, floor_server, print_table, summarize, time_calls
 from claif_client import Client
-from claif_client.protocol import Ping, encode_frame
 
 N = int(os.environ.get("BENCH_N", "20000"))
 
 
 def floor_samples(n: int) -> list[float]:
-    tmp = short_tmpdir()
-    path = os.path.join(tmp, "floor.sock")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), path], stdout=subprocess.DEVNULL)
-    try:
-        wait_for_socket(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(path)
-        # The same bytes a ping is: encoded once, as the floor does no work.
-        frame = bytes(encode_frame(Ping(id=1)))
-        size = len(frame)
-
-        def round_trip() -> None:
-            sock.sendall(frame)
-            got = 0
-            while got < size:
-                got += len(sock.recv(65536))
-
-        return time_calls(round_trip, n)
-    finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with floor_server() as path:
+        return time_calls(floor_round_trip(path), n)
 
 
 def cli_wall_times(sock: str, n: int = 20) -> tuple[list[float], list[float]]:

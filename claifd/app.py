@@ -236,11 +236,12 @@ class App:
         _validate(request)
         if request.session is not None:
             raise BadRequest("a request within a session is sent with `complete`, not in a batch")
-        name = request.model or self.config.client.model
+        config = self.settings.config  # once: this is the hot path
+        name = request.model or config.client.model
         if name == AUTO:
-            name, _rule = choose_model(request, self.config.auto)
+            name, _rule = choose_model(request, config.auto)
             self.auto_selected[name] = self.auto_selected.get(name, 0) + 1
-        provider_name, model = resolve_model(name, self.config.client.model, self.config.models)
+        provider_name, model = resolve_model(name, config.client.model, config.models)
         provider = self.providers.get(provider_name)
         if provider is None:
             raise BadRequest(
@@ -250,9 +251,9 @@ class App:
         mode = control.mode if control is not None else "use"
         if mode not in CACHE_MODES:
             raise BadRequest(f"cache mode {mode!r} is not one of {', '.join(sorted(CACHE_MODES))}")
-        namespace = (control.namespace if control is not None else None) or self.config.cache.namespace
+        namespace = (control.namespace if control is not None else None) or config.cache.namespace
         key = None
-        if self.cache.enabled and mode != "bypass":
+        if config.cache.enabled and mode != "bypass":
             key = cache_key(provider_name, model, request, namespace)
         elif mode == "only":
             raise NotFound("cache mode 'only' but the cache is disabled")

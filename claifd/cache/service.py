@@ -161,7 +161,8 @@ class ResponseCache:
     def _count_hit(self, entry: MemEntry, now: float, touch: bool = True) -> None:
         if touch:
             entry.hits += 1
-            self._apply_ttl(entry)
+            if self.config.strategy == "smart":  # only smart lifetimes grow with hits
+                self._apply_ttl(entry)
             self._touched[entry.key] = entry
         self.saved_input_tokens += entry.input_tokens
         self.saved_output_tokens += entry.output_tokens

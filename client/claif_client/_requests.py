@@ -48,7 +48,11 @@ def build_request(
     if isinstance(messages, str):
         msgs = [Message(role="user", content=messages)]
     else:
-        msgs = msgspec.convert(messages, list[Message], from_attributes=True)
+        try:
+            msgs = msgspec.convert(messages, list[Message])  # dicts and Messages: the fast path
+        except msgspec.ValidationError:
+            # Other objects with role/content attributes (dataclasses, SDK types).
+            msgs = msgspec.convert(messages, list[Message], from_attributes=True)
     fields: dict[str, Any] = dict(more) if more else {}
     unknown = fields.keys() - _REQUEST_FIELDS
     if unknown:
