@@ -271,3 +271,33 @@ def test_many_clients_many_sessions_no_message_lost(daemon: DaemonProcess) -> No
         assert sum(len(c.session_get(sid)["messages"]) for sid in ids) == 8 * 20
         assert c.status()["sessions"]["commits"] < 8 * 11, "concurrent writes share commits"
     time.sleep(0)
+
+
+def test_shutdown_with_session_sends_in_flight_does_not_hang(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"CLAIF_SERVER__DRAIN_TIMEOUT": "0.3"})
+    with Client(d.socket) as c:
+        sid = c.session_create()["id"]
+    outcomes: list[str] = []
+
+    def send(i: int) -> None:
+        try:
+            with Client(d.socket, timeout=30) as c:
+                c.session_send(sid, " ".join(["w"] * (5 + i * 40)), extra={"delay_ms": 20})
+                outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=20) == 0
+    for t in threads:
+        t.join(timeout=10)
+    d.start()
+    with Client(d.socket) as c:
+        messages = c.session_get(sid)["messages"]
+    # Every send either completed (and both its messages are there) or failed (and none are).
+    assert len(messages) == 2 * outcomes.count("ok")
+    assert d.stop() == 0

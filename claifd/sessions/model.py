@@ -51,7 +51,7 @@ class SessionMessage(msgspec.Struct, omit_defaults=True, gc=False):
     model: str | None = None
 
 
-class Session(msgspec.Struct, omit_defaults=True):
+class Session(msgspec.Struct):
     id: str
     title: str = ""
     model: str | None = None

@@ -66,6 +66,7 @@ class SessionService:
         self._queue: list[_Pending] = []
         self._wakeup = anyio.Event()
         self._write_thread = anyio.CapacityLimiter(1)
+        self._writer_gone = False
         self._read_thread = anyio.CapacityLimiter(1)
         self.total = 0
         self.loads = 0
@@ -95,10 +96,13 @@ class SessionService:
     async def _persist(self, *ops: Op) -> None:
         """Return once `ops` are committed (fsynced); raise StorageError if not."""
         pending = _Pending(list(ops))
-        self._queue.append(pending)
-        self._wakeup.set()
         with anyio.CancelScope(shield=True):  # once queued, the outcome must be known
-            await pending.done.wait()
+            if self._writer_gone:
+                await self._commit([pending])
+            else:
+                self._queue.append(pending)
+                self._wakeup.set()
+                await pending.done.wait()
         if pending.error is not None:
             raise StorageError(f"the session store could not save the change: {pending.error}") from pending.error
 
@@ -108,11 +112,18 @@ class SessionService:
 
     async def _writer(self) -> None:
         """Group commit: everything waiting goes in one transaction."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = anyio.Event()
-            while self._queue:
-                await self._commit(self._take())
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                while self._queue:
+                    await self._commit(self._take())
+        finally:
+            # Cancelled at shutdown: nobody waiting on a commit may be left hanging.
+            self._writer_gone = True
+            with anyio.CancelScope(shield=True):
+                while self._queue:
+                    await self._commit(self._take())
 
     async def _commit(self, batch: list[_Pending]) -> None:
         ops = [op for pending in batch for op in pending.ops]
