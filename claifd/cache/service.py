@@ -135,7 +135,7 @@ class ResponseCache:
         entry = self.lookup_memory(key)
         if entry is not None:
             return entry
-        if self.disk is not None:
+        if self.disk is not None and self.disk.might_contain(key):
             try:
                 found: DiskHit | None = await self._in_thread(self.disk.get, key, self.clock())
             except Exception as exc:
@@ -338,6 +338,8 @@ class ResponseCache:
             "hits": self.hits,
             "misses": self.misses,
             "coalesced": self.coalesced,
-            "entries": disk.entries if disk is not None else len(self.memory),
+            # Answers stored a moment ago are in memory before the write-behind
+            # reaches the disk: never report fewer than memory holds.
+            "entries": max(disk.entries, len(self.memory)) if disk is not None else len(self.memory),
             "bytes": self.memory.bytes + (disk.bytes if disk is not None else 0),
         }
