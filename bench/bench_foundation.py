@@ -53,13 +53,13 @@ def main() -> None:
         for _ in range(4):
             floor += floor_samples(N // 4)
             ping += time_calls(client.ping, N // 4)
-            complete += time_calls(lambda: client.complete(messages, model="echo/bench"), N // 8)
+            complete += time_calls(lambda: client.complete(messages, model="echo/bench", cache=False), N // 8)
         client.close()
         bare, cli_ping = cli_wall_times(sock)
     f = summarize("floor (raw echo, same framing, uvloop)", floor)
     rows.append(f)
     rows.append(summarize("ping via claifd + Client", ping, f["p50_us"] / 1e6))  # type: ignore[operator]
-    rows.append(summarize("complete (echo provider) via claifd + Client", complete, f["p50_us"] / 1e6))  # type: ignore[operator]
+    rows.append(summarize("complete, echo provider, cache bypassed", complete, f["p50_us"] / 1e6))  # type: ignore[operator]
     print_table("foundation: round trips over the Unix socket (target: ping ratio <= 1.5)", rows)
     b = summarize("python -c pass (interpreter start)", bare)
     cli_rows = [b, summarize("claif ping (whole CLI process)", cli_ping, b["p50_us"] / 1e6)]  # type: ignore[operator]
