@@ -52,6 +52,8 @@ MAX_BATCH_ITEMS = 100_000
 ProgressCallback = Callable[[BatchProgress], Awaitable[None]]
 
 CACHE_MODES = frozenset({"use", "refresh", "bypass", "only"})
+# Distinct recent requests whose cache keys the hot path remembers.
+HOT_KEYS = 4096
 
 
 class Prepared:
@@ -130,6 +132,10 @@ class App:
         # How often `model: "auto"` chose each model.
         self.auto_selected: dict[str, int] = {}
         self.health_window = HealthWindow()
+        # Raw request bytes -> cache key, for requests already prepared once
+        # under this config generation (the hot path's shortcut).
+        self._hot_keys: dict[bytes, str] = {}
+        self._hot_generation = settings.generation
         self._wire_callbacks()
 
     @property
@@ -258,6 +264,27 @@ class App:
         elif mode == "only":
             raise NotFound("cache mode 'only' but the cache is disabled")
         return Prepared(request, provider, model, key, namespace, mode)
+
+    def hot_key(self, raw: msgspec.Raw) -> str | None:
+        """The cache key of a request seen before, from its bytes alone.
+
+        Identical bytes under the same configuration validate, route and hash
+        identically, so the key is reused; a config change clears the table.
+        """
+        if self._hot_generation != self.settings.generation:
+            self._hot_keys.clear()
+            self._hot_generation = self.settings.generation
+        if self.draining or not self._hot_keys:
+            return None
+        return self._hot_keys.get(bytes(raw))
+
+    def remember_key(self, raw: msgspec.Raw, prepared: Prepared) -> None:
+        request = prepared.request
+        if prepared.key is None or prepared.mode not in ("use", "only") or request.model == AUTO:
+            return  # only plain cache reads take the shortcut; auto choices are counted each time
+        if len(self._hot_keys) >= HOT_KEYS:
+            self._hot_keys.clear()
+        self._hot_keys[bytes(raw)] = prepared.key
 
     def cached_reply(self, prepared: Prepared) -> MemEntry | None:
         """A memory-tier hit for `prepared`, without blocking (the hot path)."""

@@ -21,7 +21,7 @@ import itertools
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import anyio
 import anyio.abc
@@ -32,6 +32,8 @@ from claif_client.framing import FrameDecoder, FrameTooLarge
 from claif_client.protocol import (
     PROTOCOL_VERSION,
     REQUEST_TYPES,
+    CompletionRequest,
+    Request,
     Batch,
     BatchProgress,
     CacheClear,
@@ -93,6 +95,16 @@ LISTEN_BACKLOG = 512
 _hello_decoder = hello_decoder()
 
 
+class _CompleteRaw(msgspec.Struct, tag="complete", tag_field="type"):
+    """`Complete` with its request left undecoded: on a repeated request the
+    raw bytes alone find the cache key (see `App.hot_key`), so a hit skips
+    decoding, validating, routing and hashing the request."""
+
+    id: int
+    request: msgspec.Raw
+    stream: bool = False
+
+
 class _DoneRaw(msgspec.Struct, tag="done", tag_field="type"):
     """`Done` with a response that is already msgpack (a cache hit): the
     same bytes on the wire as `Done`, without encoding the response again."""
@@ -111,7 +123,7 @@ class Connection(asyncio.Protocol):
         self.cid = cid
         self.transport: asyncio.Transport | None = None
         self.frames = FrameDecoder()
-        self.decoder = request_decoder()
+        self.decoder = _server_decoder
         self.handshaken = False
         self.closed = False
         # Request id -> the cancel scope of its task.
@@ -228,8 +240,8 @@ class Connection(asyncio.Protocol):
                 scope.cancel()
             return
         app.requests_total += 1
-        if kind is Complete:
-            self.on_complete(msg)  # type: ignore[arg-type]
+        if kind is _CompleteRaw:
+            self.on_complete_raw(msg)
         elif kind is Ping:
             self.write(Pong(id=msg.id))
         elif kind is GetStatus:
@@ -240,7 +252,7 @@ class Connection(asyncio.Protocol):
             self.write(Result(id=msg.id, value=health(app)))
         elif kind is Metrics:
             self.write(Result(id=msg.id, value=metrics_text(app)))
-        elif kind is SessionGet and (session := app.sessions.lru.get(msg.session_id)) is not None:  # type: ignore[union-attr]
+        elif kind is SessionGet and (session := app.sessions.lru.get(msg.session_id)) is not None:
             session.accessed = time.time()
             self.write(Result(id=msg.id, value=session))
         elif isinstance(msg, (ConfigGet, ConfigShow, ConfigSources, ConfigValidate)):
@@ -267,8 +279,21 @@ class Connection(asyncio.Protocol):
         else:
             self.write(Result(id=msg.id, value=settings.validate_text(msg.text, msg.name)))
 
-    def on_complete(self, msg: Complete) -> None:
+    def on_complete_raw(self, msg: _CompleteRaw) -> None:
         """The hot path: a memory-tier cache hit is answered right here."""
+        app = self.app
+        key = app.hot_key(msg.request)
+        if key is not None and (entry := app.cache.lookup_memory(key)) is not None:
+            self.reply_cached(msg.id, msg.stream, entry)
+            return
+        try:
+            request = _request_body_decoder.decode(msg.request)
+        except msgspec.DecodeError as exc:
+            self.write(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"invalid request: {exc}"))
+            return
+        self.on_complete(Complete(id=msg.id, request=request, stream=msg.stream), msg.request)
+
+    def on_complete(self, msg: Complete, raw: msgspec.Raw) -> None:
         if msg.request.session is not None:
             self.start(msg)  # a session send always waits on the store
             return
@@ -277,14 +302,19 @@ class Connection(asyncio.Protocol):
         except ClaifdError as exc:
             self.write(Error(id=msg.id, code=exc.code, message=exc.message, retry_after=exc.retry_after, details=exc.details))
             return
+        self.app.remember_key(raw, prepared)
         entry = self.app.cached_reply(prepared)
         if entry is None:
             self.start(msg, prepared)
-        elif self.transport is not None and not self.closed:
-            if msg.stream:
-                self.transport.write(self._replay_frames(msg.id, entry))
+        else:
+            self.reply_cached(msg.id, msg.stream, entry)
+
+    def reply_cached(self, rid: int, stream: bool, entry: MemEntry) -> None:
+        if self.transport is not None and not self.closed:
+            if stream:
+                self.transport.write(self._replay_frames(rid, entry))
             else:
-                self.transport.write(encode_frame(_DoneRaw(id=msg.id, response=entry.raw)))
+                self.transport.write(encode_frame(_DoneRaw(id=rid, response=entry.raw)))
 
     def _replay_frames(self, rid: int, entry: MemEntry) -> bytes:
         frames = [encode_frame(Chunk(id=rid, text=piece)) for piece in replay_chunks(entry)]
@@ -468,6 +498,13 @@ class Connection(asyncio.Protocol):
 
         items = await self.app.batch(msg.requests, msg.concurrency, on_progress)
         await self.send(Result(id=rid, value=items))
+
+
+# The server reads `complete` as `_CompleteRaw`; everything else as the protocol says.
+_server_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
+    Union[tuple(_CompleteRaw if t is Complete else t for t in Request.__args__)]  # type: ignore[attr-defined]
+)
+_request_body_decoder = msgspec.msgpack.Decoder(CompletionRequest)
 
 
 class Server:

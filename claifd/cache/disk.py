@@ -151,7 +151,8 @@ class DiskStore:
             log.warning("damaged cache entry dropped", key=key[:16], error=str(exc))
             self._delete_keys([key])
             return None
-        self.db.execute("UPDATE entries SET last_access = ?, hits = hits + 1 WHERE key = ?", (now, key))
+        # The hit's count and access time are written back later, in a batch
+        # (`touch_many`): a read stays a read.
         return DiskHit(key, namespace, created_at, ttl, bool(fixed_ttl), hits + 1, payload)
 
     # -------------------------------------------------------------- writing

@@ -154,6 +154,7 @@ class ResponseCache:
                 self.memory.put(entry)
                 self.hits_disk += 1
                 self._count_hit(entry, self.clock(), touch=False)
+                self._touched[entry.key] = entry  # hits and access time, written back in a batch
                 return entry
         self.misses += 1
         return None
