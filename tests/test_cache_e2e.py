@@ -375,3 +375,19 @@ def test_cli_cache_commands(upstream_daemon: DaemonProcess, sim: Sim) -> None:
     out = claif("--json", "cache", "clear", socket=upstream_daemon.socket)
     assert out.returncode == 0 and "removed" in json.loads(out.stdout)
     assert claif("cache", "clear", "--namespace", "x", socket=upstream_daemon.socket).returncode == 0
+
+
+def test_remembered_keys_follow_config_changes(daemon: DaemonProcess) -> None:
+    """The hot path remembers a request's key by its bytes; a config change
+    (here: where an alias points) must never serve the old model's answer."""
+    with Client(daemon.socket) as c:
+        c.config_set("models", {"fast": "echo/one"})
+        assert c.complete("same bytes", model="fast").model == "echo/one"
+        hit = c.complete("same bytes", model="fast")
+        assert (hit.cached, hit.model) == ("exact", "echo/one")
+        c.config_set("models", {"fast": "echo/two"})
+        moved = c.complete("same bytes", model="fast")
+        assert (moved.cached, moved.model) == (False, "echo/two")
+        assert c.complete("same bytes", model="fast").model == "echo/two"
+        c.config_set("cache.enabled", False)
+        assert c.complete("same bytes", model="fast").cached is False
