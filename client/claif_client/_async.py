@@ -113,9 +113,7 @@ class AsyncClient:
         await self._call(Ping(id=next(self._ids)))
 
     async def status(self) -> dict[str, Any]:
-        reply = await self._call(GetStatus(id=next(self._ids)))
-        assert isinstance(reply, Result)
-        return reply.value  # type: ignore[no-any-return]
+        return await self._value(GetStatus(id=next(self._ids)))  # type: ignore[no-any-return]
 
     async def health(self) -> dict[str, Any]:
         """`{status: healthy|warning|unhealthy, checks: [{name, status, detail}]}`."""
@@ -204,21 +202,15 @@ class AsyncClient:
         return reply.value
 
     async def cache_stats(self) -> dict[str, Any]:
-        reply = await self._call(CacheStats(id=next(self._ids)))
-        assert isinstance(reply, Result)
-        return reply.value  # type: ignore[no-any-return]
+        return await self._value(CacheStats(id=next(self._ids)))  # type: ignore[no-any-return]
 
     async def cache_clear(self, namespace: str | None = None) -> int:
         """Drop cached answers (all, or one namespace's); how many were removed."""
-        reply = await self._call(CacheClear(id=next(self._ids), namespace=namespace))
-        assert isinstance(reply, Result)
-        return int(reply.value["removed"])
+        return int((await self._value(CacheClear(id=next(self._ids), namespace=namespace)))["removed"])
 
     async def cache_delete(self, key: str) -> bool:
         """Drop one cached answer by its key (`CompletionResponse.cache_key`)."""
-        reply = await self._call(CacheDelete(id=next(self._ids), key=key))
-        assert isinstance(reply, Result)
-        return bool(reply.value["deleted"])
+        return bool((await self._value(CacheDelete(id=next(self._ids), key=key)))["deleted"])
 
     async def complete(
         self,

@@ -123,9 +123,7 @@ class Client:
         self._call(Ping(id=self._new_id()))
 
     def status(self) -> dict[str, Any]:
-        reply = self._call(GetStatus(id=self._new_id()))
-        assert isinstance(reply, Result)
-        return reply.value  # type: ignore[no-any-return]
+        return self._value(GetStatus(id=self._new_id()))  # type: ignore[no-any-return]
 
     def health(self) -> dict[str, Any]:
         """`{status: healthy|warning|unhealthy, checks: [{name, status, detail}]}`."""
@@ -214,21 +212,15 @@ class Client:
         return reply.value
 
     def cache_stats(self) -> dict[str, Any]:
-        reply = self._call(CacheStats(id=self._new_id()))
-        assert isinstance(reply, Result)
-        return reply.value  # type: ignore[no-any-return]
+        return self._value(CacheStats(id=self._new_id()))  # type: ignore[no-any-return]
 
     def cache_clear(self, namespace: str | None = None) -> int:
         """Drop cached answers (all, or one namespace's); how many were removed."""
-        reply = self._call(CacheClear(id=self._new_id(), namespace=namespace))
-        assert isinstance(reply, Result)
-        return int(reply.value["removed"])
+        return int(self._value(CacheClear(id=self._new_id(), namespace=namespace))["removed"])
 
     def cache_delete(self, key: str) -> bool:
         """Drop one cached answer by its key (`CompletionResponse.cache_key`)."""
-        reply = self._call(CacheDelete(id=self._new_id(), key=key))
-        assert isinstance(reply, Result)
-        return bool(reply.value["deleted"])
+        return bool(self._value(CacheDelete(id=self._new_id(), key=key))["deleted"])
 
     def complete(
         self,
