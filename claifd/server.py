@@ -30,6 +30,8 @@ import structlog
 
 from claif_client.framing import FrameDecoder, FrameTooLarge
 from claif_client.protocol import (
+    HEADER_SIZE,
+    MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     REQUEST_TYPES,
     CompletionRequest,
@@ -185,7 +187,17 @@ class Connection(asyncio.Protocol):
         """Queue a reply now (no backpressure wait: for small, terminal replies)."""
         if not self.closed:
             assert self.transport is not None
-            self.transport.write(encode_frame(msg))
+            frame = encode_frame(msg)
+            if len(frame) - HEADER_SIZE > MAX_FRAME_SIZE:
+                # The client would refuse it and drop the connection: say why instead.
+                rid = getattr(msg, "id", 0)
+                log.warning("reply over the frame limit", id=rid, size=len(frame) - HEADER_SIZE)
+                frame = encode_frame(Error(
+                    id=rid, code=ErrorCode.TOO_LARGE,
+                    message=f"the reply ({len(frame) - HEADER_SIZE} bytes) exceeds the {MAX_FRAME_SIZE}-byte frame limit; "
+                            "ask for less at once (e.g. split the batch)",
+                ))
+            self.transport.write(frame)
 
     async def send(self, msg: msgspec.Struct) -> None:
         """Write a reply, waiting while the client is not reading (backpressure)."""

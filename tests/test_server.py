@@ -256,3 +256,23 @@ def test_client_disconnect_cancels_its_requests(daemon: DaemonProcess) -> None:
         while c.status()["in_flight"] and time.monotonic() < deadline:
             time.sleep(0.02)
         assert c.status()["in_flight"] == 0
+
+
+def test_a_reply_over_the_frame_limit_becomes_a_too_large_error() -> None:
+    """Without a daemon: the server's write path with a recording transport."""
+    from claif_client.protocol import MAX_FRAME_SIZE, reply_decoder
+    from claifd.server import Connection
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.frames.append(bytes(data))
+
+    conn = Connection.__new__(Connection)
+    conn.closed = False
+    conn.transport = Recorder()  # type: ignore[assignment]
+    conn.write(Result(id=9, value="x" * (MAX_FRAME_SIZE + 1)))
+    reply = reply_decoder().decode(conn.transport.frames[0][4:])  # type: ignore[attr-defined]
+    assert isinstance(reply, Error) and reply.id == 9 and reply.code == "too_large"
