@@ -21,8 +21,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import msgspec
+from _common import (
+    daemon,
+    floor_round_trip,
+    floor_server,
+    print_table,
+    short_tmpdir,
+    summarize,
+    time_calls,
+    wait_for_socket,
+)
 
-from _common import daemon, floor_round_trip, floor_server, print_table, short_tmpdir, summarize, time_calls, wait_for_socket
 from claif_client import Client
 
 N = int(os.environ.get("BENCH_N", "20000"))

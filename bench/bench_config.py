@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import msgspec
-
 from _common import daemon, print_table
+
 from claif_client import Client
 
 N = int(os.environ.get("BENCH_N", "40"))

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import msgspec
-
 from _common import daemon, floor_round_trip, floor_server, print_table, summarize, time_calls
+
 from claif_client import Client
 
 N = int(os.environ.get("BENCH_N", "20000"))

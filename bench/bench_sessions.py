@@ -20,8 +20,8 @@ import time
 import anyio
 import msgspec
 import psutil
-
 from _common import daemon, print_table, time_calls
+
 from claif_client import AsyncClient, Client
 
 N = int(os.environ.get("BENCH_SESSIONS", "200000"))

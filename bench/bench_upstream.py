@@ -22,8 +22,8 @@ import time
 import anyio
 import httpx
 import msgspec
-
 from _common import daemon, print_table, summarize
+
 from claif_client import AsyncClient, Client
 
 N = int(os.environ.get("BENCH_N", "2000"))

@@ -22,8 +22,8 @@ from claif_client.protocol import (
     BatchProgress,
     CompletionRequest,
     CompletionResponse,
-    ErrorInfo,
     ErrorCode,
+    ErrorInfo,
 )
 
 from . import __version__
@@ -37,7 +37,14 @@ from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown
 from .logs import set_level
 from .monitoring import HealthWindow
 from .pool import HttpPool
-from .providers import AnthropicProvider, DeltaCallback, EchoProvider, OpenAIProvider, Provider, resolve_model
+from .providers import (
+    AnthropicProvider,
+    DeltaCallback,
+    EchoProvider,
+    OpenAIProvider,
+    Provider,
+    resolve_model,
+)
 from .providers.http import UpstreamCounters
 from .sessions.service import SessionService
 

@@ -15,30 +15,21 @@ In order (the first rule that matches wins):
 
 from __future__ import annotations
 
-from typing import Any
-
 from claif_client.protocol import CompletionRequest
 
 from .config import AutoConfig
+from .content import last_user_text, text_of
 
 __all__ = ["AUTO", "choose_model"]
 
 AUTO = "auto"
 
 
-def _text(content: str | list[dict[str, Any]] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return " ".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
-
-
 def choose_model(request: CompletionRequest, rules: AutoConfig) -> tuple[str, str]:
     """(model, the rule that chose it)."""
-    texts = [_text(m.content) for m in request.messages]
-    total = sum(len(t) for t in texts) + len(_text(request.system))
-    last_user = next((_text(m.content) for m in reversed(request.messages) if m.role == "user"), "").lower()
+    texts = [text_of(m.content, " ") for m in request.messages]
+    total = sum(len(t) for t in texts) + len(text_of(request.system, " "))
+    last_user = last_user_text(request).lower()
     if any(k in last_user for k in rules.capable_keywords) or total > rules.long_chars:
         return rules.capable, "capable"
     if total < rules.short_chars and not any("```" in t for t in texts):

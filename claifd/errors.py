@@ -3,9 +3,8 @@
     ClaifdError (internal)
     ├── BadRequest (bad_request)
     ├── NotFound (not_found)
-    ├── Unsupported (unsupported)
     ├── ShuttingDown (shutting_down)
-    ├── Overloaded (overloaded)
+    ├── StorageError (storage_error)
     ├── NotConfigured (not_configured)
     ├── UpstreamError (upstream_error)
     │   ├── RateLimited (rate_limited)
@@ -26,9 +25,8 @@ __all__ = [
     "ClaifdError",
     "BadRequest",
     "NotFound",
-    "Unsupported",
     "ShuttingDown",
-    "Overloaded",
+    "StorageError",
     "NotConfigured",
     "UpstreamError",
     "RateLimited",
@@ -57,16 +55,14 @@ class NotFound(ClaifdError):
     code = ErrorCode.NOT_FOUND
 
 
-class Unsupported(ClaifdError):
-    code = ErrorCode.UNSUPPORTED
-
-
 class ShuttingDown(ClaifdError):
     code = ErrorCode.SHUTTING_DOWN
 
 
-class Overloaded(ClaifdError):
-    code = ErrorCode.OVERLOADED
+class StorageError(ClaifdError):
+    """The session store refused a write; nothing was acknowledged."""
+
+    code = ErrorCode.STORAGE_ERROR
 
 
 class NotConfigured(ClaifdError):

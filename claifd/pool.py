@@ -35,8 +35,6 @@ def _split(total: int, parts: int) -> list[int]:
 class _Lane:
     __slots__ = ("client", "in_flight", "max_connections")
 
-    # (in_flight counts the requests using this lane right now)
-
     def __init__(self, client: httpx.AsyncClient, max_connections: int) -> None:
         self.client = client
         self.in_flight = 0

@@ -23,7 +23,6 @@ from claif_client import (
     Timeout,
     UpstreamError,
 )
-
 from claif_client.protocol import Cancel
 
 from .conftest import DaemonProcess

@@ -18,8 +18,8 @@ from claifd.config import (
     read_file_layer,
     unknown_keys,
 )
-from claifd.providers import resolve_model
 from claifd.errors import BadRequest
+from claifd.providers import resolve_model
 
 
 @pytest.mark.parametrize(

@@ -217,12 +217,6 @@ class DiskStore:
         self.max_bytes = max_bytes
         self._evict()
 
-    def purge_expired(self, now: float) -> int:
-        count = self.db.execute("DELETE FROM entries WHERE expires_at <= ?", (now,)).rowcount
-        if count:
-            self._recount()
-        return int(count)
-
     # ------------------------------------------------------------ internals
 
     def _delete_keys(self, keys: list[str]) -> int:

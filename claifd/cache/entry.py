@@ -38,7 +38,7 @@ class Payload(msgspec.Struct, array_like=True):
 class MemEntry:
     __slots__ = (
         "key", "namespace", "raw", "chunks", "created_at", "expires_at", "ttl", "fixed_ttl",
-        "hits", "size", "input_tokens", "output_tokens", "model", "dirty",
+        "hits", "size", "input_tokens", "output_tokens", "model",
     )
 
     def __init__(
@@ -68,7 +68,6 @@ class MemEntry:
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
         self.model = model
-        self.dirty = False  # hits not yet written to the disk tier
         self.size = ENTRY_OVERHEAD + len(key) + len(raw) + sum(len(c) + CHUNK_OVERHEAD for c in chunks or ())
 
     def response(self) -> CompletionResponse:

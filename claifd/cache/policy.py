@@ -28,6 +28,8 @@ from typing import Final
 
 from claif_client.protocol import CompletionRequest
 
+from ..content import last_user_text
+
 __all__ = ["STRATEGIES", "SMART_TTLS", "classify", "base_ttl", "effective_ttl"]
 
 STRATEGIES: Final = ("conservative", "smart", "aggressive")
@@ -43,18 +45,8 @@ _RULES: Final = [
 ]
 
 
-def _last_user_text(request: CompletionRequest) -> str:
-    for message in reversed(request.messages):
-        if message.role == "user":
-            content = message.content
-            if isinstance(content, str):
-                return content
-            return " ".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
-    return ""
-
-
 def classify(request: CompletionRequest) -> str:
-    text = _last_user_text(request).lower()
+    text = last_user_text(request).lower()
     for kind, pattern in _RULES:
         if kind == "creative" and request.temperature is not None and request.temperature >= 0.9:
             return "creative"

@@ -127,7 +127,7 @@ class ResponseCache:
         entry = self.memory.get(key, now)
         if entry is not None:
             self.hits_memory += 1
-            self._count_hit(entry, now)
+            self._count_hit(entry)
         return entry
 
     async def lookup(self, key: str) -> MemEntry | None:
@@ -153,13 +153,13 @@ class ResponseCache:
                     return None
                 self.memory.put(entry)
                 self.hits_disk += 1
-                self._count_hit(entry, self.clock(), touch=False)
+                self._count_hit(entry, touch=False)
                 self._touched[entry.key] = entry  # hits and access time, written back in a batch
                 return entry
         self.misses += 1
         return None
 
-    def _count_hit(self, entry: MemEntry, now: float, touch: bool = True) -> None:
+    def _count_hit(self, entry: MemEntry, touch: bool = True) -> None:
         if touch:
             entry.hits += 1
             if self.config.strategy == "smart":  # only smart lifetimes grow with hits

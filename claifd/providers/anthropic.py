@@ -9,16 +9,17 @@ message_stop, with ping and error events possible anywhere.
 
 from __future__ import annotations
 
-import msgspec
 from typing import Any
 
+import msgspec
 from httpx_sse import ServerSentEvent
 
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 
 from ..config import AnthropicConfig, ProviderConfig
+from ..content import text_of
 from ..errors import UpstreamError
-from .http import HttpProvider, RetryableFailure, StreamAssembler, text_of
+from .http import HttpProvider, RetryableFailure, StreamAssembler
 
 __all__ = ["AnthropicProvider"]
 

@@ -10,12 +10,13 @@ or failing fake: `extra={"delay_ms": N}` waits N ms before each word, and
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import anyio
 
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 
+from ..content import text_of
 from ..errors import RateLimited, UpstreamError, UpstreamTimeout
 from .base import DeltaCallback
 from .http import UpstreamCounters
@@ -24,14 +25,6 @@ __all__ = ["EchoProvider"]
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 _FAILURES = {"upstream_error": UpstreamError, "rate_limited": RateLimited, "timeout": UpstreamTimeout}
-
-
-def _text_of(content: str | list[dict[str, Any]] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return " ".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
 
 
 def _count_words(text: str) -> int:
@@ -57,16 +50,14 @@ class EchoProvider:
             self.counters.errors += 1
             raise _FAILURES.get(failure, UpstreamError)(f"echo provider asked to fail with {failure!r}")
         last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
-        pieces = _WORDS.findall("echo: " + _text_of(last_user.content if last_user else None))
+        pieces = _WORDS.findall("echo: " + text_of(last_user.content if last_user else None, " "))
         stop_reason = "end_turn"
         if request.max_tokens is not None:
             words = [p for p in pieces if not p.isspace()]
             if len(words) > request.max_tokens:
                 pieces, stop_reason = words[: request.max_tokens], "max_tokens"
         text = "".join(pieces)
-        prompt = " ".join(_text_of(m.content) for m in request.messages) + " " + _text_of(
-            request.system if isinstance(request.system, (str, list)) else None
-        )
+        prompt = " ".join(text_of(m.content, " ") for m in request.messages) + " " + text_of(request.system, " ")
         response = CompletionResponse(
             id=f"echo-{self.requests}",
             model=f"echo/{model}",

@@ -27,12 +27,18 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
 from ..config import Config, ProviderConfig
-from ..errors import ClaifdError, NotConfigured, RateLimited, UpstreamError, UpstreamTimeout
+from ..errors import (
+    ClaifdError,
+    NotConfigured,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from ..pool import HttpPool
 from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
 from .base import DeltaCallback
 
-__all__ = ["HttpProvider", "StreamAssembler", "RetryableFailure", "UpstreamCounters", "text_of"]
+__all__ = ["HttpProvider", "StreamAssembler", "RetryableFailure", "UpstreamCounters"]
 
 log = structlog.get_logger("claifd.upstream")
 
@@ -68,14 +74,6 @@ class StreamAssembler:
 
     def response(self) -> CompletionResponse:
         raise NotImplementedError
-
-
-def text_of(content: str | list[dict[str, Any]] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
 
 
 class HttpProvider:

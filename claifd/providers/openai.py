@@ -20,8 +20,9 @@ from httpx_sse import ServerSentEvent
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 
 from ..config import OpenAIConfig, ProviderConfig
+from ..content import text_of
 from ..errors import UpstreamError
-from .http import HttpProvider, StreamAssembler, text_of
+from .http import HttpProvider, StreamAssembler
 
 __all__ = ["OpenAIProvider"]
 

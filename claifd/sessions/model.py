@@ -15,7 +15,6 @@ measurement):
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -76,10 +75,6 @@ class SessionSummary(msgspec.Struct):
 
 def new_session_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-def now() -> float:
-    return time.time()
 
 
 def _text_size(text: str | None) -> int:

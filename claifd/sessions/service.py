@@ -27,24 +27,18 @@ import structlog
 from claif_client.protocol import CompletionRequest, CompletionResponse, Message
 
 from ..config import SessionConfig
-from ..errors import BadRequest, ClaifdError, NotFound
+from ..errors import BadRequest, NotFound, StorageError
 from ..providers import DeltaCallback
 from .context import estimate_tokens, trim
 from .lru import SessionLRU
 from .model import Session, SessionMessage, SessionSummary, new_session_id
 from .store import AppendMessages, CreateSession, DeleteSession, Op, SessionStore
 
-__all__ = ["SessionService", "StorageError", "export_markdown"]
+__all__ = ["SessionService", "export_markdown"]
 
 log = structlog.get_logger("claifd.sessions")
 
 CompleteFn = Callable[[CompletionRequest, DeltaCallback | None], Awaitable[CompletionResponse]]
-
-
-class StorageError(ClaifdError):
-    """The durable store refused a write; nothing was acknowledged."""
-
-    code = "storage_error"
 
 
 class _Pending:
