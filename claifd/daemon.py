@@ -180,7 +180,8 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
                 await app.start(requests)
                 # Watch before serving, then catch up on any edit made since
                 # the first load, so no change can slip between the two.
-                await root.start(watch_config, app)
+                stop_watching = anyio.Event()
+                await root.start(watch_config, app, stop_watching)
                 await app.config_reload("start-up")
                 await server.start(sock)
                 _notify_systemd("READY=1")
@@ -194,6 +195,10 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
                 await _drain(app, signals)
                 server.close_connections()
                 requests.cancel_scope.cancel()
+            # Cancelling alone would leave watchfiles' thread in its wait
+            # (up to its 5 s rust_timeout) and hold up the exit; this ends it
+            # within one `step`.
+            stop_watching.set()
             root.cancel_scope.cancel()
 
 
@@ -211,7 +216,9 @@ async def _wait_for_stop(signals: AsyncIterator[int], opts: DaemonOptions, app: 
 WATCH_DEBOUNCE_MS = 50
 
 
-async def watch_config(app: App, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+async def watch_config(
+    app: App, stop: anyio.Event | None = None, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     """Reload when either config file is written, renamed over, deleted or created.
 
     The directories are watched (not the files), so a file that appears after
@@ -232,6 +239,7 @@ async def watch_config(app: App, *, task_status: anyio.abc.TaskStatus[None] = an
     task_status.started()
     async for changes in watchfiles.awatch(
         *directories, recursive=False, debounce=WATCH_DEBOUNCE_MS, step=10, ignore_permission_denied=True,
+        stop_event=stop,
     ):
         if any(os.path.abspath(changed) in targets for _, changed in changes):
             await app.config_reload("file changed")

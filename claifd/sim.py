@@ -14,15 +14,24 @@ Endpoints:
     POST /_sim/reset             zero the counters, restore the start-up faults
     POST /_sim/config            change faults at run time (JSON; see `Faults`)
     GET  /_sim/requests          the last requests received (bodies, key present?)
+    POST /_sim/release           let requests held by the `hold` fault go on
 
 The reply text is a pure function of the request: "Simulated reply to: " and
-the last user message. Tokens are whitespace-separated words.
+the last user message. Tokens are whitespace-separated words; streams send a
+word per event unless `chunk_chars` cuts the text elsewhere.
+
+While a request waits (latency, hold, token delay) the simulator keeps reading
+its connection, so a client that goes away is noticed at once and counted in
+`disconnects`, as a real server's cancelled request would be.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import email.utils
 import itertools
+import math
 import json
 import re
 import signal
@@ -60,8 +69,19 @@ class Faults:
     token_delay_ms: float = 0.0  # between streamed tokens
     errors: list[int] = field(default_factory=list)  # statuses for the next requests, in order
     retry_after: float = 0.0  # the retry-after sent with an injected 429/529
+    # How retry-after is written: "seconds", "ms" (retry-after-ms, as OpenAI
+    # sends) or "date" (an HTTP date, rounded up to the next whole second).
+    retry_after_format: str = "seconds"
     stream_cut_after: int | None = None  # close the connection after N streamed tokens
     stream_error_after: int | None = None  # send an SSE error event after N tokens
+    # Stream the text in pieces of this many characters (cutting words) instead
+    # of a word per event, and write each event in two writes split inside it
+    # (inside a multi-byte character when there is one).
+    chunk_chars: int | None = None
+    # Only these API keys are accepted (401 for any other); None: any key.
+    api_keys: list[str] | None = None
+    # Completion requests wait, before anything else, until POST /_sim/release.
+    hold: bool = False
 
 
 @dataclass
@@ -73,24 +93,30 @@ class SimState:
     peak_concurrency: int = 0
     errors_injected: int = 0
     disconnects: int = 0
+    held: int = 0
     connections_opened: int = 0
     connections_open: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT))
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    released: anyio.Event = field(default_factory=anyio.Event)
+
     def __post_init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        s = self.startup
-        self.faults = Faults(
-            s.latency_ms, s.token_delay_ms, list(s.errors), s.retry_after, s.stream_cut_after, s.stream_error_after
-        )
+        self.faults = dataclasses.replace(self.startup, errors=list(self.startup.errors))
+        self.release()
         self.requests = self.errors_injected = self.disconnects = self.connections_opened = 0
         self.peak_concurrency = self.in_flight
         self.by_path.clear()
         self.recent.clear()
+
+    def release(self) -> None:
+        """Let held requests go on; later ones are held again while `hold` is set."""
+        self.released.set()
+        self.released = anyio.Event()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -103,6 +129,7 @@ class SimState:
             "connections_open": self.connections_open,
             "by_path": dict(self.by_path),
             "pending_errors": list(self.faults.errors),
+            "held": self.held,
         }
 
 
@@ -153,6 +180,33 @@ class _Exchange:
         self.conn = conn
         self.stream = stream
 
+    async def wait(self, seconds: float | None = None, until: anyio.Event | None = None) -> None:
+        """Sleep `seconds` (or until `until` is set) while reading the
+        connection, so a client that goes away ends the request at once."""
+        gone = False
+        with anyio.move_on_after(math.inf if seconds is None else seconds):
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    if until is not None:
+                        await until.wait()
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                while True:
+                    try:
+                        data = await self.stream.receive(65536)
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        data = b""
+                    if not data:
+                        gone = True
+                        tg.cancel_scope.cancel()
+                        break
+                    # A client may send ahead (the next request); h11 keeps it.
+                    self.conn.receive_data(data)
+        if gone:
+            raise _ClientGone
+
     async def send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
         if data:
@@ -174,10 +228,17 @@ class _Exchange:
             headers=[("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")],
         ))
 
-    async def sse(self, data: Any, event: str | None = None) -> None:
+    async def sse(self, data: Any, event: str | None = None, split: bool = False) -> None:
         payload = data if isinstance(data, str) else msgspec.json.encode(data).decode()
-        text = (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
-        await self.send(h11.Data(data=text.encode()))
+        raw = ((f"event: {event}\n" if event else "") + f"data: {payload}\n\n").encode()
+        if not split:
+            await self.send(h11.Data(data=raw))
+            return
+        # Two writes, cut inside the first multi-byte character (or mid-event):
+        # the reader must reassemble bytes, not trust write boundaries.
+        cut = next((i + 1 for i, b in enumerate(raw) if b >= 0xC0), len(raw) // 2)
+        await self.send(h11.Data(data=raw[:cut]))
+        await self.send(h11.Data(data=raw[cut:]))
 
 
 async def _next_event(conn: h11.Connection, stream: anyio.abc.ByteStream) -> h11.Event:
@@ -254,6 +315,10 @@ async def _route(ex: _Exchange, req: h11.Request, body: bytes, state: SimState) 
         await _configure(ex, body, state)
     elif method == "GET" and path == "/_sim/requests":
         await ex.respond(200, list(state.recent))
+    elif method == "POST" and path == "/_sim/release":
+        state.faults.hold = False
+        state.release()
+        await ex.respond(200, state.stats())
     else:
         await ex.respond(404, {"error": {"message": f"no route for {method} {path}", "type": "not_found"}})
 
@@ -294,14 +359,22 @@ async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: by
     state.by_path[path] = state.by_path.get(path, 0) + 1
     state.in_flight += 1
     state.peak_concurrency = max(state.peak_concurrency, state.in_flight)
+    received = time.monotonic()
     try:
         faults = state.faults
+        if faults.hold:
+            state.held += 1
+            try:
+                await ex.wait(until=state.released)
+            finally:
+                state.held -= 1
         if faults.latency_ms:
-            await anyio.sleep(faults.latency_ms / 1000)
+            await ex.wait(faults.latency_ms / 1000)
         if faults.errors:
             status = faults.errors.pop(0)
             state.errors_injected += 1
-            retry = [("retry-after", f"{faults.retry_after:g}")] if status in (429, 529) else []
+            state.recent.append({"path": path, "status": status, "received": received})
+            retry = _retry_after_headers(faults) if status in (429, 529) else []
             message = f"simulated {status}"
             if status == 401:
                 # As real APIs do, name the key that was refused: the daemon
@@ -321,8 +394,9 @@ async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: by
             "body": body,
             "has_api_key": bool(_api_key(headers)),
             "anthropic_version": headers.get("anthropic-version"),
+            "received": received,
         })
-        problem = _check_request(anthropic, headers, body)
+        problem = _check_request(anthropic, headers, body, faults.api_keys)
         if problem:
             status, message = problem
             await ex.respond(status, _error_doc(anthropic, status, message))
@@ -340,7 +414,20 @@ def _api_key(headers: dict[str, str]) -> str:
     return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
-def _check_request(anthropic: bool, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, str] | None:
+def _retry_after_headers(faults: Faults) -> list[tuple[str, str]]:
+    if faults.retry_after_format == "ms":
+        return [("retry-after-ms", f"{faults.retry_after * 1000:g}")]
+    if faults.retry_after_format == "date":
+        when = math.ceil(time.time() + faults.retry_after)
+        return [("retry-after", email.utils.formatdate(when, usegmt=True))]
+    return [("retry-after", f"{faults.retry_after:g}")]
+
+
+def _check_request(
+    anthropic: bool, headers: dict[str, str], body: dict[str, Any], accepted: list[str] | None
+) -> tuple[int, str] | None:
+    if accepted is not None and _api_key(headers) and _api_key(headers) not in accepted:
+        return 401, f"Incorrect API key provided: {_api_key(headers)}"
     if anthropic:
         if not _api_key(headers):
             return 401, "x-api-key header is required"
@@ -357,9 +444,17 @@ def _check_request(anthropic: bool, headers: dict[str, str], body: dict[str, Any
     return None
 
 
+def _pieces(words: list[str], chunk_chars: int | None) -> list[str]:
+    """What a stream sends: a word per event, or `chunk_chars`-sized cuts."""
+    if not chunk_chars:
+        return words
+    text = "".join(words)
+    return [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)]
+
+
 async def _stream_words(ex: _Exchange, words: list[str], state: SimState, emit: Any, on_error: Any) -> None:
     faults = state.faults
-    for i, word in enumerate(words):
+    for i, word in enumerate(_pieces(words, faults.chunk_chars)):
         if faults.stream_cut_after is not None and i >= faults.stream_cut_after:
             await anyio.aclose_forcefully(ex.stream)
             raise _ClientGone  # counted as a disconnect: the connection is gone either way
@@ -367,7 +462,7 @@ async def _stream_words(ex: _Exchange, words: list[str], state: SimState, emit: 
             await on_error()
             return
         if faults.token_delay_ms and i:
-            await anyio.sleep(faults.token_delay_ms / 1000)
+            await ex.wait(faults.token_delay_ms / 1000)
         await emit(word)
 
 
@@ -394,8 +489,11 @@ async def _anthropic(ex: _Exchange, body: dict[str, Any], state: SimState) -> No
     await ex.sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")
     await ex.sse({"type": "ping"}, "ping")
 
+    split = state.faults.chunk_chars is not None
+
     async def emit(word: str) -> None:
-        await ex.sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}, "content_block_delta")
+        await ex.sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}},
+                     "content_block_delta", split)
 
     errored = False
 
@@ -446,8 +544,10 @@ async def _openai(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
     await ex.start_sse()
     await ex.sse(chunk({"role": "assistant", "content": "", "refusal": None}))
 
+    split = state.faults.chunk_chars is not None
+
     async def emit(word: str) -> None:
-        await ex.sse(chunk({"content": word}))
+        await ex.sse(chunk({"content": word}), split=split)
 
     errored = False
 
@@ -499,9 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-delay-ms", type=float, default=0.0, help="delay between streamed tokens")
     p.add_argument("--errors", type=_parse_codes, default=[], help="statuses for the first requests, e.g. 429,529,500")
     args = p.parse_args(argv)
-    state = SimState(startup=Faults(latency_ms=args.latency_ms, token_delay_ms=args.token_delay_ms, errors=args.errors))
 
     async def run() -> None:
+        state = SimState(startup=Faults(latency_ms=args.latency_ms, token_delay_ms=args.token_delay_ms, errors=args.errors))
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
                 port = await tg.start(serve, state, args.host, args.port)

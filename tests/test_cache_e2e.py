@@ -12,9 +12,10 @@ import anyio
 import pytest
 
 from claif_client import AsyncClient, Client, NotFound, UpstreamError
+from claif_client.protocol import Cancel, Complete, CompletionRequest, Error, Message
 from claifd.cache.disk import FILENAME
 
-from .conftest import DaemonProcess, Sim, sim_env
+from .conftest import DaemonProcess, RawConnection, Sim, eventually, sim_env
 
 OPENAI = "openai/gpt-4o-mini"
 ANTHROPIC = "anthropic/claude-sonnet-4-5"
@@ -52,16 +53,31 @@ def test_second_identical_request_is_a_hit(upstream_daemon: DaemonProcess, sim: 
 
 
 def test_stream_recorded_and_replayed_with_its_chunk_boundaries(upstream_daemon: DaemonProcess, sim: Sim) -> None:
+    # Pieces of 3 characters cut words, and each event reaches the daemon in
+    # two writes split inside a multi-byte character: a replay re-cut by
+    # words, or a decoder that trusts write boundaries, would differ.
+    sim.configure(chunk_chars=3)
+    prompt = "tell me thrée things, 日本語 ok"
+    text = "Simulated reply to: " + prompt
+    expected = [text[i:i + 3] for i in range(0, len(text), 3)]
     with Client(upstream_daemon.socket) as c:
-        live = c.stream("tell me three things", model=ANTHROPIC)
+        live = c.stream(prompt, model=ANTHROPIC)
         live_chunks = list(live)
-        replay = c.stream("tell me three things", model=ANTHROPIC)
+        replay = c.stream(prompt, model=ANTHROPIC)
         replay_chunks = list(replay)
-        plain = c.complete("tell me three things", model=ANTHROPIC)
-    assert replay_chunks == live_chunks
+        plain = c.complete(prompt, model=ANTHROPIC)
+        wait_disk(c, 1)
+    assert live_chunks == expected
+    assert replay_chunks == expected
     assert live.response is not None and live.response.cached is False
     assert replay.response is not None and replay.response.cached == "exact"
-    assert plain.cached == "exact" and plain.text == "".join(live_chunks)
+    assert plain.cached == "exact" and plain.text == text
+    # The disk tier keeps the boundaries too.
+    assert upstream_daemon.stop() == 0
+    upstream_daemon.start()
+    with Client(upstream_daemon.socket) as c:
+        again = c.stream(prompt, model=ANTHROPIC)
+        assert list(again) == expected and again.response is not None and again.response.cached == "exact"
     assert sim.stats()["requests"] == 1
 
 
@@ -116,7 +132,7 @@ def test_cancelled_stream_is_not_stored(upstream_daemon: DaemonProcess, sim: Sim
 
 
 def test_fifty_concurrent_identical_requests_make_one_upstream_call(upstream_daemon: DaemonProcess, sim: Sim) -> None:
-    sim.configure(latency_ms=300)
+    sim.configure(hold=True)  # the one upstream call waits until all 50 have joined it
     results: list[str] = []
 
     async def main() -> None:
@@ -132,6 +148,10 @@ def test_fifty_concurrent_identical_requests_make_one_upstream_call(upstream_dae
         async with anyio.create_task_group() as tg:
             for i in range(50):
                 tg.start_soon(one, i)
+            with anyio.fail_after(10):
+                while (await clients[0].cache_stats())["coalesced"] < 49:
+                    await anyio.sleep(0.01)
+            await anyio.to_thread.run_sync(release, sim)
         for c in clients:
             await c.aclose()
 
@@ -143,50 +163,69 @@ def test_fifty_concurrent_identical_requests_make_one_upstream_call(upstream_dae
     assert stats["coalesced"] == 49 and stats["stores"] == 1
 
 
+def release(sim: Sim) -> None:
+    sim.http.post("/_sim/release").raise_for_status()
+
+
+def wait_coalesced(c: Client, n: int) -> None:
+    assert eventually(lambda: c.cache_stats()["coalesced"] >= n), f"{n} followers never joined"
+
+
 def test_stream_followers_get_every_chunk(upstream_daemon: DaemonProcess, sim: Sim) -> None:
+    # Followers join a stream in progress at chunks 2, 5 and 8: each gets the
+    # chunks recorded so far, then the rest.
     sim.configure(token_delay_ms=20)
-    text = " ".join(f"t{i}" for i in range(15))
+    text = " ".join(f"t{i}" for i in range(40))
     got: dict[int, list[str]] = {}
 
-    def follow(i: int, delay: float) -> None:
-        time.sleep(delay)
+    def follow(i: int) -> None:
         with Client(upstream_daemon.socket) as c:
             got[i] = list(c.stream(text, model=ANTHROPIC))
 
-    threads = [threading.Thread(target=follow, args=(i, i * 0.08)) for i in range(4)]
-    for t in threads:
-        t.start()
+    threads = []
+    with Client(upstream_daemon.socket) as c, Client(upstream_daemon.socket) as watcher:
+        leader = []
+        for n, chunk in enumerate(c.stream(text, model=ANTHROPIC), 1):
+            leader.append(chunk)
+            if n in (2, 5, 8):
+                threads.append(threading.Thread(target=follow, args=(n,)))
+                threads[-1].start()
+                wait_coalesced(watcher, len(threads))
     for t in threads:
         t.join()
     assert sim.stats()["requests"] == 1
-    assert all(chunks == got[0] for chunks in got.values())
-    assert "".join(got[0]) == "Simulated reply to: " + text
+    assert len(got) == 3 and all(chunks == leader for chunks in got.values())
+    assert "".join(leader) == "Simulated reply to: " + text
 
 
 def test_call_continues_for_followers_when_the_leader_leaves(upstream_daemon: DaemonProcess, sim: Sim) -> None:
-    sim.configure(latency_ms=600)
-    leader = Client(upstream_daemon.socket, timeout=0.2)
-    from claif_client import Timeout
-
+    sim.configure(hold=True)
+    leader = RawConnection(upstream_daemon.socket)
+    request = CompletionRequest(messages=[Message("user", "shared")], model=OPENAI)
+    leader.send(Complete(id=1, request=request))
+    sim.wait_for(lambda s: s["held"] == 1)
     follower_result: list[str] = []
 
     def follower() -> None:
-        time.sleep(0.1)
         with Client(upstream_daemon.socket) as c:
             follower_result.append(c.complete("shared", model=OPENAI).text)
 
     t = threading.Thread(target=follower)
     t.start()
-    with pytest.raises(Timeout):  # the leader gives up (and its request is cancelled)
-        leader.complete("shared", model=OPENAI)
+    with Client(upstream_daemon.socket) as c:
+        wait_coalesced(c, 1)
+    leader.send(Cancel(id=1))  # the leader gives up; the follower still wants the answer
+    reply = leader.read()
+    assert isinstance(reply, Error) and reply.code == "cancelled"
     leader.close()
+    release(sim)
     t.join(timeout=10)
     assert follower_result == ["Simulated reply to: shared"]
     assert sim.stats()["requests"] == 1 and sim.stats()["disconnects"] == 0
 
 
 def test_followers_get_the_leaders_error(upstream_daemon: DaemonProcess, sim: Sim) -> None:
-    sim.configure(latency_ms=300, errors=[400])
+    sim.configure(hold=True, errors=[400])
     errors: list[str] = []
 
     def one() -> None:
@@ -197,9 +236,13 @@ def test_followers_get_the_leaders_error(upstream_daemon: DaemonProcess, sim: Si
                 errors.append(exc.code)
 
     threads = [threading.Thread(target=one) for _ in range(5)]
-    for t in threads:
+    threads[0].start()
+    sim.wait_for(lambda s: s["held"] == 1)
+    for t in threads[1:]:
         t.start()
-        time.sleep(0.02)
+    with Client(upstream_daemon.socket) as c:
+        wait_coalesced(c, 4)
+    release(sim)
     for t in threads:
         t.join()
     assert errors == ["upstream_error"] * 5

@@ -25,7 +25,7 @@ from claif_client import (
 )
 from claif_client.protocol import Cancel
 
-from .conftest import DaemonProcess
+from .conftest import DaemonProcess, eventually
 
 HEAVY = ("httpx", "watchfiles", "psutil", "structlog", "numpy")
 
@@ -231,3 +231,32 @@ def test_thin_client_imports_nothing_heavy() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_a_quick_reply_is_not_held_up_by_a_slow_request_on_the_same_client(daemon: DaemonProcess) -> None:
+    # Threads share one connection; whichever thread reads files the others'
+    # replies. A ping must not wait for the slow request's bytes.
+    with Client(daemon.socket, timeout=10) as c, Client(daemon.socket) as watcher:
+        slow = threading.Thread(target=lambda: pytest.raises(Cancelled, c.complete, "w", extra={"delay_ms": 20_000}))
+        slow.start()
+        assert eventually(lambda: watcher.status()["in_flight"] == 1)
+        started = time.monotonic()
+        c.ping()
+        assert time.monotonic() - started < 2.0
+        watcher_status = watcher.status()
+        assert watcher_status["in_flight"] == 1  # the slow one is still running
+        c._send(Cancel(id=max(c._demux.mailboxes)))  # end it
+        slow.join(timeout=10)
+        assert not slow.is_alive()
+
+
+@pytest.mark.anyio
+async def test_async_quick_reply_is_not_held_up_by_a_slow_request(daemon: DaemonProcess) -> None:
+    async with AsyncClient(daemon.socket, timeout=10) as c:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: c.complete("w", extra={"delay_ms": 20_000}))
+            while (await c.status())["in_flight"] != 1:
+                await anyio.sleep(0.01)
+            with anyio.fail_after(2):
+                await c.ping()
+            tg.cancel_scope.cancel()

@@ -16,9 +16,9 @@ from claif_client import (
     UpstreamError,
     UpstreamTimeout,
 )
-from claif_client.protocol import CompletionRequest, Message
+from claif_client.protocol import Cancel, Complete, CompletionRequest, Error, Message
 
-from .conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, DaemonProcess, Sim, eventually, sim_env
+from .conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, DaemonProcess, RawConnection, Sim, eventually, sim_env
 
 MODELS = ["anthropic/claude-sonnet-4-5", "openai/gpt-4o-mini"]
 RETRY_STATUSES = [408, 409, 429, 500, 502, 503, 504, 529]
@@ -115,16 +115,18 @@ def test_streamed_request_retried_before_any_byte(upstream_daemon: DaemonProcess
     assert sim.stats()["requests"] == 3
 
 
-def test_retry_after_is_honoured(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
-    # With a 10 s backoff base, a quick retry can only come from retry-after.
-    d = daemon_factory(env=sim_env(sim, CLAIF_RETRY__BASE_DELAY="10", CLAIF_RETRY__MAX_DELAY="10"))
-    sim.configure(errors=[429], retry_after=0.4)
-    with Client(d.socket) as c:
-        t0 = time.monotonic()
-        c.complete("patience", model="openai/gpt-4o-mini")
-        elapsed = time.monotonic() - t0
-    assert 0.4 <= elapsed < 3.0
-    assert d.stop() == 0
+@pytest.mark.parametrize(("fmt", "wait"), [("seconds", 0.4), ("ms", 0.4), ("date", 1.0)])
+def test_retry_after_is_honoured(upstream_daemon: DaemonProcess, sim: Sim, fmt: str, wait: float) -> None:
+    # The backoff is at most 50 ms (sim_env): a longer gap can only come from
+    # the retry-after the simulator sent (an HTTP date is whole seconds, so
+    # it asks for between 1 and 2 s).
+    sim.configure(errors=[429], retry_after=wait, retry_after_format=fmt)
+    with Client(upstream_daemon.socket) as c:
+        assert c.complete("patience", model="openai/gpt-4o-mini").text == "Simulated reply to: patience"
+    refused, served = sim.requests()
+    assert refused["status"] == 429 and "body" in served
+    gap = served["received"] - refused["received"]  # type: ignore[operator]
+    assert wait - 0.01 <= gap < wait + 1.5
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -227,9 +229,14 @@ def test_missing_key_is_not_configured(daemon_factory, sim: Sim) -> None:  # typ
 def test_key_from_config_wins_over_environment(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
     env = sim_env(sim, CLAIF_PROVIDERS__OPENAI__API_KEY="sk-from-config")
     d = daemon_factory(env=env)
-    sim.configure(errors=[401])
-    with Client(d.socket) as c, pytest.raises(UpstreamError):
-        c.complete("x", model="openai/m")
+    with Client(d.socket) as c:
+        sim.configure(api_keys=["sk-from-config"])  # the environment's key would be refused
+        assert c.complete("x", model="openai/m").text == "Simulated reply to: x"
+        sim.configure(api_keys=[OPENAI_TEST_KEY])  # and the config's key is what was sent
+        with pytest.raises(UpstreamError) as info:
+            c.complete("y", model="openai/m")
+    assert info.value.code == "upstream_error" and "401" in str(info.value)
+    assert "sk-from-config" not in str(info.value)
     assert d.stop() == 0
 
 
@@ -267,30 +274,33 @@ def test_cancel_mid_stream_closes_the_upstream_connection(upstream_daemon: Daemo
         assert c.complete("after", model=model).text == "Simulated reply to: after"
 
 
-def test_client_disconnect_cancels_upstream(upstream_daemon: DaemonProcess, sim: Sim) -> None:
-    sim.configure(latency_ms=2000)
-    c = Client(upstream_daemon.socket)
-    t = threading.Thread(target=lambda: _swallow(lambda: c.complete("slow", model="anthropic/m")))
-    t.start()
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("how", ["cancel", "disconnect"])
+def test_cancel_or_disconnect_cancels_the_upstream_call(upstream_daemon: DaemonProcess, sim: Sim, how: str, stream: bool) -> None:
+    """The upstream call stops while it waits for the first byte: the
+    simulator sees its connection close (it reads while it waits)."""
+    sim.configure(latency_ms=30_000)
+    conn = RawConnection(upstream_daemon.socket)
+    request = CompletionRequest(messages=[Message("user", "slow")], model="anthropic/m")
+    conn.send(Complete(id=1, request=request, stream=stream))
     sim.wait_for(lambda s: s["in_flight"] == 1)
-    c.close()  # the daemon sees the client go and cancels the upstream call
-    stats = sim.wait_for(lambda s: s["disconnects"] >= 1 or s["connections_open"] == 0, timeout=3)
-    t.join(timeout=5)
-    with Client(upstream_daemon.socket) as c2:
-        assert eventually(lambda: c2.status()["providers"]["anthropic"]["in_flight"] == 0)
-    assert stats["requests"] == 1
-
-
-def _swallow(fn) -> None:  # type: ignore[no-untyped-def]
-    try:
-        fn()
-    except Exception:
-        pass
+    if how == "cancel":
+        conn.send(Cancel(id=1))
+        reply = conn.read()
+        assert isinstance(reply, Error) and reply.code == "cancelled"
+    else:
+        conn.close()
+    stats = sim.wait_for(lambda s: s["disconnects"] == 1 and s["in_flight"] == 0)
+    assert stats["disconnects"] == 1 and stats["in_flight"] == 0 and stats["requests"] == 1
+    with Client(upstream_daemon.socket) as c:
+        assert eventually(lambda: c.status()["providers"]["anthropic"]["in_flight"] == 0)
+        assert c.status()["in_flight"] == 0
+    conn.close()
 
 
 def test_per_provider_concurrency_limit_queues(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory(env=sim_env(sim, CLAIF_PROVIDERS__OPENAI__MAX_CONCURRENCY="3"))
-    sim.configure(latency_ms=100)
+    sim.configure(hold=True)
     results: list[str] = []
 
     def one(i: int) -> None:
@@ -300,14 +310,17 @@ def test_per_provider_concurrency_limit_queues(daemon_factory, sim: Sim) -> None
     threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
     for t in threads:
         t.start()
-    time.sleep(0.05)
     with Client(d.socket) as c:
-        providers = c.status()["providers"]["openai"]
-    for t in threads:
-        t.join()
-    assert len(results) == 10
+        # Three calls reach the upstream; the other seven wait in the daemon.
+        assert sim.wait_for(lambda s: s["held"] == 3)["held"] == 3
+        providers = eventually(lambda: (p := c.status()["providers"]["openai"])["queued"] == 7 and p)
+        assert providers == {"in_flight": 3, "queued": 7, "max_concurrency": 3}
+        assert sim.stats()["requests"] == 3
+        sim.http.post("/_sim/release").raise_for_status()
+        for t in threads:
+            t.join()
+    assert sorted(results) == sorted(f"Simulated reply to: q{i}" for i in range(10))
     assert sim.stats()["peak_concurrency"] == 3
-    assert providers["max_concurrency"] == 3 and providers["in_flight"] <= 3
     assert d.stop() == 0
 
 

@@ -247,7 +247,7 @@ class SessionService:
 
     # --------------------------------------------------------------- stats
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return {
             "in_memory": len(self.lru),
             "total": self.total,
@@ -256,6 +256,8 @@ class SessionService:
             "evictions": self.lru.evictions,
             "loads": self.loads,
             "commits": self.commits,
+            "write_errors": self.write_errors,
+            "synchronous": self.store.synchronous,
         }
 
 

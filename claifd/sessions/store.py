@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 """
 
+_SYNCHRONOUS = {0: "off", 1: "normal", 2: "full", 3: "extra"}
 _enc = msgspec.msgpack.Encoder()
 _content_dec = msgspec.msgpack.Decoder(str | list[dict[str, Any]])
 
@@ -97,6 +98,9 @@ class SessionStore:
         self.path = directory / FILENAME
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        # What the writer really runs with, read back after open (shown in
+        # status: an acknowledgement means "fsynced" only under "full").
+        self.synchronous = "closed"
 
     def __repr__(self) -> str:
         return f"<SessionStore {self.path}>"
@@ -106,6 +110,7 @@ class SessionStore:
         self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._writer.execute("PRAGMA journal_mode = WAL")
         self._writer.execute("PRAGMA synchronous = FULL")
+        self.synchronous = _SYNCHRONOUS[self._writer.execute("PRAGMA synchronous").fetchone()[0]]
         self._writer.executescript(_SCHEMA)
         self.path.chmod(0o600)
         self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

@@ -94,7 +94,11 @@ class AsyncClient:
         self._demux = Demux()
         self._ids = itertools.count(1)
         self._send_lock = anyio.Lock(fast_acquire=True)
-        self._recv_lock = anyio.Lock(fast_acquire=True)
+        # One caller reads at a time and files each frame in its mailbox;
+        # the others wait for `_filed`, set after every read, so a reply is
+        # taken at once even while the reader waits on a slow request.
+        self._reading = False
+        self._filed = anyio.Event()
 
     # ------------------------------------------------------------------ API
 
@@ -377,10 +381,16 @@ class AsyncClient:
     async def _next_reply(self, rid: int) -> Reply:
         box = self._demux.mailboxes[rid]
         while not box:
-            async with self._recv_lock:
-                if box:
-                    break
+            if self._reading:
+                await self._filed.wait()
+                continue
+            self._reading = True
+            try:
                 await self._read_frames()
+            finally:
+                self._reading = False
+                filed, self._filed = self._filed, anyio.Event()
+                filed.set()
         return box.popleft()
 
     async def _read_frames(self) -> None:

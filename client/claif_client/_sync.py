@@ -104,7 +104,11 @@ class Client:
         self._demux = Demux()
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
-        self._recv_lock = threading.Lock()
+        # One thread reads at a time and files each frame in its mailbox;
+        # the others wait on the condition, notified after every read, so a
+        # reply is taken at once even while the reader waits on a slow request.
+        self._reading = False
+        self._filed = threading.Condition(threading.Lock())
 
     # ------------------------------------------------------------------ API
 
@@ -413,11 +417,21 @@ class Client:
     def _next_reply(self, rid: int) -> Reply:
         """Block until the next frame for request `rid` arrives."""
         box = self._demux.mailboxes[rid]
-        while not box:
-            with self._recv_lock:
-                if box:
-                    break
-                self._read_frames()
+        if box:
+            return box.popleft()
+        with self._filed:
+            while not box:
+                if self._reading:
+                    self._filed.wait()
+                    continue
+                self._reading = True
+                self._filed.release()
+                try:
+                    self._read_frames()
+                finally:
+                    self._filed.acquire()
+                    self._reading = False
+                    self._filed.notify_all()
         return box.popleft()
 
     def _read_frames(self) -> None:
