@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,12 +60,14 @@ class DaemonProcess:
     env: dict[str, str]
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    # Run in the child before exec (e.g. a resource limit for a fault test).
+    preexec: Callable[[], None] | None = None
 
     def start(self, wait: bool = True) -> DaemonProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "claifd", "--socket", str(self.socket), "--log-format", "json", *self.args],
-            env=self.env, cwd=self.home, stdout=log, stderr=log,
+            env=self.env, cwd=self.home, stdout=log, stderr=log, preexec_fn=self.preexec,
         )
         log.close()
         if wait:

@@ -19,7 +19,7 @@ from claif_client import (
     CompletionResponse,
     DaemonUnavailable,
     RateLimited,
-    RemoteError,
+    NotFound,
     Timeout,
     UpstreamError,
 )
@@ -114,7 +114,7 @@ def test_typed_errors(daemon: DaemonProcess) -> None:
         with pytest.raises(BadRequest) as bad:
             c.complete("x", model="nosuch/model")
         assert "unknown provider" in str(bad.value)
-        with pytest.raises(RemoteError):
+        with pytest.raises(NotFound):
             c.complete("x", session="abc")
         with pytest.raises(TypeError):
             c.complete("x", not_a_field=1)

@@ -9,12 +9,13 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from claif_client import Client, DaemonUnavailable
+from claif_client import Cancelled, ClaifError, Client, DaemonUnavailable
 
-from .conftest import DaemonProcess, wait_connectable
+from .conftest import DaemonProcess, eventually, wait_connectable
 
 
 def test_socket_and_directory_modes(daemon: DaemonProcess) -> None:
@@ -98,81 +99,106 @@ def test_client_reconnects_after_restart(daemon_factory) -> None:  # type: ignor
     assert d.stop() == 0
 
 
-def test_drain_lets_a_stream_in_flight_finish(daemon_factory) -> None:  # type: ignore[no-untyped-def]
-    d = daemon_factory()
-    words = " ".join(f"w{i}" for i in range(30))
-    got: list[str] = []
-    result: dict[str, object] = {}
+def _stream_in_background(d: DaemonProcess, words: str, delay_ms: int) -> tuple[threading.Thread, dict[str, Any]]:
+    """A streamed echo request in a thread; the dict gets its chunks, its
+    response or error, and the time its last frame arrived."""
+    result: dict[str, Any] = {"chunks": []}
 
     def consume() -> None:
-        with Client(d.socket, timeout=20) as c:
-            stream = c.stream(words, extra={"delay_ms": 30})
-            for delta in stream:
-                got.append(delta)
-            result["response"] = stream.response
+        with Client(d.socket, timeout=60) as c:
+            stream = c.stream(words, extra={"delay_ms": delay_ms})
+            try:
+                for delta in stream:
+                    result["chunks"].append(delta)
+                result["response"] = stream.response
+            except ClaifError as exc:
+                result["error"] = exc
+            result["ended"] = time.monotonic()
 
     t = threading.Thread(target=consume)
     t.start()
-    deadline = time.monotonic() + 10
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert got, "stream did not start"
+    assert eventually(lambda: result["chunks"], timeout=10), "stream did not start"
+    return t, result
+
+
+def _wait_log(d: DaemonProcess, event: str) -> None:
+    assert eventually(lambda: any(line.get("event") == event for line in d.logs())), f"no {event!r} in the log"
+
+
+def test_idle_daemon_exits_within_a_second_of_sigterm(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    with Client(d.socket) as c:
+        c.ping()
+    started = time.monotonic()
     d.signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
+    assert time.monotonic() - started < 1.0
+
+
+def test_drain_lets_a_stream_in_flight_finish(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    words = " ".join(f"w{i}" for i in range(30))
+    t, result = _stream_in_background(d, words, 30)
+    d.signal(signal.SIGTERM)
+    _wait_log(d, "draining")
     # New connections are refused while draining: the socket is gone.
-    time.sleep(0.2)
     assert not d.socket.exists()
-    t.join(timeout=20)
-    assert d.proc.wait(timeout=20) == 0
-    assert "".join(got) == "echo: " + words
-    assert result["response"].text == "echo: " + words  # type: ignore[attr-defined]
+    with pytest.raises(DaemonUnavailable):
+        Client(d.socket).ping()
+    assert d.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
+    exited = time.monotonic()
+    t.join(timeout=10)
+    assert "".join(result["chunks"]) == "echo: " + words
+    assert result["response"].text == "echo: " + words
+    # It exits as soon as its last request is done.
+    assert exited - result["ended"] < 1.0
 
 
 def test_drain_timeout_cancels_what_is_left(daemon_factory) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory(env={"CLAIF_SERVER__DRAIN_TIMEOUT": "0.3"})
-    errors: list[Exception] = []
-
-    def consume() -> None:
-        with Client(d.socket, timeout=20) as c:
-            try:
-                for _ in c.stream(" ".join(["w"] * 1000), extra={"delay_ms": 50}):
-                    pass
-            except Exception as exc:
-                errors.append(exc)
-
-    t = threading.Thread(target=consume)
-    t.start()
-    time.sleep(0.3)
+    t, result = _stream_in_background(d, " ".join(["w"] * 1000), 50)
     started = time.monotonic()
     d.signal(signal.SIGTERM)
-    assert d.proc.wait(timeout=20) == 0
-    assert time.monotonic() - started < 5
+    assert d.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
+    assert time.monotonic() - started < 0.3 + 1.0
     t.join(timeout=10)
-    assert errors, "the stream should have been cut off"
+    assert isinstance(result.get("error"), (Cancelled, DaemonUnavailable)), result.get("error")
+    assert len(result["chunks"]) < 1000
     assert any(line.get("event") == "drain timeout: cancelling requests in flight" for line in d.logs())
 
 
+def test_second_signal_cuts_the_drain_short(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"CLAIF_SERVER__DRAIN_TIMEOUT": "60"})
+    t, result = _stream_in_background(d, " ".join(["w"] * 1000), 50)
+    d.signal(signal.SIGTERM)
+    _wait_log(d, "draining")
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
+    assert time.monotonic() - started < 1.0
+    t.join(timeout=10)
+    assert isinstance(result.get("error"), (Cancelled, DaemonUnavailable)), result.get("error")
+    assert any(line.get("event") == "second stop signal: cancelling requests in flight" for line in d.logs())
+
+
 def test_sighup_reloads_config(daemon_factory) -> None:  # type: ignore[no-untyped-def]
-    d = daemon_factory(start=False)
-    config = d.home / ".claif" / "config.json"
-    config.parent.mkdir()
-    config.write_text(json.dumps({"models": {"fast": "echo/one"}}))
-    d.start()
+    # A project file in a directory made after start-up is not watched:
+    # only SIGHUP can bring its edits in.
+    d = daemon_factory(args=["--project-config", "later/p.json"])
+    config = d.home / "later" / "p.json"
     with Client(d.socket) as c:
-        assert c.complete("x", model="fast").model == "echo/one"
+        generation = c.status()["config"]["generation"]
+        config.parent.mkdir()
         config.write_text(json.dumps({"models": {"fast": "echo/two"}}))
         d.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while c.status()["config"]["generation"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        assert eventually(lambda: c.status()["config"]["generation"] == generation + 1)
         assert c.complete("x", model="fast").model == "echo/two"
         config.write_text("{ broken")
         d.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while not c.status()["config"]["last_error"] and time.monotonic() < deadline:
-            time.sleep(0.02)
+        assert eventually(lambda: c.status()["config"]["last_error"])
         status = c.status()
         assert "invalid JSON" in status["config"]["last_error"]
-        assert status["config"]["generation"] == 2
+        assert status["config"]["generation"] == generation + 1
         assert c.complete("x", model="fast").model == "echo/two", "last good config keeps serving"
     assert d.stop() == 0
 

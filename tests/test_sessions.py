@@ -206,7 +206,7 @@ def test_store_round_trip_group_commit_and_list(tmp_path: Path) -> None:
     assert total == 2 and [r.id for r in rows] == [b.id, a.id] and rows[0].message_count == 1
     total, rows = store.list({"team": "core"}, 0, 10)
     assert total == 1 and rows[0].id == a.id
-    with pytest.raises(Exception):
+    with pytest.raises(KeyError):
         store.apply([AppendMessages("missing", 0, [msg("user", "x")], 1.0)])
     assert store.counts() == (2, 4), "a failed batch changes nothing"
     store.apply([DeleteSession(a.id)])
