@@ -89,11 +89,12 @@ def test_socket_from_environment(daemon: DaemonProcess) -> None:
 
 
 def test_ping_is_quick(daemon: DaemonProcess) -> None:
-    """Startup matters for a CLI; the issue asks for well under 150 ms of wall time."""
+    """Startup matters for a CLI: the README promises well under 150 ms of wall
+    time (about 50 ms here). The best of 5 runs is what the machine can do,
+    whatever noise hits single runs."""
     claif("ping", socket=daemon.socket)  # warm the page cache
     best = min(_timed(lambda: claif("ping", socket=daemon.socket)) for _ in range(5))
-    # Generous bound for a loaded CI machine; the benchmark reports the real figure.
-    assert best < 0.5
+    assert best < 0.15
 
 
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ import pytest
 
 from claif_client import AsyncClient, BadRequest, Client, NotConfigured, NotFound
 
-from .conftest import DaemonProcess, Sim, sim_env, start_sim
+from .conftest import DaemonProcess, Sim, eventually, sim_env, start_sim
 from .test_cli import claif
 
 OPENAI = "openai/gpt-4o-mini"
@@ -174,8 +174,7 @@ def test_logging_level_applies_at_once(daemon: DaemonProcess) -> None:
         c.config_set("logging.level", "debug")
     with Client(daemon.socket) as c2:  # a new connection logs "client connected" at debug
         c2.ping()
-    time.sleep(0.1)
-    assert any(line.get("event") == "client connected" for line in daemon.logs())
+    assert eventually(lambda: any(line.get("event") == "client connected" for line in daemon.logs()))
 
 
 def test_provider_base_url_and_key_apply_live(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
@@ -244,7 +243,7 @@ def test_shorter_ttl_applies_to_stored_answers(upstream_daemon: DaemonProcess, s
 
 
 def test_pool_swap_under_100_concurrent_requests_fails_none(upstream_daemon: DaemonProcess, sim: Sim) -> None:
-    sim.configure(latency_ms=300)
+    sim.configure(hold=True)  # every request waits upstream (or for a slot) until the swap is done
     results: list[str] = []
     errors: list[BaseException] = []
 
@@ -261,9 +260,12 @@ def test_pool_swap_under_100_concurrent_requests_fails_none(upstream_daemon: Dae
             async with anyio.create_task_group() as tg:
                 for i in range(100):
                     tg.start_soon(one, i)
-                await anyio.sleep(0.1)  # all 100 in flight on the old pool
+                with anyio.fail_after(10):
+                    while (await c.status())["in_flight"] < 100:  # all 100 in flight on the old pool
+                        await anyio.sleep(0.01)
                 await c.config_set("pool.max_connections", 40)
                 await c.config_set("pool.read_timeout", 120)
+                await anyio.to_thread.run_sync(lambda: sim.http.post("/_sim/release").raise_for_status())
             status = await c.status()
             assert status["pool"]["generation"] == 3 and status["pool"]["max_connections"] == 40
 

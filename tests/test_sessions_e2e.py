@@ -135,7 +135,7 @@ def test_lowering_the_budget_evicts_at_once(daemon: DaemonProcess) -> None:
 
 
 def test_concurrent_sends_keep_arrival_order(upstream_daemon: DaemonProcess, sim: Sim) -> None:
-    sim.configure(latency_ms=50)
+    sim.configure(hold=True)  # the first send waits upstream until all eight have arrived
 
     async def main() -> str:
         async with AsyncClient(upstream_daemon.socket) as c:
@@ -143,7 +143,10 @@ def test_concurrent_sends_keep_arrival_order(upstream_daemon: DaemonProcess, sim
             async with anyio.create_task_group() as tg:
                 for i in range(8):
                     tg.start_soon(c.session_send, s["id"], f"msg {i}")
-                    await anyio.sleep(0.005)  # a known arrival order
+                    # A known arrival order: the next starts once the daemon has this one.
+                    while (await c.status())["in_flight"] < i + 1:
+                        await anyio.sleep(0.001)
+                await anyio.to_thread.run_sync(lambda: sim.http.post("/_sim/release").raise_for_status())
             return s["id"]  # type: ignore[no-any-return]
 
     sid = anyio.run(main)

@@ -279,7 +279,7 @@ def test_cancel_mid_stream_closes_the_upstream_connection(upstream_daemon: Daemo
 def test_cancel_or_disconnect_cancels_the_upstream_call(upstream_daemon: DaemonProcess, sim: Sim, how: str, stream: bool) -> None:
     """The upstream call stops while it waits for the first byte: the
     simulator sees its connection close (it reads while it waits)."""
-    sim.configure(latency_ms=30_000)
+    sim.configure(latency_ms=10_000)
     conn = RawConnection(upstream_daemon.socket)
     request = CompletionRequest(messages=[Message("user", "slow")], model="anthropic/m")
     conn.send(Complete(id=1, request=request, stream=stream))
