@@ -96,9 +96,10 @@ class AsyncClient:
         self._send_lock = anyio.Lock(fast_acquire=True)
         # One caller reads at a time and files each frame in its mailbox;
         # the others wait for `_filed`, set after every read, so a reply is
-        # taken at once even while the reader waits on a slow request.
+        # taken at once even while the reader waits on a slow request. (Made
+        # only when someone waits: a lone caller creates no event per read.)
         self._reading = False
-        self._filed = anyio.Event()
+        self._filed: anyio.Event | None = None
 
     # ------------------------------------------------------------------ API
 
@@ -382,6 +383,8 @@ class AsyncClient:
         box = self._demux.mailboxes[rid]
         while not box:
             if self._reading:
+                if self._filed is None:
+                    self._filed = anyio.Event()
                 await self._filed.wait()
                 continue
             self._reading = True
@@ -389,8 +392,9 @@ class AsyncClient:
                 await self._read_frames()
             finally:
                 self._reading = False
-                filed, self._filed = self._filed, anyio.Event()
-                filed.set()
+                filed, self._filed = self._filed, None
+                if filed is not None:
+                    filed.set()
         return box.popleft()
 
     async def _read_frames(self) -> None:

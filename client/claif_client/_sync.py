@@ -104,11 +104,13 @@ class Client:
         self._demux = Demux()
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
-        # One thread reads at a time and files each frame in its mailbox;
-        # the others wait on the condition, notified after every read, so a
-        # reply is taken at once even while the reader waits on a slow request.
-        self._reading = False
+        # One thread reads at a time (it holds `_read_lock`) and files each
+        # frame in its mailbox; the others wait on `_filed`, notified after
+        # every read, so a reply is taken at once even while the reader waits
+        # on a slow request. A lone thread only takes `_read_lock`.
+        self._read_lock = threading.Lock()
         self._filed = threading.Condition(threading.Lock())
+        self._waiting = 0
 
     # ------------------------------------------------------------------ API
 
@@ -417,21 +419,23 @@ class Client:
     def _next_reply(self, rid: int) -> Reply:
         """Block until the next frame for request `rid` arrives."""
         box = self._demux.mailboxes[rid]
-        if box:
-            return box.popleft()
-        with self._filed:
-            while not box:
-                if self._reading:
-                    self._filed.wait()
-                    continue
-                self._reading = True
-                self._filed.release()
+        while not box:
+            if self._read_lock.acquire(blocking=False):
                 try:
                     self._read_frames()
                 finally:
-                    self._filed.acquire()
-                    self._reading = False
-                    self._filed.notify_all()
+                    self._read_lock.release()
+                    # Read after the release: a waiter counts itself before it
+                    # checks the lock, so one of the two always sees the other.
+                    if self._waiting:
+                        with self._filed:
+                            self._filed.notify_all()
+            else:
+                with self._filed:
+                    self._waiting += 1
+                    if self._read_lock.locked() and not box:
+                        self._filed.wait()
+                    self._waiting -= 1
         return box.popleft()
 
     def _read_frames(self) -> None:
