@@ -240,6 +240,9 @@ def test_a_quick_reply_is_not_held_up_by_a_slow_request_on_the_same_client(daemo
         slow = threading.Thread(target=lambda: pytest.raises(Cancelled, c.complete, "w", extra={"delay_ms": 20_000}))
         slow.start()
         assert eventually(lambda: watcher.status()["in_flight"] == 1)
+        # The slow request's thread is the reader now, so the ping's reply
+        # must be handed over by it (the case that used to wait).
+        assert eventually(lambda: c._read_lock.locked())
         pinger = threading.Thread(target=c.ping, daemon=True)  # daemon: a hung one must not hold up the run
         pinger.start()
         pinger.join(timeout=2.0)
@@ -253,10 +256,13 @@ def test_a_quick_reply_is_not_held_up_by_a_slow_request_on_the_same_client(daemo
 
 @pytest.mark.anyio
 async def test_async_quick_reply_is_not_held_up_by_a_slow_request(daemon: DaemonProcess) -> None:
-    async with AsyncClient(daemon.socket, timeout=10) as c:
+    # The slow request's task is the only one reading `c` when the ping
+    # arrives (another client watches the daemon), so the ping's reply must
+    # be handed over by that reader.
+    async with AsyncClient(daemon.socket, timeout=10) as c, AsyncClient(daemon.socket) as watcher:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: c.complete("w", extra={"delay_ms": 20_000}))
-            while (await c.status())["in_flight"] != 1:
+            while (await watcher.status())["in_flight"] != 1:
                 await anyio.sleep(0.01)
             with anyio.fail_after(2):
                 await c.ping()
