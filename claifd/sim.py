@@ -426,16 +426,17 @@ def _retry_after_headers(faults: Faults) -> list[tuple[str, str]]:
 def _check_request(
     anthropic: bool, headers: dict[str, str], body: dict[str, Any], accepted: list[str] | None
 ) -> tuple[int, str] | None:
-    if accepted is not None and _api_key(headers) and _api_key(headers) not in accepted:
-        return 401, f"Incorrect API key provided: {_api_key(headers)}"
+    key = _api_key(headers)
+    if accepted is not None and key and key not in accepted:
+        return 401, f"Incorrect API key provided: {key}"
     if anthropic:
-        if not _api_key(headers):
+        if not key:
             return 401, "x-api-key header is required"
         if not headers.get("anthropic-version"):
             return 400, "anthropic-version header is required"
         if not isinstance(body.get("max_tokens"), int):
             return 400, "max_tokens: Field required"
-    elif not _api_key(headers):
+    elif not key:
         return 401, "You didn't provide an API key."
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         return 400, "messages: at least one message is required"
