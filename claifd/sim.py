@@ -183,29 +183,35 @@ class _Exchange:
     async def wait(self, seconds: float | None = None, until: anyio.Event | None = None) -> None:
         """Sleep `seconds` (or until `until` is set) while reading the
         connection, so a client that goes away ends the request at once."""
-        gone = False
-        with anyio.move_on_after(math.inf if seconds is None else seconds):
-            async with anyio.create_task_group() as tg:
+        if until is None:
+            with anyio.move_on_after(math.inf if seconds is None else seconds):
+                await self._read_until_closed()
+            return
+        async with anyio.create_task_group() as tg:
 
-                async def watch() -> None:
-                    if until is not None:
-                        await until.wait()
-                        tg.cancel_scope.cancel()
+            async def watch() -> None:
+                await until.wait()
+                tg.cancel_scope.cancel()
 
-                tg.start_soon(watch)
-                while True:
-                    try:
-                        data = await self.stream.receive(65536)
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                        data = b""
-                    if not data:
-                        gone = True
-                        tg.cancel_scope.cancel()
-                        break
-                    # A client may send ahead (the next request); h11 keeps it.
-                    self.conn.receive_data(data)
+            tg.start_soon(watch)
+            gone = False  # stays so when `until` cancels the read
+            try:
+                await self._read_until_closed()
+            except _ClientGone:
+                tg.cancel_scope.cancel()
+                gone = True
         if gone:
             raise _ClientGone
+
+    async def _read_until_closed(self) -> None:
+        """Read until cancelled; raise _ClientGone at end of stream."""
+        while True:
+            try:
+                data = await self.stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                raise _ClientGone from None
+            # A client may send ahead (the next request); h11 keeps it.
+            self.conn.receive_data(data)
 
     async def send(self, event: h11.Event) -> None:
         data = self.conn.send(event)

@@ -154,3 +154,66 @@ def test_command_line_options() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# ------------------------------------------------------- the test faults
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_chunk_chars_cut_words_and_characters_for_both_sdks(
+    anthropic_client: anthropic.Anthropic, openai_client: openai.OpenAI, sim: Sim, chunk: int
+) -> None:
+    sim.configure(chunk_chars=chunk)
+    prompt = "naïve 日本語 words"
+    text = "Simulated reply to: " + prompt
+    expected = [text[i:i + chunk] for i in range(0, len(text), chunk)]
+    with anthropic_client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": prompt}]
+    ) as stream:
+        assert list(stream.text_stream) == expected
+    chunks = openai_client.chat.completions.create(
+        model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": prompt}]
+    )
+    assert [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content] == expected
+
+
+@pytest.mark.parametrize(("fmt", "header"), [("seconds", "retry-after"), ("ms", "retry-after-ms"), ("date", "retry-after")])
+def test_retry_after_formats(sim: Sim, fmt: str, header: str) -> None:
+    from claifd.retry import retry_after_seconds
+
+    sim.configure(errors=[429], retry_after=2, retry_after_format=fmt)
+    r = httpx.post(sim.url + "/v1/chat/completions", headers={"authorization": "Bearer k"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 429 and header in r.headers
+    assert 2.0 <= (retry_after_seconds(r.headers) or 0) <= 3.0
+
+
+def test_api_keys_refuse_any_other_key(openai_client: openai.OpenAI, sim: Sim) -> None:
+    sim.configure(api_keys=["sk-other"])
+    with pytest.raises(openai.AuthenticationError):
+        openai_client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    sim.configure(api_keys=["sk-sdk"])
+    assert openai_client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]).choices
+
+
+def test_hold_release_and_a_client_leaving_while_held(sim: Sim) -> None:
+    import socket
+    import threading
+
+    sim.configure(hold=True)
+    body = b'{"model":"m","messages":[{"role":"user","content":"x"}]}'
+    host, port = sim.url.removeprefix("http://").split(":")
+    leaver = socket.create_connection((host, int(port)))
+    leaver.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\n"
+                   b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    results: list[int] = []
+    stayer = threading.Thread(target=lambda: results.append(httpx.post(
+        sim.url + "/v1/chat/completions", content=body, headers={"authorization": "Bearer k"}, timeout=10).status_code))
+    stayer.start()
+    assert sim.wait_for(lambda s: s["held"] == 2)["held"] == 2
+    leaver.close()  # noticed at once, though nothing is written to it
+    stats = sim.wait_for(lambda s: s["disconnects"] == 1)
+    assert stats["disconnects"] == 1 and stats["held"] == 1
+    sim.http.post("/_sim/release").raise_for_status()
+    stayer.join(timeout=10)
+    assert results == [200] and sim.stats()["held"] == 0
