@@ -32,7 +32,7 @@ HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json
 
 
 def start_sim() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "claifd.sim", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip().removeprefix("listening on ")
 

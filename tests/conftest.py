@@ -224,7 +224,7 @@ class Sim:
 
 def start_sim(*args: str) -> Sim:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "claifd.sim", "--port", "0", *args], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "claif_sim", "--port", "0", *args], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()

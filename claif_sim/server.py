@@ -35,7 +35,6 @@ import math
 import json
 import re
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -632,7 +631,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
