@@ -45,8 +45,8 @@ from .providers import (
     Provider,
     resolve_model,
 )
-from .providers.http import UpstreamCounters
 from .sessions.service import SessionService
+from .types import UpstreamCounters
 
 __all__ = ["App", "InFlight", "Prepared", "MAX_BATCH_ITEMS", "CACHE_MODES"]
 

@@ -19,7 +19,7 @@ shows, at scrape time (nothing is counted twice).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -49,27 +49,30 @@ class HealthWindow:
         return d
 
 
-def health(app: App) -> dict[str, Any]:
+def health(status: Mapping[str, Any], window: HealthWindow) -> dict[str, Any]:
+    """Rate a `status` snapshot (what `claif status` shows); `window` keeps
+    the upstream counts of the previous check."""
     checks: list[dict[str, str]] = []
 
-    def check(name: str, status: str, detail: str = "") -> None:
-        checks.append({"name": name, "status": status, "detail": detail})
+    def check(name: str, rating: str, detail: str = "") -> None:
+        checks.append({"name": name, "status": rating, "detail": detail})
 
-    error = app.settings.last_error
+    error = status["config"]["last_error"]
     check("config", "warning" if error else "ok", f"last edit rejected: {error}" if error else "")
-    check("draining", "warning" if app.draining else "ok", "shutting down" if app.draining else "")
-    cache = app.cache
-    if not cache.config.enabled:
+    check("draining", "warning" if status["draining"] else "ok", "shutting down" if status["draining"] else "")
+    cache = status["cache"]
+    if cache["disk_tier"] == "disabled":
         check("cache_disk", "ok", "cache disabled")
-    elif cache.disk is None and cache.config.dir:
+    elif cache["disk_tier"] == "unavailable":
         check("cache_disk", "warning", "disk tier unavailable; memory only")
-    elif cache.disk_errors:
-        check("cache_disk", "warning", f"{cache.disk_errors} disk errors")
+    elif cache["disk_errors"]:
+        check("cache_disk", "warning", f"{cache['disk_errors']} disk errors")
     else:
         check("cache_disk", "ok")
-    failed = app.sessions.write_errors
+    failed = status["sessions"]["write_errors"]
     check("sessions", "unhealthy" if failed else "ok", f"{failed} failed writes" if failed else "")
-    requests, errors = app.health_window.delta(app.upstream.requests, app.upstream.errors)
+    upstream = status["upstream"]
+    requests, errors = window.delta(upstream["requests"], upstream["errors"])
     if requests >= 10 and errors * 2 > requests:
         check("upstream", "warning", f"{errors} of the last {requests} upstream calls failed")
     else:

@@ -260,7 +260,7 @@ class Connection(asyncio.Protocol):
         elif kind is CacheStats:
             self.write(Result(id=msg.id, value=app.cache.stats()))
         elif kind is Health:
-            self.write(Result(id=msg.id, value=health(app)))
+            self.write(Result(id=msg.id, value=health(app.status(), app.health_window)))
         elif kind is Metrics:
             self.write(Result(id=msg.id, value=metrics_text(app)))
         elif kind is SessionGet and (session := app.sessions.lru.get(msg.session_id)) is not None:

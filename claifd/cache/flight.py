@@ -24,7 +24,7 @@ import anyio
 from claif_client.protocol import CompletionResponse
 
 from ..errors import ClaifdError, UpstreamError
-from ..providers import DeltaCallback
+from ..types import DeltaCallback
 from .replay import split_for_replay
 
 __all__ = ["Flight"]

@@ -27,7 +27,7 @@ import structlog
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
 from ..config import CacheConfig, Price
-from ..providers import DeltaCallback
+from ..types import DeltaCallback
 from .disk import DiskHit, DiskStore
 from .entry import Codec, MemEntry, make_entry
 from .flight import Flight
@@ -332,9 +332,15 @@ class ResponseCache:
             },
         }
 
-    def status(self) -> dict[str, int]:
-        """The contract's `status.cache` block."""
+    def status(self) -> dict[str, Any]:
+        """The contract's `status.cache` block, and the disk tier's state."""
         disk = self.disk
+        if not self.config.enabled:
+            tier = "disabled"
+        elif disk is None:
+            tier = "unavailable" if self.config.dir else "memory-only"
+        else:
+            tier = "ok"
         return {
             "hits": self.hits,
             "misses": self.misses,
@@ -343,4 +349,6 @@ class ResponseCache:
             # reaches the disk: never report fewer than memory holds.
             "entries": max(disk.entries, len(self.memory)) if disk is not None else len(self.memory),
             "bytes": self.memory.bytes + (disk.bytes if disk is not None else 0),
+            "disk_tier": tier,
+            "disk_errors": self.disk_errors,
         }

@@ -9,17 +9,15 @@ wrap the callback (recording a stream for the cache, counting bytes...).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import ClassVar, Protocol
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
 from ..errors import BadRequest
+from ..types import DeltaCallback
 
 __all__ = ["Provider", "DeltaCallback", "resolve_model"]
-
-DeltaCallback = Callable[[str], Awaitable[None]]
-
 
 class Provider(Protocol):
     name: ClassVar[str]

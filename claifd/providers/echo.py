@@ -19,7 +19,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 from ..content import text_of
 from ..errors import RateLimited, UpstreamError, UpstreamTimeout
 from .base import DeltaCallback
-from .http import UpstreamCounters
+from ..types import UpstreamCounters
 
 __all__ = ["EchoProvider"]
 

@@ -36,23 +36,11 @@ from ..errors import (
 )
 from ..pool import HttpPool
 from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
-from .base import DeltaCallback
+from ..types import DeltaCallback, UpstreamCounters
 
-__all__ = ["HttpProvider", "StreamAssembler", "RetryableFailure", "UpstreamCounters"]
+__all__ = ["HttpProvider", "StreamAssembler", "RetryableFailure"]
 
 log = structlog.get_logger("claifd.upstream")
-
-
-class UpstreamCounters:
-    __slots__ = ("requests", "retries", "errors")
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.retries = 0
-        self.errors = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {"requests": self.requests, "retries": self.retries, "errors": self.errors}
 
 
 class RetryableFailure(Exception):

@@ -28,7 +28,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Message
 
 from ..config import SessionConfig
 from ..errors import BadRequest, NotFound, StorageError
-from ..providers import DeltaCallback
+from ..types import DeltaCallback
 from .context import estimate_tokens, trim
 from .lru import SessionLRU
 from .model import Session, SessionMessage, SessionSummary, new_session_id
