@@ -23,7 +23,6 @@ from claif_client.protocol import (
     CompletionRequest,
     CompletionResponse,
     ErrorCode,
-    ErrorInfo,
 )
 
 from . import __version__
@@ -33,7 +32,7 @@ from .cache.entry import MemEntry
 from .cache.flight import Flight
 from .config import Config
 from .config_manager import Change, ConfigManager, FileRead, Scope
-from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown
+from .errors import BadRequest, NotFound, ShuttingDown, error_info
 from .logs import set_level
 from .monitoring import HealthWindow
 from .pool import HttpPool
@@ -399,13 +398,10 @@ class App:
             async with limiter:
                 try:
                     item = BatchItem(index=index, response=await self.complete_with_deadline(request))
-                except ClaifdError as exc:
-                    item = BatchItem(index=index, error=ErrorInfo(exc.code, exc.message, exc.retry_after))
-                except TimeoutError:
-                    item = BatchItem(index=index, error=ErrorInfo(ErrorCode.TIMEOUT, "request timed out in the daemon"))
                 except Exception as exc:
-                    log.exception("batch item failed", index=index)
-                    item = BatchItem(index=index, error=ErrorInfo(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"))
+                    item = BatchItem(index=index, error=error_info(exc))
+                    if item.error is not None and item.error.code == ErrorCode.INTERNAL:
+                        log.exception("batch item failed", index=index)
             results[index] = item
             done += 1
             await on_progress(BatchProgress(index=index, ok=item.error is None, done=done, total=len(requests)))

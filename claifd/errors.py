@@ -11,15 +11,18 @@
     │   └── UpstreamTimeout (timeout)
     └── StartupError         not sent to clients: the daemon cannot start
 
-Handlers raise these; the server turns them into `Error` frames. Any other
-exception becomes `internal` and is logged with its traceback.
+Handlers raise these; `error_info` turns any exception into what the
+client is told (the one place that does, for replies and batch items alike):
+a `ClaifdError` with its code, message, retry_after and details; a
+`TimeoutError` (the request's deadline) as `timeout`; anything else as
+`internal`, whose traceback the caller logs.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from claif_client.protocol import ErrorCode
+from claif_client.protocol import Error, ErrorCode, ErrorInfo
 
 __all__ = [
     "ClaifdError",
@@ -32,6 +35,8 @@ __all__ = [
     "RateLimited",
     "UpstreamTimeout",
     "StartupError",
+    "error_info",
+    "error_frame",
 ]
 
 
@@ -85,3 +90,16 @@ class UpstreamTimeout(UpstreamError):
 
 class StartupError(Exception):
     """The daemon cannot start (another daemon runs, the socket is unusable...)."""
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, ClaifdError):
+        return ErrorInfo(exc.code, exc.message, exc.retry_after, exc.details)
+    if isinstance(exc, TimeoutError):
+        return ErrorInfo(ErrorCode.TIMEOUT, "request timed out in the daemon")
+    return ErrorInfo(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+
+def error_frame(rid: int, exc: BaseException) -> Error:
+    info = error_info(exc)
+    return Error(id=rid, code=info.code, message=info.message, retry_after=info.retry_after, details=info.details)

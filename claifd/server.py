@@ -76,7 +76,7 @@ from . import __version__
 from .app import App, Prepared, replay_chunks
 from .cache.entry import MemEntry
 from .config import ConfigError
-from .errors import BadRequest, ClaifdError
+from .errors import BadRequest, ClaifdError, error_frame
 from .monitoring import health, metrics_text
 from .sessions.service import export_markdown
 
@@ -311,7 +311,7 @@ class Connection(asyncio.Protocol):
         try:
             prepared = self.app.prepare(msg.request)
         except ClaifdError as exc:
-            self.write(Error(id=msg.id, code=exc.code, message=exc.message, retry_after=exc.retry_after, details=exc.details))
+            self.write(error_frame(msg.id, exc))
             return
         self.app.remember_key(raw, prepared)
         entry = self.app.cached_reply(prepared)
@@ -419,16 +419,12 @@ class Connection(asyncio.Protocol):
                 else:
                     outcome = "cancelled"
                     self.write(Error(id=rid, code=ErrorCode.CANCELLED, message="request cancelled"))
-        except TimeoutError:
-            outcome = "timeout"
-            self.write(Error(id=rid, code=ErrorCode.TIMEOUT, message="request timed out in the daemon"))
-        except ClaifdError as exc:
-            outcome = exc.code
-            self.write(Error(id=rid, code=exc.code, message=exc.message, retry_after=exc.retry_after, details=exc.details))
         except Exception as exc:
-            outcome = "internal"
-            log.exception("request failed", method=type(msg).__name__.lower())
-            self.write(Error(id=rid, code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}"))
+            frame = error_frame(rid, exc)
+            outcome = frame.code
+            if outcome == ErrorCode.INTERNAL:
+                log.exception("request failed", method=type(msg).__name__.lower())
+            self.write(frame)
         finally:
             self._finish(rid)
             log.debug(

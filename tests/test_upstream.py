@@ -356,6 +356,8 @@ def test_batch_uses_config_concurrency_and_survives_upstream_failures(daemon_fac
         items = c.batch([{"messages": [{"role": "user", "content": f"b{i}"}], "model": "anthropic/m"} for i in range(8)])
     failed = [i for i in items if i.error is not None]
     assert len(failed) == 2 and all(i.error.code == "upstream_error" for i in failed)  # type: ignore[union-attr]
+    # A batch item's error carries the same details as a reply's.
+    assert all(i.error.details == {"status": 500, "provider": "anthropic"} for i in failed)  # type: ignore[union-attr]
     assert sum(1 for i in items if i.response is not None) == 6
     assert sim.stats()["peak_concurrency"] <= 2
     assert d.stop() == 0

@@ -188,6 +188,7 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
     retry_after: float | None = None
+    details: dict[str, Any] | None = None
 
 
 class BatchItem(msgspec.Struct, omit_defaults=True):
