@@ -168,7 +168,7 @@ async def _serve(opts: DaemonOptions, settings: ConfigManager, path: Path) -> No
     finally:
         with anyio.move_on_after(5, shield=True):
             await app.aclose()
-    log.info("claifd stopped", requests_total=app.requests_total)
+    log.info("claifd stopped", requests_total=app.state.requests_total)
 
 
 async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
@@ -176,7 +176,7 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
         sock = bind_socket(path)
         async with anyio.create_task_group() as root:
             async with anyio.create_task_group() as requests:
-                server = Server(app, requests)
+                server = Server(app.dispatch, app.state, requests)
                 await app.start(requests)
                 # Watch before serving, then catch up on any edit made since
                 # the first load, so no change can slip between the two.
@@ -187,9 +187,9 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
                 _notify_systemd("READY=1")
                 log.info("claifd listening", socket=str(path), version=__version__, pid=os.getpid())
                 signum = await _wait_for_stop(signals, opts, app)
-                log.info("draining", signal=signal.Signals(signum).name, in_flight=app.in_flight.count)
+                log.info("draining", signal=signal.Signals(signum).name, in_flight=app.state.in_flight.count)
                 _notify_systemd("STOPPING=1")
-                app.draining = True
+                app.state.draining = True
                 server.stop_accepting()
                 path.unlink(missing_ok=True)
                 await _drain(app, signals)
@@ -252,15 +252,15 @@ async def _drain(app: App, signals: AsyncIterator[int]) -> None:
         async def cut_short() -> None:
             async for signum in signals:
                 if signum != signal.SIGHUP:
-                    log.warning("second stop signal: cancelling requests in flight", in_flight=app.in_flight.count)
+                    log.warning("second stop signal: cancelling requests in flight", in_flight=app.state.in_flight.count)
                     tg.cancel_scope.cancel()
                     return
 
         tg.start_soon(cut_short)
         with anyio.move_on_after(timeout) as waited:
-            await app.in_flight.wait_idle()
+            await app.state.in_flight.wait_idle()
         if waited.cancelled_caught:
-            log.warning("drain timeout: cancelling requests in flight", in_flight=app.in_flight.count, timeout_s=timeout)
+            log.warning("drain timeout: cancelling requests in flight", in_flight=app.state.in_flight.count, timeout_s=timeout)
         tg.cancel_scope.cancel()
 
 

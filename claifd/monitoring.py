@@ -19,17 +19,20 @@ shows, at scrape time (nothing is counted twice).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .app import App
+from claif_client.protocol import GetStatus, Health, Metrics, Ping, Pong, Result
 
-__all__ = ["health", "metrics_text", "HealthWindow"]
+from .dispatch import Dispatch
+
+__all__ = ["health", "metrics_text", "HealthWindow", "register"]
+
+Snapshot = Callable[[], dict[str, Any]]
 
 _RANK = {"ok": 0, "warning": 1, "unhealthy": 2}
 _STATUS = {0: "healthy", 1: "warning", 2: "unhealthy"}
@@ -81,13 +84,15 @@ def health(status: Mapping[str, Any], window: HealthWindow) -> dict[str, Any]:
     return {"status": _STATUS[worst], "checks": checks}
 
 
-class _AppCollector(Collector):
-    def __init__(self, app: App) -> None:
-        self.app = app
+class _StatusCollector(Collector):
+    """Reads `status` and the cache's stats at scrape time."""
+
+    def __init__(self, status: Snapshot, cache_stats: Snapshot) -> None:
+        self.status = status
+        self.cache_stats = cache_stats
 
     def collect(self) -> Iterator[Any]:
-        app = self.app
-        status = app.status()
+        status = self.status()
         yield GaugeMetricFamily("claif_uptime_seconds", "Seconds since the daemon started.", value=status["uptime_s"])
         yield CounterMetricFamily("claif_requests", "Requests received over the socket.", value=status["requests_total"])
         yield GaugeMetricFamily("claif_connections", "Client connections open.", value=status["connections"])
@@ -104,7 +109,7 @@ class _AppCollector(Collector):
                 queued.add_metric([name], stats["queued"])
         yield in_flight
         yield queued
-        cache = app.cache.stats()
+        cache = self.cache_stats()
         hits = CounterMetricFamily("claif_cache_hits", "Cache hits per tier.", labels=["tier"])
         hits.add_metric(["memory"], cache["hits_memory"])
         hits.add_metric(["disk"], cache["hits_disk"])
@@ -144,7 +149,15 @@ class _AppCollector(Collector):
                                 value=1 if status["config"]["last_error"] else 0)
 
 
-def metrics_text(app: App) -> str:
+def metrics_text(status: Snapshot, cache_stats: Snapshot) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_AppCollector(app))
+    registry.register(_StatusCollector(status, cache_stats))
     return generate_latest(registry).decode()
+
+
+def register(dispatch: Dispatch, status: Snapshot, cache_stats: Snapshot, window: HealthWindow) -> None:
+    """ping, status, health and metrics: all answered inline."""
+    dispatch.inline(Ping, lambda msg, conn: Pong(id=msg.id))
+    dispatch.inline(GetStatus, lambda msg, conn: Result(id=msg.id, value=status()))
+    dispatch.inline(Health, lambda msg, conn: Result(id=msg.id, value=health(status(), window)))
+    dispatch.inline(Metrics, lambda msg, conn: Result(id=msg.id, value=metrics_text(status, cache_stats)))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-__all__ = ["DeltaCallback", "UpstreamCounters"]
+import anyio
+
+__all__ = ["DeltaCallback", "UpstreamCounters", "InFlight", "ServerState"]
 
 # A streamed call awaits this for each piece of text, in order.
 DeltaCallback = Callable[[str], Awaitable[None]]
@@ -29,3 +31,45 @@ class UpstreamCounters:
 
     def as_dict(self) -> dict[str, int]:
         return {"requests": self.requests, "retries": self.retries, "errors": self.errors}
+
+
+class InFlight:
+    """Counts requests in progress, so shutdown can wait for the count to reach 0."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: anyio.Event | None = None
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def exit(self) -> None:
+        self.count -= 1
+        if self.count == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        while self.count:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def __repr__(self) -> str:
+        return f"<InFlight count={self.count}>"
+
+
+class ServerState:
+    """What the socket server counts and obeys, owned by the app and shown in
+    its status: the server changes these, never the app's own fields."""
+
+    __slots__ = ("requests_total", "connections", "draining", "in_flight", "max_in_flight_per_connection")
+
+    def __init__(self, max_in_flight_per_connection: int) -> None:
+        self.requests_total = 0
+        self.connections = 0
+        self.draining = False
+        self.in_flight = InFlight()
+        self.max_in_flight_per_connection = max_in_flight_per_connection
+
+    def __repr__(self) -> str:
+        return (f"<ServerState connections={self.connections} in_flight={self.in_flight.count} "
+                f"requests_total={self.requests_total} draining={self.draining}>")

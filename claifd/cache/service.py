@@ -15,7 +15,7 @@ for a complete answer, and a cancelled call produces none.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ import structlog
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
 from ..config import CacheConfig, Price
-from ..types import DeltaCallback
 from .disk import DiskHit, DiskStore
 from .entry import Codec, MemEntry, make_entry
 from .flight import Flight
@@ -35,12 +34,11 @@ from .memory import MemoryLRU
 from .policy import base_ttl, effective_ttl
 from .prices import PriceTable
 
-__all__ = ["ResponseCache", "UpstreamCall"]
+__all__ = ["ResponseCache"]
 
 log = structlog.get_logger("claifd.cache")
 
 # `on_delta` for a streamed call, None for a plain one.
-UpstreamCall = Callable[[DeltaCallback | None], Awaitable[CompletionResponse]]
 
 # How often hits seen in memory are written back to the disk tier.
 TOUCH_INTERVAL = 5.0
@@ -130,9 +128,10 @@ class ResponseCache:
             self._count_hit(entry)
         return entry
 
-    async def lookup(self, key: str) -> MemEntry | None:
-        """Memory, then disk (promoting a disk hit to memory). Counts a miss."""
-        entry = self.lookup_memory(key)
+    async def lookup(self, key: str, memory_probed: bool = False) -> MemEntry | None:
+        """Memory (unless the caller just probed it), then disk (promoting a
+        disk hit to memory). Counts a miss."""
+        entry = None if memory_probed else self.lookup_memory(key)
         if entry is not None:
             return entry
         if self.disk is not None and self.disk.might_contain(key):
@@ -221,38 +220,21 @@ class ResponseCache:
 
     # ------------------------------------------------------- single-flight
 
-    def join(self, key: str, streaming: bool, call: UpstreamCall, timeout: float,
-             on_success: Callable[[CompletionResponse, list[str] | None], None]) -> Flight:
-        """The flight for `key`: an existing one (coalesced) or a new one started now."""
+    def join(self, key: str, streaming: bool) -> tuple[Flight, bool]:
+        """The flight for `key`, and whether the caller leads it: an existing
+        one (coalesced), or a new one that the caller must fly and `land`."""
         flight = self.flights.get(key)
         if flight is not None:
             self.coalesced += 1
-            return flight
+            return flight, False
         flight = Flight(key, streaming)
         self.flights[key] = flight
-        assert self._task_group is not None, "cache not started"
-        self._task_group.start_soon(self._fly, flight, call, timeout, on_success)
-        return flight
+        return flight, True
 
-    async def _fly(self, flight: Flight, call: UpstreamCall, timeout: float,
-                   on_success: Callable[[CompletionResponse, list[str] | None], None]) -> None:
-        response: CompletionResponse | None = None
-        error: BaseException | None = None
-        try:
-            with flight.scope, anyio.fail_after(timeout):
-                response = await call(flight.record if flight.streaming else None)
-        except TimeoutError:
-            from ..errors import UpstreamTimeout
-
-            error = UpstreamTimeout("request timed out in the daemon")
-        except Exception as exc:
-            error = exc
-        finally:
-            if self.flights.get(flight.key) is flight:
-                del self.flights[flight.key]
-        if response is not None:
-            on_success(response, flight.chunks if flight.streaming else None)
-        flight.finish(response, error)
+    def land(self, flight: Flight) -> None:
+        """The flight's call is over: later requests start their own (or hit the store)."""
+        if self.flights.get(flight.key) is flight:
+            del self.flights[flight.key]
 
     # ---------------------------------------------------------- management
 

@@ -156,6 +156,13 @@ class SessionService:
         self.lru.put(session)
         return session
 
+    def in_memory(self, session_id: str) -> Session | None:
+        """The session if memory holds it (a read: no I/O, no await), else None."""
+        session = self.lru.get(session_id)
+        if session is not None:
+            session.accessed = self.clock()
+        return session
+
     async def get(self, session_id: str) -> Session:
         session = self.lru.get(session_id)
         if session is None:

@@ -1,0 +1,23 @@
+"""The cache requests of the socket protocol, registered in the dispatch table
+(a cached completion is answered by `completions.py`)."""
+
+from __future__ import annotations
+
+from claif_client.protocol import CacheClear, CacheDelete, CacheStats, Result
+
+from ..dispatch import Conn, Dispatch
+from .service import ResponseCache
+
+__all__ = ["register"]
+
+
+def register(dispatch: Dispatch, cache: ResponseCache) -> None:
+    async def clear(msg: CacheClear, conn: Conn, _: None) -> Result:
+        return Result(id=msg.id, value={"removed": await cache.clear(msg.namespace)})
+
+    async def delete(msg: CacheDelete, conn: Conn, _: None) -> Result:
+        return Result(id=msg.id, value={"deleted": await cache.delete(msg.key)})
+
+    dispatch.inline(CacheStats, lambda msg, conn: Result(id=msg.id, value=cache.stats()))
+    dispatch.task(CacheClear, clear)
+    dispatch.task(CacheDelete, delete)

@@ -1,0 +1,410 @@
+"""The completion pipeline: every front (the Unix-socket server, batch,
+sessions, later the HTTP front) runs a completion through this one object.
+
+    request -> prepare (validate, route, cache key, deadline: decided once)
+            -> memory tier           (inline, in the server's data_received)
+            -> disk tier             (the memory tier is not probed again)
+            -> single-flight join    (the cache hands back a flight; the
+                                      leader's call is flown here, not by the cache)
+            -> upstream provider     (retries, limits: providers/)
+            -> store                 (memory now, disk write-behind)
+
+A session send is the same path with the session's context as the request
+(`SessionService.send` builds it and saves the new messages once the reply
+is in). The draining check is made at the door (the inline handler) and in
+`prepare` for requests that reach upstream later (batch items, queued
+session sends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+import structlog
+
+from claif_client.protocol import (
+    Batch,
+    BatchItem,
+    BatchProgress,
+    Chunk,
+    Complete,
+    CompletionRequest,
+    CompletionResponse,
+    Done,
+    Error,
+    ErrorCode,
+    Result,
+    encode_frame,
+)
+
+from .auto import AUTO, choose_model
+from .cache import ResponseCache, cache_key, split_for_replay
+from .cache.entry import MemEntry
+from .cache.flight import Flight
+from .config_manager import ConfigManager
+from .dispatch import Conn, Dispatch
+from .errors import BadRequest, NotFound, ShuttingDown, UpstreamTimeout, error_frame, error_info
+from .providers import Provider, resolve_model
+from .sessions.service import SessionService
+from .types import DeltaCallback, ServerState
+
+__all__ = ["Completions", "Prepared", "MAX_BATCH_ITEMS", "CACHE_MODES", "replay_chunks"]
+
+log = structlog.get_logger("claifd.completions")
+
+_ROLES = frozenset({"user", "assistant", "system", "tool"})
+# A batch is one frame (16 MiB) anyway; this bounds the tasks one call spawns.
+MAX_BATCH_ITEMS = 100_000
+CACHE_MODES = frozenset({"use", "refresh", "bypass", "only"})
+# Distinct recent requests whose cache keys the hot path remembers.
+HOT_KEYS = 4096
+
+ProgressCallback = Callable[[BatchProgress], Awaitable[None]]
+
+
+class Prepared:
+    """A validated, routed request, with its cache key when the cache applies
+    and its deadline in seconds."""
+
+    __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout")
+
+    def __init__(self, request: CompletionRequest, provider: Provider, model: str,
+                 key: str | None, namespace: str, mode: str, timeout: float) -> None:
+        self.request = request
+        self.provider = provider
+        self.model = model
+        self.key = key
+        self.namespace = namespace
+        self.mode = mode
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"<Prepared {self.provider.name}/{self.model} mode={self.mode} key={(self.key or '-')[:12]}>"
+
+
+class _CompleteRaw(msgspec.Struct, tag="complete", tag_field="type"):
+    """`Complete` with its request left undecoded: on a repeated request the
+    raw bytes alone find the cache key (see `hot_key`), so a hit skips
+    decoding, validating, routing and hashing the request."""
+
+    id: int
+    request: msgspec.Raw
+    stream: bool = False
+
+
+class _DoneRaw(msgspec.Struct, tag="done", tag_field="type"):
+    """`Done` with a response that is already msgpack (a cache hit): the
+    same bytes on the wire as `Done`, without encoding the response again."""
+
+    id: int
+    response: msgspec.Raw
+
+
+_request_decoder = msgspec.msgpack.Decoder(CompletionRequest)
+
+
+class Completions:
+    def __init__(self, settings: ConfigManager, providers: dict[str, Provider], cache: ResponseCache,
+                 sessions: SessionService, state: ServerState) -> None:
+        self.settings = settings
+        self.providers = providers
+        self.cache = cache
+        self.sessions = sessions
+        self.state = state
+        # How often `model: "auto"` chose each model.
+        self.auto_selected: dict[str, int] = {}
+        # Raw request bytes -> cache key, for requests already prepared once
+        # under this config generation (the hot path's shortcut).
+        self._hot_keys: dict[bytes, str] = {}
+        self._hot_generation = settings.generation
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        return f"<Completions hot_keys={len(self._hot_keys)} flights={len(self.cache.flights)}>"
+
+    def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Shared upstream calls run here: they outlive the request that started them."""
+        self._task_group = task_group
+
+    def register(self, dispatch: Dispatch) -> None:
+        dispatch.inline(_CompleteRaw, self.on_complete)
+        dispatch.task(Batch, self.batch_task)
+
+    # ------------------------------------------------------- the socket front
+
+    def on_complete(self, msg: _CompleteRaw, conn: Conn) -> Error | None:
+        """The hot path: a memory-tier hit is answered right here."""
+        if self.state.draining:
+            return Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down")
+        key = self.hot_key(msg.request)
+        if key is not None and (entry := self.cache.lookup_memory(key)) is not None:
+            conn.write_raw(cached_frames(msg.id, msg.stream, entry))
+            return None
+        try:
+            request = _request_decoder.decode(msg.request)
+        except msgspec.DecodeError as exc:
+            return Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"invalid request: {exc}")
+        complete = Complete(id=msg.id, request=request, stream=msg.stream)
+        if request.session is not None:
+            conn.start(complete, self.session_task, None, self.request_timeout(request))
+            return None
+        try:
+            prepared = self.prepare(request)
+        except Exception as exc:
+            return error_frame(msg.id, exc)
+        self.remember_key(msg.request, prepared)
+        entry = self.cached_reply(prepared)
+        if entry is not None:
+            conn.write_raw(cached_frames(msg.id, msg.stream, entry))
+            return None
+        conn.start(complete, self.complete_task, prepared, prepared.timeout)
+        return None
+
+    async def complete_task(self, msg: Complete, conn: Conn, prepared: Prepared) -> Done:
+        if not msg.stream:
+            return Done(id=msg.id, response=await self.complete(prepared, memory_probed=True))
+
+        async def on_delta(text: str) -> None:
+            await conn.send(Chunk(id=msg.id, text=text))
+
+        return Done(id=msg.id, response=await self.stream(prepared, on_delta, memory_probed=True))
+
+    async def session_task(self, msg: Complete, conn: Conn, _: None) -> Done:
+        on_delta = None
+        if msg.stream:
+
+            async def on_delta(text: str) -> None:
+                await conn.send(Chunk(id=msg.id, text=text))
+
+        response, info = await self.session_send(msg.request, on_delta)
+        return Done(id=msg.id, response=response, value=info)
+
+    async def batch_task(self, msg: Batch, conn: Conn, _: None) -> Result:
+        async def on_progress(progress: BatchProgress) -> None:
+            await conn.send(Chunk(id=msg.id, data=progress))
+
+        return Result(id=msg.id, value=await self.batch(msg.requests, msg.concurrency, on_progress))
+
+    # ------------------------------------------------------------ decisions
+
+    def prepare(self, request: CompletionRequest) -> Prepared:
+        """Validate and route a request, compute its cache key and deadline (no I/O).
+
+        Raises the request's `ClaifdError` (bad_request, shutting_down...).
+        """
+        if self.state.draining:
+            raise ShuttingDown("the daemon is shutting down")
+        _validate(request)
+        config = self.settings.config  # once: this is the hot path
+        name = request.model or config.client.model
+        if name == AUTO:
+            name, _rule = choose_model(request, config.auto)
+            self.auto_selected[name] = self.auto_selected.get(name, 0) + 1
+        provider_name, model = resolve_model(name, config.client.model, config.models)
+        provider = self.providers.get(provider_name)
+        if provider is None:
+            raise BadRequest(
+                f"unknown provider {provider_name!r} (available: {', '.join(sorted(self.providers))})"
+            )
+        control = request.cache
+        mode = control.mode if control is not None else "use"
+        if mode not in CACHE_MODES:
+            raise BadRequest(f"cache mode {mode!r} is not one of {', '.join(sorted(CACHE_MODES))}")
+        namespace = (control.namespace if control is not None else None) or config.cache.namespace
+        key = None
+        if config.cache.enabled and mode != "bypass":
+            key = cache_key(provider_name, model, request, namespace)
+        elif mode == "only":
+            raise NotFound("cache mode 'only' but the cache is disabled")
+        timeout = request.timeout if request.timeout is not None else float(config.client.timeout)
+        return Prepared(request, provider, model, key, namespace, mode, timeout)
+
+    def request_timeout(self, request: CompletionRequest) -> float:
+        return request.timeout if request.timeout is not None else float(self.settings.config.client.timeout)
+
+    def hot_key(self, raw: msgspec.Raw) -> str | None:
+        """The cache key of a request seen before, from its bytes alone.
+
+        Identical bytes under the same configuration validate, route and hash
+        identically, so the key is reused; a config change clears the table.
+        """
+        if self._hot_generation != self.settings.generation:
+            self._hot_keys.clear()
+            self._hot_generation = self.settings.generation
+        if not self._hot_keys:
+            return None
+        return self._hot_keys.get(bytes(raw))
+
+    def remember_key(self, raw: msgspec.Raw, prepared: Prepared) -> None:
+        request = prepared.request
+        if prepared.key is None or prepared.mode not in ("use", "only") or request.model == AUTO:
+            return  # only plain cache reads take the shortcut; auto choices are counted each time
+        if len(self._hot_keys) >= HOT_KEYS:
+            self._hot_keys.clear()
+        self._hot_keys[bytes(raw)] = prepared.key
+
+    def cached_reply(self, prepared: Prepared) -> MemEntry | None:
+        """A memory-tier hit for `prepared`, without blocking (the hot path)."""
+        if prepared.key is None or prepared.mode == "refresh":
+            return None
+        return self.cache.lookup_memory(prepared.key)
+
+    # ------------------------------------------------------------- running
+
+    async def complete(self, prepared: Prepared, memory_probed: bool = False) -> CompletionResponse:
+        if prepared.key is None:
+            return await prepared.provider.complete(prepared.request, prepared.model)
+        if prepared.mode != "refresh":
+            entry = await self.cache.lookup(prepared.key, memory_probed)
+            if entry is not None:
+                return entry.response()
+            if prepared.mode == "only":
+                raise NotFound("no cached answer for this request (cache mode 'only')")
+        flight = self._board(prepared, streaming=False)
+        async with flight.subscription():
+            return await flight.result()
+
+    async def stream(self, prepared: Prepared, on_delta: DeltaCallback, memory_probed: bool = False) -> CompletionResponse:
+        if prepared.key is None:
+            return await prepared.provider.stream(prepared.request, prepared.model, on_delta)
+        if prepared.mode != "refresh":
+            entry = await self.cache.lookup(prepared.key, memory_probed)
+            if entry is not None:
+                for piece in replay_chunks(entry):
+                    await on_delta(piece)
+                return entry.response()
+            if prepared.mode == "only":
+                raise NotFound("no cached answer for this request (cache mode 'only')")
+        flight = self._board(prepared, streaming=True)
+        async with flight.subscription():
+            return await flight.follow(on_delta)
+
+    def _board(self, prepared: Prepared, streaming: bool) -> Flight:
+        """Join the flight for the request's key; a new one is flown from here."""
+        assert prepared.key is not None
+        flight, leader = self.cache.join(prepared.key, streaming)
+        if leader:
+            assert self._task_group is not None, "completions not started"
+            self._task_group.start_soon(self._fly, prepared, flight)
+        return flight
+
+    async def _fly(self, prepared: Prepared, flight: Flight) -> None:
+        """The shared upstream call: owned by no request, cancelled when the
+        last subscriber leaves (`Flight.subscription`)."""
+        assert prepared.key is not None
+        response: CompletionResponse | None = None
+        error: BaseException | None = None
+        try:
+            with flight.scope, anyio.fail_after(prepared.timeout):
+                if flight.streaming:
+                    response = await prepared.provider.stream(prepared.request, prepared.model, flight.record)
+                else:
+                    response = await prepared.provider.complete(prepared.request, prepared.model)
+                response = msgspec.structs.replace(response, cache_key=prepared.key)
+        except TimeoutError:
+            error = UpstreamTimeout("request timed out in the daemon")
+        except Exception as exc:
+            error = exc
+        finally:
+            self.cache.land(flight)
+        if response is not None:
+            self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
+                             flight.chunks if flight.streaming else None)
+        flight.finish(response, error)
+
+    async def session_send(
+        self, request: CompletionRequest, on_delta: DeltaCallback | None
+    ) -> tuple[CompletionResponse, dict[str, Any]]:
+        """`complete` within a session: its context goes upstream, the new
+        message and the reply are saved before the reply is returned."""
+        assert request.session is not None
+        _validate(request)
+        context = self.settings.config.session.context
+
+        async def complete(upstream: CompletionRequest, deltas: DeltaCallback | None) -> CompletionResponse:
+            prepared = self.prepare(upstream)
+            if deltas is None:
+                return await self.complete(prepared)
+            return await self.stream(prepared, deltas)
+
+        return await self.sessions.send(
+            request.session, request, complete, on_delta, context.max_tokens, context.recent
+        )
+
+    async def batch(
+        self, requests: list[CompletionRequest], concurrency: int | None, on_progress: ProgressCallback
+    ) -> list[BatchItem]:
+        """Every request, at most `concurrency` at a time; results in input order.
+
+        One item's failure is recorded in its `BatchItem.error` and does not
+        affect the others.
+        """
+        if not requests:
+            return []
+        if len(requests) > MAX_BATCH_ITEMS:
+            raise BadRequest(f"a batch holds at most {MAX_BATCH_ITEMS} requests, got {len(requests)}")
+        limit = concurrency if concurrency is not None else self.settings.config.batch.concurrency
+        if limit < 1:
+            raise BadRequest("batch concurrency must be at least 1")
+        limiter = anyio.CapacityLimiter(limit)
+        results: list[BatchItem | None] = [None] * len(requests)
+        done = 0
+
+        async def run_one(index: int, request: CompletionRequest) -> None:
+            nonlocal done
+            async with limiter:
+                try:
+                    if request.session is not None:
+                        raise BadRequest("a request within a session is sent with `complete`, not in a batch")
+                    prepared = self.prepare(request)
+                    with anyio.fail_after(prepared.timeout):
+                        item = BatchItem(index=index, response=await self.complete(prepared))
+                except Exception as exc:
+                    item = BatchItem(index=index, error=error_info(exc))
+                    if item.error is not None and item.error.code == ErrorCode.INTERNAL:
+                        log.exception("batch item failed", index=index)
+            results[index] = item
+            done += 1
+            await on_progress(BatchProgress(index=index, ok=item.error is None, done=done, total=len(requests)))
+
+        async with anyio.create_task_group() as tg:
+            for index, request in enumerate(requests):
+                tg.start_soon(run_one, index, request)
+        return [r for r in results if r is not None]
+
+
+def replay_chunks(entry: MemEntry) -> list[str] | tuple[str, ...]:
+    """A cached answer as stream chunks: the original boundaries when it was
+    streamed, else word-sized pieces of its text."""
+    if entry.chunks is not None:
+        return entry.chunks
+    return split_for_replay(entry.response().text)
+
+
+def cached_frames(rid: int, stream: bool, entry: MemEntry) -> bytes:
+    """A cache hit's reply: the stored response bytes spliced into `Done`,
+    after its chunks when the request streams."""
+    done = encode_frame(_DoneRaw(id=rid, response=entry.raw))
+    if not stream:
+        return done  # type: ignore[return-value]
+    frames = [encode_frame(Chunk(id=rid, text=piece)) for piece in replay_chunks(entry)]
+    frames.append(done)
+    return b"".join(frames)
+
+
+def _validate(request: CompletionRequest) -> None:
+    if not request.messages:
+        raise BadRequest("messages must not be empty")
+    for i, message in enumerate(request.messages):
+        if message.role not in _ROLES:
+            raise BadRequest(f"messages[{i}].role {message.role!r} is not one of {', '.join(sorted(_ROLES))}")
+    if request.max_tokens is not None and request.max_tokens <= 0:
+        raise BadRequest("max_tokens must be positive")
+    if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
+        raise BadRequest("temperature must be between 0 and 2")
+    if request.timeout is not None and request.timeout <= 0:
+        raise BadRequest("timeout must be positive")

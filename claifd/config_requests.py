@@ -1,0 +1,93 @@
+"""The configuration requests of the socket protocol, and the one place that
+changes the live configuration at run time (reloads and sets, one at a time,
+files read and written in a worker thread)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from claif_client.protocol import (
+    ConfigGet,
+    ConfigReload,
+    ConfigSet,
+    ConfigShow,
+    ConfigSources,
+    ConfigValidate,
+    Error,
+    ErrorCode,
+    Result,
+)
+
+from .config import ConfigError
+from .config_manager import Change, ConfigManager, FileRead, Scope
+from .dispatch import Conn, Dispatch
+from .errors import BadRequest
+
+__all__ = ["LiveConfig"]
+
+_SCOPES = ("runtime", "project", "global")
+
+
+class LiveConfig:
+    def __init__(self, settings: ConfigManager) -> None:
+        self.settings = settings
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<LiveConfig generation={self.settings.generation} error={self.settings.last_error!r}>"
+
+    async def reload(self, reason: str) -> list[Change]:
+        """Re-read the config files (in a worker thread) and apply them."""
+        async with self._lock:
+            reads: dict[str, FileRead] = await anyio.to_thread.run_sync(self.settings.read_files)
+            return self.settings.apply_reads(reads, reason)
+
+    async def set(self, key: str, value: Any, scope: Scope) -> list[Change]:
+        async with self._lock:
+            if scope == "runtime":
+                return self.settings.set_runtime(key, value)
+            layer = await anyio.to_thread.run_sync(self.settings.write_file_setting, scope, key, value)
+            return self.settings.adopt_layer(scope, layer)
+
+    # ---------------------------------------------------------- requests
+
+    def register(self, dispatch: Dispatch) -> None:
+        settings = self.settings
+        dispatch.inline(ConfigGet, self.on_get)
+        dispatch.inline(ConfigShow, lambda msg, conn: Result(id=msg.id, value=settings.show()))
+        dispatch.inline(ConfigSources, lambda msg, conn: Result(id=msg.id, value={
+            "generation": settings.generation, "last_error": settings.last_error, "sources": settings.sources_info(),
+        }))
+        dispatch.inline(ConfigValidate, lambda msg, conn: Result(id=msg.id, value=settings.validate_text(msg.text, msg.name)))
+        dispatch.task(ConfigSet, self.on_set)
+        dispatch.task(ConfigReload, self.on_reload)
+
+    def on_get(self, msg: ConfigGet, conn: Conn) -> Result | Error:
+        try:
+            value, source = self.settings.get(msg.key)
+        except KeyError:
+            return Error(id=msg.id, code=ErrorCode.NOT_FOUND, message=f"no config key {msg.key!r}")
+        return Result(id=msg.id, value={"key": msg.key, "value": value, "source": source})
+
+    async def on_set(self, msg: ConfigSet, conn: Conn, _: None) -> Result:
+        if msg.scope not in _SCOPES:
+            raise BadRequest(f"unknown scope {msg.scope!r} (runtime, project or global)")
+        try:
+            changes = await self.set(msg.key, msg.value, msg.scope)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise BadRequest(f"config not changed: {exc}") from exc
+        except OSError as exc:
+            raise BadRequest(f"config not changed: cannot write the {msg.scope} file: {exc.strerror or exc}") from exc
+        value, source = self.settings.get(msg.key)
+        return Result(id=msg.id, value={"key": msg.key, "value": value, "source": source,
+                                        "generation": self.settings.generation, "changed": [c.key for c in changes]})
+
+    async def on_reload(self, msg: ConfigReload, conn: Conn, _: None) -> Result:
+        changes = await self.reload("config reload request")
+        settings = self.settings
+        return Result(id=msg.id, value={
+            "generation": settings.generation, "changed": [c.key for c in changes], "error": settings.last_error,
+        })
