@@ -16,7 +16,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import structlog
 
 from . import __version__, monitoring
 from .cache import ResponseCache
@@ -36,7 +35,6 @@ from .types import ServerState, UpstreamCounters
 
 __all__ = ["App"]
 
-log = structlog.get_logger("claifd.app")
 
 
 class App:
@@ -58,11 +56,10 @@ class App:
         self.upstream = UpstreamCounters()
         self.pool = HttpPool(config.pool)
         self.task_group: anyio.abc.TaskGroup | None = None
-        current = self.current_config
         self.providers: dict[str, Provider] = {
             "echo": EchoProvider(self.upstream),
-            "anthropic": AnthropicProvider(self.pool, self.upstream, current, clock=clock),
-            "openai": OpenAIProvider(self.pool, self.upstream, current, clock=clock),
+            "anthropic": AnthropicProvider(self.pool, self.upstream, config.providers.anthropic, config.retry, clock=clock),
+            "openai": OpenAIProvider(self.pool, self.upstream, config.providers.openai, config.retry, clock=clock),
         }
         self.cache = ResponseCache(config.cache, config.prices)
         self.sessions = SessionService(config.session)
@@ -75,19 +72,17 @@ class App:
         session_requests.register(self.dispatch, self.sessions)
         self.live_config.register(self.dispatch)
         monitoring.register(self.dispatch, self.status, self.cache.stats, self.health_window)
-        self._wire_callbacks()
+        self._attach()
 
     @property
     def config(self) -> Config:
         """The configuration in force now (it changes on reloads)."""
         return self.settings.config
 
-    def current_config(self) -> Config:
-        return self.settings.config
-
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start what runs in the background (the cache's disk writer, flights)."""
         self.task_group = task_group
+        self.pool.start(task_group)
         self.completions.start(task_group)
         await self.cache.start(task_group)
         await self.sessions.start(task_group)
@@ -109,37 +104,20 @@ class App:
 
     # ------------------------------------------------- live configuration
 
-    def _wire_callbacks(self) -> None:
-        on = self.settings.register_callback
-        on("logging.level", lambda old, new, changes: set_level(new.logging.level))
-        on("pool.*", self._on_pool)
-        on("providers.*.max_concurrency", self._on_provider_limits)
-        on("cache.*", self._on_cache)
-        on("prices*", lambda old, new, changes: self.cache.set_prices(new.prices))
-        on("session.memory_budget", lambda old, new, changes: self.sessions.resize(int(new.session.memory_budget)))
-        on("server.max_in_flight_per_connection", self._on_server)
-
-    def _on_pool(self, old: Config, new: Config, changes: list[Change]) -> None:
-        """A new set of connections for new requests; the old ones finish what
-        they carry, then close."""
-        retired = self.pool.reconfigure(new.pool)
-        if self.task_group is not None:
-            self.task_group.start_soon(self.pool.close_when_idle, retired)
-
-    def _on_provider_limits(self, old: Config, new: Config, changes: list[Change]) -> None:
-        for name in ("anthropic", "openai"):
-            provider = self.providers[name]
+    def _attach(self) -> None:
+        """Each component gets its own section after every change to it."""
+        attach = self.settings.attach
+        attach("logging", lambda section: set_level(section.level))
+        attach("pool", self.pool.reconfigure)
+        for provider in (self.providers["anthropic"], self.providers["openai"]):
             assert isinstance(provider, (AnthropicProvider, OpenAIProvider))
-            provider.limiter.total_tokens = provider.provider_config().max_concurrency
-
-    def _on_cache(self, old: Config, new: Config, changes: list[Change]) -> None:
-        self.cache.reconfigure(new.cache)
-        restart_only = [c.key for c in changes if c.key in ("cache.dir", "cache.compression")]
-        if restart_only:
-            log.warning("cache settings take effect at the next start", keys=restart_only)
-
-    def _on_server(self, old: Config, new: Config, changes: list[Change]) -> None:
-        self.state.max_in_flight_per_connection = new.server.max_in_flight_per_connection
+            attach(f"providers.{provider.name}", provider.reconfigure)
+            attach("retry", provider.reconfigure_retry)
+        attach("cache", self.cache.reconfigure)
+        attach("prices", self.cache.set_prices)
+        attach("session", self.sessions.reconfigure)
+        attach("server", self.state.reconfigure)
+        attach("", self.completions.reconfigure)
 
     # ------------------------------------------------------------- status
 

@@ -45,6 +45,7 @@ from .auto import AUTO, choose_model
 from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
+from .config import Config
 from .config_manager import ConfigManager
 from .dispatch import Conn, Dispatch
 from .errors import BadRequest, NotFound, ShuttingDown, UpstreamTimeout, error_frame, error_info
@@ -110,7 +111,7 @@ _request_decoder = msgspec.msgpack.Decoder(CompletionRequest)
 class Completions:
     def __init__(self, settings: ConfigManager, providers: dict[str, Provider], cache: ResponseCache,
                  sessions: SessionService, state: ServerState) -> None:
-        self.settings = settings
+        self.config = settings.config
         self.providers = providers
         self.cache = cache
         self.sessions = sessions
@@ -118,13 +119,18 @@ class Completions:
         # How often `model: "auto"` chose each model.
         self.auto_selected: dict[str, int] = {}
         # Raw request bytes -> cache key, for requests already prepared once
-        # under this config generation (the hot path's shortcut).
+        # under the configuration in force (the hot path's shortcut).
         self._hot_keys: dict[bytes, str] = {}
-        self._hot_generation = settings.generation
         self._task_group: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
         return f"<Completions hot_keys={len(self._hot_keys)} flights={len(self.cache.flights)}>"
+
+    def reconfigure(self, config: Config) -> None:
+        """Any configuration change: routes, aliases, cache settings and
+        defaults may all differ, so remembered keys are forgotten."""
+        self.config = config
+        self._hot_keys.clear()
 
     def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Shared upstream calls run here: they outlive the request that started them."""
@@ -199,7 +205,7 @@ class Completions:
         if self.state.draining:
             raise ShuttingDown("the daemon is shutting down")
         _validate(request)
-        config = self.settings.config  # once: this is the hot path
+        config = self.config
         name = request.model or config.client.model
         if name == AUTO:
             name, _rule = choose_model(request, config.auto)
@@ -224,7 +230,7 @@ class Completions:
         return Prepared(request, provider, model, key, namespace, mode, timeout)
 
     def request_timeout(self, request: CompletionRequest) -> float:
-        return request.timeout if request.timeout is not None else float(self.settings.config.client.timeout)
+        return request.timeout if request.timeout is not None else float(self.config.client.timeout)
 
     def hot_key(self, raw: msgspec.Raw) -> str | None:
         """The cache key of a request seen before, from its bytes alone.
@@ -232,9 +238,6 @@ class Completions:
         Identical bytes under the same configuration validate, route and hash
         identically, so the key is reused; a config change clears the table.
         """
-        if self._hot_generation != self.settings.generation:
-            self._hot_keys.clear()
-            self._hot_generation = self.settings.generation
         if not self._hot_keys:
             return None
         return self._hot_keys.get(bytes(raw))
@@ -323,7 +326,7 @@ class Completions:
         message and the reply are saved before the reply is returned."""
         assert request.session is not None
         _validate(request)
-        context = self.settings.config.session.context
+        context = self.config.session.context
 
         async def complete(upstream: CompletionRequest, deltas: DeltaCallback | None) -> CompletionResponse:
             prepared = self.prepare(upstream)
@@ -347,7 +350,7 @@ class Completions:
             return []
         if len(requests) > MAX_BATCH_ITEMS:
             raise BadRequest(f"a batch holds at most {MAX_BATCH_ITEMS} requests, got {len(requests)}")
-        limit = concurrency if concurrency is not None else self.settings.config.batch.concurrency
+        limit = concurrency if concurrency is not None else self.config.batch.concurrency
         if limit < 1:
             raise BadRequest("batch concurrency must be at least 1")
         limiter = anyio.CapacityLimiter(limit)

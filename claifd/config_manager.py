@@ -305,6 +305,21 @@ class ConfigManager:
     def register_callback(self, pattern: str, fn: Callback) -> None:
         self._callbacks.append((pattern, fn))
 
+    def attach(self, section: str, reconfigure: Callable[[Any], object]) -> None:
+        """How configuration reaches a component, the one way: after every
+        applied change to `section` (a dotted path such as "pool" or
+        "providers.openai"; "" for the whole configuration), call
+        `reconfigure(new value of section)`. Components get their initial
+        section when they are built."""
+
+        def call(old: Config, new: Config, changes: list[Change]) -> None:
+            value: Any = new
+            for part in filter(None, section.split(".")):
+                value = getattr(value, part)
+            reconfigure(value)
+
+        self.register_callback(f"{section}*" if section else "*", call)
+
     def _run_callbacks(self, old: Config, new: Config, changes: list[Change]) -> None:
         for pattern, fn in self._callbacks:
             matching = [c for c in changes if fnmatch.fnmatchcase(c.key, pattern)]

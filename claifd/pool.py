@@ -17,6 +17,7 @@ The totals still honour `pool.max_connections` and `pool.max_keepalive`.
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import httpx
 
 from .config import PoolConfig
@@ -46,14 +47,21 @@ class HttpPool:
         self.config = config
         self._lanes = self._build(config)
         self.generation = 1
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Where retired lanes wait for their last request before closing."""
+        self._task_group = task_group
 
     def reconfigure(self, config: PoolConfig) -> list[_Lane]:
-        """New lanes for new requests (config reload); returns the old ones,
-        which keep serving the requests they carry. Close them with
-        `close_when_idle`: no request in flight fails."""
+        """New lanes for new requests (config reload); the old ones keep
+        serving the requests they carry and close when idle (once started),
+        so no request in flight fails. Returns the retired lanes."""
         retired, self._lanes = self._lanes, self._build(config)
         self.config = config
         self.generation += 1
+        if self._task_group is not None:
+            self._task_group.start_soon(self.close_when_idle, retired)
         return retired
 
     @staticmethod

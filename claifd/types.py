@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from .config import ServerConfig
+
 __all__ = ["DeltaCallback", "UpstreamCounters", "InFlight", "ServerState"]
 
 # A streamed call awaits this for each piece of text, in order.
@@ -69,6 +71,9 @@ class ServerState:
         self.draining = False
         self.in_flight = InFlight()
         self.max_in_flight_per_connection = max_in_flight_per_connection
+
+    def reconfigure(self, config: ServerConfig) -> None:
+        self.max_in_flight_per_connection = config.max_in_flight_per_connection
 
     def __repr__(self) -> str:
         return (f"<ServerState connections={self.connections} in_flight={self.in_flight.count} "

@@ -139,6 +139,22 @@ def test_callbacks_fire_once_per_change_with_their_matching_keys(tmp_path: Path)
     assert len(calls["all"]) == 1 and m.generation == 2
 
 
+def test_attached_components_get_their_own_section_after_each_change(tmp_path: Path) -> None:
+    m = manager(tmp_path)
+    got: dict[str, list[Any]] = {"pool": [], "openai": [], "all": [], "session": []}
+    m.attach("pool", got["pool"].append)
+    m.attach("providers.openai", got["openai"].append)
+    m.attach("", got["all"].append)
+    m.attach("session", got["session"].append)
+    write(tmp_path / "global.json", {"pool": {"max_connections": 7}, "providers": {"openai": {"max_concurrency": 3}}})
+    m.reload()
+    assert [p.max_connections for p in got["pool"]] == [7]
+    assert [p.max_concurrency for p in got["openai"]] == [3]
+    assert got["all"] == [m.config] and got["session"] == []
+    m.reload()  # nothing changed: nobody is called
+    assert len(got["all"]) == 1
+
+
 def test_a_failing_callback_does_not_stop_the_others(tmp_path: Path) -> None:
     m = manager(tmp_path)
     seen: list[Any] = []

@@ -263,6 +263,9 @@ class ResponseCache:
         """A reloaded `cache` section. Smaller budgets evict at once; a shorter
         TTL applies to entries already stored (a longer one does not extend
         them); `dir` and `compression` wait for the next start."""
+        restart_only = [key for key in ("dir", "compression") if getattr(config, key) != getattr(self.config, key)]
+        if restart_only:
+            log.warning("cache settings take effect at the next start", keys=[f"cache.{k}" for k in restart_only])
         self.config = config
         self.memory.resize(int(config.memory_max_bytes))
         cap = self._ttl_cap()

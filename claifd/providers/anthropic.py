@@ -28,9 +28,6 @@ class AnthropicProvider(HttpProvider):
     name = "anthropic"
     env_key = "ANTHROPIC_API_KEY"
 
-    def provider_config(self) -> AnthropicConfig:
-        return self.settings().providers.anthropic
-
     def url(self, config: ProviderConfig) -> str:
         return config.base_url.rstrip("/") + "/v1/messages"
 

@@ -26,7 +26,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
-from ..config import Config, ProviderConfig
+from ..config import ProviderConfig, RetryConfig
 from ..errors import (
     ClaifdError,
     NotConfigured,
@@ -72,15 +72,26 @@ class HttpProvider:
         self,
         pool: HttpPool,
         counters: UpstreamCounters,
-        settings: Callable[[], Config],
+        config: ProviderConfig,
+        retry: RetryConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.counters = counters
-        self.settings = settings
+        self.config = config
+        self.retry = retry
         self.clock = clock
-        self.limiter = anyio.CapacityLimiter(self.provider_config().max_concurrency)
+        self.limiter = anyio.CapacityLimiter(config.max_concurrency)
+
+    def reconfigure(self, config: ProviderConfig) -> None:
+        """Its `providers.NAME` section changed: new calls use it; the
+        concurrency limit applies at once (calls over it wait)."""
+        self.config = config
+        self.limiter.total_tokens = config.max_concurrency
+
+    def reconfigure_retry(self, retry: RetryConfig) -> None:
+        self.retry = retry
 
     def __repr__(self) -> str:
         stats = self.limiter.statistics()
@@ -91,9 +102,6 @@ class HttpProvider:
         return {"in_flight": s.borrowed_tokens, "queued": s.tasks_waiting, "max_concurrency": int(s.total_tokens)}
 
     # ------------------------------------------------ what subclasses define
-
-    def provider_config(self) -> ProviderConfig:
-        raise NotImplementedError
 
     def url(self, config: ProviderConfig) -> str:
         raise NotImplementedError
@@ -130,12 +138,12 @@ class HttpProvider:
         return await self._call(request, model, on_delta)
 
     async def _call(self, request: CompletionRequest, model: str, on_delta: DeltaCallback | None) -> CompletionResponse:
-        config = self.provider_config()
+        config = self.config
         key = self.api_key(config)
         url = self.url(config)
         headers = self.headers(config, key)
         content = msgspec.json.encode(self.body(request, model, on_delta is not None, config))
-        retry = self.settings().retry
+        retry = self.retry
         policy = RetryPolicy(retry.max_attempts, float(retry.base_delay), float(retry.max_delay), float(retry.deadline))
         delivered = False
 

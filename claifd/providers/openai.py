@@ -19,7 +19,7 @@ from httpx_sse import ServerSentEvent
 
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 
-from ..config import OpenAIConfig, ProviderConfig
+from ..config import ProviderConfig
 from ..content import text_of
 from ..errors import UpstreamError
 from .http import HttpProvider, StreamAssembler
@@ -48,9 +48,6 @@ def _content(text: str, tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]
 class OpenAIProvider(HttpProvider):
     name = "openai"
     env_key = "OPENAI_API_KEY"
-
-    def provider_config(self) -> OpenAIConfig:
-        return self.settings().providers.openai
 
     def url(self, config: ProviderConfig) -> str:
         return config.base_url.rstrip("/") + "/chat/completions"

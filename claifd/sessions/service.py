@@ -82,8 +82,11 @@ class SessionService:
             await self._commit(self._take())
         await anyio.to_thread.run_sync(self.store.close, limiter=self._write_thread)
 
-    def resize(self, budget: int) -> None:
-        self.lru.resize(budget)
+    def reconfigure(self, config: SessionConfig) -> None:
+        """A reloaded `session` section: a smaller budget evicts at once (the
+        store keeps every session); `directory` waits for the next start."""
+        self.config = config
+        self.lru.resize(int(config.memory_budget))
 
     # -------------------------------------------------------------- writing
 
