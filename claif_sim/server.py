@@ -31,8 +31,8 @@ import argparse
 import dataclasses
 import email.utils
 import itertools
-import math
 import json
+import math
 import re
 import signal
 import time

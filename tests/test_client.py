@@ -18,8 +18,8 @@ from claif_client import (
     Client,
     CompletionResponse,
     DaemonUnavailable,
-    RateLimited,
     NotFound,
+    RateLimited,
     Timeout,
     UpstreamError,
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from claif_client import Client, UpstreamError

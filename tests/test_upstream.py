@@ -5,7 +5,6 @@ batching and concurrency limits."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 

@@ -18,8 +18,8 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 
 from ..content import text_of
 from ..errors import RateLimited, UpstreamError, UpstreamTimeout
-from .base import DeltaCallback
 from ..types import UpstreamCounters
+from .base import DeltaCallback
 
 __all__ = ["EchoProvider"]
 

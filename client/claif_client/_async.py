@@ -18,15 +18,13 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ._connection import DEFAULT_TIMEOUT, RECV_SIZE, Handshake
 from ._demux import Demux, terminal_result
 from ._requests import CacheArg, MessagesArg, build_request
-from ._sync import DEFAULT_TIMEOUT
 from ._version import __version__
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
-from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
-    PROTOCOL_VERSION,
     Batch,
     BatchItem,
     CacheClear,
@@ -44,10 +42,8 @@ from .protocol import (
     ConfigSources,
     ConfigValidate,
     Done,
-    Error,
     GetStatus,
     Health,
-    Hello,
     Metrics,
     Ping,
     Reply,
@@ -60,9 +56,7 @@ from .protocol import (
     SessionGet,
     SessionImport,
     SessionList,
-    Welcome,
     encode_frame,
-    hello_decoder,
 )
 
 if TYPE_CHECKING:
@@ -70,10 +64,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncClient", "AsyncCompletionStream"]
 
-# Below glibc's mmap threshold (128 KiB): a larger recv buffer is mmap'ed and
-# unmapped on every call, which measured 17 us per recv instead of 2 us.
-_RECV_SIZE = 64 * 1024
-_hello_decoder = hello_decoder()
 
 
 class AsyncClient:
@@ -327,27 +317,20 @@ class AsyncClient:
             ) from exc
         except OSError as exc:
             raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
-        frames = FrameDecoder()
+        handshake = Handshake(self.client_name)
         try:
             with anyio.fail_after(self.timeout):
-                await stream.send(bytes(encode_frame(Hello(protocol=PROTOCOL_VERSION, client=self.client_name))))
-                payloads: list[bytes | memoryview] = []
-                while not payloads:
-                    payloads = frames.feed(await stream.receive(_RECV_SIZE))
-            welcome = _hello_decoder.decode(payloads[0])
+                await stream.send(handshake.hello)
+                welcome = None
+                while welcome is None:
+                    welcome = handshake.feed(await stream.receive(RECV_SIZE))
         except BaseException as exc:
             await anyio.aclose_forcefully(stream)
             if isinstance(exc, TimeoutError):
                 raise Timeout("daemon did not answer the handshake") from exc
-            if isinstance(exc, (msgspec.DecodeError, FrameTooLarge)):
-                raise ProtocolError(f"bad handshake reply: {exc}") from exc
             if isinstance(exc, (anyio.EndOfStream, anyio.BrokenResourceError, OSError)):
                 raise DaemonUnavailable("daemon closed the connection during the handshake") from exc
             raise
-        if not isinstance(welcome, Welcome):
-            await anyio.aclose_forcefully(stream)
-            detail = f"{welcome.code}: {welcome.message}" if isinstance(welcome, Error) else "no Welcome"
-            raise ProtocolError(f"handshake refused: {detail}")
         self.daemon_version = welcome.daemon_version
         self.capabilities = tuple(welcome.capabilities)
         self._stream = stream
@@ -403,7 +386,7 @@ class AsyncClient:
             raise DaemonUnavailable("not connected to the daemon")
         try:
             with anyio.fail_after(self.timeout):
-                data = await stream.receive(_RECV_SIZE)
+                data = await stream.receive(RECV_SIZE)
         except TimeoutError as exc:
             raise Timeout(f"no reply from the daemon within {self.timeout}s") from exc
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:

@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ._connection import DEFAULT_TIMEOUT, RECV_SIZE, Handshake
 from ._demux import Demux, terminal_result
 from ._requests import CacheArg, MessagesArg, build_request
 from ._version import __version__
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
-from .framing import FrameDecoder, FrameTooLarge
 from .paths import resolve_socket_path
 from .protocol import (
-    PROTOCOL_VERSION,
     Batch,
     BatchItem,
     CacheClear,
@@ -52,10 +51,8 @@ from .protocol import (
     ConfigSources,
     ConfigValidate,
     Done,
-    Error,
     GetStatus,
     Health,
-    Hello,
     Metrics,
     Ping,
     Reply,
@@ -68,9 +65,7 @@ from .protocol import (
     SessionGet,
     SessionImport,
     SessionList,
-    Welcome,
     encode_frame,
-    hello_decoder,
 )
 
 if TYPE_CHECKING:
@@ -78,12 +73,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "CompletionStream", "DEFAULT_TIMEOUT"]
 
-# Long enough for a slow model's whole answer; override per client.
-DEFAULT_TIMEOUT = 600.0
-# Below glibc's mmap threshold (128 KiB): a larger recv buffer is mmap'ed and
-# unmapped on every call, which measured 17 us per recv instead of 2 us.
-_RECV_SIZE = 64 * 1024
-_hello_decoder = hello_decoder()
 
 
 class Client:
@@ -350,32 +339,24 @@ class Client:
         except OSError as exc:
             sock.close()
             raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
+        handshake = Handshake(self.client_name)
         try:
-            sock.sendall(encode_frame(Hello(protocol=PROTOCOL_VERSION, client=self.client_name)))
-            frames = FrameDecoder()
-            payloads: list[bytes | memoryview] = []
-            while not payloads:
-                data = sock.recv(_RECV_SIZE)
+            sock.sendall(handshake.hello)
+            welcome = None
+            while welcome is None:
+                data = sock.recv(RECV_SIZE)
                 if not data:
                     raise DaemonUnavailable("daemon closed the connection during the handshake")
-                payloads = frames.feed(data)
-            welcome = _hello_decoder.decode(payloads[0])
+                welcome = handshake.feed(data)
         except TimeoutError as exc:
             sock.close()
             raise Timeout("daemon did not answer the handshake") from exc
-        except (msgspec.DecodeError, FrameTooLarge) as exc:
-            sock.close()
-            raise ProtocolError(f"bad handshake reply: {exc}") from exc
         except OSError as exc:
             sock.close()
             raise DaemonUnavailable(f"connection to {self.socket_path} failed: {exc}") from exc
         except ClaifError:
             sock.close()
             raise
-        if not isinstance(welcome, Welcome):
-            sock.close()
-            detail = f"{welcome.code}: {welcome.message}" if isinstance(welcome, Error) else "no Welcome"
-            raise ProtocolError(f"handshake refused: {detail}")
         self.daemon_version = welcome.daemon_version
         self.capabilities = tuple(welcome.capabilities)
         _use_kernel_timeouts(sock, self.timeout)
@@ -443,7 +424,7 @@ class Client:
         if sock is None:
             raise DaemonUnavailable("not connected to the daemon")
         try:
-            data = sock.recv(_RECV_SIZE)
+            data = sock.recv(RECV_SIZE)
         except (TimeoutError, BlockingIOError) as exc:
             raise Timeout(f"no reply from the daemon within {self.timeout}s") from exc
         except OSError as exc:
