@@ -28,19 +28,17 @@ import anyio.abc
 import msgspec
 import structlog
 
-from claif_client.framing import FrameDecoder, FrameTooLarge
+from claif_client.connection import ServerConnection
+from claif_client.framing import FrameTooLarge
 from claif_client.protocol import (
     HEADER_SIZE,
     MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
-    REQUEST_TYPES,
     Cancel,
     Error,
     ErrorCode,
-    Hello,
     Welcome,
     encode_frame,
-    hello_decoder,
 )
 
 from . import __version__
@@ -57,8 +55,6 @@ CAPABILITIES = ["multiplex", "stream", "cancel", "batch", "cache", "config", "se
 # (a batch script starting many workers), so be generous.
 LISTEN_BACKLOG = 512
 
-_hello_decoder = hello_decoder()
-
 
 class Connection(asyncio.Protocol):
     """One client connection: frames in, replies out."""
@@ -67,20 +63,18 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.state = server.state
         self.routes = server.dispatch.routes
-        self.decoder = server.decoder
         self.cid = cid
         self.transport: asyncio.Transport | None = None
-        self.frames = FrameDecoder()
-        self.handshaken = False
+        # The protocol's rules (handshake, decoding, ids, cancel) without I/O;
+        # each request in flight holds its task's cancel scope there.
+        self.protocol: ServerConnection[anyio.CancelScope] = ServerConnection(server.decoder, server.welcome)
         self.closed = False
-        # Request id -> the cancel scope of its task.
-        self.in_flight: dict[int, anyio.CancelScope] = {}
         self._reading_paused = False
         self._write_paused = False
         self._can_write: asyncio.Event | None = None
 
     def __repr__(self) -> str:
-        return f"<Connection #{self.cid} in_flight={len(self.in_flight)} closed={self.closed}>"
+        return f"<Connection #{self.cid} in_flight={len(self.protocol.in_flight)} closed={self.closed}>"
 
     # ------------------------------------------------ asyncio protocol hooks
 
@@ -95,12 +89,13 @@ class Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.state.connections -= 1
         # The client is gone: its requests (and their upstream calls) stop.
-        for scope in self.in_flight.values():
+        for scope in self.protocol.lost():
             scope.cancel()
         if self._can_write is not None:
             self._can_write.set()
-        if self.frames.pending_bytes:
-            log.info("connection closed mid-frame", conn=self.cid, pending_bytes=self.frames.pending_bytes)
+        pending = self.protocol.frames.pending_bytes
+        if pending:
+            log.info("connection closed mid-frame", conn=self.cid, pending_bytes=pending)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -112,8 +107,9 @@ class Connection(asyncio.Protocol):
             self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
         try:
-            payloads = self.frames.feed(data)
+            payloads = protocol.receive_data(data)
         except FrameTooLarge as exc:
             log.warning("frame too large, closing connection", conn=self.cid, size=exc.size, limit=exc.limit)
             self.fail(ErrorCode.TOO_LARGE, str(exc))
@@ -121,7 +117,7 @@ class Connection(asyncio.Protocol):
         for payload in payloads:
             if self.closed:
                 return
-            if self.handshaken:
+            if protocol.open:
                 self.on_request(payload)
             else:
                 self.on_hello(payload)
@@ -168,36 +164,24 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------ reading
 
     def on_hello(self, payload: bytes | memoryview) -> None:
-        try:
-            hello = _hello_decoder.decode(payload)
-        except msgspec.DecodeError as exc:
-            self.fail(ErrorCode.HANDSHAKE_REQUIRED, f"expected a Hello frame first: {exc}")
-            return
-        if not isinstance(hello, Hello):
-            self.fail(ErrorCode.HANDSHAKE_REQUIRED, "expected a Hello frame first")
-            return
-        if hello.protocol != PROTOCOL_VERSION:
-            self.fail(
-                ErrorCode.PROTOCOL_MISMATCH,
-                f"client speaks protocol {hello.protocol}, this daemon speaks {PROTOCOL_VERSION}; "
-                "upgrade the older side",
-            )
-            return
-        self.handshaken = True
-        self.write(Welcome(protocol=PROTOCOL_VERSION, daemon_version=__version__, capabilities=CAPABILITIES))
-        log.debug("client connected", conn=self.cid, client=hello.client)
+        frame, opened = self.protocol.receive_hello(payload)
+        self.write_raw(frame)
+        if opened:
+            log.debug("client connected", conn=self.cid, client=self.protocol.client)
+        else:
+            self.close()
 
     def on_request(self, payload: bytes | memoryview) -> None:
-        try:
-            msg = self.decoder.decode(payload)
-        except msgspec.DecodeError as exc:
-            self.reject(payload, exc)
-            return
+        msg = self.protocol.receive_request(payload)
         kind = type(msg)
-        if kind is Cancel:  # the connection's own business, with no reply of its own
-            scope = self.in_flight.get(msg.id)
+        if kind is Cancel:  # no reply of its own: the request it names ends `cancelled`
+            scope = self.protocol.cancel(msg.id)
             if scope is not None:
                 scope.cancel()
+            return
+        if kind is Error:  # a payload that is no valid request
+            log.info("rejected request", conn=self.cid, id=msg.id, code=msg.code, reason=msg.message)
+            self.write(msg)
             return
         route = self.routes[kind]  # the decoder knows only routed types
         self.state.requests_total += 1
@@ -218,30 +202,9 @@ class Connection(asyncio.Protocol):
             log.exception("request failed", method=type(msg).__name__.lower())
         return frame
 
-    def reject(self, payload: bytes | memoryview, exc: msgspec.DecodeError) -> None:
-        """Answer a frame that is not a valid request, with its id if it has one."""
-        try:
-            raw: Any = msgspec.msgpack.decode(payload)
-        except msgspec.DecodeError:
-            raw = None
-        rid = raw.get("id") if isinstance(raw, dict) else None
-        rid = rid if isinstance(rid, int) and not isinstance(rid, bool) else 0
-        kind = raw.get("type") if isinstance(raw, dict) else None
-        if isinstance(kind, str) and kind not in REQUEST_TYPES:
-            code, message = ErrorCode.UNKNOWN_METHOD, f"unknown method {kind!r}"
-        elif raw is None:
-            code, message = ErrorCode.BAD_REQUEST, f"payload is not valid msgpack: {exc}"
-        else:
-            code, message = ErrorCode.BAD_REQUEST, f"invalid request: {exc}"
-        log.info("rejected request", conn=self.cid, id=rid, code=code, reason=message)
-        self.write(Error(id=rid, code=code, message=message))
-
     # --------------------------------------------------- requests as tasks
 
     def start(self, msg: Any, handler: TaskHandler, arg: Any = None, timeout: float | None = None) -> None:
-        if msg.id in self.in_flight:
-            self.write(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"request id {msg.id} is already in flight"))
-            return
         if self.state.draining:
             self.write(Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down"))
             return
@@ -249,11 +212,14 @@ class Connection(asyncio.Protocol):
         # first still finds it. It also carries the request's deadline: one
         # scope per request instead of two on the hot path.
         scope = anyio.CancelScope()
+        refused = self.protocol.begin(msg.id, scope)
+        if refused is not None:
+            self.write(refused)
+            return
         if timeout is not None:
             scope.deadline = anyio.current_time() + timeout
-        self.in_flight[msg.id] = scope
         self.state.in_flight.enter()
-        if len(self.in_flight) >= self.state.max_in_flight_per_connection:
+        if len(self.protocol.in_flight) >= self.state.max_in_flight_per_connection:
             self._pause_reading()
         self.server.task_group.start_soon(self.run_request, msg, handler, arg, scope)
 
@@ -263,10 +229,10 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _finish(self, rid: int) -> None:
-        self.in_flight.pop(rid, None)
+        self.protocol.end(rid)
         self.state.in_flight.exit()
         limit = self.state.max_in_flight_per_connection
-        if self._reading_paused and len(self.in_flight) < limit // 2 and not self.closed:
+        if self._reading_paused and len(self.protocol.in_flight) < limit // 2 and not self.closed:
             self._reading_paused = False
             assert self.transport is not None
             self.transport.resume_reading()
@@ -311,6 +277,7 @@ class Server:
         self.state = state
         self.task_group = task_group
         self.decoder = dispatch.decoder(Cancel)
+        self.welcome = Welcome(protocol=PROTOCOL_VERSION, daemon_version=__version__, capabilities=CAPABILITIES)
         self.connections: set[Connection] = set()
         self._ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None

@@ -8,7 +8,6 @@ caller loses no bytes: `FrameDecoder` keeps partial frames across reads.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,10 +17,10 @@ import anyio
 import anyio.abc
 import msgspec
 
-from ._connection import DEFAULT_TIMEOUT, RECV_SIZE, Handshake
-from ._demux import Demux, terminal_result
+from ._demux import terminal_result
 from ._requests import CacheArg, MessagesArg, build_request
 from ._version import __version__
+from .connection import DEFAULT_TIMEOUT, RECV_SIZE, ClientConnection
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
 from .paths import resolve_socket_path
 from .protocol import (
@@ -81,8 +80,9 @@ class AsyncClient:
         self.capabilities: tuple[str, ...] = ()
         self._chat: Any = None
         self._stream: anyio.abc.ByteStream | None = None
-        self._demux = Demux()
-        self._ids = itertools.count(1)
+        # The protocol's rules without I/O: handshake, ids, replies by id, cancel.
+        self._protocol = ClientConnection(client_name)
+        self._demux = self._protocol.demux
         self._send_lock = anyio.Lock(fast_acquire=True)
         # One caller reads at a time and files each frame in its mailbox;
         # the others wait for `_filed`, set after every read, so a reply is
@@ -105,25 +105,25 @@ class AsyncClient:
         return self._chat  # type: ignore[no-any-return]
 
     async def ping(self) -> None:
-        await self._call(Ping(id=next(self._ids)))
+        await self._call(Ping(id=self._protocol.next_id()))
 
     async def status(self) -> dict[str, Any]:
-        return await self._value(GetStatus(id=next(self._ids)))  # type: ignore[no-any-return]
+        return await self._value(GetStatus(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def health(self) -> dict[str, Any]:
         """`{status: healthy|warning|unhealthy, checks: [{name, status, detail}]}`."""
-        return await self._value(Health(id=next(self._ids)))  # type: ignore[no-any-return]
+        return await self._value(Health(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def metrics(self) -> str:
         """The Prometheus text exposition."""
-        return await self._value(Metrics(id=next(self._ids)))  # type: ignore[no-any-return]
+        return await self._value(Metrics(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def session_create(
         self, title: str | None = None, model: str | None = None, system: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A new session (saved before this returns); its `id` is what the other calls take."""
-        return await self._value(SessionCreate(id=next(self._ids), title=title, model=model, system=system, metadata=metadata))  # type: ignore[no-any-return]
+        return await self._value(SessionCreate(id=self._protocol.next_id(), title=title, model=model, system=system, metadata=metadata))  # type: ignore[no-any-return]
 
     async def session_send(
         self,
@@ -142,53 +142,53 @@ class AsyncClient:
             message, model=model, system=system, max_tokens=max_tokens, temperature=temperature,
             cache=cache, session=session_id, more=more,
         )
-        reply = await self._call(Complete(id=next(self._ids), request=request))
+        reply = await self._call(Complete(id=self._protocol.next_id(), request=request))
         assert isinstance(reply, Done) and reply.response is not None
         return reply.response, reply.value or {}
 
     async def session_get(self, session_id: str) -> dict[str, Any]:
-        return await self._value(SessionGet(id=next(self._ids), session_id=session_id))  # type: ignore[no-any-return]
+        return await self._value(SessionGet(id=self._protocol.next_id(), session_id=session_id))  # type: ignore[no-any-return]
 
     async def session_list(
         self, metadata: dict[str, Any] | None = None, offset: int = 0, limit: int = 50
     ) -> dict[str, Any]:
         """`{total, sessions: [{id, title, updated, message_count, ...}]}`, most recent first."""
-        return await self._value(SessionList(id=next(self._ids), metadata=metadata, offset=offset, limit=limit))  # type: ignore[no-any-return]
+        return await self._value(SessionList(id=self._protocol.next_id(), metadata=metadata, offset=offset, limit=limit))  # type: ignore[no-any-return]
 
     async def session_delete(self, session_id: str) -> None:
-        await self._value(SessionDelete(id=next(self._ids), session_id=session_id))
+        await self._value(SessionDelete(id=self._protocol.next_id(), session_id=session_id))
 
     async def session_export(self, session_id: str, format: str = "json") -> Any:
         """The session as a document ("json") or as markdown text ("md")."""
-        return await self._value(SessionExport(id=next(self._ids), session_id=session_id, format=format))
+        return await self._value(SessionExport(id=self._protocol.next_id(), session_id=session_id, format=format))
 
     async def session_import(self, document: Any) -> dict[str, Any]:
-        return await self._value(SessionImport(id=next(self._ids), document=document))  # type: ignore[no-any-return]
+        return await self._value(SessionImport(id=self._protocol.next_id(), document=document))  # type: ignore[no-any-return]
 
     async def session_fork(self, session_id: str, at: int | None = None, title: str | None = None) -> dict[str, Any]:
         """A new session holding the messages up to and including index `at`."""
-        return await self._value(SessionFork(id=next(self._ids), session_id=session_id, at=at, title=title))  # type: ignore[no-any-return]
+        return await self._value(SessionFork(id=self._protocol.next_id(), session_id=session_id, at=at, title=title))  # type: ignore[no-any-return]
 
     async def config_get(self, key: str) -> dict[str, Any]:
         """`{"key", "value", "source"}`: source is default, global, project, env or runtime."""
-        return await self._value(ConfigGet(id=next(self._ids), key=key))  # type: ignore[no-any-return]
+        return await self._value(ConfigGet(id=self._protocol.next_id(), key=key))  # type: ignore[no-any-return]
 
     async def config_set(self, key: str, value: Any, scope: str = "runtime") -> dict[str, Any]:
         """Set a dotted key in the runtime layer, or in the project or global file."""
-        return await self._value(ConfigSet(id=next(self._ids), key=key, value=value, scope=scope))  # type: ignore[no-any-return]
+        return await self._value(ConfigSet(id=self._protocol.next_id(), key=key, value=value, scope=scope))  # type: ignore[no-any-return]
 
     async def config_show(self) -> dict[str, Any]:
         """The effective configuration (secrets redacted)."""
-        return await self._value(ConfigShow(id=next(self._ids)))  # type: ignore[no-any-return]
+        return await self._value(ConfigShow(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def config_sources(self) -> dict[str, Any]:
-        return await self._value(ConfigSources(id=next(self._ids)))  # type: ignore[no-any-return]
+        return await self._value(ConfigSources(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def config_reload(self) -> dict[str, Any]:
-        return await self._value(ConfigReload(id=next(self._ids)))  # type: ignore[no-any-return]
+        return await self._value(ConfigReload(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def config_validate(self, text: str, name: str = "<text>") -> dict[str, Any]:
-        return await self._value(ConfigValidate(id=next(self._ids), text=text, name=name))  # type: ignore[no-any-return]
+        return await self._value(ConfigValidate(id=self._protocol.next_id(), text=text, name=name))  # type: ignore[no-any-return]
 
     async def _value(self, msg: Request) -> Any:
         reply = await self._call(msg)
@@ -197,15 +197,15 @@ class AsyncClient:
         return reply.value
 
     async def cache_stats(self) -> dict[str, Any]:
-        return await self._value(CacheStats(id=next(self._ids)))  # type: ignore[no-any-return]
+        return await self._value(CacheStats(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def cache_clear(self, namespace: str | None = None) -> int:
         """Drop cached answers (all, or one namespace's); how many were removed."""
-        return int((await self._value(CacheClear(id=next(self._ids), namespace=namespace)))["removed"])
+        return int((await self._value(CacheClear(id=self._protocol.next_id(), namespace=namespace)))["removed"])
 
     async def cache_delete(self, key: str) -> bool:
         """Drop one cached answer by its key (`CompletionResponse.cache_key`)."""
-        return bool((await self._value(CacheDelete(id=next(self._ids), key=key)))["deleted"])
+        return bool((await self._value(CacheDelete(id=self._protocol.next_id(), key=key)))["deleted"])
 
     async def complete(
         self,
@@ -225,7 +225,7 @@ class AsyncClient:
         return await self.complete_request(request)
 
     async def complete_request(self, request: CompletionRequest) -> CompletionResponse:
-        reply = await self._call(Complete(id=next(self._ids), request=request))
+        reply = await self._call(Complete(id=self._protocol.next_id(), request=request))
         assert isinstance(reply, Done) and reply.response is not None
         return reply.response
 
@@ -240,7 +240,7 @@ class AsyncClient:
         `.error` instead of `.response`. `on_progress` gets
         `{index, ok, done, total}` as each item finishes."""
         reqs = [r if isinstance(r, CompletionRequest) else msgspec.convert(r, CompletionRequest) for r in requests]
-        rid = next(self._ids)
+        rid = self._protocol.next_id()
         self._demux.open(rid)
         try:
             await self._send(Batch(id=rid, requests=reqs, concurrency=concurrency))
@@ -317,13 +317,12 @@ class AsyncClient:
             ) from exc
         except OSError as exc:
             raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
-        handshake = Handshake(self.client_name)
         try:
             with anyio.fail_after(self.timeout):
-                await stream.send(handshake.hello)
+                await stream.send(self._protocol.connect())
                 welcome = None
                 while welcome is None:
-                    welcome = handshake.feed(await stream.receive(RECV_SIZE))
+                    welcome = self._protocol.receive_welcome(await stream.receive(RECV_SIZE))
         except BaseException as exc:
             await anyio.aclose_forcefully(stream)
             if isinstance(exc, TimeoutError):
@@ -334,7 +333,6 @@ class AsyncClient:
         self.daemon_version = welcome.daemon_version
         self.capabilities = tuple(welcome.capabilities)
         self._stream = stream
-        self._demux.reset()
         return stream
 
     async def _send(self, msg: Request) -> None:
@@ -402,12 +400,13 @@ class AsyncClient:
             raise failure
 
     async def _abandon(self, rid: int) -> None:
-        if not self._demux.abandon(rid) or self._stream is None:
+        cancel = self._protocol.give_up(rid)
+        if cancel is None or self._stream is None:
             return
         # Shielded: this often runs because the caller was cancelled.
         with anyio.CancelScope(shield=True):
             try:
-                await self._send(Cancel(id=rid))
+                await self._send(cancel)
             except ClaifError:
                 pass
 
@@ -430,7 +429,7 @@ class AsyncCompletionStream:
     async def __anext__(self) -> str:
         client = self._client
         if self._rid is None:
-            self._rid = next(client._ids)
+            self._rid = client._protocol.next_id()
             client._demux.open(self._rid)
             try:
                 await client._send(Complete(id=self._rid, request=self._request, stream=True))

@@ -16,7 +16,6 @@ Design notes:
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import struct
@@ -27,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._connection import DEFAULT_TIMEOUT, RECV_SIZE, Handshake
-from ._demux import Demux, terminal_result
+from ._demux import terminal_result
 from ._requests import CacheArg, MessagesArg, build_request
 from ._version import __version__
+from .connection import DEFAULT_TIMEOUT, RECV_SIZE, ClientConnection
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
 from .paths import resolve_socket_path
 from .protocol import (
@@ -90,8 +89,9 @@ class Client:
         self.capabilities: tuple[str, ...] = ()
         self._chat: Any = None
         self._sock: socket.socket | None = None
-        self._demux = Demux()
-        self._ids = itertools.count(1)
+        # The protocol's rules without I/O: handshake, ids, replies by id, cancel.
+        self._protocol = ClientConnection(client_name)
+        self._demux = self._protocol.demux
         self._send_lock = threading.Lock()
         # One thread reads at a time (it holds `_read_lock`) and files each
         # frame in its mailbox; the others wait on `_filed`, notified after
@@ -250,7 +250,7 @@ class Client:
         `.error` instead of `.response`. `on_progress` gets
         `{index, ok, done, total}` as each item finishes."""
         reqs = [r if isinstance(r, CompletionRequest) else msgspec.convert(r, CompletionRequest) for r in requests]
-        rid = next(self._ids)
+        rid = self._new_id()
         self._demux.open(rid)
         try:
             self._send(Batch(id=rid, requests=reqs, concurrency=concurrency))
@@ -313,7 +313,7 @@ class Client:
     # ------------------------------------------------------------ plumbing
 
     def _new_id(self) -> int:
-        return next(self._ids)
+        return self._protocol.next_id()
 
     def _call(self, msg: Request) -> Reply:
         self._demux.open(msg.id)
@@ -339,15 +339,14 @@ class Client:
         except OSError as exc:
             sock.close()
             raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
-        handshake = Handshake(self.client_name)
         try:
-            sock.sendall(handshake.hello)
+            sock.sendall(self._protocol.connect())
             welcome = None
             while welcome is None:
                 data = sock.recv(RECV_SIZE)
                 if not data:
                     raise DaemonUnavailable("daemon closed the connection during the handshake")
-                welcome = handshake.feed(data)
+                welcome = self._protocol.receive_welcome(data)
         except TimeoutError as exc:
             sock.close()
             raise Timeout("daemon did not answer the handshake") from exc
@@ -361,7 +360,6 @@ class Client:
         self.capabilities = tuple(welcome.capabilities)
         _use_kernel_timeouts(sock, self.timeout)
         self._sock = sock
-        self._demux.reset()
         return sock
 
     def _send(self, msg: Request) -> None:
@@ -445,9 +443,10 @@ class Client:
 
     def _abandon(self, rid: int) -> None:
         """Stop waiting for `rid`: cancel it on the daemon, drop its late replies."""
-        if self._demux.abandon(rid) and self._sock is not None:
+        cancel = self._protocol.give_up(rid)
+        if cancel is not None and self._sock is not None:
             try:
-                self._send(Cancel(id=rid))
+                self._send(cancel)
             except ClaifError:
                 pass
 
