@@ -37,17 +37,23 @@ def short_tmp() -> Iterator[Path]:
 
 
 def wait_connectable(path: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Until the daemon answers a handshake: its socket accepts (and queues)
+    connections before the stores are open, so a connect alone proves little."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"daemon exited early with {proc.returncode}")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(max(0.1, deadline - time.monotonic()))
                 s.connect(str(path))
-                return
+                s.sendall(encode_frame(Hello(protocol=PROTOCOL_VERSION, client="test-wait")))
+                if s.recv(65536):
+                    return
         except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"daemon did not listen on {path}")
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"daemon did not answer on {path}")
 
 
 @dataclass
