@@ -48,7 +48,7 @@ from .cache.flight import Flight
 from .config import Config
 from .config_manager import ConfigManager
 from .dispatch import Conn, Dispatch
-from .errors import BadRequest, NotFound, ShuttingDown, UpstreamTimeout, error_frame, error_info
+from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_frame, error_info
 from .providers import Provider, resolve_model
 from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
@@ -160,7 +160,7 @@ class Completions:
             return None
         try:
             prepared = self.prepare(request)
-        except Exception as exc:
+        except ClaifdError as exc:  # anything else is the server's to log as internal
             return error_frame(msg.id, exc)
         self.remember_key(msg.request, prepared)
         entry = self.cached_reply(prepared)
