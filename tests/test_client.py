@@ -242,7 +242,7 @@ def test_a_quick_reply_is_not_held_up_by_a_slow_request_on_the_same_client(daemo
         assert eventually(lambda: watcher.status()["in_flight"] == 1)
         # The slow request's thread is the reader now, so the ping's reply
         # must be handed over by it (the case that used to wait).
-        assert eventually(lambda: c._read_lock.locked())
+        assert eventually(lambda: c._io.read_lock.locked())
         pinger = threading.Thread(target=c.ping, daemon=True)  # daemon: a hung one must not hold up the run
         pinger.start()
         pinger.join(timeout=2.0)
@@ -267,3 +267,10 @@ async def test_async_quick_reply_is_not_held_up_by_a_slow_request(daemon: Daemon
             with anyio.fail_after(2):
                 await c.ping()
             tg.cancel_scope.cancel()
+
+
+def test_the_sync_client_is_generated_from_the_async_one() -> None:
+    """`_sync.py` is `_async.py` without `await` (client/scripts/unasync.py): never edited by hand."""
+    script = Path(__file__).resolve().parent.parent / "client" / "scripts" / "unasync.py"
+    out = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -1,9 +1,13 @@
-"""The anyio client: the same API as `Client`, as coroutines and async iterators.
+"""The client API, written once: `AsyncClient` here, and `Client` in
+`_sync.py`, generated from this file by `client/scripts/unasync.py` (async
+tokens dropped, `AsyncIO` -> `SyncIO`). Edit this file, then run the script;
+a test fails when `_sync.py` is out of date.
 
-No background task: whichever coroutine is waiting reads the next frame and
-files it in the mailbox of the request it belongs to (the sync client does the
-same). So the client needs no task group, connects lazily, and a cancelled
-caller loses no bytes: `FrameDecoder` keeps partial frames across reads.
+The connection's rules (handshake, ids, reply filing, cancel) are
+`connection.ClientConnection`'s; the I/O is the `_io` object's: anyio streams
+for the async client, a blocking socket with threads taking turns for the
+sync one (`_async_io.py`, `_sync_io.py`). A stream sends its request when it
+is first iterated.
 """
 
 from __future__ import annotations
@@ -13,15 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.abc
 import msgspec
 
+from ._async_io import AsyncIO
 from ._demux import terminal_result
 from ._requests import CacheArg, MessagesArg, build_request
 from ._version import __version__
-from .connection import DEFAULT_TIMEOUT, RECV_SIZE, ClientConnection
-from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
+from .connection import DEFAULT_TIMEOUT, ClientConnection
+from .errors import ProtocolError
 from .paths import resolve_socket_path
 from .protocol import (
     Batch,
@@ -29,7 +32,6 @@ from .protocol import (
     CacheClear,
     CacheDelete,
     CacheStats,
-    Cancel,
     Chunk,
     Complete,
     CompletionRequest,
@@ -55,14 +57,12 @@ from .protocol import (
     SessionGet,
     SessionImport,
     SessionList,
-    encode_frame,
 )
 
 if TYPE_CHECKING:
     from .openai_compat import AsyncChat
 
 __all__ = ["AsyncClient", "AsyncCompletionStream"]
-
 
 
 class AsyncClient:
@@ -76,20 +76,21 @@ class AsyncClient:
         self.socket_path: Path = resolve_socket_path(socket_path)
         self.timeout = timeout
         self.client_name = client_name
-        self.daemon_version: str | None = None
-        self.capabilities: tuple[str, ...] = ()
         self._chat: Any = None
-        self._stream: anyio.abc.ByteStream | None = None
         # The protocol's rules without I/O: handshake, ids, replies by id, cancel.
         self._protocol = ClientConnection(client_name)
         self._demux = self._protocol.demux
-        self._send_lock = anyio.Lock(fast_acquire=True)
-        # One caller reads at a time and files each frame in its mailbox;
-        # the others wait for `_filed`, set after every read, so a reply is
-        # taken at once even while the reader waits on a slow request. (Made
-        # only when someone waits: a lone caller creates no event per read.)
-        self._reading = False
-        self._filed: anyio.Event | None = None
+        self._io = AsyncIO(self.socket_path, timeout, self._protocol)
+
+    @property
+    def daemon_version(self) -> str | None:
+        welcome = self._protocol.welcome
+        return welcome.daemon_version if welcome is not None else None
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        welcome = self._protocol.welcome
+        return tuple(welcome.capabilities) if welcome is not None else ()
 
     # ------------------------------------------------------------------ API
 
@@ -243,15 +244,15 @@ class AsyncClient:
         rid = self._protocol.next_id()
         self._demux.open(rid)
         try:
-            await self._send(Batch(id=rid, requests=reqs, concurrency=concurrency))
+            await self._io.send(Batch(id=rid, requests=reqs, concurrency=concurrency))
             while True:
-                reply = await self._next_reply(rid)
+                reply = await self._io.next_reply(rid)
                 if not isinstance(reply, Chunk):
                     break
                 if on_progress is not None:
                     on_progress(reply.data)
         except BaseException:
-            await self._abandon(rid)
+            await self._io.give_up(rid)
             raise
         self._demux.finish(rid)
         result = terminal_result(reply)
@@ -280,10 +281,8 @@ class AsyncClient:
         return AsyncCompletionStream(self, request)
 
     async def aclose(self) -> None:
-        await self._drop_connection()
+        await self._io.aclose()
         self._demux.mailboxes.clear()
-
-    close = aclose
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -292,7 +291,7 @@ class AsyncClient:
         await self.aclose()
 
     def __repr__(self) -> str:
-        state = "connected" if self._stream is not None else "idle"
+        state = "connected" if self._io.connected else "idle"
         return f"<AsyncClient {state} socket={str(self.socket_path)!r} in_flight={len(self._demux.mailboxes)}>"
 
     # ------------------------------------------------------------ plumbing
@@ -300,115 +299,16 @@ class AsyncClient:
     async def _call(self, msg: Request) -> Reply:
         self._demux.open(msg.id)
         try:
-            await self._send(msg)
-            reply = await self._next_reply(msg.id)
+            await self._io.send(msg)
+            reply = await self._io.next_reply(msg.id)
         except BaseException:
-            await self._abandon(msg.id)
+            await self._io.give_up(msg.id)
             raise
         self._demux.finish(msg.id)
         return terminal_result(reply)
 
-    async def _connect(self) -> anyio.abc.ByteStream:
-        try:
-            stream = await anyio.connect_unix(self.socket_path)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonUnavailable(
-                f"no daemon at {self.socket_path} ({exc.strerror}); start it with `claifd`"
-            ) from exc
-        except OSError as exc:
-            raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
-        try:
-            with anyio.fail_after(self.timeout):
-                await stream.send(self._protocol.connect())
-                welcome = None
-                while welcome is None:
-                    welcome = self._protocol.receive_welcome(await stream.receive(RECV_SIZE))
-        except BaseException as exc:
-            await anyio.aclose_forcefully(stream)
-            if isinstance(exc, TimeoutError):
-                raise Timeout("daemon did not answer the handshake") from exc
-            if isinstance(exc, (anyio.EndOfStream, anyio.BrokenResourceError, OSError)):
-                raise DaemonUnavailable("daemon closed the connection during the handshake") from exc
-            raise
-        self.daemon_version = welcome.daemon_version
-        self.capabilities = tuple(welcome.capabilities)
-        self._stream = stream
-        return stream
-
     async def _send(self, msg: Request) -> None:
-        frame = bytes(encode_frame(msg))
-        async with self._send_lock:
-            stream = self._stream or await self._connect()
-            try:
-                await stream.send(frame)
-                return
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                await self._drop_connection()
-                if self._demux.others_in_flight(msg.id) or isinstance(msg, Cancel):
-                    raise DaemonUnavailable("connection to the daemon was lost") from exc
-            # Nothing was delivered on a dead connection: reconnect, resend once.
-            stream = await self._connect()
-            try:
-                await stream.send(frame)
-            except (anyio.BrokenResourceError, OSError) as exc:
-                await self._drop_connection()
-                raise DaemonUnavailable(f"cannot send to the daemon: {exc}") from exc
-
-    async def _drop_connection(self) -> None:
-        stream, self._stream = self._stream, None
-        self._demux.reset()
-        if stream is not None:
-            await anyio.aclose_forcefully(stream)
-
-    async def _next_reply(self, rid: int) -> Reply:
-        box = self._demux.mailboxes[rid]
-        while not box:
-            if self._reading:
-                if self._filed is None:
-                    self._filed = anyio.Event()
-                await self._filed.wait()
-                continue
-            self._reading = True
-            try:
-                await self._read_frames()
-            finally:
-                self._reading = False
-                filed, self._filed = self._filed, None
-                if filed is not None:
-                    filed.set()
-        return box.popleft()
-
-    async def _read_frames(self) -> None:
-        stream = self._stream
-        if stream is None:
-            raise DaemonUnavailable("not connected to the daemon")
-        try:
-            with anyio.fail_after(self.timeout):
-                data = await stream.receive(RECV_SIZE)
-        except TimeoutError as exc:
-            raise Timeout(f"no reply from the daemon within {self.timeout}s") from exc
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            await self._drop_connection()
-            raise DaemonUnavailable("the daemon closed the connection") from exc
-        try:
-            failure = self._demux.feed(data)
-        except ProtocolError:
-            await self._drop_connection()
-            raise
-        if failure is not None:
-            await self._drop_connection()
-            raise failure
-
-    async def _abandon(self, rid: int) -> None:
-        cancel = self._protocol.give_up(rid)
-        if cancel is None or self._stream is None:
-            return
-        # Shielded: this often runs because the caller was cancelled.
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._send(cancel)
-            except ClaifError:
-                pass
+        await self._io.send(msg)
 
 
 class AsyncCompletionStream:
@@ -432,14 +332,14 @@ class AsyncCompletionStream:
             self._rid = client._protocol.next_id()
             client._demux.open(self._rid)
             try:
-                await client._send(Complete(id=self._rid, request=self._request, stream=True))
+                await client._io.send(Complete(id=self._rid, request=self._request, stream=True))
             except BaseException:
                 client._demux.finish(self._rid)
                 self._finished = True
                 raise
         while not self._finished:
             try:
-                reply = await client._next_reply(self._rid)
+                reply = await client._io.next_reply(self._rid)
             except BaseException:
                 await self.aclose()
                 raise
@@ -466,10 +366,15 @@ class AsyncCompletionStream:
         if not self._finished:
             self._finished = True
             if self._rid is not None:
-                await self._client._abandon(self._rid)
+                await self._client._io.give_up(self._rid)
 
     async def __aenter__(self) -> AsyncCompletionStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def __del__(self) -> None:
+        # An iterator dropped half-way must not leave the daemon streaming.
+        if not self._finished and self._rid is not None:
+            self._client._io.discard(self._rid)

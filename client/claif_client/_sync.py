@@ -1,36 +1,24 @@
-"""The blocking client: one Unix-socket connection, multiplexed by request id.
+# Generated from _async.py by client/scripts/unasync.py: edit that file, then run the script.
+"""The blocking client: `AsyncClient`'s API and code without `await`, over
+`_sync_io.SyncIO` (a blocking socket; threads take turns reading). See
+`_async.py` for the design."""
 
-Design notes:
-
-* Lazy connect: nothing touches the socket until the first call. After the
-  daemon restarts, the next call finds the old connection dead (writing to a
-  Unix socket whose peer has gone fails at once with EPIPE, so nothing was
-  delivered) and reconnects and resends once.
-* Replies are read by whichever caller is waiting; a frame for another request
-  id is kept in that request's mailbox. That lets an open stream and ordinary
-  calls (or several threads) share the connection. Threads are safe but take
-  turns reading; for real concurrency use `AsyncClient` or a client per thread.
-* `timeout` bounds each wait for the daemon's next frame. On a timeout the
-  request is cancelled on the daemon and its late replies are dropped.
-"""
 
 from __future__ import annotations
 
 import os
-import socket
-import struct
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ._sync_io import SyncIO
 from ._demux import terminal_result
 from ._requests import CacheArg, MessagesArg, build_request
 from ._version import __version__
-from .connection import DEFAULT_TIMEOUT, RECV_SIZE, ClientConnection
-from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
+from .connection import DEFAULT_TIMEOUT, ClientConnection
+from .errors import ProtocolError
 from .paths import resolve_socket_path
 from .protocol import (
     Batch,
@@ -38,7 +26,6 @@ from .protocol import (
     CacheClear,
     CacheDelete,
     CacheStats,
-    Cancel,
     Chunk,
     Complete,
     CompletionRequest,
@@ -64,14 +51,12 @@ from .protocol import (
     SessionGet,
     SessionImport,
     SessionList,
-    encode_frame,
 )
 
 if TYPE_CHECKING:
     from .openai_compat import SyncChat
 
-__all__ = ["Client", "CompletionStream", "DEFAULT_TIMEOUT"]
-
+__all__ = ["Client", "CompletionStream"]
 
 
 class Client:
@@ -85,21 +70,21 @@ class Client:
         self.socket_path: Path = resolve_socket_path(socket_path)
         self.timeout = timeout
         self.client_name = client_name
-        self.daemon_version: str | None = None
-        self.capabilities: tuple[str, ...] = ()
         self._chat: Any = None
-        self._sock: socket.socket | None = None
         # The protocol's rules without I/O: handshake, ids, replies by id, cancel.
         self._protocol = ClientConnection(client_name)
         self._demux = self._protocol.demux
-        self._send_lock = threading.Lock()
-        # One thread reads at a time (it holds `_read_lock`) and files each
-        # frame in its mailbox; the others wait on `_filed`, notified after
-        # every read, so a reply is taken at once even while the reader waits
-        # on a slow request. A lone thread only takes `_read_lock`.
-        self._read_lock = threading.Lock()
-        self._filed = threading.Condition(threading.Lock())
-        self._waiting = 0
+        self._io = SyncIO(self.socket_path, timeout, self._protocol)
+
+    @property
+    def daemon_version(self) -> str | None:
+        welcome = self._protocol.welcome
+        return welcome.daemon_version if welcome is not None else None
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        welcome = self._protocol.welcome
+        return tuple(welcome.capabilities) if welcome is not None else ()
 
     # ------------------------------------------------------------------ API
 
@@ -115,25 +100,25 @@ class Client:
         return self._chat  # type: ignore[no-any-return]
 
     def ping(self) -> None:
-        self._call(Ping(id=self._new_id()))
+        self._call(Ping(id=self._protocol.next_id()))
 
     def status(self) -> dict[str, Any]:
-        return self._value(GetStatus(id=self._new_id()))  # type: ignore[no-any-return]
+        return self._value(GetStatus(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def health(self) -> dict[str, Any]:
         """`{status: healthy|warning|unhealthy, checks: [{name, status, detail}]}`."""
-        return self._value(Health(id=self._new_id()))  # type: ignore[no-any-return]
+        return self._value(Health(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def metrics(self) -> str:
         """The Prometheus text exposition."""
-        return self._value(Metrics(id=self._new_id()))  # type: ignore[no-any-return]
+        return self._value(Metrics(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def session_create(
         self, title: str | None = None, model: str | None = None, system: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A new session (saved before this returns); its `id` is what the other calls take."""
-        return self._value(SessionCreate(id=self._new_id(), title=title, model=model, system=system, metadata=metadata))  # type: ignore[no-any-return]
+        return self._value(SessionCreate(id=self._protocol.next_id(), title=title, model=model, system=system, metadata=metadata))  # type: ignore[no-any-return]
 
     def session_send(
         self,
@@ -152,53 +137,53 @@ class Client:
             message, model=model, system=system, max_tokens=max_tokens, temperature=temperature,
             cache=cache, session=session_id, more=more,
         )
-        reply = self._call(Complete(id=self._new_id(), request=request))
+        reply = self._call(Complete(id=self._protocol.next_id(), request=request))
         assert isinstance(reply, Done) and reply.response is not None
         return reply.response, reply.value or {}
 
     def session_get(self, session_id: str) -> dict[str, Any]:
-        return self._value(SessionGet(id=self._new_id(), session_id=session_id))  # type: ignore[no-any-return]
+        return self._value(SessionGet(id=self._protocol.next_id(), session_id=session_id))  # type: ignore[no-any-return]
 
     def session_list(
         self, metadata: dict[str, Any] | None = None, offset: int = 0, limit: int = 50
     ) -> dict[str, Any]:
         """`{total, sessions: [{id, title, updated, message_count, ...}]}`, most recent first."""
-        return self._value(SessionList(id=self._new_id(), metadata=metadata, offset=offset, limit=limit))  # type: ignore[no-any-return]
+        return self._value(SessionList(id=self._protocol.next_id(), metadata=metadata, offset=offset, limit=limit))  # type: ignore[no-any-return]
 
     def session_delete(self, session_id: str) -> None:
-        self._value(SessionDelete(id=self._new_id(), session_id=session_id))
+        self._value(SessionDelete(id=self._protocol.next_id(), session_id=session_id))
 
     def session_export(self, session_id: str, format: str = "json") -> Any:
         """The session as a document ("json") or as markdown text ("md")."""
-        return self._value(SessionExport(id=self._new_id(), session_id=session_id, format=format))
+        return self._value(SessionExport(id=self._protocol.next_id(), session_id=session_id, format=format))
 
     def session_import(self, document: Any) -> dict[str, Any]:
-        return self._value(SessionImport(id=self._new_id(), document=document))  # type: ignore[no-any-return]
+        return self._value(SessionImport(id=self._protocol.next_id(), document=document))  # type: ignore[no-any-return]
 
     def session_fork(self, session_id: str, at: int | None = None, title: str | None = None) -> dict[str, Any]:
         """A new session holding the messages up to and including index `at`."""
-        return self._value(SessionFork(id=self._new_id(), session_id=session_id, at=at, title=title))  # type: ignore[no-any-return]
+        return self._value(SessionFork(id=self._protocol.next_id(), session_id=session_id, at=at, title=title))  # type: ignore[no-any-return]
 
     def config_get(self, key: str) -> dict[str, Any]:
         """`{"key", "value", "source"}`: source is default, global, project, env or runtime."""
-        return self._value(ConfigGet(id=self._new_id(), key=key))  # type: ignore[no-any-return]
+        return self._value(ConfigGet(id=self._protocol.next_id(), key=key))  # type: ignore[no-any-return]
 
     def config_set(self, key: str, value: Any, scope: str = "runtime") -> dict[str, Any]:
         """Set a dotted key in the runtime layer, or in the project or global file."""
-        return self._value(ConfigSet(id=self._new_id(), key=key, value=value, scope=scope))  # type: ignore[no-any-return]
+        return self._value(ConfigSet(id=self._protocol.next_id(), key=key, value=value, scope=scope))  # type: ignore[no-any-return]
 
     def config_show(self) -> dict[str, Any]:
         """The effective configuration (secrets redacted)."""
-        return self._value(ConfigShow(id=self._new_id()))  # type: ignore[no-any-return]
+        return self._value(ConfigShow(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def config_sources(self) -> dict[str, Any]:
-        return self._value(ConfigSources(id=self._new_id()))  # type: ignore[no-any-return]
+        return self._value(ConfigSources(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def config_reload(self) -> dict[str, Any]:
-        return self._value(ConfigReload(id=self._new_id()))  # type: ignore[no-any-return]
+        return self._value(ConfigReload(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def config_validate(self, text: str, name: str = "<text>") -> dict[str, Any]:
-        return self._value(ConfigValidate(id=self._new_id(), text=text, name=name))  # type: ignore[no-any-return]
+        return self._value(ConfigValidate(id=self._protocol.next_id(), text=text, name=name))  # type: ignore[no-any-return]
 
     def _value(self, msg: Request) -> Any:
         reply = self._call(msg)
@@ -207,15 +192,15 @@ class Client:
         return reply.value
 
     def cache_stats(self) -> dict[str, Any]:
-        return self._value(CacheStats(id=self._new_id()))  # type: ignore[no-any-return]
+        return self._value(CacheStats(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def cache_clear(self, namespace: str | None = None) -> int:
         """Drop cached answers (all, or one namespace's); how many were removed."""
-        return int(self._value(CacheClear(id=self._new_id(), namespace=namespace))["removed"])
+        return int((self._value(CacheClear(id=self._protocol.next_id(), namespace=namespace)))["removed"])
 
     def cache_delete(self, key: str) -> bool:
         """Drop one cached answer by its key (`CompletionResponse.cache_key`)."""
-        return bool(self._value(CacheDelete(id=self._new_id(), key=key))["deleted"])
+        return bool((self._value(CacheDelete(id=self._protocol.next_id(), key=key)))["deleted"])
 
     def complete(
         self,
@@ -235,7 +220,7 @@ class Client:
         return self.complete_request(request)
 
     def complete_request(self, request: CompletionRequest) -> CompletionResponse:
-        reply = self._call(Complete(id=self._new_id(), request=request))
+        reply = self._call(Complete(id=self._protocol.next_id(), request=request))
         assert isinstance(reply, Done) and reply.response is not None
         return reply.response
 
@@ -250,18 +235,18 @@ class Client:
         `.error` instead of `.response`. `on_progress` gets
         `{index, ok, done, total}` as each item finishes."""
         reqs = [r if isinstance(r, CompletionRequest) else msgspec.convert(r, CompletionRequest) for r in requests]
-        rid = self._new_id()
+        rid = self._protocol.next_id()
         self._demux.open(rid)
         try:
-            self._send(Batch(id=rid, requests=reqs, concurrency=concurrency))
+            self._io.send(Batch(id=rid, requests=reqs, concurrency=concurrency))
             while True:
-                reply = self._next_reply(rid)
+                reply = self._io.next_reply(rid)
                 if not isinstance(reply, Chunk):
                     break
                 if on_progress is not None:
                     on_progress(reply.data)
         except BaseException:
-            self._abandon(rid)
+            self._io.give_up(rid)
             raise
         self._demux.finish(rid)
         result = terminal_result(reply)
@@ -284,20 +269,13 @@ class Client:
             messages, model=model, system=system, max_tokens=max_tokens,
             temperature=temperature, cache=cache, session=session, more=more,
         )
-        return self.stream_request(request)
+        return CompletionStream(self, request)
 
     def stream_request(self, request: CompletionRequest) -> CompletionStream:
-        rid = self._new_id()
-        self._demux.open(rid)
-        try:
-            self._send(Complete(id=rid, request=request, stream=True))
-        except BaseException:
-            self._demux.finish(rid)
-            raise
-        return CompletionStream(self, rid)
+        return CompletionStream(self, request)
 
     def close(self) -> None:
-        self._drop_connection()
+        self._io.close()
         self._demux.mailboxes.clear()
 
     def __enter__(self) -> Client:
@@ -307,177 +285,33 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        state = "connected" if self._sock is not None else "idle"
+        state = "connected" if self._io.connected else "idle"
         return f"<Client {state} socket={str(self.socket_path)!r} in_flight={len(self._demux.mailboxes)}>"
 
     # ------------------------------------------------------------ plumbing
 
-    def _new_id(self) -> int:
-        return self._protocol.next_id()
-
     def _call(self, msg: Request) -> Reply:
         self._demux.open(msg.id)
         try:
-            self._send(msg)
-            reply = self._next_reply(msg.id)
+            self._io.send(msg)
+            reply = self._io.next_reply(msg.id)
         except BaseException:
-            self._abandon(msg.id)
+            self._io.give_up(msg.id)
             raise
         self._demux.finish(msg.id)
         return terminal_result(reply)
 
-    def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self.socket_path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            sock.close()
-            raise DaemonUnavailable(
-                f"no daemon at {self.socket_path} ({exc.strerror}); start it with `claifd`"
-            ) from exc
-        except OSError as exc:
-            sock.close()
-            raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
-        try:
-            sock.sendall(self._protocol.connect())
-            welcome = None
-            while welcome is None:
-                data = sock.recv(RECV_SIZE)
-                if not data:
-                    raise DaemonUnavailable("daemon closed the connection during the handshake")
-                welcome = self._protocol.receive_welcome(data)
-        except TimeoutError as exc:
-            sock.close()
-            raise Timeout("daemon did not answer the handshake") from exc
-        except OSError as exc:
-            sock.close()
-            raise DaemonUnavailable(f"connection to {self.socket_path} failed: {exc}") from exc
-        except ClaifError:
-            sock.close()
-            raise
-        self.daemon_version = welcome.daemon_version
-        self.capabilities = tuple(welcome.capabilities)
-        _use_kernel_timeouts(sock, self.timeout)
-        self._sock = sock
-        return sock
-
     def _send(self, msg: Request) -> None:
-        frame = encode_frame(msg)
-        with self._send_lock:
-            sock = self._sock or self._connect()
-            try:
-                sock.sendall(frame)
-                return
-            except BlockingIOError as exc:
-                # SO_SNDTIMEO fired: the daemon stopped reading. Part of the
-                # frame may be sent, so this connection cannot be reused.
-                self._drop_connection()
-                raise Timeout(f"daemon did not accept the request within {self.timeout}s") from exc
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                self._drop_connection()
-                if self._demux.others_in_flight(msg.id) or isinstance(msg, Cancel):
-                    raise DaemonUnavailable("connection to the daemon was lost") from exc
-            except OSError as exc:
-                self._drop_connection()
-                raise DaemonUnavailable(f"cannot send to the daemon: {exc}") from exc
-            # The daemon went away between calls (e.g. it was restarted): a
-            # failed write to a Unix socket delivered nothing, so resend once.
-            try:
-                self._connect().sendall(frame)
-            except OSError as exc:
-                self._drop_connection()
-                raise DaemonUnavailable(f"cannot send to the daemon: {exc}") from exc
-
-    def _drop_connection(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-        self._demux.reset()
-
-    def _next_reply(self, rid: int) -> Reply:
-        """Block until the next frame for request `rid` arrives."""
-        box = self._demux.mailboxes[rid]
-        while not box:
-            if self._read_lock.acquire(blocking=False):
-                try:
-                    self._read_frames()
-                finally:
-                    self._read_lock.release()
-                    # Read after the release: a waiter counts itself before it
-                    # checks the lock, so one of the two always sees the other.
-                    if self._waiting:
-                        with self._filed:
-                            self._filed.notify_all()
-            else:
-                with self._filed:
-                    self._waiting += 1
-                    if self._read_lock.locked() and not box:
-                        self._filed.wait()
-                    self._waiting -= 1
-        return box.popleft()
-
-    def _read_frames(self) -> None:
-        sock = self._sock
-        if sock is None:
-            raise DaemonUnavailable("not connected to the daemon")
-        try:
-            data = sock.recv(RECV_SIZE)
-        except (TimeoutError, BlockingIOError) as exc:
-            raise Timeout(f"no reply from the daemon within {self.timeout}s") from exc
-        except OSError as exc:
-            self._drop_connection()
-            raise DaemonUnavailable(f"connection to the daemon failed: {exc}") from exc
-        if not data:
-            self._drop_connection()
-            raise DaemonUnavailable("the daemon closed the connection")
-        try:
-            failure = self._demux.feed(data)
-        except ProtocolError:
-            self._drop_connection()
-            raise
-        if failure is not None:
-            # A connection-level error; the daemon closes after it.
-            self._drop_connection()
-            raise failure
-
-    def _abandon(self, rid: int) -> None:
-        """Stop waiting for `rid`: cancel it on the daemon, drop its late replies."""
-        cancel = self._protocol.give_up(rid)
-        if cancel is not None and self._sock is not None:
-            try:
-                self._send(cancel)
-            except ClaifError:
-                pass
-
-
-def _use_kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
-    """Make `sock` blocking with SO_RCVTIMEO/SO_SNDTIMEO doing the timeout.
-
-    A Python-level socket timeout polls before every recv: one more syscall
-    and about a third more latency per round trip. The kernel timeout costs
-    nothing until it fires, when recv fails with EAGAIN (BlockingIOError).
-    """
-    sock.settimeout(None)
-    if timeout is None:
-        return
-    seconds = int(timeout)
-    micros = int((timeout - seconds) * 1_000_000)
-    value = struct.pack("ll", seconds, micros)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        self._io.send(msg)
 
 
 class CompletionStream:
-    """Iterator of text deltas; `response` holds the final message once it ends.
+    """Async iterator of text deltas; `response` holds the final message at the end."""
 
-    Leaving the loop early (break, exception, `close()`) cancels the request
-    on the daemon, which cancels the upstream call.
-    """
-
-    def __init__(self, client: Client, rid: int) -> None:
+    def __init__(self, client: Client, request: CompletionRequest) -> None:
         self._client = client
-        self._rid = rid
+        self._request = request
+        self._rid: int | None = None
         self._finished = False
         self.response: CompletionResponse | None = None
         # For a send within a session: {session_id, message_index, dropped, model}.
@@ -487,9 +321,19 @@ class CompletionStream:
         return self
 
     def __next__(self) -> str:
+        client = self._client
+        if self._rid is None:
+            self._rid = client._protocol.next_id()
+            client._demux.open(self._rid)
+            try:
+                client._io.send(Complete(id=self._rid, request=self._request, stream=True))
+            except BaseException:
+                client._demux.finish(self._rid)
+                self._finished = True
+                raise
         while not self._finished:
             try:
-                reply = self._client._next_reply(self._rid)
+                reply = client._io.next_reply(self._rid)
             except BaseException:
                 self.close()
                 raise
@@ -498,7 +342,7 @@ class CompletionStream:
                     return reply.text
                 continue
             self._finished = True
-            self._client._demux.finish(self._rid)
+            client._demux.finish(self._rid)
             done = terminal_result(reply)
             if not isinstance(done, Done):
                 raise ProtocolError(f"unexpected {type(done).__name__} frame ending a stream")
@@ -507,7 +351,6 @@ class CompletionStream:
         raise StopIteration
 
     def until_done(self) -> CompletionResponse:
-        """Consume the rest of the stream and return the final response."""
         for _ in self:
             pass
         assert self.response is not None
@@ -516,7 +359,8 @@ class CompletionStream:
     def close(self) -> None:
         if not self._finished:
             self._finished = True
-            self._client._abandon(self._rid)
+            if self._rid is not None:
+                self._client._io.give_up(self._rid)
 
     def __enter__(self) -> CompletionStream:
         return self
@@ -526,8 +370,5 @@ class CompletionStream:
 
     def __del__(self) -> None:
         # An iterator dropped half-way must not leave the daemon streaming.
-        if not self._finished and self._client._sock is not None:
-            try:
-                self.close()
-            except Exception:
-                pass
+        if not self._finished and self._rid is not None:
+            self._client._io.discard(self._rid)
