@@ -6,8 +6,8 @@ a test fails when `_sync.py` is out of date.
 The connection's rules (handshake, ids, reply filing, cancel) are
 `connection.ClientConnection`'s; the I/O is the `_io` object's: anyio streams
 for the async client, a blocking socket with threads taking turns for the
-sync one (`_async_io.py`, `_sync_io.py`). A stream sends its request when it
-is first iterated.
+sync one (`_async_io.py`, `_sync_io.py`). A sync stream sends its request at
+once, an async one when it is first iterated (`opened`).
 """
 
 from __future__ import annotations
@@ -275,10 +275,12 @@ class AsyncClient:
             messages, model=model, system=system, max_tokens=max_tokens,
             temperature=temperature, cache=cache, session=session, more=more,
         )
-        return AsyncCompletionStream(self, request)
+        return self.stream_request(request)
 
     def stream_request(self, request: CompletionRequest) -> AsyncCompletionStream:
-        return AsyncCompletionStream(self, request)
+        stream = AsyncCompletionStream(self, request)
+        self._io.opened(stream)
+        return stream
 
     async def aclose(self) -> None:
         await self._io.aclose()
@@ -326,20 +328,27 @@ class AsyncCompletionStream:
     def __aiter__(self) -> AsyncCompletionStream:
         return self
 
+    async def _start(self) -> None:
+        """Send the request (the I/O layer decides when: see `opened`)."""
+        client = self._client
+        self._rid = client._protocol.next_id()
+        client._demux.open(self._rid)
+        try:
+            await client._io.send(Complete(id=self._rid, request=self._request, stream=True))
+        except BaseException:
+            client._demux.finish(self._rid)
+            self._finished = True
+            raise
+
     async def __anext__(self) -> str:
         client = self._client
         if self._rid is None:
-            self._rid = client._protocol.next_id()
-            client._demux.open(self._rid)
-            try:
-                await client._io.send(Complete(id=self._rid, request=self._request, stream=True))
-            except BaseException:
-                client._demux.finish(self._rid)
-                self._finished = True
-                raise
+            await self._start()
+        rid = self._rid
+        assert rid is not None
         while not self._finished:
             try:
-                reply = await client._io.next_reply(self._rid)
+                reply = await client._io.next_reply(rid)
             except BaseException:
                 await self.aclose()
                 raise
@@ -348,7 +357,7 @@ class AsyncCompletionStream:
                     return reply.text
                 continue
             self._finished = True
-            client._demux.finish(self._rid)
+            client._demux.finish(rid)
             done = terminal_result(reply)
             if not isinstance(done, Done):
                 raise ProtocolError(f"unexpected {type(done).__name__} frame ending a stream")

@@ -14,6 +14,7 @@ task group, connects lazily, and a cancelled caller loses no bytes:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -23,6 +24,10 @@ from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
 from .protocol import Cancel, Reply, Request, Welcome, encode_frame
 
 __all__ = ["AsyncIO"]
+
+
+class _Startable(Protocol):
+    async def _start(self) -> None: ...
 
 
 class AsyncIO:
@@ -92,6 +97,10 @@ class AsyncIO:
                 await self.send(cancel)
             except ClaifError:
                 pass
+
+    def opened(self, stream: _Startable) -> None:
+        """A stream was made: it sends its request when first iterated
+        (`stream()` is a plain function, so it cannot await the send)."""
 
     def discard(self, rid: int) -> None:
         """A stream dropped unfinished: nothing to do without a loop to run on

@@ -269,10 +269,12 @@ class Client:
             messages, model=model, system=system, max_tokens=max_tokens,
             temperature=temperature, cache=cache, session=session, more=more,
         )
-        return CompletionStream(self, request)
+        return self.stream_request(request)
 
     def stream_request(self, request: CompletionRequest) -> CompletionStream:
-        return CompletionStream(self, request)
+        stream = CompletionStream(self, request)
+        self._io.opened(stream)
+        return stream
 
     def close(self) -> None:
         self._io.close()
@@ -320,20 +322,27 @@ class CompletionStream:
     def __iter__(self) -> CompletionStream:
         return self
 
+    def _start(self) -> None:
+        """Send the request (the I/O layer decides when: see `opened`)."""
+        client = self._client
+        self._rid = client._protocol.next_id()
+        client._demux.open(self._rid)
+        try:
+            client._io.send(Complete(id=self._rid, request=self._request, stream=True))
+        except BaseException:
+            client._demux.finish(self._rid)
+            self._finished = True
+            raise
+
     def __next__(self) -> str:
         client = self._client
         if self._rid is None:
-            self._rid = client._protocol.next_id()
-            client._demux.open(self._rid)
-            try:
-                client._io.send(Complete(id=self._rid, request=self._request, stream=True))
-            except BaseException:
-                client._demux.finish(self._rid)
-                self._finished = True
-                raise
+            self._start()
+        rid = self._rid
+        assert rid is not None
         while not self._finished:
             try:
-                reply = client._io.next_reply(self._rid)
+                reply = client._io.next_reply(rid)
             except BaseException:
                 self.close()
                 raise
@@ -342,7 +351,7 @@ class CompletionStream:
                     return reply.text
                 continue
             self._finished = True
-            client._demux.finish(self._rid)
+            client._demux.finish(rid)
             done = terminal_result(reply)
             if not isinstance(done, Done):
                 raise ProtocolError(f"unexpected {type(done).__name__} frame ending a stream")

@@ -22,12 +22,17 @@ import socket
 import struct
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from .connection import RECV_SIZE, ClientConnection
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
 from .protocol import Cancel, Reply, Request, Welcome, encode_frame
 
 __all__ = ["SyncIO"]
+
+
+class _Startable(Protocol):
+    def _start(self) -> None: ...
 
 
 class SyncIO:
@@ -107,6 +112,11 @@ class SyncIO:
                 self.send(cancel)
             except ClaifError:
                 pass
+
+    def opened(self, stream: _Startable) -> None:
+        """A stream was made: its request is sent at once, so `stream()`
+        fails right there when the daemon cannot be reached."""
+        stream._start()
 
     def discard(self, rid: int) -> None:
         """A stream dropped unfinished (garbage-collected): cancel it, so the
