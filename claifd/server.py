@@ -69,8 +69,9 @@ class Connection(asyncio.Protocol):
         # each request in flight holds its task's cancel scope there.
         self.protocol: ServerConnection[anyio.CancelScope] = ServerConnection(server.decoder, server.welcome)
         # The hot path calls these bound methods directly (one Python call
-        # less per frame each, measured ~0.1 us per hit); what they do stays
-        # the protocol's: framing, and decoding with its typed decoder.
+        # less per frame each); what they do stays the protocol's: framing,
+        # and decoding with its typed decoder (a payload that fails goes back
+        # to `protocol.receive_request` for its answer).
         self._feed = self.protocol.frames.feed
         self._decode = server.decoder.decode
         self.closed = False
