@@ -22,7 +22,7 @@ from .cache import ResponseCache
 from .cache import requests as cache_requests
 from .completions import Completions
 from .config import Config
-from .config_manager import Change, ConfigManager, Scope
+from .config_manager import Change, ConfigManager
 from .config_requests import LiveConfig
 from .dispatch import Dispatch
 from .logs import set_level
@@ -89,9 +89,6 @@ class App:
 
     async def config_reload(self, reason: str) -> list[Change]:
         return await self.live_config.reload(reason)
-
-    async def config_set(self, key: str, value: Any, scope: Scope) -> list[Change]:
-        return await self.live_config.set(key, value, scope)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -226,8 +226,7 @@ class Completions:
             key = cache_key(provider_name, model, request, namespace)
         elif mode == "only":
             raise NotFound("cache mode 'only' but the cache is disabled")
-        timeout = request.timeout if request.timeout is not None else float(config.client.timeout)
-        return Prepared(request, provider, model, key, namespace, mode, timeout)
+        return Prepared(request, provider, model, key, namespace, mode, self.request_timeout(request))
 
     def request_timeout(self, request: CompletionRequest) -> float:
         return request.timeout if request.timeout is not None else float(self.config.client.timeout)

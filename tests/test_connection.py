@@ -36,7 +36,7 @@ def payloads(data: bytes) -> list[bytes]:
 
 def test_a_client_and_a_server_shake_hands_in_process() -> None:
     client, srv = ClientConnection("me"), server()
-    (hello,) = srv.receive_data(client.connect())
+    (hello,) = srv.frames.feed(client.connect())
     frame, opened = srv.receive_hello(hello)
     assert opened and srv.open and srv.client == "me"
     assert client.receive_welcome(frame[:3]) is None  # a partial frame waits for more bytes
@@ -59,7 +59,7 @@ def test_the_handshake_comes_first_and_speaks_one_version(first: msgspec.Struct,
 
 def test_a_frame_over_the_limit_is_refused_from_its_header() -> None:
     with pytest.raises(FrameTooLarge):
-        server().receive_data(b"\xff\xff\xff\xff")
+        server().frames.feed(b"\xff\xff\xff\xff")
 
 
 def test_requests_decode_and_bad_payloads_become_errors_with_their_id() -> None:

@@ -124,7 +124,8 @@ class ClientConnection:
 
 
 class ServerConnection(Generic[T]):
-    """The daemon's side of one connection: the handshake, decoding requests,
+    """The daemon's side of one connection: framing (`frames.feed` raises
+    FrameTooLarge: close the connection), the handshake, decoding requests,
     the duplicate-id check and cancellation. Each request in flight holds a
     token of the caller's (the daemon keeps its cancel scope there)."""
 
@@ -140,10 +141,6 @@ class ServerConnection(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<ServerConnection {'open' if self.open else 'handshake'} in_flight={len(self.in_flight)}>"
-
-    def receive_data(self, data: bytes) -> list[bytes | memoryview]:
-        """Whole payloads in `data`; raises FrameTooLarge (close the connection)."""
-        return self.frames.feed(data)
 
     def receive_hello(self, payload: bytes | memoryview) -> tuple[bytes, bool]:
         """The frame to send for the first payload, and whether the
