@@ -52,7 +52,7 @@ class App:
         self.socket_path = socket_path
         self.clock = clock
         self.started_at = clock()
-        self.state = ServerState(config.server.max_in_flight_per_connection)
+        self.state = ServerState(config.server)
         self.upstream = UpstreamCounters()
         self.pool = HttpPool(config.pool)
         self.task_group: anyio.abc.TaskGroup | None = None

@@ -13,8 +13,10 @@ Sizes ("100MB", "64 MiB", or bytes) and durations (seconds, or "30s", "5m",
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +33,8 @@ __all__ = [
     "default_global_path",
     "env_layer",
     "read_file_layer",
+    "parse_config_text",
+    "MAX_CONFIG_BYTES",
     "merge_layers",
     "build_config",
     "unknown_keys",
@@ -59,8 +63,8 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"not a size: {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"size must not be negative: {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"size must be a finite number of bytes, not negative: {value!r}")
         return int(value)
     if isinstance(value, str):
         m = _QUANTITY.match(value)
@@ -73,8 +77,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"duration must not be negative: {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"duration must be a finite number of seconds, not negative: {value!r}")
         return float(value)
     if isinstance(value, str):
         m = _QUANTITY.match(value)
@@ -177,6 +181,8 @@ class CacheConfig(_Section):
     # Bound on the disk tier's stored (compressed) bytes.
     max_size: ByteSize = ByteSize(100 * 1000**2)
     memory_max_bytes: ByteSize = ByteSize(64 * 1024**2)
+    # Answers larger than this are served but not stored.
+    max_entry_bytes: ByteSize = ByteSize(4 * 1024**2)
     strategy: Literal["conservative", "smart", "aggressive"] = "conservative"
     compression: Literal["zlib", "zstd", "none"] = "zlib"
     # Namespace of requests that name none.
@@ -232,6 +238,13 @@ class ServerConfig(_Section):
     # Requests one connection may have in flight before the daemon stops
     # reading from it (backpressure, not an error).
     max_in_flight_per_connection: int = 256
+    # A connection that has sent part of a frame (or not finished its
+    # handshake) and then nothing more for this long is closed: a stalled
+    # sender must not hold a buffer of up to 16 MiB forever.
+    frame_timeout: Duration = Duration(30.0)
+    # Other users (uids) whose processes may use this daemon. Its own uid is
+    # always allowed; nobody else is unless listed here.
+    allowed_uids: list[int] = []
 
 
 class Config(_Section):
@@ -266,23 +279,88 @@ def default_global_path() -> Path:
     return Path(os.environ.get("HOME") or Path.home()) / ".claif" / "config.json"
 
 
+# A configuration is a few KiB; anything far larger is a mistake (or an
+# attack) that must not stall the daemon while it reads and parses it.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def read_file_layer(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`; {} when the file does not exist."""
+    """The JSON object in `path`; {} when the file does not exist.
+
+    Only a regular file is read (a FIFO, a device or /dev/zero behind a
+    symlink is refused without blocking), at most MAX_CONFIG_BYTES of it.
+    Every way the content can be wrong is a `ConfigError`, never another
+    exception: a config edit must not take the daemon down.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError("not a regular file (a FIFO, device or directory is not read)", source=str(path))
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"too large ({info.st_size} bytes; the limit is {MAX_CONFIG_BYTES})", source=str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"too large (over {MAX_CONFIG_BYTES} bytes)", source=str(path))
+    return parse_config_text(raw, str(path))
+
+
+def parse_config_text(raw: bytes | str, source: str) -> dict[str, Any]:
+    """A config file's content as a dict, or `ConfigError` saying what is wrong with it."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
+                              source=source) from exc
+    else:
+        text = raw
     if not text.strip():
         return {}
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source=str(path)) from exc
+        raise ConfigError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source=source) from exc
+    except RecursionError as exc:
+        raise ConfigError("JSON nested too deeply", source=source) from exc
+    except ValueError as exc:  # e.g. an integer literal with too many digits
+        raise ConfigError(f"invalid JSON: {exc}", source=source) from exc
     if not isinstance(data, dict):
-        raise ConfigError("the top level must be a JSON object", source=str(path))
+        raise ConfigError("the top level must be a JSON object", source=source)
+    if _depth(data) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"nested deeper than {MAX_CONFIG_DEPTH} levels", source=source)
     return data
+
+
+# The schema is 4 levels deep; a little room for maps of objects in values.
+MAX_CONFIG_DEPTH = 16
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests (iteratively: a deep document must not overflow the stack)."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_CONFIG_DEPTH:
+                break
+        if isinstance(node, dict):
+            todo.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            todo.extend((v, depth + 1) for v in node)
+    return deepest
 
 
 _ENV_ALIASES = {
@@ -354,12 +432,91 @@ def unknown_keys(data: Mapping[str, Any], schema: type[msgspec.Struct] = Config,
     return unknown
 
 
+# Values outside these bounds would stall or break the daemon (a limit of 0
+# never admits a request, a NaN TTL poisons a disk write). Inclusive bounds;
+# None: unbounded on that side. Every numeric key is listed (a test checks).
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "client.timeout": (0.001, None),
+    "providers.*.max_concurrency": (1, 100_000),
+    "providers.anthropic.default_max_tokens": (1, None),
+    "pool.max_connections": (1, 100_000),
+    "pool.max_keepalive": (0, 100_000),
+    "pool.keepalive_expiry": (0, None),
+    "pool.connect_timeout": (0.001, None),
+    "pool.read_timeout": (0.001, None),
+    "pool.write_timeout": (0.001, None),
+    "pool.pool_timeout": (0.001, None),
+    "retry.max_attempts": (1, 100),
+    "retry.base_delay": (0, None),
+    "retry.max_delay": (0, None),
+    "retry.deadline": (0.001, None),
+    "cache.semantic.threshold": (0.0, 1.0),
+    "cache.default_ttl": (0, None),
+    "cache.max_ttl": (0, None),
+    "cache.max_size": (0, None),
+    "cache.memory_max_bytes": (0, None),
+    "cache.max_entry_bytes": (1024, None),
+    "prices.*.input": (0, None),
+    "prices.*.output": (0, None),
+    "session.memory_budget": (0, None),
+    "session.context.max_tokens": (1, None),
+    "session.context.recent": (1, None),
+    "auto.short_chars": (0, None),
+    "auto.long_chars": (0, None),
+    "batch.concurrency": (1, 10_000),
+    "server.drain_timeout": (0, None),
+    "server.max_in_flight_per_connection": (1, 1_000_000),
+    "server.frame_timeout": (0.001, None),
+    "server.allowed_uids": (0, 2**32 - 1),
+}
+
+
+def check_ranges(config: Config) -> list[str]:
+    """Every value of `config` outside its range (or not finite), as messages."""
+    flat = _flatten_numbers(to_builtins(config))
+    problems = []
+    for key, value in flat:
+        parts = key.split(".")
+        bounds = RANGES.get(key)
+        if bounds is None and len(parts) == 3:
+            bounds = RANGES.get(f"{parts[0]}.*.{parts[2]}")
+        if not math.isfinite(value):
+            problems.append(f"{key} must be a finite number, got {value!r}")
+            continue
+        if bounds is None:
+            continue
+        low, high = bounds
+        if low is not None and value < low:
+            problems.append(f"{key} must be >= {low:g}, got {value!r}")
+        elif high is not None and value > high:
+            problems.append(f"{key} must be <= {high:g}, got {value!r}")
+    return problems
+
+
+def _flatten_numbers(doc: Mapping[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, number) for every number in `doc`, list items under their list's key."""
+    out: list[tuple[str, float]] = []
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.extend(_flatten_numbers(v, key + "."))
+        else:
+            out.extend((key, x) for x in (v if isinstance(v, list) else [v])
+                       if isinstance(x, (int, float)) and not isinstance(x, bool))
+    return out
+
+
 def build_config(merged: Mapping[str, Any]) -> Config:
-    """Validate a merged layer dict into a `Config`, or raise `ConfigError`."""
+    """Validate a merged layer dict into a `Config`, or raise `ConfigError`
+    (naming every value that is out of range, not only the first)."""
     try:
-        return msgspec.convert(merged, Config, strict=False, dec_hook=_dec_hook)
+        config = msgspec.convert(merged, Config, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise ConfigError(str(exc)) from exc
+    problems = check_ranges(config)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config
 
 
 def _type_label(tp: Any) -> str:

@@ -40,6 +40,7 @@ from .config import (
     build_config,
     env_layer,
     merge_layers,
+    parse_config_text,
     read_file_layer,
     to_builtins,
     unknown_keys,
@@ -394,12 +395,7 @@ class ConfigManager:
     def validate_text(self, text: str, name: str = "<text>") -> dict[str, Any]:
         """Is this file content a valid configuration on its own (over the defaults)?"""
         try:
-            data = json.loads(text) if text.strip() else {}
-            if not isinstance(data, dict):
-                raise ConfigError("the top level must be a JSON object", source=name)
-        except json.JSONDecodeError as exc:
-            return {"ok": False, "error": f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                    "unknown_keys": []}
+            data = parse_config_text(text, name)
         except ConfigError as exc:
             return {"ok": False, "error": str(exc), "unknown_keys": []}
         try:

@@ -66,27 +66,55 @@ def config_manager(opts: DaemonOptions) -> ConfigManager:
 
 
 def _prepare_directory(path: Path) -> None:
+    """Make sure the socket's directory is ours before anything is put in it.
+
+    A directory someone else created (another user can pre-create
+    /tmp/claif-<your uid>) or a symlink in its place is refused: whoever owns
+    it could swap the socket for their own and read every prompt.
+    """
     parent = path.parent
-    created = ensure_private_dir(parent)
-    st = parent.stat()
+    try:
+        created = ensure_private_dir(parent)
+        st = parent.lstat()
+    except OSError as exc:
+        raise StartupError(f"cannot use the socket directory {parent}: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise StartupError(f"socket directory {parent} is a symlink or not a directory; refusing to use it")
+    if st.st_uid not in (os.getuid(), 0):
+        raise StartupError(
+            f"socket directory {parent} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); "
+            "someone else may control it: remove it, or choose another path with --socket"
+        )
     if stat.S_IMODE(st.st_mode) != 0o700:
         # Only tighten a directory that is ours to tighten: one we just made,
         # or the dedicated default one. Never chmod a shared parent like /tmp.
-        if created or parent == default_socket_path().parent:
+        if st.st_uid == os.getuid() and (created or parent == default_socket_path().parent):
             os.chmod(parent, 0o700)
+        elif st.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and not st.st_mode & stat.S_ISVTX:
+            raise StartupError(f"socket directory {parent} is writable by others and not sticky; refusing to use it")
         elif st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
-            log.warning("socket directory is writable by others", directory=str(parent))
+            log.warning("socket directory is shared with other users", directory=str(parent))
 
 
 def claim_socket(path: Path) -> int:
     """Take the daemon lock for `path` and clear a stale socket; return the lock fd.
 
     Raises StartupError when another daemon holds the lock or answers on the
-    socket, or when `path` exists and is not a socket.
+    socket, or when `path` exists and is not a socket. The lock file is
+    opened without following a symlink and must be a regular file of ours:
+    a planted link cannot make the daemon truncate someone's file.
     """
     _prepare_directory(path)
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        raise StartupError(f"cannot open the lock file {lock_path}: {exc.strerror} "
+                           "(a symlink there is refused)") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        raise StartupError(f"lock file {lock_path} is not a regular file of yours; refusing to use it")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -266,6 +294,9 @@ async def _drain(app: App, signals: AsyncIterator[int]) -> None:
 
 def run(opts: DaemonOptions) -> int:
     """Run the daemon in the foreground; the process exit code."""
+    # Every file the daemon creates (databases and their -wal/-shm files,
+    # quarantined copies, config written by `config set`) is its user's alone.
+    os.umask(0o077)
     configure_logging(opts.log_format, opts.log_level or "info")
     settings = config_manager(opts)
     try:

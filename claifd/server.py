@@ -17,8 +17,11 @@ error for that request only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
+import os
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -75,9 +78,22 @@ class Connection(asyncio.Protocol):
         self._feed = self.protocol.frames.feed
         self._decode = server.decoder.decode
         self.closed = False
+        # Reading stops while the client does not read its replies (the
+        # transport's buffer is over its high-water mark) or while it has
+        # max_in_flight_per_connection requests running; payloads already
+        # read wait in `_backlog` meanwhile. So a client that pipelines
+        # requests and never reads costs a bounded buffer, not memory
+        # without end.
         self._reading_paused = False
         self._write_paused = False
+        self._tasks_full = False
+        self._backlog: collections.deque[bytes | memoryview] = collections.deque()
         self._can_write: asyncio.Event | None = None
+        # For the server's sweep: when the connection came, and the partial
+        # frame last seen pending (frames completed so far, since when).
+        self.opened_at = time.monotonic()
+        self.stall: tuple[int, float] | None = None
+        self.peer_uid: int | None = None
 
     def __repr__(self) -> str:
         return f"<Connection #{self.cid} in_flight={len(self.protocol.in_flight)} closed={self.closed}>"
@@ -89,11 +105,15 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.server.connections.add(self)
         self.state.connections += 1
+        refusal = self.server.refuse_peer(self, transport.get_extra_info("socket"))
+        if refusal is not None:
+            self.fail(ErrorCode.FORBIDDEN, refusal)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
         self.state.connections -= 1
+        self._backlog.clear()
         # The client is gone: its requests (and their upstream calls) stop.
         for scope in self.protocol.lost():
             scope.cancel()
@@ -106,27 +126,78 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
         self._can_write = asyncio.Event()
+        self._set_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self._can_write is not None:
             self._can_write.set()
+        self._unblocked()
 
     def data_received(self, data: bytes) -> None:
-        protocol = self.protocol
         try:
             payloads = self._feed(data)
         except FrameTooLarge as exc:
             log.warning("frame too large, closing connection", conn=self.cid, size=exc.size, limit=exc.limit)
             self.fail(ErrorCode.TOO_LARGE, str(exc))
             return
-        for payload in payloads:
+        if self._backlog or self._write_paused or self._tasks_full:
+            self._backlog.extend(payloads)
+            self._set_reading()
+            return
+        for i, payload in enumerate(payloads):
             if self.closed:
                 return
-            if protocol.open:
+            self.on_payload(payload)
+            if self._write_paused or self._tasks_full:
+                # Hold the rest until the client reads (or requests finish).
+                self._backlog.extend(payloads[i + 1 :])
+                self._set_reading()
+                return
+
+    def on_payload(self, payload: bytes | memoryview) -> None:
+        """One frame's payload, whatever is wrong with it: answered, never raised
+        (an exception here would end the connection and every stream on it)."""
+        try:
+            if self.protocol.open:
                 self.on_request(payload)
             else:
                 self.on_hello(payload)
+        except Exception:
+            log.exception("unexpected error handling a frame", conn=self.cid)
+            self.write(Error(id=0, code=ErrorCode.INTERNAL, message="the daemon failed to handle a frame"))
+
+    def _unblocked(self) -> None:
+        """A reason to hold back went away: work through the backlog, then read again."""
+        backlog = self._backlog
+        while backlog and not (self._write_paused or self._tasks_full or self.closed):
+            self.on_payload(backlog.popleft())
+        self._set_reading()
+
+    def _set_reading(self) -> None:
+        pause = self._write_paused or self._tasks_full or bool(self._backlog)
+        if pause != self._reading_paused and not self.closed and self.transport is not None:
+            self._reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def stalled(self, now: float, timeout: float) -> str | None:
+        """Why the server should close this connection now, if it should."""
+        if self.closed:
+            return None
+        if not self.protocol.open:
+            return "no handshake" if now - self.opened_at > timeout else None
+        frames = self.protocol.frames
+        if not frames.pending_bytes:
+            self.stall = None
+            return None
+        if self.stall is None or self.stall[0] != frames.completed:
+            # A partial frame not seen before: its clock starts now.
+            self.stall = (frames.completed, now)
+            return None
+        return "a partial frame and nothing more" if now - self.stall[1] > timeout else None
 
     # ------------------------------------------------------------ writing
 
@@ -180,7 +251,9 @@ class Connection(asyncio.Protocol):
     def on_request(self, payload: bytes | memoryview) -> None:
         try:
             msg = self._decode(payload)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            # Invalid msgpack, a schema mismatch, invalid UTF-8 in a string,
+            # nesting too deep: the frame is answered, the connection lives on.
             self.reject(payload)
             return
         kind = type(msg)
@@ -233,22 +306,19 @@ class Connection(asyncio.Protocol):
             scope.deadline = anyio.current_time() + timeout
         self.state.in_flight.enter()
         if len(self.protocol.in_flight) >= self.state.max_in_flight_per_connection:
-            self._pause_reading()
+            self._tasks_full = True
+            self._set_reading()
         self.server.task_group.start_soon(self.run_request, msg, handler, arg, scope)
-
-    def _pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
 
     def _finish(self, rid: int) -> None:
         self.protocol.end(rid)
         self.state.in_flight.exit()
-        limit = self.state.max_in_flight_per_connection
-        if self._reading_paused and len(self.protocol.in_flight) < limit // 2 and not self.closed:
-            self._reading_paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
+        if self._tasks_full:
+            # Resume at half the limit, not at every finished request.
+            limit = self.state.max_in_flight_per_connection
+            if len(self.protocol.in_flight) < max(1, limit // 2):
+                self._tasks_full = False
+                self._unblocked()
 
     async def run_request(self, msg: Any, handler: TaskHandler, arg: Any, scope: anyio.CancelScope) -> None:
         """Run one request as a task; every path ends with one terminal frame."""
@@ -305,6 +375,44 @@ class Server:
         self._server = await loop.create_unix_server(
             lambda: Connection(self, next(self._ids)), sock=sock, backlog=LISTEN_BACKLOG
         )
+        self.task_group.start_soon(self.sweep)
+
+    def refuse_peer(self, conn: Connection, sock: socket.socket | None) -> str | None:
+        """Why this connection's peer may not use the daemon (None: it may).
+
+        The kernel says who is on the other end (SO_PEERCRED): the daemon's
+        own user, and the uids in `server.allowed_uids`, get in; anyone else
+        is told so and closed, whatever the socket's file mode allows.
+        """
+        if sock is None:
+            return None
+        try:
+            pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED_SIZE))
+        except OSError as exc:
+            log.warning("cannot read the peer's credentials; refusing", conn=conn.cid, error=str(exc))
+            return "the daemon could not verify who is connecting"
+        conn.peer_uid = uid
+        if uid in self.state.allowed_uids:
+            return None
+        self.state.refused_peers += 1
+        log.warning("refused a connection from another user", conn=conn.cid, uid=uid, pid=pid)
+        return f"uid {uid} may not use this daemon (it serves uid {os.getuid()}; see server.allowed_uids)"
+
+    async def sweep(self) -> None:
+        """Close connections that stalled mid-frame or never finished their
+        handshake within `server.frame_timeout`: each would hold a buffer
+        (up to a whole frame) and a file descriptor for ever."""
+        while True:
+            timeout = self.state.frame_timeout
+            await anyio.sleep(min(1.0, timeout / 4))
+            now = time.monotonic()
+            for conn in list(self.connections):
+                reason = conn.stalled(now, timeout)
+                if reason is not None:
+                    self.state.closed_stalled += 1
+                    log.warning("closing a stalled connection", conn=conn.cid, reason=reason,
+                                pending_bytes=conn.protocol.frames.pending_bytes)
+                    conn.fail(ErrorCode.TIMEOUT, f"{reason} for {timeout:g} s (server.frame_timeout)")
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -313,3 +421,6 @@ class Server:
     def close_connections(self) -> None:
         for conn in list(self.connections):
             conn.close()
+
+
+_UCRED_SIZE = struct.calcsize("3i")

@@ -6,6 +6,7 @@ store can name them without importing the providers (and so httpx).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -63,17 +64,23 @@ class ServerState:
     """What the socket server counts and obeys, owned by the app and shown in
     its status: the server changes these, never the app's own fields."""
 
-    __slots__ = ("requests_total", "connections", "draining", "in_flight", "max_in_flight_per_connection")
+    __slots__ = ("requests_total", "connections", "draining", "in_flight", "max_in_flight_per_connection",
+                 "frame_timeout", "allowed_uids", "refused_peers", "closed_stalled")
 
-    def __init__(self, max_in_flight_per_connection: int) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.requests_total = 0
         self.connections = 0
         self.draining = False
         self.in_flight = InFlight()
-        self.max_in_flight_per_connection = max_in_flight_per_connection
+        # Connections refused for their peer's uid, and closed for stalling.
+        self.refused_peers = 0
+        self.closed_stalled = 0
+        self.reconfigure(config)
 
     def reconfigure(self, config: ServerConfig) -> None:
         self.max_in_flight_per_connection = config.max_in_flight_per_connection
+        self.frame_timeout = float(config.frame_timeout)
+        self.allowed_uids = frozenset([os.getuid(), *config.allowed_uids])
 
     def __repr__(self) -> str:
         return (f"<ServerState connections={self.connections} in_flight={self.in_flight.count} "

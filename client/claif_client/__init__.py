@@ -19,6 +19,7 @@ from .errors import (
     Cancelled,
     ClaifError,
     DaemonUnavailable,
+    Forbidden,
     InternalError,
     NotConfigured,
     NotFound,
@@ -26,7 +27,9 @@ from .errors import (
     RateLimited,
     RemoteError,
     ShuttingDown,
+    StorageError,
     Timeout,
+    UntrustedDaemon,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -60,6 +63,9 @@ __all__ = [
     "Cancelled",
     "ShuttingDown",
     "InternalError",
+    "StorageError",
+    "Forbidden",
+    "UntrustedDaemon",
 ]
 
 

@@ -19,9 +19,10 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
-from .connection import RECV_SIZE, ClientConnection
+from .connection import RECV_SIZE, ClientConnection, encode_request
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
-from .protocol import Cancel, Reply, Request, Welcome, encode_frame
+from .paths import check_peer
+from .protocol import Cancel, Reply, Request, Welcome
 
 __all__ = ["AsyncIO"]
 
@@ -50,7 +51,7 @@ class AsyncIO:
         return self._stream is not None
 
     async def send(self, msg: Request) -> None:
-        frame = bytes(encode_frame(msg))
+        frame = encode_request(msg)
         async with self._send_lock:
             stream = self._stream or await self._connect()
             try:
@@ -120,6 +121,7 @@ class AsyncIO:
             raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
         welcome: Welcome | None = None
         try:
+            check_peer(stream.extra(anyio.abc.SocketAttribute.raw_socket), self.socket_path)
             with anyio.fail_after(self.timeout):
                 await stream.send(self.protocol.connect())
                 while welcome is None:

@@ -24,9 +24,10 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from .connection import RECV_SIZE, ClientConnection
+from .connection import RECV_SIZE, ClientConnection, encode_request
 from .errors import ClaifError, DaemonUnavailable, ProtocolError, Timeout
-from .protocol import Cancel, Reply, Request, Welcome, encode_frame
+from .paths import check_peer
+from .protocol import Cancel, Reply, Request, Welcome
 
 __all__ = ["SyncIO"]
 
@@ -56,7 +57,7 @@ class SyncIO:
         return self._sock is not None
 
     def send(self, msg: Request) -> None:
-        frame = encode_frame(msg)
+        frame = encode_request(msg)
         with self._send_lock:
             sock = self._sock or self._connect()
             try:
@@ -145,6 +146,7 @@ class SyncIO:
             raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from exc
         welcome: Welcome | None = None
         try:
+            check_peer(sock, self.socket_path)
             sock.sendall(self.protocol.connect())
             while welcome is None:
                 data = sock.recv(RECV_SIZE)

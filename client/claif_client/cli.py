@@ -258,6 +258,8 @@ def _read_batch(text: str) -> tuple[list[CompletionRequest], list[Any]]:
             requests.append(msgspec.convert(doc, CompletionRequest))
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             raise UsageError(f"line {lineno}: {exc}") from exc
+        except RecursionError as exc:
+            raise UsageError(f"line {lineno}: JSON nested too deeply") from exc
     return requests, custom_ids
 
 
@@ -292,6 +294,8 @@ def _read_input(path: str) -> str:
             return f.read()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read {path}: not UTF-8 text (byte {exc.start})") from exc
 
 
 def _cmd_batch(client: Client, args: argparse.Namespace) -> int:
@@ -462,6 +466,8 @@ def _cmd_session(client: Client, args: argparse.Namespace) -> int:
             document = msgspec.json.decode(_read_input(args.file))
         except msgspec.DecodeError as exc:
             raise UsageError(f"{args.file} is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise UsageError(f"{args.file}: JSON nested too deeply") from exc
         doc = client.session_import(document)
         _print_json({"id": doc["id"]}) if args.json else print(doc["id"])
     else:

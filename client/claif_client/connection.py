@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from ._demux import Demux
-from .errors import ProtocolError
+from .errors import BadRequest, ProtocolError, remote_error
 from .framing import FrameDecoder, FrameTooLarge
 from .protocol import (
     PROTOCOL_VERSION,
@@ -43,7 +43,7 @@ from .protocol import (
     hello_decoder,
 )
 
-__all__ = ["Handshake", "ClientConnection", "ServerConnection", "DEFAULT_TIMEOUT", "RECV_SIZE"]
+__all__ = ["Handshake", "ClientConnection", "ServerConnection", "DEFAULT_TIMEOUT", "RECV_SIZE", "encode_request"]
 
 # Long enough for a slow model's whole answer; override per client.
 DEFAULT_TIMEOUT = 600.0
@@ -56,6 +56,16 @@ T = TypeVar("T")
 
 
 # ------------------------------------------------------------ client side
+
+
+def encode_request(msg: msgspec.Struct) -> bytes:
+    """The frame for a request, or BadRequest for values msgpack cannot carry
+    (an integer over 64 bits, a lone surrogate in a string, nesting too deep)."""
+    try:
+        return bytes(encode_frame(msg))
+    except (OverflowError, UnicodeEncodeError, RecursionError, TypeError, ValueError) as exc:
+        raise BadRequest(ErrorCode.BAD_REQUEST, f"the request cannot be encoded: {exc}") from exc
+
 
 
 class Handshake:
@@ -78,6 +88,8 @@ class Handshake:
             welcome = _hello_decoder.decode(payloads[0])
         except (msgspec.DecodeError, FrameTooLarge) as exc:
             raise ProtocolError(f"bad handshake reply: {exc}") from exc
+        if isinstance(welcome, Error) and welcome.code == ErrorCode.FORBIDDEN:
+            raise remote_error(welcome.code, welcome.message)
         if not isinstance(welcome, Welcome):
             detail = f"{welcome.code}: {welcome.message}" if isinstance(welcome, Error) else "no Welcome"
             raise ProtocolError(f"handshake refused: {detail}")
@@ -166,7 +178,7 @@ class ServerConnection(Generic[T]):
         back for a payload that is no valid request."""
         try:
             return self.decoder.decode(payload)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
             return _rejection(payload, exc)
 
     def begin(self, rid: int, token: T) -> Error | None:
@@ -192,11 +204,11 @@ def _refusal(code: str, message: str) -> bytes:
     return bytes(encode_frame(Error(id=0, code=code, message=message)))
 
 
-def _rejection(payload: bytes | memoryview, exc: msgspec.DecodeError) -> Error:
+def _rejection(payload: bytes | memoryview, exc: Exception) -> Error:
     """The answer to a frame that is not a valid request, with its id if it has one."""
     try:
         raw: Any = msgspec.msgpack.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, ValueError, RecursionError):  # invalid UTF-8, nesting too deep
         raw = None
     rid = raw.get("id") if isinstance(raw, dict) else None
     rid = rid if isinstance(rid, int) and not isinstance(rid, bool) else 0

@@ -2,6 +2,7 @@
 
     ClaifError
     ├── DaemonUnavailable      no daemon answers on the socket (CLI exit 3)
+    │   └── UntrustedDaemon    the socket is served by another user's process: refused
     ├── ProtocolError          the peer broke the wire protocol, or versions differ
     ├── Timeout                no answer within the client's timeout
     └── RemoteError(code)      the daemon answered a request with an Error frame
@@ -14,6 +15,7 @@
         ├── Cancelled          cancelled
         ├── ShuttingDown       shutting_down
         ├── StorageError       storage_error (the daemon could not save: nothing was acknowledged)
+        ├── Forbidden          forbidden (this user may not use that daemon: server.allowed_uids)
         └── InternalError      internal
 
 `RemoteError.code` is the stable protocol code; switch on it rather than on
@@ -27,6 +29,8 @@ from typing import Any
 __all__ = [
     "ClaifError",
     "DaemonUnavailable",
+    "UntrustedDaemon",
+    "Forbidden",
     "ProtocolError",
     "Timeout",
     "RemoteError",
@@ -50,6 +54,10 @@ class ClaifError(Exception):
 
 class DaemonUnavailable(ClaifError):
     pass
+
+
+class UntrustedDaemon(DaemonUnavailable):
+    """The process behind the socket runs as another user: no prompt is sent to it."""
 
 
 class ProtocolError(ClaifError):
@@ -119,7 +127,12 @@ class StorageError(RemoteError):
     pass
 
 
+class Forbidden(RemoteError):
+    pass
+
+
 _BY_CODE: dict[str, type[RemoteError]] = {
+    "forbidden": Forbidden,
     "bad_request": BadRequest,
     "unknown_method": BadRequest,
     "too_large": BadRequest,

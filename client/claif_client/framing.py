@@ -26,6 +26,9 @@ class FrameDecoder:
     def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
         self.max_frame_size = max_frame_size
         self._buf = bytearray()
+        # Frames completed out of the buffer (whole frames that arrive in one
+        # read are not counted): it moves whenever a partial frame completes.
+        self.completed = 0
 
     @property
     def pending_bytes(self) -> int:
@@ -63,6 +66,7 @@ class FrameDecoder:
             pos = end
         if pos:
             del buf[:pos]
+            self.completed += len(frames)
         return frames
 
     def __repr__(self) -> str:

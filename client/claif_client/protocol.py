@@ -43,7 +43,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any, Final, Union
+from typing import Annotated, Any, Final, Union
 
 import msgspec
 
@@ -106,6 +106,15 @@ MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 HEADER_SIZE: Final = 4
 
 
+# Numeric ranges checked when a message is decoded: a NaN, an infinity or a
+# 70-bit integer is refused as `bad_request` before any code sees it.
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=10 * 365 * 86400)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86400)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+Sampling = Annotated[float, msgspec.Meta(ge=0, le=1000)]
+
+
 class ErrorCode:
     """Stable error codes carried by `Error.code`. Clients may switch on them."""
 
@@ -125,6 +134,7 @@ class ErrorCode:
     UNSUPPORTED: Final = "unsupported"
     NOT_CONFIGURED: Final = "not_configured"
     STORAGE_ERROR: Final = "storage_error"
+    FORBIDDEN: Final = "forbidden"
 
 
 # --------------------------------------------------------------------------
@@ -147,7 +157,7 @@ class CacheControl(msgspec.Struct, omit_defaults=True):
     """Per-request cache behaviour: use, refresh, bypass or only."""
 
     mode: str = "use"
-    ttl: float | None = None
+    ttl: Seconds | None = None
     namespace: str | None = None
 
 
@@ -155,10 +165,10 @@ class CompletionRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     messages: list[Message]
     model: str | None = None
     system: str | list[dict[str, Any]] | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
+    max_tokens: PositiveCount | None = None
+    temperature: Sampling | None = None
+    top_p: Sampling | None = None
+    top_k: Count | None = None
     stop: list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
@@ -168,7 +178,7 @@ class CompletionRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     cache: CacheControl | None = None
     session: str | None = None
     # Seconds the daemon may spend on this request; None uses client.timeout.
-    timeout: float | None = None
+    timeout: PositiveSeconds | None = None
 
 
 class CompletionResponse(msgspec.Struct, kw_only=True):
@@ -248,7 +258,7 @@ class Batch(_Frame, tag="batch"):
 
     id: int
     requests: list[CompletionRequest]
-    concurrency: int | None = None
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
 
 
 class Cancel(_Frame, tag="cancel"):
@@ -295,8 +305,8 @@ class SessionList(_Frame, tag="session.list"):
 
     id: int
     metadata: dict[str, Any] | None = None
-    offset: int = 0
-    limit: int = 50
+    offset: Count = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 50
 
 
 class SessionDelete(_Frame, tag="session.delete"):

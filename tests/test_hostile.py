@@ -1,0 +1,373 @@
+"""Hostile input, broken files and other users, through the real daemon:
+nothing here may take the daemon down, and each case gets a clear answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import psutil
+import pytest
+
+from claif_client import BadRequest, Client, Forbidden, UntrustedDaemon
+from claif_client.protocol import (
+    Chunk,
+    Complete,
+    CompletionRequest,
+    Done,
+    Error,
+    GetStatus,
+    Message,
+    Ping,
+    Pong,
+    Result,
+    encode_frame,
+)
+
+from .conftest import DaemonProcess, RawConnection, eventually
+from .test_config_live import global_file, save_by_rename, wait_error, wait_value
+
+IS_ROOT = os.geteuid() == 0
+NOBODY = 65534
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def stream_request(words: int = 200, delay_ms: int = 5) -> CompletionRequest:
+    return CompletionRequest(
+        messages=[Message(role="user", content=" ".join(["w"] * words))], extra={"delay_ms": delay_ms}
+    )
+
+
+# ------------------------------------------------------------ config files
+
+
+def _bad_config_files(home: Path) -> dict[str, callable]:  # type: ignore[valid-type]
+    def non_utf8(path: Path) -> None:
+        path.write_bytes(b'{"batch": {"concurrency": 3}, "x": "\xff\xfe"}')
+
+    def deep(path: Path) -> None:
+        path.write_text("[" * 5000 + "]" * 5000)
+
+    def deep_object(path: Path) -> None:
+        path.write_text('{"a":' * 900 + "1" + "}" * 900)
+
+    def dev_zero(path: Path) -> None:
+        path.unlink(missing_ok=True)
+        path.symlink_to("/dev/zero")
+
+    def fifo(path: Path) -> None:
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+
+    def huge(path: Path) -> None:
+        tmp = path.with_name("big.tmp")
+        with open(tmp, "w") as f:
+            f.write('{"batch": {"concurrency": 3}, "pad": "')
+            f.write("x" * (8 * 1024 * 1024))
+            f.write('"}')
+        os.replace(tmp, path)
+
+    def nan(path: Path) -> None:
+        path.write_text('{"cache": {"default_ttl": NaN}, "pool": {"max_connections": -5}}')
+
+    return {"non_utf8": non_utf8, "deep": deep, "deep_object": deep_object, "dev_zero": dev_zero,
+            "fifo": fifo, "huge": huge, "nan_and_negative": nan}
+
+
+@pytest.mark.parametrize("kind", list(_bad_config_files(Path())))
+def test_a_hostile_config_edit_never_takes_the_daemon_down(daemon: DaemonProcess, kind: str) -> None:
+    path = global_file(daemon)
+    with Client(daemon.socket) as c:
+        save_by_rename(path, {"batch": {"concurrency": 4}})
+        wait_value(c, "batch.concurrency", 4)
+        started = time.monotonic()
+        _bad_config_files(daemon.home)[kind](path)
+        c.config_reload()  # whether or not the watcher saw it
+        error = wait_error(c)
+        assert time.monotonic() - started < 5, "reading a hostile file must not stall the daemon"
+        assert "config.json" in error
+        assert c.config_get("batch.concurrency")["value"] == 4
+        t0 = time.perf_counter()
+        c.ping()
+        assert time.perf_counter() - t0 < 1
+        path.unlink()
+        save_by_rename(path, {"batch": {"concurrency": 6}})
+        wait_value(c, "batch.concurrency", 6)
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+@pytest.mark.parametrize("kind", ["non_utf8", "deep", "dev_zero", "fifo", "nan_and_negative"])
+def test_a_hostile_config_at_start_up_is_a_clear_refusal(daemon_factory, kind: str) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False)
+    path = global_file(d)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _bad_config_files(d.home)[kind](path)
+    d.start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(timeout=20) == 1
+    errors = [line for line in d.logs() if line.get("event") == "invalid configuration"]
+    assert errors and "config.json" in str(errors[0]["error"]), d.logs()
+    assert not any("Traceback" in str(line) for line in d.logs())
+
+
+def test_config_validate_names_every_range_error(daemon: DaemonProcess, short_tmp: Path) -> None:
+    with Client(daemon.socket) as c:
+        doc = c.config_validate('{"pool": {"max_connections": -5}, "server": {"max_in_flight_per_connection": 0},'
+                                ' "providers": {"openai": {"max_concurrency": 0}}}')
+        assert not doc["ok"]
+        for key in ("pool.max_connections", "server.max_in_flight_per_connection", "providers.openai.max_concurrency"):
+            assert key in doc["error"]
+        with pytest.raises(BadRequest, match="max_connections must be >= 1"):
+            c.config_set("pool.max_connections", -5)
+        with pytest.raises(BadRequest, match="finite"):
+            c.config_set("cache.default_ttl", float("nan"))
+        assert c.config_get("pool.max_connections")["value"] == 100
+
+
+def test_every_numeric_config_key_has_a_range() -> None:
+    from claifd.config import RANGES, describe_schema
+
+    numeric = [key for key, kind, _ in describe_schema() if kind in ("int", "float", "size", "duration")]
+    for key in numeric:
+        parts = key.split(".")
+        assert key in RANGES or (len(parts) == 3 and f"{parts[0]}.*.{parts[2]}" in RANGES), key
+
+
+def test_max_in_flight_of_one_still_serves(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"CLAIF_SERVER__MAX_IN_FLIGHT_PER_CONNECTION": "1"})
+    with Client(d.socket) as c:
+        for i in range(20):
+            assert c.complete(f"n{i}", cache="bypass").text == f"echo: n{i}"
+    conn = RawConnection(d.socket)
+    for i in range(1, 6):
+        conn.send(Complete(id=i, request=CompletionRequest(messages=[Message(role="user", content=f"p{i}")])))
+    ids = sorted(conn.read().id for _ in range(5))
+    assert ids == [1, 2, 3, 4, 5]
+
+
+# ------------------------------------------------------------ bad frames
+
+
+BAD_PAYLOADS = {
+    "invalid utf-8": b"\x82\xa4type\xa4p\xffng\xa2id\x07",
+    "nesting 1000": b"\x82\xa4type\xa4ping\xa2id" + b"\x91" * 1000 + b"\x01",
+    "nesting 100000": b"\x91" * 100_000 + b"\x01",
+    "nan timeout": msgspec.msgpack.encode(
+        {"type": "complete", "id": 7, "request": {"messages": [{"role": "user", "content": "x"}],
+                                                  "timeout": float("nan")}}),
+    "infinite ttl": msgspec.msgpack.encode(
+        {"type": "complete", "id": 7, "request": {"messages": [{"role": "user", "content": "x"}],
+                                                  "cache": {"ttl": float("inf")}}}),
+    "huge int": b"\x83\xa4type\xa8complete\xa2id\x07\xa7request\x82\xa8messages\x91\x82\xa4role\xa4user"
+                b"\xa7content\xa1x\xaamax_tokens\xcf\xff\xff\xff\xff\xff\xff\xff\xff",
+    "negative max_tokens": msgspec.msgpack.encode(
+        {"type": "complete", "id": 7, "request": {"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}}),
+    "not msgpack": b"\xc1\xc1\xc1",
+    "empty": b"",
+}
+
+
+def test_one_bad_frame_never_kills_a_multiplexed_connection(daemon: DaemonProcess) -> None:
+    conn = RawConnection(daemon.socket)
+    conn.send(Complete(id=1, request=stream_request(words=len(BAD_PAYLOADS) * 4 + 40, delay_ms=10), stream=True))
+    assert isinstance(conn.read(), Chunk)
+    for name, payload in BAD_PAYLOADS.items():
+        conn.send_raw(frame(payload))
+        while True:
+            reply = conn.read()
+            if isinstance(reply, Chunk):
+                continue
+            assert isinstance(reply, Error), (name, reply)
+            assert reply.code == "bad_request", (name, reply)
+            assert reply.id in (0, 7), (name, reply)
+            break
+        conn.send(Ping(id=100))
+        while not isinstance(reply := conn.read(), Pong):
+            assert isinstance(reply, Chunk), (name, reply)
+    while not isinstance(reply := conn.read(), Done):
+        assert isinstance(reply, Chunk)
+    assert reply.id == 1
+
+
+def test_the_client_refuses_values_msgpack_cannot_carry(daemon: DaemonProcess) -> None:
+    with Client(daemon.socket) as c:
+        with pytest.raises(BadRequest, match="cannot be encoded"):
+            c.complete("hi", max_tokens=2**70)
+        with pytest.raises(BadRequest, match="cannot be encoded"):
+            c.complete("lone \ud800 surrogate")
+        assert c.complete("fine").text == "echo: fine"
+
+
+# ------------------------------------------------------- flow control
+
+
+def _rss(d: DaemonProcess) -> int:
+    assert d.proc is not None
+    return psutil.Process(d.proc.pid).memory_info().rss
+
+
+def test_a_client_that_never_reads_costs_bounded_memory(daemon: DaemonProcess) -> None:
+    base = _rss(daemon)
+    hog = RawConnection(daemon.socket)
+    # Status is answered inline (no task, so no in-flight limit) with ~50x
+    # more bytes than it costs to ask: without write-side flow control the
+    # daemon buffers ~1 GB of replies for these 2 MB of requests.
+    requests = b"".join(bytes(encode_frame(GetStatus(id=i))) for i in range(1, 200_001))
+    hog.sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 3
+    while sent < len(requests) and time.monotonic() < deadline:
+        try:
+            sent += hog.sock.send(requests[sent:sent + 65536])
+        except BlockingIOError:
+            time.sleep(0.01)
+    grown = _rss(daemon) - base
+    assert sent < len(requests), "the daemon kept reading from a client that reads nothing"
+    assert grown < 64 * 1024 * 1024, f"RSS grew {grown / 1e6:.0f} MB after {sent / 1e6:.1f} MB of requests"
+    with Client(daemon.socket) as c:
+        c.ping()
+        assert c.complete("a bystander").text == "echo: a bystander"
+    # Once it reads, every reply arrives, in order.
+    hog.sock.setblocking(True)
+    hog.sock.settimeout(10)
+    for i in range(1, 51):
+        reply = hog.read()
+        assert isinstance(reply, Result) and reply.id == i
+    hog.close()
+
+
+def test_a_stalled_partial_frame_and_a_silent_connection_are_closed(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"CLAIF_SERVER__FRAME_TIMEOUT": "0.5"})
+    partial = RawConnection(d.socket)
+    partial.send_raw((1_000_000).to_bytes(4, "big") + b"x" * 1000)
+    silent = RawConnection(d.socket, hello=False)
+    busy = RawConnection(d.socket)  # slow but moving: kept
+    t0 = time.monotonic()
+    r = partial.read()
+    assert isinstance(r, Error) and r.code == "timeout" and "frame_timeout" in r.message
+    assert partial.is_closed_by_peer()
+    assert time.monotonic() - t0 < 5
+    assert silent.is_closed_by_peer(timeout=5)
+    for i in range(8):
+        busy.send(Ping(id=i))
+        assert busy.read() == Pong(id=i)
+        time.sleep(0.1)
+    with Client(d.socket) as c:
+        assert c.status()["requests_total"] >= 8
+
+
+# ------------------------------------------------------- other users
+
+
+def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(daemon_factory, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False)
+    victim = short_tmp / "victim.txt"
+    victim.write_text("precious")
+    d.socket.parent.mkdir(mode=0o700, exist_ok=True)
+    d.socket.with_name(d.socket.name + ".lock").symlink_to(victim)
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(timeout=20) == 1
+    assert victim.read_text() == "precious"
+    assert any("lock file" in str(line.get("error")) for line in d.logs())
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user (CI runs as root)")
+def test_a_socket_directory_owned_by_another_user_is_refused(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False)
+    d.socket.parent.mkdir(mode=0o777)
+    os.chown(d.socket.parent, NOBODY, NOBODY)
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(timeout=20) == 1
+    assert any("belongs to uid" in str(line.get("error")) for line in d.logs()), d.logs()
+
+
+_AS_NOBODY = """
+import os, sys
+from claif_client import Client, ClaifError
+import claif_client._sync_io, claif_client.paths
+os.setgid({uid}); os.setuid({uid})
+try:
+    with Client(sys.argv[1], timeout=5) as c:
+        c.ping(); print("ok")
+except ClaifError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def _ping_as_nobody(sock: Path, trusted: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "CLAIF_TRUSTED_UIDS"}
+    if trusted is not None:
+        env["CLAIF_TRUSTED_UIDS"] = trusted
+    out = subprocess.run([sys.executable, "-c", _AS_NOBODY.format(uid=NOBODY), str(sock)],
+                         env=env, capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() + out.stderr.strip()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user (CI runs as root)")
+def test_peer_credentials_are_checked_on_both_sides(daemon: DaemonProcess) -> None:
+    # Open the file modes wide: only the uid checks stand in the way now.
+    os.chmod(daemon.socket.parent.parent, 0o755)
+    os.chmod(daemon.socket.parent, 0o755)
+    os.chmod(daemon.socket, 0o666)
+    # The client refuses a daemon of another user before sending anything...
+    assert _ping_as_nobody(daemon.socket, None).startswith("UntrustedDaemon")
+    # ...and the daemon refuses a client of another user.
+    assert _ping_as_nobody(daemon.socket, "0").startswith("Forbidden")
+    with Client(daemon.socket) as c:
+        assert c.status()["connections"] >= 1
+        c.config_set("server.allowed_uids", [NOBODY])
+    assert _ping_as_nobody(daemon.socket, "0").startswith("ok")
+    assert any(line.get("event") == "refused a connection from another user" for line in daemon.logs())
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user (CI runs as root)")
+def test_the_client_refuses_a_fake_daemon_of_another_user(short_tmp: Path) -> None:
+    theirs = short_tmp / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY, NOBODY)
+    os.chmod(short_tmp, 0o755)
+    path = theirs / "fake.sock"
+    fake = subprocess.Popen([sys.executable, "-c", f"""
+import os, socket, time
+os.setgid({NOBODY}); os.setuid({NOBODY})
+s = socket.socket(socket.AF_UNIX); s.bind({str(path)!r}); os.chmod({str(path)!r}, 0o666); s.listen()
+print("ready", flush=True)
+c, _ = s.accept(); data = c.recv(65536); print("GOT", len(data), flush=True); time.sleep(5)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
+        with pytest.raises(UntrustedDaemon, match="uid 65534"):
+            with Client(path, timeout=5) as c:
+                c.ping()
+        fake.kill()
+        assert "GOT" not in (fake.communicate()[0] or ""), "a prompt reached the fake daemon"
+    finally:
+        fake.kill()
+
+
+def test_every_file_the_daemon_creates_is_private(daemon: DaemonProcess) -> None:
+    with Client(daemon.socket) as c:
+        sid = c.session_create(title="private")["id"]
+        c.complete("secret words", session=sid)
+        c.complete("cached words")
+    time.sleep(0.3)  # the cache's write-behind
+    files = [p for p in (daemon.home / ".claif").rglob("*") if p.is_file()]
+    assert any(p.name.endswith("-wal") for p in files), files
+    for p in files:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        assert mode & 0o077 == 0, f"{p} is {oct(mode)}"
+    sock_mode = stat.S_IMODE(daemon.socket.stat().st_mode)
+    assert sock_mode == 0o600
+
+
+_ = (json, socket, eventually, Forbidden)
