@@ -8,8 +8,8 @@ exits 0, 1 or 2 accordingly):
 |---|---|---|
 | config | the last edit was rejected (the previous config serves) | - |
 | draining | the daemon is shutting down | - |
-| cache_disk | the disk tier is off or had write/read errors (memory still serves) | - |
-| sessions | - | the store refused writes: sends fail |
+| cache_disk | the disk tier is off, its last write/read failed, or a damaged file was moved aside in the last hour (memory still serves) | - |
+| sessions | a damaged file or WAL was moved aside in the last hour, or damaged rows were found | the store is unavailable, or its last write failed (until a write succeeds again) |
 | upstream | more than 50 % of the last upstream calls failed (at least 10 calls) | - |
 
 `metrics_text()` is the Prometheus text exposition, rendered by
@@ -19,6 +19,7 @@ shows, at scrape time (nothing is counted twice).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -52,9 +53,19 @@ class HealthWindow:
         return d
 
 
-def health(status: Mapping[str, Any], window: HealthWindow) -> dict[str, Any]:
+# How long a damaged file moved aside keeps health at `warning`.
+QUARANTINE_WARNING_S = 3600.0
+
+
+def _recent(quarantined: list[dict[str, Any]], now: float) -> dict[str, Any] | None:
+    recent = [q for q in quarantined if now - q["at"] < QUARANTINE_WARNING_S]
+    return recent[-1] if recent else None
+
+
+def health(status: Mapping[str, Any], window: HealthWindow, now: float | None = None) -> dict[str, Any]:
     """Rate a `status` snapshot (what `claif status` shows); `window` keeps
     the upstream counts of the previous check."""
+    now = time.time() if now is None else now
     checks: list[dict[str, str]] = []
 
     def check(name: str, rating: str, detail: str = "") -> None:
@@ -68,12 +79,23 @@ def health(status: Mapping[str, Any], window: HealthWindow) -> dict[str, Any]:
         check("cache_disk", "ok", "cache disabled")
     elif cache["disk_tier"] == "unavailable":
         check("cache_disk", "warning", "disk tier unavailable; memory only")
-    elif cache["disk_errors"]:
-        check("cache_disk", "warning", f"{cache['disk_errors']} disk errors")
+    elif cache["disk_error"]:
+        check("cache_disk", "warning", f"last disk operation failed: {cache['disk_error']}")
+    elif recent := _recent(cache["quarantined"], now):
+        check("cache_disk", "warning", f"damaged cache database moved aside to {recent['path']}: {recent['reason']}")
     else:
         check("cache_disk", "ok")
-    failed = status["sessions"]["write_errors"]
-    check("sessions", "unhealthy" if failed else "ok", f"{failed} failed writes" if failed else "")
+    sessions = status["sessions"]
+    if sessions["store_error"]:
+        check("sessions", "unhealthy", f"session store unavailable: {sessions['store_error']}")
+    elif sessions["write_error"]:
+        check("sessions", "unhealthy", f"the last write failed: {sessions['write_error']}")
+    elif recent := _recent(sessions["quarantined"], now):
+        check("sessions", "warning", f"damaged session file moved aside to {recent['path']}: {recent['reason']}")
+    elif sessions["damaged"]:
+        check("sessions", "warning", f"{sessions['damaged']} damaged session(s) could not be read")
+    else:
+        check("sessions", "ok")
     upstream = status["upstream"]
     requests, errors = window.delta(upstream["requests"], upstream["errors"])
     if requests >= 10 and errors * 2 > requests:

@@ -357,7 +357,7 @@ def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path: Path) -> None:
     store.open()
     store.put_many([entry("a")], now=0)
     assert store.get("a", now=1) is not None
-    assert list(tmp_path.glob(f"{FILENAME}.broken-*"))
+    assert list(tmp_path.glob(f"{FILENAME}.damaged-*"))
 
 
 def test_clear_namespace_and_touch(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import msgspec
 import psutil
 import pytest
 
-from claif_client import BadRequest, Client, Forbidden, UntrustedDaemon
+from claif_client import BadRequest, Client, Forbidden, NotFound, StorageError, UntrustedDaemon
 from claif_client.protocol import (
     Chunk,
     Complete,
@@ -371,3 +371,150 @@ def test_every_file_the_daemon_creates_is_private(daemon: DaemonProcess) -> None
 
 
 _ = (json, socket, eventually, Forbidden)
+
+
+# ------------------------------------------------------- broken files
+
+
+def _cache_file(d: DaemonProcess) -> Path:
+    return d.home / ".claif" / "cache" / "cache.sqlite3"
+
+
+def _sessions_file(d: DaemonProcess) -> Path:
+    return d.home / ".claif" / "sessions" / "sessions.sqlite3"
+
+
+def _damage_pages(path: Path, first_page: int, pages: int, page_size: int = 4096) -> None:
+    with open(path, "r+b") as f:
+        f.seek(first_page * page_size)
+        f.write(b"\xa5" * (pages * page_size))
+
+
+def _health(c: Client, name: str) -> dict[str, str]:
+    return next(check for check in c.health()["checks"] if check["name"] == name)
+
+
+def test_a_cache_with_damaged_pages_is_moved_aside_and_serving_goes_on(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory()
+    with Client(d.socket) as c:
+        for i in range(300):
+            c.complete(f"question {i} " + "x" * 2000)
+    assert d.stop() == 0
+    size = _cache_file(d).stat().st_size
+    assert size > 40 * 4096
+    _damage_pages(_cache_file(d), 2, (size // 4096) - 4)
+    d.start()
+    with Client(d.socket) as c:
+        cache = c.status()["cache"]
+        assert cache["disk_tier"] == "ok"
+        assert len(cache["quarantined"]) == 1 and "damaged" in cache["quarantined"][0]["path"]
+        check = _health(c, "cache_disk")
+        assert check["status"] == "warning" and "moved aside" in check["detail"]
+        assert c.complete("fresh").cached is False
+        assert c.complete("fresh").cached == "exact"
+    assert Path(cache["quarantined"][0]["path"]).exists()
+    assert any(line.get("event") == "damaged database moved aside" for line in d.logs())
+
+
+def test_an_unusable_cache_directory_means_memory_only(daemon_factory, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    not_a_dir = short_tmp / "file"
+    not_a_dir.write_text("x")
+    d = daemon_factory(env={"CLAIF_CACHE__DIR": str(not_a_dir)})
+    with Client(d.socket) as c:
+        assert c.status()["cache"]["disk_tier"] == "unavailable"
+        assert _health(c, "cache_disk")["status"] == "warning"
+        assert c.complete("mem").cached is False
+        assert c.complete("mem").cached == "exact"
+
+
+def test_a_sessions_file_that_is_garbage_is_moved_aside(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(start=False)
+    _sessions_file(d).parent.mkdir(parents=True)
+    _sessions_file(d).write_bytes(os.urandom(64 * 1024))
+    d.start()
+    with Client(d.socket) as c:
+        sessions = c.status()["sessions"]
+        assert sessions["store_error"] is None
+        assert len(sessions["quarantined"]) == 1
+        assert _health(c, "sessions")["status"] == "warning"
+        sid = c.session_create(title="after")["id"]
+        c.session_send(sid, "hello")
+        assert c.session_list()["total"] == 1
+    assert not any("Traceback" in str(line) for line in d.logs())
+
+
+def test_damaged_session_pages_lose_only_the_damaged_sessions(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"CLAIF_CACHE__ENABLED": "false"})
+    ids = []
+    with Client(d.socket) as c:
+        for i in range(120):
+            sid = c.session_create(title=f"s{i}")["id"]
+            c.session_send(sid, f"message {i} " + "y" * 1500)
+            ids.append(sid)
+    assert d.stop() == 0
+    path = _sessions_file(d)
+    pages = path.stat().st_size // 4096
+    assert pages > 40
+    _damage_pages(path, pages // 2, 3)
+    d.start()
+    with Client(d.socket) as c:
+        record = c.status()["sessions"]["quarantined"][0]
+        assert record["salvaged"] > 60, record
+        listing = c.session_list(limit=1000)
+        assert listing["total"] == record["salvaged"]
+        readable = 0
+        for sid in ids:
+            try:
+                c.session_get(sid)
+                readable += 1
+            except NotFound:
+                pass
+        assert readable == record["salvaged"]
+        assert _health(c, "sessions")["status"] == "warning"
+
+
+def test_damaged_session_rows_fail_alone_and_listing_still_works(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    d = daemon_factory(env={"CLAIF_CACHE__ENABLED": "false"})
+    with Client(d.socket) as c:
+        good = c.session_create(title="good")["id"]
+        bad = c.session_create(title="bad")["id"]
+        c.session_send(good, "fine")
+        c.session_send(bad, "doomed")
+    assert d.stop() == 0
+    db = sqlite3.connect(_sessions_file(d))
+    db.execute("UPDATE sessions SET title = CAST(x'ff41fe' AS TEXT) WHERE id = ?", (bad,))
+    db.execute("UPDATE messages SET content = x'c1c1' WHERE session_id = ?", (bad,))
+    db.commit()
+    db.close()
+    d.start()
+    with Client(d.socket) as c:
+        titles = {s["id"]: s["title"] for s in c.session_list()["sessions"]}
+        assert titles[good] == "good" and "A" in titles[bad]
+        assert c.session_get(good)["messages"]
+        with pytest.raises(StorageError, match="damaged"):
+            c.session_get(bad)
+        assert _health(c, "sessions")["status"] == "warning"
+        c.ping()
+
+
+def test_a_garbage_wal_is_moved_aside_and_said_so(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"CLAIF_CACHE__ENABLED": "false"})
+    with Client(d.socket) as c:
+        c.session_create(title="checkpointed")
+    assert d.stop() == 0  # a clean stop checkpoints: the database holds it
+    d.start()
+    with Client(d.socket) as c:
+        c.session_create(title="only in the WAL")
+    d.kill()
+    wal = Path(f"{_sessions_file(d)}-wal")
+    assert wal.stat().st_size > 0
+    wal.write_bytes(os.urandom(wal.stat().st_size))
+    d.start()
+    with Client(d.socket) as c:
+        sessions = c.status()["sessions"]
+        assert len(sessions["quarantined"]) == 1 and "WAL" in sessions["quarantined"][0]["reason"]
+        assert [s["title"] for s in c.session_list()["sessions"]] == ["checkpointed"]
+        assert _health(c, "sessions")["status"] == "warning"
+    assert any(line.get("event") == "damaged database moved aside" for line in d.logs())

@@ -343,9 +343,15 @@ def test_a_failed_commit_is_storage_error_and_changes_nothing(daemon_factory) ->
         with pytest.raises(StorageError) as info:
             c.session_send(sid, "x" * (2560 * 1024))
         assert info.value.code == "storage_error"
+        # The real cause, not a failed ROLLBACK's "no transaction is active".
+        assert "SQLITE_IOERR_WRITE" in info.value.message and "transaction" not in info.value.message
         assert texts(c.session_get(sid)) == [("user", "small"), ("assistant", "echo: small")]
         assert c.status()["sessions"]["write_errors"] >= 1
+        assert c.health()["status"] == "unhealthy"
         assert c.session_send(sid, "after")[1]["message_index"] == 3  # the store still works
+        # A transient failure does not leave health unhealthy for ever.
+        assert c.health()["status"] == "healthy"
+        assert c.status()["sessions"]["write_error"] is None
     assert d.stop() == 0
     d.preexec = None
     d.start()

@@ -6,7 +6,8 @@ never on the event loop. The connection is used by one thread at a time.
 Durability: WAL journal with synchronous=NORMAL, so a kill -9 at any moment
 leaves a database that opens (at worst without the last writes, which for a
 cache only costs a miss). A file that is not a usable database at all is
-moved aside and a new one started. A row whose blob fails its checksum or
+moved aside (`fs.quarantine`) and a new one started, at start-up or when
+damage shows while running. A row whose blob fails its checksum or
 does not decode is deleted and reported as a miss, never served.
 
 `max_bytes` bounds the sum of the stored blobs (compressed payloads): after
@@ -23,10 +24,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from ..fs import ensure_private_dir
+from ..fs import check_wal, ensure_private_dir, is_corruption, quarantine
 from .entry import Codec, DamagedEntry, MemEntry, Payload
 
 __all__ = ["DiskStore", "DiskHit", "FILENAME"]
@@ -75,6 +77,8 @@ class DiskStore:
         self.evictions = 0
         self.damaged = 0
         self._db: sqlite3.Connection | None = None
+        # Damaged files moved aside since start (shown in status and health).
+        self.quarantined: list[dict[str, Any]] = []
         # Hashes of every stored key, so that a miss -- the common case for
         # new requests -- is known on the event loop without a trip to the
         # worker thread (about 70 bytes per entry).
@@ -86,20 +90,42 @@ class DiskStore:
     # -------------------------------------------------------------- opening
 
     def open(self) -> None:
+        """Open (or create) the database. A file that is damaged or no
+        database at all is moved aside (`fs.quarantine`) and a new one
+        started: a cache is worth a fresh start, never a refused one. An
+        unusable directory raises OSError (the service then serves from
+        memory only)."""
         ensure_private_dir(self.path.parent)
+        problem = check_wal(self.path)
+        if problem is not None:
+            self._quarantine(problem, wal_only=True)
         try:
-            self._db = self._connect()
+            self._load()
         except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{FILENAME}.broken-{int(time.time())}")
-            log.warning("cache database unusable; starting a new one", path=str(self.path), moved_to=str(aside), error=str(exc))
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(self.path) + suffix)
-                if src.exists():
-                    os.replace(src, Path(str(aside) + suffix))
-            self._db = self._connect()
+            if not is_corruption(exc):
+                raise
+            self.close()
+            self._quarantine(f"{type(exc).__name__}: {exc}")
+            self._load()
+
+    def recover(self, reason: str) -> None:
+        """Damage found while running: move the file aside, start afresh."""
+        self.close()
+        self._quarantine(reason)
+        self._load()
+
+    def _quarantine(self, reason: str, wal_only: bool = False) -> None:
+        aside = quarantine(self.path, reason, wal_only=wal_only)
+        self.quarantined.append({"path": str(aside), "reason": reason, "at": time.time()})
+
+    def _load(self) -> None:
+        self._db = self._connect()
+        # Reading every key walks the table and its index: damaged pages
+        # there show up now, not in the middle of serving.
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
         self.entries, self.bytes = int(row[0]), int(row[1])
         self._present = {_prefix(key) for (key,) in self._db.execute("SELECT key FROM entries")}
+        self._db.execute("SELECT COUNT(*) FROM entries INDEXED BY entries_by_access").fetchone()
         self._evict()
 
     def _connect(self) -> sqlite3.Connection:
@@ -164,25 +190,33 @@ class DiskStore:
         db.execute("BEGIN")
         try:
             for entry in entries:
-                blob, checksum = self.codec.encode(entry)
+                try:
+                    blob, checksum = self.codec.encode(entry)
+                except Exception as exc:  # one bad entry must not cost the batch
+                    log.warning("cache entry not storable; skipped", key=entry.key[:16], error=str(exc))
+                    continue
                 if len(blob) > self.max_bytes:
                     continue
                 # Room first, then the row: `bytes` never exceeds the cap,
                 # not even for a moment another thread could observe.
                 self._delete_keys([entry.key])
                 self._evict(self.max_bytes - len(blob))
-                db.execute(
-                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (entry.key, entry.namespace, entry.created_at, entry.ttl, int(entry.fixed_ttl),
-                     entry.expires_at, now, entry.hits, len(blob), checksum, blob),
-                )
+                try:
+                    db.execute(
+                        "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (entry.key, entry.namespace, entry.created_at, entry.ttl, int(entry.fixed_ttl),
+                         entry.expires_at, now, entry.hits, len(blob), checksum, blob),
+                    )
+                except (sqlite3.IntegrityError, OverflowError, ValueError) as exc:
+                    log.warning("cache entry not storable; skipped", key=entry.key[:16], error=str(exc))
+                    continue
                 self.entries += 1
                 self.bytes += len(blob)
                 self._present.add(_prefix(entry.key))
                 stored += 1
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             self._recount()
             raise
         return stored
@@ -198,7 +232,7 @@ class DiskStore:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     def delete(self, key: str) -> bool:
@@ -249,6 +283,16 @@ class DiskStore:
         row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
         self.entries, self.bytes = int(row[0]), int(row[1])
         self._present = {_prefix(key) for (key,) in self.db.execute("SELECT key FROM entries")}
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back after a failure, keeping that failure the one reported: on a
+    full disk or an I/O error SQLite may have rolled back already, and the
+    ROLLBACK's own "no transaction is active" would hide the real cause."""
+    try:
+        db.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 def _prefix(key: str) -> int:

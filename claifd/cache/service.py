@@ -27,6 +27,7 @@ import structlog
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
 from ..config import CacheConfig, Price
+from ..fs import is_corruption
 from .disk import DiskHit, DiskStore
 from .entry import Codec, MemEntry, make_entry
 from .flight import Flight
@@ -71,6 +72,9 @@ class ResponseCache:
         self.coalesced = 0
         self.stores = 0
         self.disk_errors = 0
+        # The last disk failure, for health and status; cleared by a success.
+        self.disk_error: str | None = None
+        self.not_stored = {"empty": 0, "too_large": 0}
         self.saved_input_tokens = 0
         self.saved_output_tokens = 0
         self.saved_cost_usd = 0.0
@@ -102,8 +106,10 @@ class ResponseCache:
         if self.disk is not None:
             try:
                 await self._in_thread(self.disk.open)
-            except OSError as exc:
-                log.warning("cache disk tier unavailable; memory only", path=str(self.disk.path), error=str(exc))
+            except Exception as exc:  # an unusable directory, a file we cannot replace...
+                self.disk_error = f"{type(exc).__name__}: {exc}"
+                log.error("cache disk tier unavailable; serving from memory only",
+                          path=str(self.disk.path), error=self.disk_error)
                 self.disk = None
                 self.disk_errors += 1
         task_group.start_soon(self._writer)
@@ -138,7 +144,7 @@ class ResponseCache:
             try:
                 found: DiskHit | None = await self._in_thread(self.disk.get, key, self.clock())
             except Exception as exc:
-                self._disk_failed("read", exc)
+                await self._disk_failed("read", exc)
                 found = None
             if found is not None:
                 entry = make_entry(
@@ -177,10 +183,19 @@ class ResponseCache:
     # -------------------------------------------------------------- storing
 
     def store(self, key: str, namespace: str, request: CompletionRequest, response: CompletionResponse,
-              chunks: list[str] | None) -> MemEntry:
+              chunks: list[str] | None) -> MemEntry | None:
+        """Keep a complete answer (None: not worth keeping, see `not_stored`)."""
+        if not response.text and not any(b.get("type") != "text" for b in response.content):
+            # An empty answer is served, but a retry should ask again.
+            self.not_stored["empty"] += 1
+            return None
         fixed = request.cache is not None and request.cache.ttl is not None
         ttl = base_ttl(self.config.strategy, request, float(self.config.default_ttl), float(self.config.max_ttl))
         entry = make_entry(key, namespace, response, chunks, self.clock(), ttl, fixed)
+        if entry.size > self.config.max_entry_bytes:
+            self.not_stored["too_large"] += 1
+            log.info("answer too large to cache", size=entry.size, limit=int(self.config.max_entry_bytes))
+            return None
         self.memory.put(entry)
         self.stores += 1
         if self.disk is not None:
@@ -211,12 +226,22 @@ class ResponseCache:
                 rows = [(e.key, e.hits, e.expires_at, now) for e in touched.values()]
                 await self._in_thread(self.disk.touch_many, rows)
         except Exception as exc:
-            self._disk_failed("write", exc)
+            await self._disk_failed("write", exc)
+        else:
+            if batch or touched:
+                self.disk_error = None  # writes work again: the warning ends
 
-    def _disk_failed(self, what: str, exc: Exception) -> None:
+    async def _disk_failed(self, what: str, exc: Exception) -> None:
         # A full disk or a broken file costs the disk tier, never a request.
         self.disk_errors += 1
+        self.disk_error = f"{what}: {type(exc).__name__}: {exc}"
         log.warning(f"cache disk {what} failed; serving from memory", error=f"{type(exc).__name__}: {exc}")
+        if is_corruption(exc) and self.disk is not None:
+            try:
+                await self._in_thread(self.disk.recover, f"{what}: {exc}")
+            except Exception as again:
+                log.error("cache disk tier unavailable; serving from memory only", error=str(again))
+                self.disk = None
 
     # ------------------------------------------------------- single-flight
 
@@ -224,7 +249,9 @@ class ResponseCache:
         """The flight for `key`, and whether the caller leads it: an existing
         one (coalesced), or a new one that the caller must fly and `land`."""
         flight = self.flights.get(key)
-        if flight is not None:
+        # A flight whose last subscriber just left is cancelled but may not
+        # have landed yet: a newcomer starts a fresh one instead of joining it.
+        if flight is not None and not flight.scope.cancel_called:
             self.coalesced += 1
             return flight, False
         flight = Flight(key, streaming)
@@ -245,7 +272,7 @@ class ResponseCache:
             try:
                 removed = max(removed, await self._in_thread(self.disk.clear, namespace))
             except Exception as exc:
-                self._disk_failed("clear", exc)
+                await self._disk_failed("clear", exc)
         return removed
 
     async def delete(self, key: str) -> bool:
@@ -256,7 +283,7 @@ class ResponseCache:
             try:
                 found = await self._in_thread(self.disk.delete, key) or found
             except Exception as exc:
-                self._disk_failed("delete", exc)
+                await self._disk_failed("delete", exc)
         return found
 
     def reconfigure(self, config: CacheConfig) -> None:
@@ -300,6 +327,7 @@ class ResponseCache:
             "hit_rate": round(self.hits / lookups, 4) if lookups else 0.0,
             "coalesced": self.coalesced,
             "stores": self.stores,
+            "not_stored": dict(self.not_stored),
             "in_flight": len(self.flights),
             "memory": {
                 "entries": len(self.memory), "bytes": self.memory.bytes, "max_bytes": self.memory.max_bytes,
@@ -336,4 +364,7 @@ class ResponseCache:
             "bytes": self.memory.bytes + (disk.bytes if disk is not None else 0),
             "disk_tier": tier,
             "disk_errors": self.disk_errors,
+            # The last disk failure while it lasts (None once writes work again).
+            "disk_error": self.disk_error,
+            "quarantined": list(disk.quarantined) if disk is not None else [],
         }

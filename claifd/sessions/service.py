@@ -13,6 +13,7 @@ the client, which got an error, can simply retry).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..types import DeltaCallback
 from .context import estimate_tokens, trim
 from .lru import SessionLRU
 from .model import Session, SessionMessage, SessionSummary, new_session_id
-from .store import AppendMessages, CreateSession, DeleteSession, Op, SessionStore
+from .store import AppendMessages, CreateSession, DamagedSession, DeleteSession, Op, SessionStore
 
 __all__ = ["SessionService", "export_markdown"]
 
@@ -66,6 +67,12 @@ class SessionService:
         self.loads = 0
         self.commits = 0
         self.write_errors = 0
+        # The last write's failure, until a write succeeds again (health).
+        self.write_error: str | None = None
+        # Why the store could not open at all (every session call then fails
+        # with storage_error; the rest of the daemon serves on).
+        self.store_error: str | None = None
+        self.damaged = 0
 
     def __repr__(self) -> str:
         return f"<SessionService {self.lru!r} total={self.total} pending={len(self._queue)}>"
@@ -73,8 +80,13 @@ class SessionService:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        await anyio.to_thread.run_sync(self.store.open, limiter=self._write_thread)
-        self.total = (await self._read(self.store.counts))[0]
+        try:
+            await anyio.to_thread.run_sync(self.store.open, limiter=self._write_thread)
+            self.total = (await self._read(self.store.counts))[0]
+        except Exception as exc:
+            self.store_error = f"{type(exc).__name__}: {exc}"
+            log.error("session store unavailable; session requests will fail until it is fixed and the "
+                      "daemon restarted", path=str(self.store.path), error=self.store_error)
         task_group.start_soon(self._writer)
 
     async def aclose(self) -> None:
@@ -92,6 +104,8 @@ class SessionService:
 
     async def _persist(self, *ops: Op) -> None:
         """Return once `ops` are committed (fsynced); raise StorageError if not."""
+        if self.store_error is not None:
+            raise StorageError(f"the session store is unavailable: {self.store_error}")
         pending = _Pending(list(ops))
         with anyio.CancelScope(shield=True):  # once queued, the outcome must be known
             if self._writer_gone:
@@ -101,7 +115,10 @@ class SessionService:
                 self._wakeup.set()
                 await pending.done.wait()
         if pending.error is not None:
-            raise StorageError(f"the session store could not save the change: {pending.error}") from pending.error
+            error = pending.error
+            name = getattr(error, "sqlite_errorname", None)  # e.g. SQLITE_FULL, SQLITE_IOERR_WRITE
+            raise StorageError(f"the session store could not save the change: {error}"
+                               + (f" ({name})" if name else "")) from error
 
     def _take(self) -> list[_Pending]:
         batch, self._queue = self._queue, []
@@ -126,6 +143,7 @@ class SessionService:
         ops = [op for pending in batch for op in pending.ops]
         try:
             await anyio.to_thread.run_sync(self.store.apply, ops, limiter=self._write_thread)
+            self.write_error = None
         except Exception:
             # One bad change must not sink the others: retry them one by one.
             for pending in batch:
@@ -134,13 +152,28 @@ class SessionService:
                 except Exception as exc:
                     log.warning("session store write failed", error=f"{type(exc).__name__}: {exc}")
                     self.write_errors += 1
+                    self.write_error = f"{type(exc).__name__}: {exc}"
                     pending.error = exc
+                else:
+                    self.write_error = None
         self.commits += 1
         for pending in batch:
             pending.done.set()
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._read_thread)
+        """A read in the reader thread; damage is a StorageError for this call only."""
+        if self.store_error is not None:
+            raise StorageError(f"the session store is unavailable: {self.store_error}")
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._read_thread)
+        except DamagedSession as exc:
+            self.damaged += 1
+            log.error("damaged session", error=str(exc))
+            raise StorageError(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            self.damaged += 1
+            log.error("session store read failed", error=f"{type(exc).__name__}: {exc}")
+            raise StorageError(f"the session store could not be read: {exc}") from exc
 
     # ---------------------------------------------------------- operations
 
@@ -267,6 +300,10 @@ class SessionService:
             "loads": self.loads,
             "commits": self.commits,
             "write_errors": self.write_errors,
+            "write_error": self.write_error,
+            "store_error": self.store_error,
+            "damaged": self.damaged,
+            "quarantined": list(self.store.quarantined),
             "synchronous": self.store.synchronous,
         }
 

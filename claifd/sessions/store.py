@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import structlog
 
-from ..fs import ensure_private_dir
+from ..fs import check_wal, ensure_private_dir, is_corruption, quarantine
 from .model import Session, SessionMessage, SessionSummary
 
-__all__ = ["SessionStore", "CreateSession", "AppendMessages", "DeleteSession", "Op", "FILENAME"]
+__all__ = ["SessionStore", "CreateSession", "AppendMessages", "DeleteSession", "Op", "FILENAME", "DamagedSession"]
+
+log = structlog.get_logger("claifd.sessions.store")
 
 FILENAME = "sessions.sqlite3"
 
@@ -93,6 +97,10 @@ def _message_rows(session_id: str, first_seq: int, messages: Sequence[SessionMes
     ]
 
 
+class DamagedSession(Exception):
+    """A stored session whose rows cannot be read back."""
+
+
 class SessionStore:
     def __init__(self, directory: Path) -> None:
         self.path = directory / FILENAME
@@ -101,12 +109,38 @@ class SessionStore:
         # What the writer really runs with, read back after open (shown in
         # status: an acknowledgement means "fsynced" only under "full").
         self.synchronous = "closed"
+        # Damaged files moved aside at start-up, and what was saved from them.
+        self.quarantined: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
         return f"<SessionStore {self.path}>"
 
     def open(self) -> None:
+        """Open (or create) the store, checking it first.
+
+        A WAL file that is not one is moved aside (SQLite would silently drop
+        it, and every change in it). A database that fails SQLite's
+        `quick_check` or is no database at all is moved aside whole, a new one
+        is started, and every session that can still be read from the old
+        file is copied into it: damage costs the damaged sessions, not all.
+        """
         ensure_private_dir(self.path.parent)
+        problem = check_wal(self.path)
+        if problem is not None:
+            self._quarantine(problem, salvage=False, wal_only=True)
+        try:
+            self._connect()
+            verdict = self.writer.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed (quick_check: {verdict})")
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc) and "malformed" not in str(exc):
+                self.close()
+                raise
+            self.close()
+            self._quarantine(f"{type(exc).__name__}: {exc}", salvage=True)
+
+    def _connect(self) -> None:
         self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._writer.execute("PRAGMA journal_mode = WAL")
         self._writer.execute("PRAGMA synchronous = FULL")
@@ -115,6 +149,43 @@ class SessionStore:
         self.path.chmod(0o600)
         self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._reader.execute("PRAGMA query_only = ON")
+        # Damaged text must not make every listing fail: it reads with U+FFFD.
+        self._reader.text_factory = _lenient_text
+
+    def _quarantine(self, reason: str, *, salvage: bool, wal_only: bool = False) -> None:
+        aside = quarantine(self.path, reason, wal_only=wal_only)
+        record: dict[str, Any] = {"path": str(aside), "reason": reason, "at": time.time()}
+        self.quarantined.append(record)
+        if salvage:
+            self._connect()
+            record["salvaged"], record["lost"] = self._salvage(aside)
+            log.error("sessions salvaged from a damaged store", moved_to=str(aside),
+                      salvaged=record["salvaged"], lost=record["lost"])
+
+    def _salvage(self, damaged: Path) -> tuple[int, int]:
+        """Copy every readable session of `damaged` into the new store."""
+        try:
+            old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.Error:
+            return 0, 0
+        old.text_factory = _lenient_text
+        saved = lost = 0
+        try:
+            try:
+                ids = [row[0] for row in old.execute("SELECT id FROM sessions")]
+            except sqlite3.Error:
+                ids = []
+            for sid in ids:
+                try:
+                    session = _read_session(old, sid)
+                    if session is not None:
+                        self.apply([CreateSession(session)])
+                        saved += 1
+                except (sqlite3.Error, DamagedSession):
+                    lost += 1
+        finally:
+            old.close()
+        return saved, lost
 
     def close(self) -> None:
         for db in (self._writer, self._reader):
@@ -145,7 +216,12 @@ class SessionStore:
                 self._apply_one(db, op)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                # SQLite may have rolled back itself (a full disk, an I/O
+                # error): the first error is the one to report.
+                pass
             raise
 
     def _apply_one(self, db: sqlite3.Connection, op: Op) -> None:
@@ -172,29 +248,8 @@ class SessionStore:
     # -------------------------------------------------------------- reading
 
     def load(self, session_id: str) -> Session | None:
-        db = self.reader
-        row = db.execute(
-            "SELECT id, title, model, system, metadata, created, updated, accessed FROM sessions WHERE id = ?",
-            (session_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        messages = [
-            SessionMessage(
-                role=role, content=_content_dec.decode(content), time=t, tokens=tokens,
-                metadata=json.loads(meta) if meta else None, pinned=bool(pinned), model=model,
-            )
-            for role, content, t, tokens, meta, pinned, model in db.execute(
-                "SELECT role, content, time, tokens, metadata, pinned, model FROM messages "
-                "WHERE session_id = ? ORDER BY seq",
-                (session_id,),
-            )
-        ]
-        sid, title, model, system, metadata, created, updated, accessed = row
-        return Session(
-            id=sid, title=title, model=model, system=system, metadata=json.loads(metadata) if metadata else None,
-            created=created, updated=updated, accessed=accessed, messages=messages,
-        )
+        """The session, None if there is none; DamagedSession if its rows cannot be read."""
+        return _read_session(self.reader, session_id)
 
     def exists(self, session_id: str) -> bool:
         return self.reader.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None
@@ -215,7 +270,7 @@ class SessionStore:
         ).fetchall()
         return int(total), [
             SessionSummary(id=r[0], title=r[1], updated=r[2], message_count=r[3], model=r[4],
-                           metadata=json.loads(r[5]) if r[5] else None)
+                           metadata=_json_or_none(r[5]))
             for r in rows
         ]
 
@@ -223,3 +278,46 @@ class SessionStore:
         """(sessions, messages) in the store."""
         row = self.reader.execute("SELECT COUNT(*), COALESCE(SUM(message_count), 0) FROM sessions").fetchone()
         return int(row[0]), int(row[1])
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _json_or_none(text: str | None) -> Any:
+    """Stored JSON metadata; None when it is damaged (a listing must not fail for it)."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _read_session(db: sqlite3.Connection, session_id: str) -> Session | None:
+    row = db.execute(
+        "SELECT id, title, model, system, metadata, created, updated, accessed FROM sessions WHERE id = ?",
+        (session_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    try:
+        messages = [
+            SessionMessage(
+                role=role, content=_content_dec.decode(content), time=t, tokens=tokens,
+                metadata=json.loads(meta) if meta else None, pinned=bool(pinned), model=model,
+            )
+            for role, content, t, tokens, meta, pinned, model in db.execute(
+                "SELECT role, content, time, tokens, metadata, pinned, model FROM messages "
+                "WHERE session_id = ? ORDER BY seq",
+                (session_id,),
+            )
+        ]
+        sid, title, model, system, metadata, created, updated, accessed = row
+        return Session(
+            id=sid, title=title, model=model, system=system, metadata=json.loads(metadata) if metadata else None,
+            created=created, updated=updated, accessed=accessed, messages=messages,
+        )
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise DamagedSession(f"session {session_id} is damaged and cannot be read ({type(exc).__name__}: {exc})") \
+            from exc
