@@ -81,6 +81,14 @@ class Faults:
     api_keys: list[str] | None = None
     # Completion requests wait, before anything else, until POST /_sim/release.
     hold: bool = False
+    # A 200 that is wrong (plain, non-streamed answers): "wrong_types" (usage
+    # "lots", content a string), "bad_usage" (token counts "lots" and -1), "empty" (no content), "html" (JSON labelled
+    # text/html), "not_json", "huge" (a 20 MB answer).
+    malformed: str | None = None
+    # How a 401 names the refused key: "whole", "masked" (sk-ant-a****WXYZ, as
+    # OpenAI does) or "cut" (a long plain-text body whose first 200 bytes end
+    # inside the key).
+    key_echo: str = "whole"
 
 
 @dataclass
@@ -220,9 +228,10 @@ class _Exchange:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 raise _ClientGone from exc
 
-    async def respond(self, status: int, doc: Any, headers: list[tuple[str, str]] | None = None) -> None:
-        body = msgspec.json.encode(doc)
-        hdrs = [("content-type", "application/json"), ("content-length", str(len(body))), *(headers or [])]
+    async def respond(self, status: int, doc: Any, headers: list[tuple[str, str]] | None = None,
+                      content_type: str = "application/json") -> None:
+        body = doc if isinstance(doc, bytes) else msgspec.json.encode(doc)
+        hdrs = [("content-type", content_type), ("content-length", str(len(body))), *(headers or [])]
         await self.send(h11.Response(status_code=status, headers=hdrs))
         await self.send(h11.Data(data=body))
         await self.send(h11.EndOfMessage())
@@ -263,41 +272,49 @@ async def _handle_connection(stream: anyio.abc.ByteStream, state: SimState) -> N
     state.connections_opened += 1
     state.connections_open += 1
     try:
-        while True:
-            try:
-                event = await _next_event(conn, stream)
-            except h11.RemoteProtocolError:
-                return
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:  # type: ignore[comparison-overlap]
-                return
-            if not isinstance(event, h11.Request):
-                return
-            body = bytearray()
-            while True:
-                ev = await _next_event(conn, stream)
-                if isinstance(ev, h11.Data):
-                    body += ev.data
-                    if len(body) > _MAX_BODY:
-                        return
-                elif isinstance(ev, h11.EndOfMessage):
-                    break
-                else:
-                    return
-            exchange = _Exchange(conn, stream)
-            try:
-                await _route(exchange, event, bytes(body), state)
-            except _ClientGone:
-                state.disconnects += 1
-                return
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
+        await _serve_connection(conn, stream, state)
+    except h11.ProtocolError:
+        # A peer that closes mid-body or sends garbage ends its own
+        # connection, never the simulator.
+        state.disconnects += 1
     finally:
         state.connections_open -= 1
         await anyio.aclose_forcefully(stream)
+
+
+async def _serve_connection(conn: h11.Connection, stream: anyio.abc.ByteStream, state: SimState) -> None:
+    while True:
+        try:
+            event = await _next_event(conn, stream)
+        except h11.RemoteProtocolError:
+            return
+        if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:  # type: ignore[comparison-overlap]
+            return
+        if not isinstance(event, h11.Request):
+            return
+        body = bytearray()
+        while True:
+            ev = await _next_event(conn, stream)
+            if isinstance(ev, h11.Data):
+                body += ev.data
+                if len(body) > _MAX_BODY:
+                    return
+            elif isinstance(ev, h11.EndOfMessage):
+                break
+            else:
+                return
+        exchange = _Exchange(conn, stream)
+        try:
+            await _route(exchange, event, bytes(body), state)
+        except _ClientGone:
+            state.disconnects += 1
+            return
+        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            return
+        try:
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            return
 
 
 # ------------------------------------------------------------------ routing
@@ -384,7 +401,15 @@ async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: by
             if status == 401:
                 # As real APIs do, name the key that was refused: the daemon
                 # must keep it out of its logs and error messages.
-                message = f"Incorrect API key provided: {_api_key(headers)}"
+                key = _api_key(headers)
+                if faults.key_echo == "masked":
+                    key = key[:8] + "*" * 20 + key[-4:]
+                elif faults.key_echo == "cut":
+                    key = "." * (200 - 40 - len("Incorrect API key provided: ")) + key + " (see the docs)"
+                message = f"Incorrect API key provided: {key}"
+                if faults.key_echo == "cut":  # a proxy's plain-text page, not the API's JSON
+                    await ex.respond(status, message.encode(), retry, content_type="text/plain")
+                    return
             await ex.respond(status, _error_doc(anthropic, status, message), retry)
             return
         try:
@@ -483,12 +508,16 @@ async def _anthropic(ex: _Exchange, body: dict[str, Any], state: SimState) -> No
     usage_in = _prompt_tokens(body)
     msg_id = f"msg_sim_{next(state.ids):08d}"
     if not body.get("stream"):
-        await ex.respond(200, {
+        doc = {
             "id": msg_id, "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": text}],
             "stop_reason": stop_reason, "stop_sequence": None,
             "usage": {"input_tokens": usage_in, "output_tokens": len(words)},
-        })
+        }
+        if state.faults.malformed:
+            await _malformed(ex, state.faults.malformed, doc, "content", "usage")
+            return
+        await ex.respond(200, doc)
         return
     await ex.start_sse()
     await ex.sse({"type": "message_start", "message": {
@@ -531,12 +560,16 @@ async def _openai(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
     usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": len(words),
              "total_tokens": _prompt_tokens(body) + len(words)}
     if not body.get("stream"):
-        await ex.respond(200, {
+        doc = {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                          "logprobs": None, "finish_reason": finish}],
             "usage": usage, "system_fingerprint": None,
-        })
+        }
+        if state.faults.malformed:
+            await _malformed(ex, state.faults.malformed, doc, "choices", "usage")
+            return
+        await ex.respond(200, doc)
         return
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
@@ -573,6 +606,33 @@ async def _openai(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
                           "system_fingerprint": None, "choices": [], "usage": usage})
         await ex.sse("[DONE]")
     await ex.send(h11.EndOfMessage())
+
+
+async def _malformed(ex: _Exchange, kind: str, doc: dict[str, Any], content_key: str, usage_key: str) -> None:
+    """Answer 200 with something a careful client must not take as an answer."""
+    if kind == "wrong_types":
+        doc[content_key] = "a string where a list belongs"
+        doc[usage_key] = "lots"
+    elif kind == "bad_usage":  # well formed but for the token counts
+        doc[usage_key] = {"input_tokens": "lots", "output_tokens": -1, "prompt_tokens": "lots", "completion_tokens": -1}
+    elif kind == "empty":
+        if content_key == "content":
+            doc["content"] = []
+        else:
+            doc["choices"][0]["message"]["content"] = ""
+    elif kind == "huge":
+        big = "x" * (20 * 1024 * 1024)
+        if content_key == "content":
+            doc["content"] = [{"type": "text", "text": big}]
+        else:
+            doc["choices"][0]["message"]["content"] = big
+    elif kind == "html":
+        await ex.respond(200, doc, content_type="text/html; charset=utf-8")
+        return
+    elif kind == "not_json":
+        await ex.respond(200, b"<html><body>Bad gateway</body></html>", content_type="application/json")
+        return
+    await ex.respond(200, doc)
 
 
 # -------------------------------------------------------------------- serving

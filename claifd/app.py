@@ -127,6 +127,9 @@ class App:
             "socket": self.socket_path,
             "requests_total": state.requests_total,
             "connections": state.connections,
+            "connections_refused": state.refused_peers,
+            "connections_stalled": state.closed_stalled,
+            "open_fds": state.open_fds,
             "in_flight": state.in_flight.count,
             # Live event-loop tasks: flat over time, or something leaks.
             "tasks": len(asyncio.all_tasks()),

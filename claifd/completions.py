@@ -193,7 +193,12 @@ class Completions:
         async def on_progress(progress: BatchProgress) -> None:
             await conn.send(Chunk(id=msg.id, data=progress))
 
-        return Result(id=msg.id, value=await self.batch(msg.requests, msg.concurrency, on_progress))
+        items = await self.batch(msg.requests, msg.concurrency, on_progress, msg.stream_results)
+        if msg.stream_results:
+            failed = sum(1 for item in items if item.error is not None)
+            return Result(id=msg.id, value={"total": len(msg.requests), "ok": len(msg.requests) - failed,
+                                            "failed": failed})
+        return Result(id=msg.id, value=items)
 
     # ------------------------------------------------------------ decisions
 
@@ -338,12 +343,15 @@ class Completions:
         )
 
     async def batch(
-        self, requests: list[CompletionRequest], concurrency: int | None, on_progress: ProgressCallback
+        self, requests: list[CompletionRequest], concurrency: int | None, on_progress: ProgressCallback,
+        stream_results: bool = False,
     ) -> list[BatchItem]:
         """Every request, at most `concurrency` at a time; results in input order.
 
         One item's failure is recorded in its `BatchItem.error` and does not
-        affect the others.
+        affect the others. With `stream_results` each item goes out with its
+        progress and is not kept: the list returned holds only the failed
+        items' errors (responses dropped), for counting.
         """
         if not requests:
             return []
@@ -369,9 +377,14 @@ class Completions:
                     item = BatchItem(index=index, error=error_info(exc))
                     if item.error is not None and item.error.code == ErrorCode.INTERNAL:
                         log.exception("batch item failed", index=index)
-            results[index] = item
             done += 1
-            await on_progress(BatchProgress(index=index, ok=item.error is None, done=done, total=len(requests)))
+            ok = item.error is None
+            if stream_results:
+                results[index] = item if not ok else None
+                await on_progress(BatchProgress(index=index, ok=ok, done=done, total=len(requests), item=item))
+            else:
+                results[index] = item
+                await on_progress(BatchProgress(index=index, ok=ok, done=done, total=len(requests)))
 
         async with anyio.create_task_group() as tg:
             for index, request in enumerate(requests):

@@ -10,15 +10,19 @@ left, remove the socket and exit 0. SIGHUP reloads the configuration.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
+import resource
 import signal
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -188,7 +192,29 @@ def _notify_systemd(state: str) -> None:
 # ------------------------------------------------------------------ running
 
 
+class LoopErrors:
+    """The event loop's own error reports (an accept that failed with EMFILE,
+    a callback that raised) as log lines, at most one a second per message:
+    the default handler writes to `logging`, which nobody reads here."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "event loop error"))
+        now = time.monotonic()
+        if now - self._last.get(message, -10.0) < 1.0:
+            self._suppressed[message] = self._suppressed.get(message, 0) + 1
+            return
+        self._last[message] = now
+        exc = context.get("exception")
+        log.error("event loop error", message=message, error=f"{type(exc).__name__}: {exc}" if exc else None,
+                  errno=getattr(exc, "errno", None), suppressed=self._suppressed.pop(message, 0))
+
+
 async def _serve(opts: DaemonOptions, settings: ConfigManager, path: Path) -> None:
+    asyncio.get_running_loop().set_exception_handler(LoopErrors())
     # The app builds its HTTP pool and limiters: it belongs inside the loop.
     app = App(settings, socket_path=str(path))
     try:
@@ -292,11 +318,25 @@ async def _drain(app: App, signals: AsyncIterator[int]) -> None:
         tg.cancel_scope.cancel()
 
 
+def _raise_fd_limit() -> None:
+    """Use the hard limit on open files: every client connection is one
+    (systemd's soft default is 1024, its hard one far higher)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def run(opts: DaemonOptions) -> int:
     """Run the daemon in the foreground; the process exit code."""
     # Every file the daemon creates (databases and their -wal/-shm files,
     # quarantined copies, config written by `config set`) is its user's alone.
     os.umask(0o077)
+    _raise_fd_limit()
     configure_logging(opts.log_format, opts.log_level or "info")
     settings = config_manager(opts)
     try:

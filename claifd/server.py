@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import itertools
 import os
+import resource
 import socket
 import struct
 import time
@@ -365,6 +367,7 @@ class Server:
         self._ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
         self.socket_path: Path | None = None
+        self._fd_warned = -3600.0
 
     def __repr__(self) -> str:
         return f"<Server socket={self.socket_path} connections={len(self.connections)}>"
@@ -402,10 +405,14 @@ class Server:
         """Close connections that stalled mid-frame or never finished their
         handshake within `server.frame_timeout`: each would hold a buffer
         (up to a whole frame) and a file descriptor for ever."""
+        last_fd_check = 0.0
         while True:
             timeout = self.state.frame_timeout
             await anyio.sleep(min(1.0, timeout / 4))
             now = time.monotonic()
+            if now - last_fd_check >= FD_CHECK_INTERVAL:
+                last_fd_check = now
+                self.check_fds()
             for conn in list(self.connections):
                 reason = conn.stalled(now, timeout)
                 if reason is not None:
@@ -413,6 +420,25 @@ class Server:
                     log.warning("closing a stalled connection", conn=conn.cid, reason=reason,
                                 pending_bytes=conn.protocol.frames.pending_bytes)
                     conn.fail(ErrorCode.TIMEOUT, f"{reason} for {timeout:g} s (server.frame_timeout)")
+
+    def check_fds(self) -> None:
+        """Warn (once a minute at most) when file descriptors run short.
+
+        At the limit the event loop accepts and at once closes new
+        connections without a word (libuv's EMFILE handling): this line is
+        how anyone learns why clients are being dropped."""
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                return
+            used = limit  # not even one left to count them with
+        self.state.open_fds = used
+        if limit > 0 and used >= FD_WARN_RATIO * limit and time.monotonic() - self._fd_warned > 60:
+            self._fd_warned = time.monotonic()
+            log.error("running out of file descriptors: new connections will be refused",
+                      open_fds=used, limit=limit, connections=len(self.connections))
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -424,3 +450,7 @@ class Server:
 
 
 _UCRED_SIZE = struct.calcsize("3i")
+# File descriptors are counted every few seconds; past this share of the
+# soft limit the daemon says so.
+FD_CHECK_INTERVAL = 2.0
+FD_WARN_RATIO = 0.9

@@ -65,7 +65,7 @@ class ServerState:
     its status: the server changes these, never the app's own fields."""
 
     __slots__ = ("requests_total", "connections", "draining", "in_flight", "max_in_flight_per_connection",
-                 "frame_timeout", "allowed_uids", "refused_peers", "closed_stalled")
+                 "frame_timeout", "allowed_uids", "refused_peers", "closed_stalled", "open_fds")
 
     def __init__(self, config: ServerConfig) -> None:
         self.requests_total = 0
@@ -75,6 +75,7 @@ class ServerState:
         # Connections refused for their peer's uid, and closed for stalling.
         self.refused_peers = 0
         self.closed_stalled = 0
+        self.open_fds = 0
         self.reconfigure(config)
 
     def reconfigure(self, config: ServerConfig) -> None:

@@ -384,3 +384,27 @@ def test_prices() -> None:
 def test_replay_split_concatenates_back() -> None:
     for text in ["", "one", "a  b\nc ", "  lead"]:
         assert "".join(split_for_replay(text)) == text
+
+
+def test_a_cancelled_flight_is_never_joined() -> None:
+    # The last subscriber left and cancelled the call, but its task has not
+    # landed the flight yet: a newcomer must start a fresh call, not inherit
+    # "the upstream call was cancelled".
+    import anyio
+
+    from claifd.cache.service import ResponseCache
+    from claifd.config import CacheConfig
+
+    async def main() -> None:
+        cache = ResponseCache(CacheConfig(dir=""))
+        first, leader = cache.join("k", streaming=False)
+        assert leader
+        again, leader = cache.join("k", streaming=False)
+        assert again is first and not leader
+        first.scope.cancel()
+        fresh, leader = cache.join("k", streaming=False)
+        assert leader and fresh is not first
+        cache.land(first)  # the old flight landing late leaves the new one in place
+        assert cache.flights["k"] is fresh
+
+    anyio.run(main)

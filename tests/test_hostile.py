@@ -16,7 +16,16 @@ import msgspec
 import psutil
 import pytest
 
-from claif_client import BadRequest, Client, Forbidden, NotFound, StorageError, UntrustedDaemon
+from claif_client import (
+    BadRequest,
+    Client,
+    DaemonUnavailable,
+    Forbidden,
+    NotFound,
+    StorageError,
+    UntrustedDaemon,
+    UpstreamError,
+)
 from claif_client.protocol import (
     Chunk,
     Complete,
@@ -31,7 +40,7 @@ from claif_client.protocol import (
     encode_frame,
 )
 
-from .conftest import DaemonProcess, RawConnection, eventually
+from .conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, DaemonProcess, RawConnection, Sim, eventually
 from .test_config_live import global_file, save_by_rename, wait_error, wait_value
 
 IS_ROOT = os.geteuid() == 0
@@ -518,3 +527,108 @@ def test_a_garbage_wal_is_moved_aside_and_said_so(daemon_factory) -> None:  # ty
         assert [s["title"] for s in c.session_list()["sessions"]] == ["checkpointed"]
         assert _health(c, "sessions")["status"] == "warning"
     assert any(line.get("event") == "damaged database moved aside" for line in d.logs())
+
+
+# ------------------------------------------------------- upstream answers
+
+
+@pytest.mark.parametrize("kind", ["wrong_types", "bad_usage", "html", "not_json"])
+def test_a_malformed_upstream_answer_is_an_error_and_never_cached(
+    upstream_daemon: DaemonProcess, sim: Sim, kind: str
+) -> None:
+    with Client(upstream_daemon.socket) as c:
+        for model in ("anthropic/m", "openai/m"):
+            sim.configure(malformed=kind)
+            for _ in range(2):  # the second would be a hit if the first were cached
+                with pytest.raises(UpstreamError, match="shape|not JSON"):
+                    c.complete(f"{kind} question", model=model)
+            sim.configure(malformed=None)
+            answer = c.complete(f"{kind} question", model=model)
+            assert answer.cached is False and answer.text
+            assert c.complete(f"{kind} question", model=model).cached == "exact"
+        assert c.cache_stats()["stores"] == 2
+
+
+def test_empty_and_huge_answers_are_served_but_not_stored(upstream_daemon: DaemonProcess, sim: Sim) -> None:
+    with Client(upstream_daemon.socket, timeout=60) as c:
+        sim.configure(malformed="empty")
+        assert c.complete("say nothing", model="openai/m").text == ""
+        sim.configure(malformed="huge")
+        with pytest.raises(BadRequest, match="frame limit"):
+            c.complete("say a lot", model="anthropic/m")
+        sim.configure(malformed=None)
+        assert c.complete("say nothing", model="openai/m").cached is False
+        stats = c.cache_stats()
+        assert stats["not_stored"] == {"empty": 1, "too_large": 1}
+        assert stats["stores"] == 1
+        c.ping()
+
+
+@pytest.mark.parametrize("echo", ["whole", "masked", "cut"])
+def test_no_piece_of_a_key_leaks_through_an_upstream_error(upstream_daemon: DaemonProcess, sim: Sim, echo: str) -> None:
+    with Client(upstream_daemon.socket) as c:
+        messages = []
+        for model in ("anthropic/m", "openai/m"):
+            sim.configure(errors=[401], key_echo=echo)
+            with pytest.raises(UpstreamError) as info:
+                c.complete("x", model=model)
+            messages.append(info.value.message)
+    for key in (ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY):
+        pieces = {key[i:i + 6] for i in range(len(key) - 5)}
+        for message in messages:
+            assert "[redacted]" in message, message
+            assert not any(piece in message for piece in pieces), message
+
+
+def test_the_simulator_survives_a_peer_that_closes_mid_body(sim: Sim) -> None:
+    host, port = sim.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"partial")
+    assert sim.stats()["requests"] == 0
+    assert sim.proc.poll() is None
+
+
+# ------------------------------------------------------- smaller ones
+
+
+def test_a_batch_whose_results_exceed_a_frame_loses_nothing(daemon: DaemonProcess) -> None:
+    # 10 MB of requests; their answers (text and content blocks) are ~20 MB,
+    # over the 16 MiB frame limit: once discarded whole as too_large.
+    prompts = [f"{i} " + "z" * 50_000 for i in range(200)]
+    with Client(daemon.socket, timeout=120) as c:
+        items = c.batch([{"messages": [{"role": "user", "content": p}]} for p in prompts], concurrency=20)
+        assert [item.index for item in items] == list(range(200))
+        assert all(item.response is not None and item.response.text == f"echo: {p}" for item, p in zip(items, prompts))
+        c.ping()
+
+
+def test_running_out_of_file_descriptors_is_logged_and_survived(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    import resource
+
+    d = daemon_factory(start=False)
+    d.preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    d.start()
+    crowd = []
+    for _ in range(100):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(2)
+        try:
+            s.connect(str(d.socket))
+        except OSError:
+            s.close()
+            break
+        crowd.append(s)
+    assert eventually(lambda: any(line.get("event", "").startswith("running out of file descriptors")
+                                  for line in d.logs()), timeout=10)
+    for s in crowd:
+        s.close()
+
+    def serves() -> bool:
+        try:
+            with Client(d.socket, timeout=2) as c:
+                return c.status()["open_fds"] > 0
+        except DaemonUnavailable:  # the daemon is still closing the crowd
+            return False
+
+    assert eventually(serves, timeout=10)

@@ -35,6 +35,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..pool import HttpPool
+from ..redaction import redact_secrets
 from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
 from ..types import DeltaCallback, UpstreamCounters
 
@@ -193,8 +194,13 @@ class HttpProvider:
                 if resp.status_code >= 400:
                     raise self._status_failure(resp, await resp.aread(), key)
                 if on_delta is None:
-                    return self.parse(self._decode(await resp.aread()), model)
-                return await self._consume(resp, model, on_delta)
+                    raw = await resp.aread()
+                    content_type = resp.headers.get("content-type", "")
+                    if "json" not in content_type.lower():
+                        raise UpstreamError(f"{self.name} answered {resp.status_code} with content-type "
+                                            f"{content_type[:80]!r}, not JSON")
+                    return self._checked(self.parse(self._decode(raw), model))
+                return self._checked(await self._consume(resp, model, on_delta))
         except httpx.ConnectError as exc:
             raise RetryableFailure(UpstreamError(f"cannot connect to {self.name} ({_host(url)})")) from exc
         except httpx.ConnectTimeout as exc:
@@ -227,6 +233,18 @@ class HttpProvider:
             raise RetryableFailure(UpstreamError(f"{self.name} ended the stream before it was complete"))
         return assembler.response()
 
+    def _checked(self, response: CompletionResponse) -> CompletionResponse:
+        """The response, if every field has its schema's type and range.
+
+        What a provider's JSON put into the response is checked once more
+        against `CompletionResponse` (msgspec), so an answer with a usage of
+        "lots" or content that is a string never reaches a client or the
+        cache (where every later hit would fail to decode)."""
+        try:
+            return msgspec.convert(msgspec.to_builtins(response), CompletionResponse)
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:
+            raise UpstreamError(f"{self.name} sent an answer of the wrong shape ({exc})") from exc
+
     def _decode(self, raw: bytes) -> Any:
         try:
             return msgspec.json.decode(raw)
@@ -236,10 +254,13 @@ class HttpProvider:
     def _status_failure(self, resp: httpx.Response, raw: bytes, key: str) -> Exception:
         status = resp.status_code
         try:
-            detail = self.error_message(msgspec.json.decode(raw))
-        except msgspec.DecodeError:
+            detail = self.error_message(msgspec.json.decode(raw[:_MAX_ERROR_BODY]))
+        except (msgspec.DecodeError, ValueError, RecursionError):
             detail = None
-        detail = (detail or raw[:200].decode(errors="replace") or resp.reason_phrase).replace(key, "[redacted]")
+        detail = detail if isinstance(detail, str) else raw[:_MAX_ERROR_BODY].decode(errors="replace")
+        # Redact the whole text, then cut: a key split by the cut, or echoed
+        # partly masked, is caught as well as a whole one.
+        detail = redact_secrets(detail, [key])[:_MAX_DETAIL] or resp.reason_phrase
         message = f"{self.name} answered {status}: {detail}"
         retry_after = retry_after_seconds(resp.headers)
         details: dict[str, Any] = {"status": status, "provider": self.name}
@@ -253,6 +274,11 @@ class HttpProvider:
         if should_retry_status(status, resp.headers):
             return RetryableFailure(error, retry_after)
         return error
+
+
+# How much of an error body is read for its message, and shown of it.
+_MAX_ERROR_BODY = 64 * 1024
+_MAX_DETAIL = 300
 
 
 def _host(url: str) -> str:

@@ -237,14 +237,22 @@ class Client:
         reqs = [r if isinstance(r, CompletionRequest) else msgspec.convert(r, CompletionRequest) for r in requests]
         rid = self._protocol.next_id()
         self._demux.open(rid)
+        # Each item arrives with its progress frame (`stream_results`), so no
+        # batch is too large for one reply and nothing finished is lost.
+        items: list[BatchItem | None] = [None] * len(reqs)
         try:
-            self._io.send(Batch(id=rid, requests=reqs, concurrency=concurrency))
+            self._io.send(Batch(id=rid, requests=reqs, concurrency=concurrency, stream_results=True))
             while True:
                 reply = self._io.next_reply(rid)
                 if not isinstance(reply, Chunk):
                     break
+                progress = reply.data
+                item = progress.pop("item", None)
+                if item is not None:
+                    converted = msgspec.convert(item, BatchItem)
+                    items[converted.index] = converted
                 if on_progress is not None:
-                    on_progress(reply.data)
+                    on_progress(progress)
         except BaseException:
             self._io.give_up(rid)
             raise
@@ -252,7 +260,10 @@ class Client:
         result = terminal_result(reply)
         if not isinstance(result, Result):
             raise ProtocolError(f"unexpected {type(result).__name__} frame ending a batch")
-        return msgspec.convert(result.value, list[BatchItem])
+        missing = [i for i, item in enumerate(items) if item is None]
+        if missing:
+            raise ProtocolError(f"the daemon ended the batch without {len(missing)} of its items")
+        return items  # type: ignore[return-value]
 
     def stream(
         self,

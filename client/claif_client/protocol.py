@@ -149,8 +149,8 @@ class Message(msgspec.Struct, omit_defaults=True):
 
 
 class Usage(msgspec.Struct):
-    input_tokens: int = 0
-    output_tokens: int = 0
+    input_tokens: Count = 0
+    output_tokens: Count = 0
 
 
 class CacheControl(msgspec.Struct, omit_defaults=True):
@@ -209,11 +209,13 @@ class BatchItem(msgspec.Struct, omit_defaults=True):
     error: ErrorInfo | None = None
 
 
-class BatchProgress(msgspec.Struct):
+class BatchProgress(msgspec.Struct, omit_defaults=True):
     index: int
     ok: bool
     done: int
     total: int
+    # The finished item itself, when the batch asked for `stream_results`.
+    item: BatchItem | None = None
 
 
 # --------------------------------------------------------------------------
@@ -253,11 +255,15 @@ class Batch(_Frame, tag="batch"):
     """Run many completions under one concurrency limit.
 
     Progress arrives as `Chunk{data: BatchProgress}` frames; the terminal
-    `Result{value: [BatchItem, ...]}` lists every item in input order.
+    `Result{value: [BatchItem, ...]}` lists every item in input order. With
+    `stream_results`, each progress frame carries its finished item instead
+    and the terminal `Result{value: {total, ok, failed}}` only counts them:
+    no batch is too large to answer, and the daemon keeps no results.
     """
 
     id: int
     requests: list[CompletionRequest]
+    stream_results: bool = False
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
 
 
