@@ -408,3 +408,13 @@ def test_a_cancelled_flight_is_never_joined() -> None:
         assert cache.flights["k"] is fresh
 
     anyio.run(main)
+
+
+def test_one_unstorable_entry_does_not_cost_the_batch(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path, 10**6, Codec())
+    store.open()
+    bad = entry("nan", ttl=float("nan"))  # NaN is stored as NULL: NOT NULL fails
+    good = [entry(f"k{i}") for i in range(20)]
+    assert store.put_many([*good[:10], bad, *good[10:]], now=0) == 20
+    assert store.entries == 20 and store.get("nan", now=1) is None
+    assert all(store.get(f"k{i}", now=1) is not None for i in range(20))

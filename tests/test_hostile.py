@@ -154,10 +154,10 @@ def test_every_numeric_config_key_has_a_range() -> None:
 
 def test_max_in_flight_of_one_still_serves(daemon_factory) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory(env={"CLAIF_SERVER__MAX_IN_FLIGHT_PER_CONNECTION": "1"})
-    with Client(d.socket) as c:
+    with Client(d.socket, timeout=5) as c:
         for i in range(20):
             assert c.complete(f"n{i}", cache="bypass").text == f"echo: n{i}"
-    conn = RawConnection(d.socket)
+    conn = RawConnection(d.socket, timeout=5)
     for i in range(1, 6):
         conn.send(Complete(id=i, request=CompletionRequest(messages=[Message(role="user", content=f"p{i}")])))
     ids = sorted(conn.read().id for _ in range(5))
@@ -285,7 +285,7 @@ def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(daemon_facto
     d.socket.parent.mkdir(mode=0o700, exist_ok=True)
     d.socket.with_name(d.socket.name + ".lock").symlink_to(victim)
     d.start(wait=False)
-    assert d.proc is not None and d.proc.wait(timeout=20) == 1
+    assert d.proc is not None and d.proc.wait(timeout=8) == 1
     assert victim.read_text() == "precious"
     assert any("lock file" in str(line.get("error")) for line in d.logs())
 
@@ -296,7 +296,7 @@ def test_a_socket_directory_owned_by_another_user_is_refused(daemon_factory) -> 
     d.socket.parent.mkdir(mode=0o777)
     os.chown(d.socket.parent, NOBODY, NOBODY)
     d.start(wait=False)
-    assert d.proc is not None and d.proc.wait(timeout=20) == 1
+    assert d.proc is not None and d.proc.wait(timeout=8) == 1
     assert any("belongs to uid" in str(line.get("error")) for line in d.logs()), d.logs()
 
 
@@ -632,3 +632,29 @@ def test_running_out_of_file_descriptors_is_logged_and_survived(daemon_factory) 
             return False
 
     assert eventually(serves, timeout=10)
+
+
+def test_the_cli_refuses_deep_json_with_a_usage_error(daemon: DaemonProcess, short_tmp: Path) -> None:
+    from .test_cli import claif
+
+    deep = short_tmp / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    binary = short_tmp / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    for args in (["session", "import", str(deep)], ["batch", str(deep)], ["config", "validate", str(binary)],
+                 ["batch", str(binary)]):
+        out = claif(*args, socket=daemon.socket)
+        assert out.returncode == 2, (args, out)
+        assert "Traceback" not in out.stderr and out.stderr.startswith("claif: "), (args, out.stderr)
+
+
+def test_redaction_catches_any_piece_of_a_key() -> None:
+    from claifd.redaction import redact_secrets
+
+    key = "sk-proj-Q7aVb3XyZ9wErT5uIoP1aSdF"
+    for leak in (key, key[:20], key[9:], f"{key[:12]}****{key[-4:]}", f"xx{key[10:22]}yy", key[3:14]):
+        text = redact_secrets(f"Incorrect API key provided: {leak}. See the docs.", [key])
+        assert leak not in text and "[redacted]" in text, (leak, text)
+        assert "See the docs." in text
+    assert redact_secrets("model claude-3-5-sonnet-20241022 is overloaded", [key]) == \
+        "model claude-3-5-sonnet-20241022 is overloaded"
