@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench mutate install clean
+.PHONY: demo test bench mutate stress install clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ bench: $(STAMP)
 # tests/mutations.toml) and fails if the tests named for it still pass.
 mutate: $(STAMP)
 	$(PY) tests/mutate.py
+
+# Long fault runs (minutes, not part of `make test`): 100,000 malformed
+# frames, 10,000 disconnects mid-stream, a client that never reads, kill -9
+# under session writers. Prints its figures; exits 1 if a promise broke.
+stress: $(STAMP)
+	$(PY) tests/stress.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info client/*.egg-info

@@ -1,0 +1,509 @@
+"""Long fault runs against the real daemon (`make stress`; not part of `make test`).
+
+Four runs, each printing its figures:
+
+1. malformed frames: 100,000 frames of every bad kind (invalid msgpack,
+   invalid UTF-8, nesting 1000+, NaN and 70-bit numbers, unknown methods,
+   wrong types; plus connection-killing ones: oversized lengths, garbage
+   instead of a hello, frames cut off mid-way) from several connections,
+   while a well-behaved client on its own connection must never fail;
+2. 10,000 disconnects mid-stream (echo provider and the simulator over
+   HTTP): tasks, file descriptors and RSS must come back to their baseline;
+3. a client that pipelines requests and never reads: RSS must stay bounded
+   while a bystander is served;
+4. kill -9 under 10 concurrent session writers, 10 times: no acknowledged
+   message lost, `PRAGMA integrity_check` ok every time.
+
+    python tests/stress.py [--quick]     (--quick: a tenth of each count)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "client")]
+
+from claif_client import ClaifError, Client  # noqa: E402
+from claif_client.framing import FrameDecoder  # noqa: E402
+from claif_client.protocol import (  # noqa: E402
+    PROTOCOL_VERSION,
+    Complete,
+    CompletionRequest,
+    Error,
+    GetStatus,
+    Hello,
+    Message,
+    encode_frame,
+    reply_decoder,
+)
+
+# ------------------------------------------------------------------ helpers
+
+
+class Daemon:
+    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.socket = home / "run" / "d.sock"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAIF_", "ANTHROPIC_", "OPENAI_"))}
+        self.env.update(HOME=str(home), PYTHONPATH=f"{ROOT}:{ROOT / 'client'}")
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        log = open(self.home / "daemon.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "claifd", "--socket", str(self.socket), "--log-format", "json"],
+            env=self.env, cwd=self.home, stdout=log, stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with Client(self.socket, timeout=2) as c:
+                    c.ping()
+                return self
+            except ClaifError:
+                time.sleep(0.05)
+        raise RuntimeError("daemon did not start")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_mb(self) -> float:
+        return psutil.Process(self.pid).memory_info().rss / 1e6
+
+    def status(self) -> dict[str, Any]:
+        with Client(self.socket, timeout=10) as c:
+            return c.status()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Raw:
+    """A hand-driven connection (as in the tests)."""
+
+    def __init__(self, path: Path, hello: bool = True, timeout: float = 30) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.frames = FrameDecoder()
+        self.pending: list[Any] = []
+        self.decoder = reply_decoder()
+        if hello:
+            self.sock.sendall(encode_frame(Hello(protocol=PROTOCOL_VERSION, client="stress")))
+            self.read_payload()
+
+    def read_payload(self) -> Any:
+        while not self.pending:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise EOFError
+            self.pending.extend(self.frames.feed(data))
+        return self.pending.pop(0)
+
+    def read(self) -> Any:
+        return self.decoder.decode(self.read_payload())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}")
+
+
+def request(text: str, **extra: Any) -> CompletionRequest:
+    return CompletionRequest(messages=[Message(role="user", content=text)], **extra)
+
+
+# ------------------------------------------------------- 1. malformed frames
+
+ANSWERED = {
+    "invalid msgpack": b"\xc1\xc1\xc1",
+    "empty payload": b"",
+    "invalid utf-8": b"\x82\xa4type\xa4p\xffng\xa2id\x07",
+    "nesting 1000": b"\x82\xa4type\xa4ping\xa2id" + b"\x91" * 1000 + b"\x01",
+    "nesting 50000": b"\x91" * 50_000 + b"\x01",
+    "nan timeout": msgspec.msgpack.encode({"type": "complete", "id": 7, "request": {
+        "messages": [{"role": "user", "content": "x"}], "timeout": float("nan")}}),
+    "huge int": msgspec.msgpack.encode({"type": "complete", "id": 7, "request": {
+        "messages": [{"role": "user", "content": "x"}], "max_tokens": 2**64 - 1}}),
+    "unknown method": msgspec.msgpack.encode({"type": "teleport", "id": 7}),
+    "wrong types": msgspec.msgpack.encode({"type": "complete", "id": 7, "request": {"messages": "nope"}}),
+    "not a map": msgspec.msgpack.encode([1, 2, 3]),
+    "negative limit": msgspec.msgpack.encode({"type": "session.list", "id": 7, "limit": -1}),
+}
+FATAL = {
+    "oversized length": b"\xff\xff\xff\xff",
+    "garbage hello": frame(os.urandom(40)),
+    "cut mid-frame": (1000).to_bytes(4, "big") + b"x" * 100,
+}
+
+
+def malformed_frames(d: Daemon, total: int) -> dict[str, Any]:
+    stop = threading.Event()
+    good = {"ok": 0, "failed": 0, "worst_ms": 0.0}
+
+    def well_behaved() -> None:
+        with Client(d.socket, timeout=30) as c:
+            i = 0
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    if i % 2:
+                        c.ping()
+                    else:
+                        assert c.complete(f"good {i % 50}").text == f"echo: good {i % 50}"
+                    good["ok"] += 1
+                except Exception as exc:  # counted: the run's verdict
+                    good["failed"] += 1
+                    print("  well-behaved client failed:", type(exc).__name__, exc)
+                good["worst_ms"] = max(good["worst_ms"], (time.perf_counter() - t0) * 1000)
+                i += 1
+
+    sent = {"answered": 0, "fatal": 0}
+    wrong: list[str] = []
+
+    def attacker(share: int) -> None:
+        kinds = list(ANSWERED.items())
+        conn = Raw(d.socket)
+        batch = 200
+        done = 0
+        while done < share:
+            n = min(batch, share - done)
+            # One connection-killing frame per batch, on its own connection.
+            fatal_kind = random.choice(list(FATAL))
+            try:
+                killer = Raw(d.socket, hello=fatal_kind != "garbage hello")
+                killer.sock.sendall(FATAL[fatal_kind])
+                if fatal_kind == "cut mid-frame":
+                    killer.close()
+                else:
+                    try:
+                        killer.read_payload()
+                    except (EOFError, OSError):
+                        pass
+                    killer.close()
+                sent["fatal"] += 1
+            except OSError as exc:
+                wrong.append(f"fatal {fatal_kind}: {exc}")
+            chosen = [kinds[(done + j) % len(kinds)] for j in range(n - 1)]
+            conn.sock.sendall(b"".join(frame(payload) for _, payload in chosen))
+            for name, _ in chosen:
+                reply = conn.read()
+                if not isinstance(reply, Error) or reply.code not in ("bad_request", "unknown_method"):
+                    wrong.append(f"{name}: {reply!r}")
+            sent["answered"] += len(chosen)
+            done += n
+        conn.close()
+
+    rss0 = d.rss_mb()
+    bystander = threading.Thread(target=well_behaved)
+    bystander.start()
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=attacker, args=(total // 4,)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    bystander.join()
+    return {"frames": sent["answered"] + sent["fatal"], "answered": sent["answered"], "fatal": sent["fatal"],
+            "wrong": wrong, "seconds": elapsed, "good": good, "rss_growth_mb": d.rss_mb() - rss0}
+
+
+# --------------------------------------------------- 2. disconnects mid-stream
+
+
+def disconnects(d: Daemon, total: int, sim_url: str | None) -> dict[str, Any]:
+    def settled() -> dict[str, Any]:
+        time.sleep(1.0)
+        s = d.status()
+        return {"tasks": s["tasks"], "in_flight": s["in_flight"], "fds": psutil.Process(d.pid).num_fds(),
+                "rss": d.rss_mb(), "connections": s["connections"]}
+
+    # Warm up (imports, pools, caches of the allocator) before the baseline.
+    _disconnect_round(d, 200, sim_url)
+    before = settled()
+    t0 = time.perf_counter()
+    errors = _disconnect_round(d, total, sim_url)
+    elapsed = time.perf_counter() - t0
+    after = settled()
+    for _ in range(10):  # the last cancellations land a moment later
+        if after["tasks"] <= before["tasks"] and after["in_flight"] == 0:
+            break
+        after = settled()
+    return {"disconnects": total, "seconds": elapsed, "errors": errors, "before": before, "after": after}
+
+
+def _disconnect_round(d: Daemon, total: int, sim_url: str | None) -> list[str]:
+    errors: list[str] = []
+    counter = iter(range(total))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            model = "anthropic/stress" if sim_url and i % 2 else "echo/stress"
+            words = " ".join(f"w{j}" for j in range(200))
+            req = request(f"{i} {words}", model=model, extra={"delay_ms": 20} if model.startswith("echo") else None,
+                          cache={"mode": "bypass"})
+            try:
+                conn = Raw(d.socket)
+                conn.sock.sendall(encode_frame(Complete(id=1, request=req, stream=True)))
+                reply = conn.read()
+                if type(reply).__name__ != "Chunk":
+                    errors.append(repr(reply))
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()  # mid-stream, abruptly
+            except (OSError, EOFError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+# ----------------------------------------------------- 3. never-reading client
+
+
+def never_reads(d: Daemon, seconds: float) -> dict[str, Any]:
+    with Client(d.socket) as c:
+        c.complete("a cached answer " + "q" * 4000)
+    rss0 = d.rss_mb()
+    hog = Raw(d.socket)
+    hog.sock.setblocking(False)
+    payload = b"".join(bytes(encode_frame(GetStatus(id=i))) for i in range(1, 5001))
+    payload += b"".join(bytes(encode_frame(Complete(id=100_000 + i, request=request("a cached answer " + "q" * 4000))))
+                        for i in range(200))
+    sent = 0
+    peak = rss0
+    worst_ms = 0.0
+    served = 0
+    deadline = time.monotonic() + seconds
+    next_sample = 0.0
+    with Client(d.socket, timeout=30) as bystander:
+        while time.monotonic() < deadline:
+            try:
+                sent += hog.sock.send(payload)
+            except BlockingIOError:
+                time.sleep(0.005)
+            if time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + 0.5
+                peak = max(peak, d.rss_mb())
+                t0 = time.perf_counter()
+                bystander.ping()
+                worst_ms = max(worst_ms, (time.perf_counter() - t0) * 1000)
+                served += 1
+    hog.close()
+    time.sleep(1)
+    return {"seconds": seconds, "sent_mb": sent / 1e6, "rss_before": rss0, "rss_peak": peak,
+            "rss_after_close": d.rss_mb(), "bystander_pings": served, "bystander_worst_ms": worst_ms}
+
+
+# ------------------------------------------------- 4. kill -9 under writers
+
+
+def kill_nine(home: Path, rounds: int, writers: int) -> dict[str, Any]:
+    d = Daemon(home, {"CLAIF_CACHE__ENABLED": "false"})
+    acked: dict[str, list[str]] = {}
+    lost_total = 0
+    integrity: list[str] = []
+    acked_total = 0
+    for r in range(rounds):
+        d.start()
+        stop = threading.Event()
+
+        def writer(w: int, r: int = r) -> None:
+            try:
+                with Client(d.socket, timeout=30) as c:
+                    sid = c.session_create(title=f"r{r}w{w}")["id"]
+                    acked[sid] = []
+                    i = 0
+                    while not stop.is_set():
+                        text = f"r{r} w{w} m{i}"
+                        c.session_send(sid, text)
+                        acked[sid].append(text)  # acknowledged: it must survive
+                        i += 1
+            except ClaifError:
+                pass  # the daemon died under us: what was acknowledged counts
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        time.sleep(random.uniform(0.5, 2.0))
+        d.kill()
+        stop.set()
+        for t in threads:
+            t.join()
+        db = sqlite3.connect(home / ".claif" / "sessions" / "sessions.sqlite3")
+        integrity.append(db.execute("PRAGMA integrity_check").fetchone()[0])
+        db.close()
+    d.start()
+    with Client(d.socket, timeout=60) as c:
+        for sid, texts in acked.items():
+            acked_total += len(texts)
+            stored = [m["content"] for m in c.session_get(sid)["messages"] if m["role"] == "user"]
+            lost_total += len([t for t in texts if t not in stored])
+    d.stop()
+    return {"rounds": rounds, "writers": writers, "acked": acked_total, "lost": lost_total,
+            "integrity": sorted(set(integrity))}
+
+
+# ------------------------------------------------------------------ main
+
+
+def report_malformed(d: Daemon, scale: int) -> bool:
+    print(f"1. malformed frames ({100_000 // scale:,})")
+    m = malformed_frames(d, 100_000 // scale)
+    table([
+        ("frames sent", f"{m['frames']:,} ({m['answered']:,} answered bad_request, "
+                        f"{m['fatal']:,} closing their connection)"),
+        ("rate", f"{m['frames'] / m['seconds']:,.0f} frames/s over {m['seconds']:.1f} s"),
+        ("wrong answers", str(len(m["wrong"])) + (f" e.g. {m['wrong'][:3]}" if m["wrong"] else "")),
+        ("well-behaved client", f"{m['good']['ok']:,} ok, {m['good']['failed']} failed, "
+                                f"worst {m['good']['worst_ms']:.1f} ms"),
+        ("daemon RSS growth", f"{m['rss_growth_mb']:+.1f} MB"),
+    ])
+    return bool(m["wrong"]) or m["good"]["failed"] > 0
+
+
+def report_disconnects(d: Daemon, scale: int, sim_url: str) -> bool:
+    print(f"\n2. disconnects mid-stream ({10_000 // scale:,}, half through the simulator over HTTP)")
+    _sim_post(sim_url, "/_sim/config", {"token_delay_ms": 5})  # each stream lasts ~1 s upstream
+    sim_before = _sim_stats(sim_url)
+    r = disconnects(d, 10_000 // scale, sim_url)
+    sim_after = _sim_stats(sim_url)
+    _sim_post(sim_url, "/_sim/reset", {})
+    b, a = r["before"], r["after"]
+    table([
+        ("rate", f"{r['disconnects'] / r['seconds']:,.0f} disconnects/s over {r['seconds']:.1f} s"),
+        ("errors before the first chunk", str(len(r["errors"])) + (f" e.g. {r['errors'][:3]}" if r["errors"] else "")),
+        ("upstream calls cut short", f"{sim_after['disconnects'] - sim_before['disconnects']:,} "
+                                     "(the simulator saw the daemon hang up)"),
+        ("event-loop tasks", f"{b['tasks']} before, {a['tasks']} after"),
+        ("requests in flight", f"{b['in_flight']} before, {a['in_flight']} after"),
+        ("open fds", f"{b['fds']} before, {a['fds']} after"),
+        ("connections", f"{b['connections']} before, {a['connections']} after"),
+        ("RSS", f"{b['rss']:.1f} MB before, {a['rss']:.1f} MB after ({a['rss'] - b['rss']:+.1f} MB)"),
+    ])
+    return bool(r["errors"]) or a["tasks"] > b["tasks"] or bool(a["in_flight"]) or a["fds"] > b["fds"] + 2
+
+
+def report_never_reads(d: Daemon, scale: int) -> bool:
+    seconds = 20 if scale == 1 else 5
+    print(f"\n3. a client that pipelines requests and never reads ({seconds} s)")
+    n = never_reads(d, seconds)
+    table([
+        ("requests written by the client", f"{n['sent_mb']:.2f} MB (then the daemon stopped reading)"),
+        ("daemon RSS", f"{n['rss_before']:.1f} MB before, peak {n['rss_peak']:.1f} MB "
+                       f"({n['rss_peak'] - n['rss_before']:+.1f} MB), {n['rss_after_close']:.1f} MB after close"),
+        ("bystander", f"{n['bystander_pings']} pings, worst {n['bystander_worst_ms']:.1f} ms"),
+    ])
+    return bool(n["rss_peak"] - n["rss_before"] > 100)
+
+
+def report_kill_nine(home: Path, scale: int) -> bool:
+    rounds = 10 if scale == 1 else 3
+    print(f"\n4. kill -9 under 10 concurrent session writers, {rounds} times")
+    k = kill_nine(home, rounds, 10)
+    table([
+        ("acknowledged messages", f"{k['acked']:,}"),
+        ("lost", str(k["lost"])),
+        ("PRAGMA integrity_check", ", ".join(k["integrity"])),
+    ])
+    return bool(k["lost"] > 0 or k["integrity"] != ["ok"])
+
+
+def _sim_stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/_sim/stats", timeout=10) as resp:
+        return msgspec.json.decode(resp.read())  # type: ignore[no-any-return]
+
+
+def _sim_post(url: str, path: str, doc: dict[str, Any]) -> None:
+    req = urllib.request.Request(f"{url}{path}", data=msgspec.json.encode(doc), method="POST",
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a tenth of each count")
+    p.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4], help="run only run N (repeatable)")
+    args = p.parse_args()
+    runs = set(args.only or [1, 2, 3, 4])
+    scale = 10 if args.quick else 1
+    base = Path(tempfile.mkdtemp(prefix="clst", dir="/tmp"))
+    sim = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'client'}"})
+    assert sim.stdout is not None
+    sim_url = sim.stdout.readline().strip().removeprefix("listening on ")
+    failed = False
+    try:
+        if runs & {1, 2, 3}:
+            env = {"CLAIF_PROVIDERS__ANTHROPIC__BASE_URL": sim_url, "ANTHROPIC_API_KEY": "sk-stress",
+                   "CLAIF_SERVER__MAX_IN_FLIGHT_PER_CONNECTION": "64"}
+            (base / "a").mkdir()
+            d = Daemon(base / "a", env).start()
+            if 1 in runs:
+                failed |= report_malformed(d, scale)
+            if 2 in runs:
+                failed |= report_disconnects(d, scale, sim_url)
+            if 3 in runs:
+                failed |= report_never_reads(d, scale)
+            print(f"   (daemon exit code {d.stop()})")
+        if 4 in runs:
+            (base / "k").mkdir()
+            failed |= report_kill_nine(base / "k", scale)
+    finally:
+        sim.terminate()
+        sim.wait()
+        shutil.rmtree(base, ignore_errors=True)
+    print("\nstress:", "FAILED" if failed else "all promises held")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
