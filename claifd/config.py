@@ -35,6 +35,8 @@ __all__ = [
     "read_file_layer",
     "parse_config_text",
     "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "config_depth",
     "merge_layers",
     "build_config",
     "unknown_keys",
@@ -337,7 +339,7 @@ def parse_config_text(raw: bytes | str, source: str) -> dict[str, Any]:
         raise ConfigError(f"invalid JSON: {exc}", source=source) from exc
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a JSON object", source=source)
-    if _depth(data) > MAX_CONFIG_DEPTH:
+    if config_depth(data) > MAX_CONFIG_DEPTH:
         raise ConfigError(f"nested deeper than {MAX_CONFIG_DEPTH} levels", source=source)
     return data
 
@@ -346,7 +348,7 @@ def parse_config_text(raw: bytes | str, source: str) -> dict[str, Any]:
 MAX_CONFIG_DEPTH = 16
 
 
-def _depth(value: Any) -> int:
+def config_depth(value: Any) -> int:
     """How deeply `value` nests (iteratively: a deep document must not overflow the stack)."""
     deepest = 0
     todo: list[tuple[Any, int]] = [(value, 1)]

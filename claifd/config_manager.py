@@ -35,9 +35,11 @@ from typing import Any, Literal
 import structlog
 
 from .config import (
+    MAX_CONFIG_DEPTH,
     Config,
     ConfigError,
     build_config,
+    config_depth,
     env_layer,
     merge_layers,
     parse_config_text,
@@ -370,6 +372,8 @@ class ConfigManager:
         return layer
 
     def prepare_set(self, scope: str, key: str, value: Any, layer: dict[str, Any]) -> dict[str, Any]:
+        if config_depth(value) + key.count(".") + 1 > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"the value for {key!r} is nested deeper than {MAX_CONFIG_DEPTH} levels")
         if unknown_keys(_nested(key, value)):
             raise ConfigError(f"unknown key {key!r}")
         _set_path(layer, key, value)

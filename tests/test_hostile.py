@@ -140,6 +140,11 @@ def test_config_validate_names_every_range_error(daemon: DaemonProcess, short_tm
             c.config_set("pool.max_connections", -5)
         with pytest.raises(BadRequest, match="finite"):
             c.config_set("cache.default_ttl", float("nan"))
+        deep: object = 1
+        for _ in range(500):
+            deep = {"a": deep}
+        with pytest.raises(BadRequest, match="nested deeper"):
+            c.config_set("models", deep)
         assert c.config_get("pool.max_connections")["value"] == 100
 
 
