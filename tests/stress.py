@@ -12,7 +12,9 @@ Four runs, each printing its figures:
 3. a client that pipelines requests and never reads: RSS must stay bounded
    while a bystander is served;
 4. kill -9 under 10 concurrent session writers, 10 times: no acknowledged
-   message lost, `PRAGMA integrity_check` ok every time.
+   message lost, `PRAGMA integrity_check` ok every time;
+5. single-flight while callers leave: 4,000 identical requests in rounds,
+   half of them giving up at random moments; none that stays may fail.
 
     python tests/stress.py [--quick]     (--quick: a tenth of each count)
 """
@@ -45,6 +47,7 @@ from claif_client import ClaifError, Client  # noqa: E402
 from claif_client.framing import FrameDecoder  # noqa: E402
 from claif_client.protocol import (  # noqa: E402
     PROTOCOL_VERSION,
+    Cancel,
     Complete,
     CompletionRequest,
     Error,
@@ -392,6 +395,98 @@ def kill_nine(home: Path, rounds: int, writers: int) -> dict[str, Any]:
             "integrity": sorted(set(integrity))}
 
 
+# ------------------------------------------ 5. single-flight under departures
+
+
+def flight_departures(d: Daemon, rounds: int, per_round: int) -> dict[str, Any]:
+    """Identical requests arrive over 150 ms while half of them give up at
+    random moments: every one that stays must get the answer, never "the
+    upstream call was cancelled" (a newcomer must not join a flight whose
+    last subscriber just left)."""
+    import anyio
+
+    from claif_client import AsyncClient
+
+    outcome = {"stayed": 0, "ok": 0, "failed": 0, "left": 0, "errors": []}
+
+    async def one(client: AsyncClient, prompt: str, leaves: bool) -> None:
+        await anyio.sleep(random.uniform(0, 0.15))
+        if leaves:
+            with anyio.move_on_after(random.uniform(0, 0.1)):
+                await client.complete(prompt, model="anthropic/stress")
+            outcome["left"] += 1
+            return
+        outcome["stayed"] += 1
+        try:
+            await client.complete(prompt, model="anthropic/stress")
+            outcome["ok"] += 1
+        except ClaifError as exc:
+            outcome["failed"] += 1
+            outcome["errors"].append(f"{type(exc).__name__}: {exc}")
+
+    async def main() -> None:
+        clients = [AsyncClient(d.socket, timeout=30) for _ in range(20)]
+        try:
+            for r in range(rounds):
+                async with anyio.create_task_group() as tg:
+                    for i in range(per_round):
+                        tg.start_soon(one, clients[i % len(clients)], f"flight round {r}", i % 2 == 0)
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    anyio.run(main)
+    return outcome
+
+
+def flight_handover(d: Daemon, rounds: int) -> dict[str, Any]:
+    """The narrow case: the only caller cancels, and an identical request
+    arrives a moment later (0-2 ms), while the abandoned flight is still
+    landing. The newcomer must get its answer."""
+    result = {"ok": 0, "failed": 0, "errors": []}
+    for r in range(rounds):
+        prompt = request(f"handover {r}", model="anthropic/stress")
+        leaver, stayer = Raw(d.socket), Raw(d.socket)
+        leaver.sock.sendall(encode_frame(Complete(id=1, request=prompt)))
+        time.sleep(0.01)
+        leaver.sock.sendall(encode_frame(Cancel(id=1)))
+        pause = random.choice([0.0, 0.0, 0.0002, 0.0005, 0.001, 0.002])
+        if pause:
+            time.sleep(pause)
+        stayer.sock.sendall(encode_frame(Complete(id=1, request=prompt)))
+        reply = stayer.read()
+        if type(reply).__name__ == "Done":
+            result["ok"] += 1
+        else:
+            result["failed"] += 1
+            result["errors"].append(repr(reply)[:120])
+        leaver.read()
+        leaver.close()
+        stayer.close()
+    return result
+
+
+def report_flights(d: Daemon, scale: int, sim_url: str) -> bool:
+    rounds = 20 if scale == 1 else 4
+    print(f"\n5. single-flight while half the callers leave ({rounds} rounds x 200 identical requests)")
+    _sim_post(sim_url, "/_sim/config", {"latency_ms": 60})
+    before = _sim_stats(sim_url)["requests"]
+    f = flight_departures(d, rounds, 200)
+    calls = _sim_stats(sim_url)["requests"] - before
+    _sim_post(sim_url, "/_sim/config", {"latency_ms": 30})
+    h = flight_handover(d, 300 if scale == 1 else 50)
+    _sim_post(sim_url, "/_sim/reset", {})
+    table([
+        ("callers that stayed", f"{f['stayed']:,}: {f['ok']:,} answered, {f['failed']} failed"
+                                + (f" e.g. {f['errors'][:2]}" if f["errors"] else "")),
+        ("callers that left", f"{f['left']:,}"),
+        ("upstream calls", f"{calls} for {rounds} distinct questions (a flight abandoned by all is flown again)"),
+        ("last caller leaves, twin arrives 0-2 ms later", f"{h['ok']} of {h['ok'] + h['failed']} twins answered"
+                                                          + (f" e.g. {h['errors'][:2]}" if h["errors"] else "")),
+    ])
+    return bool(f["failed"] or h["failed"])
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -472,9 +567,9 @@ def _sim_post(url: str, path: str, doc: dict[str, Any]) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a tenth of each count")
-    p.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4], help="run only run N (repeatable)")
+    p.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4, 5], help="run only run N (repeatable)")
     args = p.parse_args()
-    runs = set(args.only or [1, 2, 3, 4])
+    runs = set(args.only or [1, 2, 3, 4, 5])
     scale = 10 if args.quick else 1
     base = Path(tempfile.mkdtemp(prefix="clst", dir="/tmp"))
     sim = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True,
@@ -483,7 +578,7 @@ def main() -> int:
     sim_url = sim.stdout.readline().strip().removeprefix("listening on ")
     failed = False
     try:
-        if runs & {1, 2, 3}:
+        if runs & {1, 2, 3, 5}:
             env = {"CLAIF_PROVIDERS__ANTHROPIC__BASE_URL": sim_url, "ANTHROPIC_API_KEY": "sk-stress",
                    "CLAIF_SERVER__MAX_IN_FLIGHT_PER_CONNECTION": "64"}
             (base / "a").mkdir()
@@ -494,6 +589,8 @@ def main() -> int:
                 failed |= report_disconnects(d, scale, sim_url)
             if 3 in runs:
                 failed |= report_never_reads(d, scale)
+            if 5 in runs:
+                failed |= report_flights(d, scale, sim_url)
             print(f"   (daemon exit code {d.stop()})")
         if 4 in runs:
             (base / "k").mkdir()

@@ -663,3 +663,24 @@ def test_redaction_catches_any_piece_of_a_key() -> None:
         assert "See the docs." in text
     assert redact_secrets("model claude-3-5-sonnet-20241022 is overloaded", [key]) == \
         "model claude-3-5-sonnet-20241022 is overloaded"
+
+
+def test_a_twin_arriving_as_the_last_caller_leaves_gets_its_answer(upstream_daemon: DaemonProcess, sim: Sim) -> None:
+    # The only caller cancels; an identical request arrives 0-2 ms later,
+    # while the abandoned flight is still landing. Before the fix about half
+    # of these twins got "the upstream call was cancelled".
+    from claif_client.protocol import Cancel
+
+    sim.configure(latency_ms=30)
+    for r in range(30):
+        prompt = CompletionRequest(messages=[Message(role="user", content=f"twin {r}")], model="anthropic/m")
+        leaver, twin = RawConnection(upstream_daemon.socket), RawConnection(upstream_daemon.socket)
+        leaver.send(Complete(id=1, request=prompt))
+        time.sleep(0.01)
+        leaver.send(Cancel(id=1))
+        time.sleep((0.0, 0.0005, 0.001, 0.002)[r % 4])
+        twin.send(Complete(id=1, request=prompt))
+        reply = twin.read()
+        assert isinstance(reply, Done), (r, reply)
+        leaver.close()
+        twin.close()
