@@ -119,6 +119,13 @@ class _StatusCollector(Collector):
         yield CounterMetricFamily("claif_requests", "Requests received over the socket.", value=status["requests_total"])
         yield GaugeMetricFamily("claif_connections", "Client connections open.", value=status["connections"])
         yield GaugeMetricFamily("claif_requests_in_flight", "Requests being served.", value=status["in_flight"])
+        closed = CounterMetricFamily("claif_connections_closed", "Connections the daemon closed on its own.",
+                                     labels=["reason"])
+        closed.add_metric(["forbidden_uid"], status["connections_refused"])
+        closed.add_metric(["stalled"], status["connections_stalled"])
+        yield closed
+        yield GaugeMetricFamily("claif_open_fds", "File descriptors the daemon holds (sampled every 2 s).",
+                                value=status["open_fds"])
         up = status["upstream"]
         yield CounterMetricFamily("claif_upstream_requests", "HTTP attempts to providers.", value=up["requests"])
         yield CounterMetricFamily("claif_upstream_retries", "Retried upstream attempts.", value=up["retries"])
@@ -161,6 +168,13 @@ class _StatusCollector(Collector):
         yield GaugeMetricFamily("claif_sessions_memory_budget_bytes", "session.memory_budget.",
                                 value=sessions["memory_budget_bytes"])
         yield CounterMetricFamily("claif_sessions_evictions", "Sessions evicted from memory.", value=sessions["evictions"])
+        yield CounterMetricFamily("claif_sessions_write_errors", "Session store commits that failed.",
+                                  value=sessions["write_errors"])
+        quarantined = GaugeMetricFamily("claif_quarantined_files", "Damaged database files moved aside since start.",
+                                        labels=["store"])
+        quarantined.add_metric(["cache"], len(status["cache"]["quarantined"]))
+        quarantined.add_metric(["sessions"], len(sessions["quarantined"]))
+        yield quarantined
         auto = CounterMetricFamily("claif_auto_model_selections", "Models chosen for model=auto.", labels=["model"])
         for model, count in status["auto_selected"].items():
             auto.add_metric([model], count)

@@ -341,6 +341,9 @@ def test_peer_credentials_are_checked_on_both_sides(daemon: DaemonProcess) -> No
         assert c.status()["connections"] >= 1
         c.config_set("server.allowed_uids", [NOBODY])
     assert _ping_as_nobody(daemon.socket, "0").startswith("ok")
+    with Client(daemon.socket) as c:
+        assert c.status()["connections_refused"] == 2  # both tries before allowed_uids
+        assert 'claif_connections_closed_total{reason="forbidden_uid"} 2.0' in c.metrics()
     assert any(line.get("event") == "refused a connection from another user" for line in daemon.logs())
 
 
@@ -426,6 +429,7 @@ def test_a_cache_with_damaged_pages_is_moved_aside_and_serving_goes_on(daemon_fa
         assert check["status"] == "warning" and "moved aside" in check["detail"]
         assert c.complete("fresh").cached is False
         assert c.complete("fresh").cached == "exact"
+        assert 'claif_quarantined_files{store="cache"} 1.0' in c.metrics()
     assert Path(cache["quarantined"][0]["path"]).exists()
     assert any(line.get("event") == "damaged database moved aside" for line in d.logs())
 
