@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e './client[progress]' -e '.[test]'
+	$(PY) -m pip install --quiet -e './client[progress,watch]' -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

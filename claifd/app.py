@@ -16,19 +16,23 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import psutil
 
 from . import __version__, monitoring
 from .cache import ResponseCache
 from .cache import requests as cache_requests
 from .completions import Completions
-from .config import Config
+from .config import Config, MetricsConfig
 from .config_manager import Change, ConfigManager
 from .config_requests import LiveConfig
 from .dispatch import Dispatch
+from .health import HealthMonitor
 from .logs import set_level
-from .monitoring import HealthWindow
+from .metrics_http import MetricsHTTP
+from .perf import Perf
 from .pool import HttpPool
 from .providers import AnthropicProvider, EchoProvider, OpenAIProvider, Provider
+from .providers.http import HttpProvider
 from .sessions import requests as session_requests
 from .sessions.service import SessionService
 from .types import ServerState, UpstreamCounters
@@ -53,25 +57,32 @@ class App:
         self.clock = clock
         self.started_at = clock()
         self.state = ServerState(config.server)
+        self.perf = Perf(_price_table(config), enabled=config.metrics.enabled)
         self.upstream = UpstreamCounters()
         self.pool = HttpPool(config.pool)
         self.task_group: anyio.abc.TaskGroup | None = None
         self.providers: dict[str, Provider] = {
             "echo": EchoProvider(self.upstream),
-            "anthropic": AnthropicProvider(self.pool, self.upstream, config.providers.anthropic, config.retry, clock=clock),
-            "openai": OpenAIProvider(self.pool, self.upstream, config.providers.openai, config.retry, clock=clock),
+            "anthropic": AnthropicProvider(self.pool, self.upstream, config.providers.anthropic, config.retry,
+                                           clock=clock, perf=self.perf),
+            "openai": OpenAIProvider(self.pool, self.upstream, config.providers.openai, config.retry,
+                                     clock=clock, perf=self.perf),
         }
         self.cache = ResponseCache(config.cache, config.prices)
         self.sessions = SessionService(config.session)
-        self.completions = Completions(settings, self.providers, self.cache, self.sessions, self.state)
+        self.completions = Completions(settings, self.providers, self.cache, self.sessions, self.state, self.perf)
         self.live_config = LiveConfig(settings)
-        self.health_window = HealthWindow()
+        http_providers = {name: p for name, p in self.providers.items() if isinstance(p, HttpProvider)}
+        self.health = HealthMonitor(lambda: self.settings.config, self.state, self.perf, http_providers,
+                                    self.cache, self.sessions, lambda: self.settings.last_error)
+        self.metrics_http = MetricsHTTP(self.metrics_text, self.health.report)
         self.dispatch = Dispatch()
         self.completions.register(self.dispatch)
         cache_requests.register(self.dispatch, self.cache)
         session_requests.register(self.dispatch, self.sessions)
         self.live_config.register(self.dispatch)
-        monitoring.register(self.dispatch, self.status, self.cache.stats, self.health_window)
+        monitoring.register(self.dispatch, self.status, self.cache.stats, self.perf, self.health.report)
+        self._process = psutil.Process()
         self._attach()
 
     @property
@@ -86,6 +97,8 @@ class App:
         self.completions.start(task_group)
         await self.cache.start(task_group)
         await self.sessions.start(task_group)
+        self.health.start(task_group)
+        await self.metrics_http.start(task_group, self.config.metrics.listen)
 
     async def config_reload(self, reason: str) -> list[Change]:
         return await self.live_config.reload(reason)
@@ -114,7 +127,17 @@ class App:
         attach("prices", self.cache.set_prices)
         attach("session", self.sessions.reconfigure)
         attach("server", self.state.reconfigure)
+        attach("health", self.health.reconfigure)
+        attach("metrics", self._reconfigure_metrics)
+        attach("prices", lambda _: self.perf.set_prices(_price_table(self.config)))
         attach("", self.completions.reconfigure)
+
+    def _reconfigure_metrics(self, section: MetricsConfig) -> None:
+        self.perf.enabled = section.enabled
+        self.metrics_http.want(section.listen)
+
+    def metrics_text(self) -> str:
+        return monitoring.metrics_text(self.status, self.cache.stats, self.perf)
 
     # ------------------------------------------------------------- status
 
@@ -141,4 +164,22 @@ class App:
             "pool": self.pool.stats(),
             "providers": {name: p.stats() for name, p in sorted(self.providers.items())},
             "config": {"generation": self.settings.generation, "last_error": self.settings.last_error},
+            "performance": self.perf.summary(),
+            "process": self._process_figures(),
+            "metrics_listen": self.metrics_http.address,
         }
+
+    def _process_figures(self) -> dict[str, Any]:
+        proc = self._process
+        with proc.oneshot():
+            return {
+                "rss_bytes": proc.memory_info().rss,
+                "cpu_percent": proc.cpu_percent(None),  # since the previous status
+                "cpu_seconds": round(sum(proc.cpu_times()[:2]), 3),
+                "threads": proc.num_threads(),
+                "open_fds": proc.num_fds(),
+            }
+
+
+def _price_table(config: Config) -> dict[str, dict[str, float]]:
+    return {k: {"input": v.input, "output": v.output} for k, v in config.prices.items()}

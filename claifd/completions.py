@@ -18,6 +18,7 @@ session sends).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,6 +50,7 @@ from .config import Config
 from .config_manager import ConfigManager
 from .dispatch import Conn, Dispatch
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_frame, error_info
+from .perf import Perf
 from .providers import Provider, resolve_model
 from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
@@ -71,7 +73,7 @@ class Prepared:
     """A validated, routed request, with its cache key when the cache applies
     and its deadline in seconds."""
 
-    __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout")
+    __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout", "outcome", "started")
 
     def __init__(self, request: CompletionRequest, provider: Provider, model: str,
                  key: str | None, namespace: str, mode: str, timeout: float) -> None:
@@ -82,6 +84,13 @@ class Prepared:
         self.namespace = namespace
         self.mode = mode
         self.timeout = timeout
+        # How the answer came, for the metrics: ok (upstream), cached-exact, coalesced.
+        self.outcome = "ok"
+        self.started = time.perf_counter()
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return self.provider.name, self.model
 
     def __repr__(self) -> str:
         return f"<Prepared {self.provider.name}/{self.model} mode={self.mode} key={(self.key or '-')[:12]}>"
@@ -110,8 +119,9 @@ _request_decoder = msgspec.msgpack.Decoder(CompletionRequest)
 
 class Completions:
     def __init__(self, settings: ConfigManager, providers: dict[str, Provider], cache: ResponseCache,
-                 sessions: SessionService, state: ServerState) -> None:
+                 sessions: SessionService, state: ServerState, perf: Perf | None = None) -> None:
         self.config = settings.config
+        self.perf = perf if perf is not None else Perf(enabled=False)
         self.providers = providers
         self.cache = cache
         self.sessions = sessions
@@ -137,23 +147,28 @@ class Completions:
         self._task_group = task_group
 
     def register(self, dispatch: Dispatch) -> None:
-        dispatch.inline(_CompleteRaw, self.on_complete)
+        # on_complete records its own requests (it knows the model of a hit).
+        dispatch.inline(_CompleteRaw, self.on_complete, records=True)
         dispatch.task(Batch, self.batch_task)
 
     # ------------------------------------------------------- the socket front
 
     def on_complete(self, msg: _CompleteRaw, conn: Conn) -> Error | None:
         """The hot path: a memory-tier hit is answered right here."""
+        started = time.perf_counter()
         if self.state.draining:
-            return Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down")
+            return self._refused(Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down"),
+                                 started)
         key = self.hot_key(msg.request)
         if key is not None and (entry := self.cache.lookup_memory(key)) is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry))
+            self._hit(entry, started)
             return None
         try:
             request = _request_decoder.decode(msg.request)
         except msgspec.DecodeError as exc:
-            return Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"invalid request: {exc}")
+            return self._refused(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"invalid request: {exc}"),
+                                 started)
         complete = Complete(id=msg.id, request=request, stream=msg.stream)
         if request.session is not None:
             conn.start(complete, self.session_task, None, self.request_timeout(request))
@@ -161,20 +176,37 @@ class Completions:
         try:
             prepared = self.prepare(request)
         except ClaifdError as exc:  # anything else is the server's to log as internal
-            return error_frame(msg.id, exc)
+            return self._refused(error_frame(msg.id, exc), started)
         self.remember_key(msg.request, prepared)
         entry = self.cached_reply(prepared)
         if entry is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry))
+            self._hit(entry, started)
             return None
         conn.start(complete, self.complete_task, prepared, prepared.timeout)
         return None
+
+    def _hit(self, entry: MemEntry, started: float) -> None:
+        perf = self.perf
+        if perf.enabled:
+            provider, model = perf.labels(entry.model)
+            perf.request("complete", provider, model, "cached-exact", time.perf_counter() - started)
+
+    def _refused(self, error: Error, started: float) -> Error:
+        self.perf.request("complete", "", "", error.code, time.perf_counter() - started)
+        return error
 
     async def complete_task(self, msg: Complete, conn: Conn, prepared: Prepared) -> Done:
         if not msg.stream:
             return Done(id=msg.id, response=await self.complete(prepared, memory_probed=True))
 
+        first = True
+
         async def on_delta(text: str) -> None:
+            nonlocal first
+            if first:
+                first = False
+                self.perf.first_token(prepared.provider.name, prepared.model, time.perf_counter() - prepared.started)
             await conn.send(Chunk(id=msg.id, text=text))
 
         return Done(id=msg.id, response=await self.stream(prepared, on_delta, memory_probed=True))
@@ -268,6 +300,7 @@ class Completions:
         if prepared.mode != "refresh":
             entry = await self.cache.lookup(prepared.key, memory_probed)
             if entry is not None:
+                prepared.outcome = "cached-exact"
                 return entry.response()
             if prepared.mode == "only":
                 raise NotFound("no cached answer for this request (cache mode 'only')")
@@ -281,6 +314,7 @@ class Completions:
         if prepared.mode != "refresh":
             entry = await self.cache.lookup(prepared.key, memory_probed)
             if entry is not None:
+                prepared.outcome = "cached-exact"
                 for piece in replay_chunks(entry):
                     await on_delta(piece)
                 return entry.response()
@@ -297,6 +331,8 @@ class Completions:
         if leader:
             assert self._task_group is not None, "completions not started"
             self._task_group.start_soon(self._fly, prepared, flight)
+        else:
+            prepared.outcome = "coalesced"
         return flight
 
     async def _fly(self, prepared: Prepared, flight: Flight) -> None:

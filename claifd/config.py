@@ -249,6 +249,35 @@ class ServerConfig(_Section):
     allowed_uids: list[int] = []
 
 
+class MetricsConfig(_Section):
+    # Record request, upstream and token figures (off: counters only).
+    enabled: bool = True
+    # "HOST:PORT" to serve GET /metrics and GET /health over HTTP ("": off).
+    # Loopback unless you mean it: the figures show models and traffic.
+    listen: str = ""
+
+
+class HealthConfig(_Section):
+    # The background checks run this often; `health` answers from their last run.
+    interval: Duration = Duration(15.0)
+    # Each check's time limit (a check that takes longer is unhealthy).
+    timeout: Duration = Duration(5.0)
+    # A provider slower than this to answer GET /v1/models is a warning.
+    provider_latency_warning: Duration = Duration(2.0)
+    # Upstream calls (not attempts) in this window rate the providers:
+    # half failed is a warning, all failed (3 at least) is unhealthy.
+    failure_window: Duration = Duration(300.0)
+    # Free space on the cache's and sessions' file systems.
+    disk_warning_free: ByteSize = ByteSize(1024**3)
+    disk_critical_free: ByteSize = ByteSize(100 * 1024**2)
+    # Memory the system still has available.
+    memory_warning_available: ByteSize = ByteSize(512 * 1024**2)
+    memory_critical_available: ByteSize = ByteSize(128 * 1024**2)
+    # The daemon's RSS above its budgets (cache.memory_max_bytes +
+    # session.memory_budget) by more than this is a warning.
+    rss_headroom: ByteSize = ByteSize(512 * 1024**2)
+
+
 class Config(_Section):
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     providers: ProvidersConfig = msgspec.field(default_factory=ProvidersConfig)
@@ -262,6 +291,8 @@ class Config(_Section):
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
 
 
 class ConfigError(Exception):
@@ -470,6 +501,15 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "server.max_in_flight_per_connection": (1, 1_000_000),
     "server.frame_timeout": (0.001, None),
     "server.allowed_uids": (0, 2**32 - 1),
+    "health.interval": (0.1, 86400),
+    "health.timeout": (0.01, 600),
+    "health.provider_latency_warning": (0, None),
+    "health.failure_window": (1, 86400),
+    "health.disk_warning_free": (0, None),
+    "health.disk_critical_free": (0, None),
+    "health.memory_warning_available": (0, None),
+    "health.memory_critical_available": (0, None),
+    "health.rss_headroom": (0, None),
 }
 
 
@@ -516,6 +556,10 @@ def build_config(merged: Mapping[str, Any]) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(str(exc)) from exc
     problems = check_ranges(config)
+    if config.metrics.listen:
+        host, sep, port = config.metrics.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            problems.append(f"metrics.listen must be HOST:PORT (e.g. 127.0.0.1:9464), got {config.metrics.listen!r}")
     if problems:
         raise ConfigError("; ".join(problems))
     return config

@@ -230,7 +230,7 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
         sock = bind_socket(path)
         async with anyio.create_task_group() as root:
             async with anyio.create_task_group() as requests:
-                server = Server(app.dispatch, app.state, requests)
+                server = Server(app.dispatch, app.state, requests, app.perf)
                 await app.start(requests)
                 # Watch before serving, then catch up on any edit made since
                 # the first load, so no change can slip between the two.

@@ -57,8 +57,13 @@ TaskHandler = Callable[[Any, Conn, Any], Awaitable["msgspec.Struct | None"]]
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    # The request's name in metrics (its wire tag: "complete", "status"...).
+    method: str
     inline: InlineHandler | None = None
     task: TaskHandler | None = None
+    # The inline handler records its own requests in the metrics (it knows
+    # more than the server: a cache hit's model); the server does not.
+    records: bool = False
 
 
 class Dispatch:
@@ -69,11 +74,11 @@ class Dispatch:
         inline = sum(1 for r in self.routes.values() if r.inline is not None)
         return f"<Dispatch routes={len(self.routes)} inline={inline}>"
 
-    def inline(self, kind: type, handler: InlineHandler) -> None:
-        self._add(kind, Route(inline=handler))
+    def inline(self, kind: type, handler: InlineHandler, *, records: bool = False) -> None:
+        self._add(kind, Route(_method(kind), inline=handler, records=records))
 
     def task(self, kind: type, handler: TaskHandler) -> None:
-        self._add(kind, Route(task=handler))
+        self._add(kind, Route(_method(kind), task=handler))
 
     def _add(self, kind: type, route: Route) -> None:
         if kind in self.routes:
@@ -83,3 +88,9 @@ class Dispatch:
     def decoder(self, *more: type) -> msgspec.msgpack.Decoder[Any]:
         """One typed decoder for every registered request and `more` (a tagged union)."""
         return msgspec.msgpack.Decoder(Union[(*self.routes, *more)])
+
+
+def _method(kind: type) -> str:
+    config = getattr(kind, "__struct_config__", None)
+    tag = getattr(config, "tag", None)
+    return tag if isinstance(tag, str) else kind.__name__.lower()

@@ -1,109 +1,36 @@
-"""Health and metrics: what a person or a monitor asks the running daemon.
-
-`health()` runs cheap checks over the daemon's own state and rates each
-`ok`, `warning` or `unhealthy`; the worst one is the answer (`claif health`
-exits 0, 1 or 2 accordingly):
-
-| check | warning | unhealthy |
-|---|---|---|
-| config | the last edit was rejected (the previous config serves) | - |
-| draining | the daemon is shutting down | - |
-| cache_disk | the disk tier is off, its last write/read failed, or a damaged file was moved aside in the last hour (memory still serves) | - |
-| sessions | a damaged file or WAL was moved aside in the last hour, or damaged rows were found | the store is unavailable, or its last write failed (until a write succeeds again) |
-| upstream | more than 50 % of the last upstream calls failed (at least 10 calls) | - |
+"""Metrics and the requests that read the daemon's state: ping, status,
+health and metrics.
 
 `metrics_text()` is the Prometheus text exposition, rendered by
-prometheus_client from a collector that reads the same counters `status`
-shows, at scrape time (nothing is counted twice).
+prometheus_client from collectors that read, at scrape time, the counters
+`status` shows and the performance monitor's figures (`perf.Perf`: requests
+by method, provider, model and outcome, histograms of request, upstream and
+time-to-first-token durations, tokens and cost), plus the standard
+`process_*` collector and `claif_build_info`. Nothing is counted twice and
+nothing is computed between scrapes. Health is `health.HealthMonitor`'s.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+import platform
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from claif_client.protocol import GetStatus, Health, Metrics, Ping, Pong, Result
 
-from .dispatch import Dispatch
+from . import __version__
+from .dispatch import Conn, Dispatch
+from .perf import Histogram, Perf
 
-__all__ = ["health", "metrics_text", "HealthWindow", "register"]
+__all__ = ["metrics_text", "register", "CONTENT_TYPE"]
 
 Snapshot = Callable[[], dict[str, Any]]
-
-_RANK = {"ok": 0, "warning": 1, "unhealthy": 2}
-_STATUS = {0: "healthy", 1: "warning", 2: "unhealthy"}
-
-
-class HealthWindow:
-    """Upstream outcomes since the previous health check (a moving picture,
-    not all-time totals, so an old outage does not count forever)."""
-
-    def __init__(self) -> None:
-        self._requests = 0
-        self._errors = 0
-
-    def delta(self, requests: int, errors: int) -> tuple[int, int]:
-        d = (requests - self._requests, errors - self._errors)
-        self._requests, self._errors = requests, errors
-        return d
-
-
-# How long a damaged file moved aside keeps health at `warning`.
-QUARANTINE_WARNING_S = 3600.0
-
-
-def _recent(quarantined: list[dict[str, Any]], now: float) -> dict[str, Any] | None:
-    recent = [q for q in quarantined if now - q["at"] < QUARANTINE_WARNING_S]
-    return recent[-1] if recent else None
-
-
-def health(status: Mapping[str, Any], window: HealthWindow, now: float | None = None) -> dict[str, Any]:
-    """Rate a `status` snapshot (what `claif status` shows); `window` keeps
-    the upstream counts of the previous check."""
-    now = time.time() if now is None else now
-    checks: list[dict[str, str]] = []
-
-    def check(name: str, rating: str, detail: str = "") -> None:
-        checks.append({"name": name, "status": rating, "detail": detail})
-
-    error = status["config"]["last_error"]
-    check("config", "warning" if error else "ok", f"last edit rejected: {error}" if error else "")
-    check("draining", "warning" if status["draining"] else "ok", "shutting down" if status["draining"] else "")
-    cache = status["cache"]
-    if cache["disk_tier"] == "disabled":
-        check("cache_disk", "ok", "cache disabled")
-    elif cache["disk_tier"] == "unavailable":
-        check("cache_disk", "warning", "disk tier unavailable; memory only")
-    elif cache["disk_error"]:
-        check("cache_disk", "warning", f"last disk operation failed: {cache['disk_error']}")
-    elif recent := _recent(cache["quarantined"], now):
-        check("cache_disk", "warning", f"damaged cache database moved aside to {recent['path']}: {recent['reason']}")
-    else:
-        check("cache_disk", "ok")
-    sessions = status["sessions"]
-    if sessions["store_error"]:
-        check("sessions", "unhealthy", f"session store unavailable: {sessions['store_error']}")
-    elif sessions["write_error"]:
-        check("sessions", "unhealthy", f"the last write failed: {sessions['write_error']}")
-    elif recent := _recent(sessions["quarantined"], now):
-        check("sessions", "warning", f"damaged session file moved aside to {recent['path']}: {recent['reason']}")
-    elif sessions["damaged"]:
-        check("sessions", "warning", f"{sessions['damaged']} damaged session(s) could not be read")
-    else:
-        check("sessions", "ok")
-    upstream = status["upstream"]
-    requests, errors = window.delta(upstream["requests"], upstream["errors"])
-    if requests >= 10 and errors * 2 > requests:
-        check("upstream", "warning", f"{errors} of the last {requests} upstream calls failed")
-    else:
-        check("upstream", "ok", f"{errors} of the last {requests} upstream calls failed" if requests else "")
-    worst = max(_RANK[c["status"]] for c in checks)
-    return {"status": _STATUS[worst], "checks": checks}
+# What GET /metrics answers with (the text format prometheus_client writes).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _StatusCollector(Collector):
@@ -116,7 +43,8 @@ class _StatusCollector(Collector):
     def collect(self) -> Iterator[Any]:
         status = self.status()
         yield GaugeMetricFamily("claif_uptime_seconds", "Seconds since the daemon started.", value=status["uptime_s"])
-        yield CounterMetricFamily("claif_requests", "Requests received over the socket.", value=status["requests_total"])
+        yield CounterMetricFamily("claif_frames", "Requests received over the socket (all methods).",
+                                  value=status["requests_total"])
         yield GaugeMetricFamily("claif_connections", "Client connections open.", value=status["connections"])
         yield GaugeMetricFamily("claif_requests_in_flight", "Requests being served.", value=status["in_flight"])
         closed = CounterMetricFamily("claif_connections_closed", "Connections the daemon closed on its own.",
@@ -128,7 +56,6 @@ class _StatusCollector(Collector):
                                 value=status["open_fds"])
         up = status["upstream"]
         yield CounterMetricFamily("claif_upstream_requests", "HTTP attempts to providers.", value=up["requests"])
-        yield CounterMetricFamily("claif_upstream_retries", "Retried upstream attempts.", value=up["retries"])
         yield CounterMetricFamily("claif_upstream_errors", "Upstream calls that failed in the end.", value=up["errors"])
         in_flight = GaugeMetricFamily("claif_provider_in_flight", "Requests in flight per provider.", labels=["provider"])
         queued = GaugeMetricFamily("claif_provider_queued", "Requests waiting for a provider slot.", labels=["provider"])
@@ -185,15 +112,75 @@ class _StatusCollector(Collector):
                                 value=1 if status["config"]["last_error"] else 0)
 
 
-def metrics_text(status: Snapshot, cache_stats: Snapshot) -> str:
+class _PerfCollector(Collector):
+    """The performance monitor's figures, with their labels."""
+
+    def __init__(self, perf: Perf) -> None:
+        self.perf = perf
+
+    def collect(self) -> Iterator[Any]:
+        perf = self.perf
+        info = GaugeMetricFamily("claif_build_info", "The daemon's version (always 1).", labels=["version", "python"])
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+        requests = CounterMetricFamily("claif_requests", "Requests answered, by method, provider, model and outcome "
+                                       "(ok, cached-exact, cached-semantic, coalesced, or an error code).",
+                                       labels=["method", "provider", "model", "outcome"])
+        for labels, n in list(perf.requests.items()):
+            requests.add_metric(list(labels), n)
+        yield requests
+        yield _histograms("claif_request_duration_seconds", "Whole requests, as the daemon saw them.",
+                          ["method", "provider", "model"], perf.request_seconds)
+        yield _histograms("claif_upstream_duration_seconds", "Upstream calls, all their attempts and waits.",
+                          ["provider", "model"], perf.upstream_seconds)
+        yield _histograms("claif_time_to_first_token_seconds", "Streamed requests: until the first text.",
+                          ["provider", "model"], perf.first_token_seconds)
+        attempts = CounterMetricFamily("claif_upstream_attempts", "HTTP attempts to providers, by status "
+                                       "(\"error\": no HTTP answer).", labels=["provider", "status"])
+        for (provider, status), n in list(perf.attempts.items()):
+            attempts.add_metric([provider, status], n)
+        yield attempts
+        retries = CounterMetricFamily("claif_upstream_retries", "Retried upstream attempts.", labels=["provider"])
+        for provider, n in list(perf.retries.items()):
+            retries.add_metric([provider], n)
+        yield retries
+        tokens = CounterMetricFamily("claif_tokens", "Tokens billed by providers.",
+                                     labels=["provider", "model", "direction"])
+        for labels3, n in list(perf.tokens.items()):
+            tokens.add_metric(list(labels3), n)
+        yield tokens
+        cost = CounterMetricFamily("claif_cost_usd", "Estimated USD billed (the price table in claifd/cache/prices.py "
+                                   "and the config's `prices`).", labels=["provider", "model"])
+        for labels2, usd in list(perf.cost_usd.items()):
+            cost.add_metric(list(labels2), usd)
+        yield cost
+
+
+def _histograms(name: str, doc: str, labels: list[str], table: dict[Any, Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for key, hist in list(table.items()):
+        family.add_metric(list(key), hist.cumulative(), sum_value=hist.sum)
+    return family
+
+
+def metrics_text(status: Snapshot, cache_stats: Snapshot, perf: Perf | None = None) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_StatusCollector(status, cache_stats))
+    if perf is not None:
+        registry.register(_PerfCollector(perf))
+    ProcessCollector(registry=registry)  # the standard process_* names
     return generate_latest(registry).decode()
 
 
-def register(dispatch: Dispatch, status: Snapshot, cache_stats: Snapshot, window: HealthWindow) -> None:
-    """ping, status, health and metrics: all answered inline."""
+def register(dispatch: Dispatch, status: Snapshot, cache_stats: Snapshot, perf: Perf,
+             health: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    """ping, status and metrics answered inline; health as a task (its first
+    answer may wait for the first background run)."""
     dispatch.inline(Ping, lambda msg, conn: Pong(id=msg.id))
     dispatch.inline(GetStatus, lambda msg, conn: Result(id=msg.id, value=status()))
-    dispatch.inline(Health, lambda msg, conn: Result(id=msg.id, value=health(status(), window)))
-    dispatch.inline(Metrics, lambda msg, conn: Result(id=msg.id, value=metrics_text(status, cache_stats)))
+    dispatch.inline(Metrics, lambda msg, conn: Result(id=msg.id, value=metrics_text(status, cache_stats, perf)))
+
+    async def on_health(msg: Health, conn: Conn, _: None) -> Result:
+        return Result(id=msg.id, value=await health())
+
+    dispatch.task(Health, on_health)

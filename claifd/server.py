@@ -49,6 +49,7 @@ from claif_client.protocol import (
 from . import __version__
 from .dispatch import Dispatch, TaskHandler
 from .errors import error_frame
+from .perf import Perf
 from .types import ServerState
 
 __all__ = ["Server", "Connection", "CAPABILITIES", "LISTEN_BACKLOG"]
@@ -68,6 +69,7 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.state = server.state
         self.routes = server.dispatch.routes
+        self.perf = server.perf
         self.cid = cid
         self.transport: asyncio.Transport | None = None
         # The protocol's rules (handshake, decoding, ids, cancel) without I/O;
@@ -267,12 +269,16 @@ class Connection(asyncio.Protocol):
         route = self.routes[kind]  # the decoder knows only routed types
         self.state.requests_total += 1
         if route.inline is not None:
+            started = time.perf_counter()
             try:
                 reply = route.inline(msg, self)
             except Exception as exc:
                 reply = self.failed(msg, exc)
             if reply is not None:
                 self.write(reply)
+            if not route.records:
+                outcome = reply.code if type(reply) is Error else "ok"
+                self.perf.request(route.method, "", "", outcome, time.perf_counter() - started)
         else:
             assert route.task is not None
             self.start(msg, route.task)
@@ -346,19 +352,26 @@ class Connection(asyncio.Protocol):
             self.write(frame)
         finally:
             self._finish(rid)
-            log.debug(
-                "request done",
-                method=type(msg).__name__.lower(),
-                outcome=outcome,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+            duration = time.perf_counter() - started
+            perf = self.perf
+            if perf.enabled:
+                # A completion's `arg` is its Prepared: provider, model and
+                # how the answer came (cached-exact, coalesced).
+                provider, model = getattr(arg, "labels", _NO_LABELS)
+                if outcome == "ok":
+                    outcome = getattr(arg, "outcome", "ok")
+                perf.request(msg.__struct_config__.tag, provider, model, outcome, duration)
+            log.debug("request done", method=type(msg).__name__.lower(), outcome=outcome,
+                      duration_ms=round(duration * 1000, 3))
 
 
 class Server:
     """Owns the listening socket, the live connections and the request tasks."""
 
-    def __init__(self, dispatch: Dispatch, state: ServerState, task_group: anyio.abc.TaskGroup) -> None:
+    def __init__(self, dispatch: Dispatch, state: ServerState, task_group: anyio.abc.TaskGroup,
+                 perf: Perf | None = None) -> None:
         self.dispatch = dispatch
+        self.perf = perf if perf is not None else Perf(enabled=False)
         self.state = state
         self.task_group = task_group
         self.decoder = dispatch.decoder(Cancel)
@@ -450,6 +463,7 @@ class Server:
 
 
 _UCRED_SIZE = struct.calcsize("3i")
+_NO_LABELS = ("", "")
 # File descriptors are counted every few seconds; past this share of the
 # soft limit the daemon says so.
 FD_CHECK_INTERVAL = 2.0

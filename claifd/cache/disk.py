@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_by_access ON entries(last_access);
 CREATE INDEX IF NOT EXISTS entries_by_namespace ON entries(namespace);
+CREATE TABLE IF NOT EXISTS health_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 
 
@@ -234,6 +235,13 @@ class DiskStore:
         except BaseException:
             _rollback(db)
             raise
+
+    def probe(self, at: float) -> None:
+        """The health check: write a row, read it back."""
+        self.db.execute("INSERT OR REPLACE INTO health_probe VALUES (1, ?)", (at,))
+        row = self.db.execute("SELECT at FROM health_probe WHERE id = 1").fetchone()
+        if row is None or float(row[0]) != at:
+            raise sqlite3.DatabaseError(f"the probe row read back {row!r}")
 
     def delete(self, key: str) -> bool:
         return self._delete_keys([key]) > 0

@@ -13,13 +13,30 @@ from collections.abc import Mapping
 
 __all__ = ["DEFAULT_PRICES", "PriceTable", "cost_usd"]
 
+# A name also covers its dated ids: "anthropic/claude-3-5-sonnet" prices
+# "anthropic/claude-3-5-sonnet-20241022" (see `_lookup`).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "anthropic/claude-opus-4-1": (15.0, 75.0),
+    "anthropic/claude-opus-4": (15.0, 75.0),
     "anthropic/claude-sonnet-4-5": (3.0, 15.0),
+    "anthropic/claude-sonnet-4": (3.0, 15.0),
     "anthropic/claude-haiku-4-5": (1.0, 5.0),
+    "anthropic/claude-3-7-sonnet": (3.0, 15.0),
+    "anthropic/claude-3-5-sonnet": (3.0, 15.0),
+    "anthropic/claude-3-5-haiku": (0.8, 4.0),
+    "anthropic/claude-3-opus": (15.0, 75.0),
+    "anthropic/claude-3-haiku": (0.25, 1.25),
     "openai/gpt-4o": (2.5, 10.0),
     "openai/gpt-4o-mini": (0.15, 0.6),
     "openai/gpt-4.1": (2.0, 8.0),
+    "openai/gpt-4.1-mini": (0.4, 1.6),
+    "openai/gpt-4.1-nano": (0.1, 0.4),
+    "openai/gpt-4-turbo": (10.0, 30.0),
+    "openai/gpt-3.5-turbo": (0.5, 1.5),
+    "openai/o1": (15.0, 60.0),
+    "openai/o3": (2.0, 8.0),
+    "openai/o3-mini": (1.1, 4.4),
+    "openai/o4-mini": (1.1, 4.4),
 }
 
 

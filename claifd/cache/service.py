@@ -275,6 +275,17 @@ class ResponseCache:
                 await self._disk_failed("clear", exc)
         return removed
 
+    async def probe(self) -> None:
+        """Write to the disk tier and read back (health); failures are also the tier's."""
+        if self.disk is None:
+            return
+        try:
+            await self._in_thread(self.disk.probe, self.clock())
+        except Exception as exc:
+            await self._disk_failed("probe", exc)
+            raise
+        self.disk_error = None
+
     async def delete(self, key: str) -> bool:
         found = self.memory.delete(key)
         self._write_queue = [e for e in self._write_queue if e.key != key]

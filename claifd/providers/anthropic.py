@@ -31,6 +31,9 @@ class AnthropicProvider(HttpProvider):
     def url(self, config: ProviderConfig) -> str:
         return config.base_url.rstrip("/") + "/v1/messages"
 
+    def models_url(self, config: ProviderConfig) -> str:
+        return config.base_url.rstrip("/") + "/v1/models"
+
     def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
         assert isinstance(config, AnthropicConfig)
         return {"x-api-key": key, "anthropic-version": config.version, "content-type": "application/json"}

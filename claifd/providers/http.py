@@ -34,6 +34,7 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from ..perf import Perf
 from ..pool import HttpPool
 from ..redaction import redact_secrets
 from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
@@ -77,9 +78,11 @@ class HttpProvider:
         retry: RetryConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
+        perf: Perf | None = None,
     ) -> None:
         self.pool = pool
         self.counters = counters
+        self.perf = perf if perf is not None else Perf(enabled=False)
         self.config = config
         self.retry = retry
         self.clock = clock
@@ -107,6 +110,10 @@ class HttpProvider:
     def url(self, config: ProviderConfig) -> str:
         raise NotImplementedError
 
+    def models_url(self, config: ProviderConfig) -> str:
+        """Where the provider lists its models: the health check's probe (it costs no tokens)."""
+        raise NotImplementedError
+
     def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
         raise NotImplementedError
 
@@ -132,6 +139,34 @@ class HttpProvider:
             )
         return key
 
+    def configured(self) -> bool:
+        """Whether this provider has a key (config or environment) to be used with."""
+        try:
+            self.api_key(self.config)
+        except ClaifdError:
+            return False
+        return True
+
+    async def probe(self) -> tuple[str, str]:
+        """List the provider's models (no tokens spent): ("ok" | "warning" |
+        "unhealthy", detail). The caller times it."""
+        config = self.config
+        key = self.api_key(config)
+        lane = self.pool.acquire()
+        try:
+            resp = await lane.client.get(self.models_url(config), headers=self.headers(config, key))
+        except httpx.HTTPError as exc:
+            return "unhealthy", f"cannot reach {_host(self.url(config))}: {type(exc).__name__}"
+        finally:
+            self.pool.release(lane)
+        if resp.status_code in (401, 403):
+            return "unhealthy", f"the API key was refused ({resp.status_code})"
+        if resp.status_code >= 500 or resp.status_code == 429:
+            return "unhealthy" if resp.status_code != 429 else "warning", f"GET models answered {resp.status_code}"
+        if resp.status_code >= 400:
+            return "warning", f"GET models answered {resp.status_code}"
+        return "ok", f"GET models answered {resp.status_code}"
+
     async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse:
         return await self._call(request, model, None)
 
@@ -156,23 +191,27 @@ class HttpProvider:
 
         started = self.clock()
         attempt = 0
+        perf = self.perf
         # Fast path: a free slot needs no trip through the event loop.
         try:
             self.limiter.acquire_nowait()
         except anyio.WouldBlock:
             await self.limiter.acquire()
+        timer = time.perf_counter()  # the call's duration, not its wait for a slot
         try:
             while True:
                 attempt += 1
                 self.counters.requests += 1
                 try:
-                    return await self._attempt(url, headers, content, model, forward if on_delta else None, key)
+                    response = await self._attempt(url, headers, content, model, forward if on_delta else None, key)
                 except RetryableFailure as failure:
                     delay = None if delivered else policy.next_delay(attempt, self.clock() - started, failure.retry_after)
                     if delay is None:
                         self.counters.errors += 1
+                        perf.upstream_call(self.name, model, time.perf_counter() - timer, False)
                         raise failure.error from failure
                     self.counters.retries += 1
+                    perf.retry(self.name)
                     log.info(
                         "retrying upstream call", provider=self.name, attempt=attempt,
                         reason=failure.error.message, delay_s=round(delay, 3),
@@ -180,7 +219,13 @@ class HttpProvider:
                     await anyio.sleep(delay)
                 except ClaifdError:
                     self.counters.errors += 1
+                    perf.upstream_call(self.name, model, time.perf_counter() - timer, False)
                     raise
+                else:
+                    usage = response.usage
+                    perf.upstream_call(self.name, model, time.perf_counter() - timer, True,
+                                       usage.input_tokens, usage.output_tokens)
+                    return response
         finally:
             self.limiter.release()
 
@@ -189,8 +234,10 @@ class HttpProvider:
         on_delta: DeltaCallback | None, key: str,
     ) -> CompletionResponse:
         lane = self.pool.acquire()
+        status = "error"  # no HTTP status: the connection failed
         try:
             async with lane.client.stream("POST", url, headers=headers, content=content) as resp:
+                status = str(resp.status_code)
                 if resp.status_code >= 400:
                     raise self._status_failure(resp, await resp.aread(), key)
                 if on_delta is None:
@@ -216,6 +263,7 @@ class HttpProvider:
         except httpx.HTTPError as exc:
             raise UpstreamError(f"request to {self.name} failed: {type(exc).__name__}") from exc
         finally:
+            self.perf.attempt(self.name, status)
             self.pool.release(lane)
 
     async def _consume(self, resp: httpx.Response, model: str, on_delta: DeltaCallback) -> CompletionResponse:

@@ -52,6 +52,9 @@ class OpenAIProvider(HttpProvider):
     def url(self, config: ProviderConfig) -> str:
         return config.base_url.rstrip("/") + "/chat/completions"
 
+    def models_url(self, config: ProviderConfig) -> str:
+        return config.base_url.rstrip("/") + "/models"
+
     def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}", "content-type": "application/json"}
 

@@ -285,6 +285,14 @@ class SessionService:
                     "model": response.model}
             return response, info
 
+    async def probe(self) -> None:
+        """Write a row and read it back through the other connection (health)."""
+        at = self.clock()
+        await anyio.to_thread.run_sync(self.store.probe_write, at, limiter=self._write_thread)
+        seen = await self._read(self.store.probe_read)
+        if seen != at:
+            raise StorageError(f"the probe row read back {seen!r}, not {at!r}")
+
     def _lock(self, session_id: str) -> _SessionLock:
         return _SessionLock(self._locks, session_id)
 

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     message_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sessions_by_updated ON sessions(updated);
+CREATE TABLE IF NOT EXISTS health_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
     session_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -250,6 +251,24 @@ class SessionStore:
     def load(self, session_id: str) -> Session | None:
         """The session, None if there is none; DamagedSession if its rows cannot be read."""
         return _read_session(self.reader, session_id)
+
+    def probe_write(self, at: float) -> None:
+        """The health check's write: one row, committed (and fsynced) like any change."""
+        db = self.writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT OR REPLACE INTO health_probe VALUES (1, ?)", (at,))
+            db.execute("COMMIT")
+        except BaseException:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+
+    def probe_read(self) -> float | None:
+        row = self.reader.execute("SELECT at FROM health_probe WHERE id = 1").fetchone()
+        return None if row is None else float(row[0])
 
     def exists(self, session_id: str) -> bool:
         return self.reader.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None

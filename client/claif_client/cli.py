@@ -185,17 +185,17 @@ def _cmd_status(client: Client, args: argparse.Namespace) -> int:
         doc = client.status()
         _print_json(doc) if args.json else _print_status(doc)
         return 0
-    clear = sys.stdout.isatty() and not args.json
-    while True:
-        doc = client.status()
-        if args.json:
-            sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
-        else:
-            if clear:
-                sys.stdout.write("\x1b[H\x1b[2J")
-            _print_status(doc)
-        sys.stdout.flush()
-        time.sleep(args.interval)
+    if not args.json:
+        from .watch import watch  # rich, only for this command
+
+        return watch(client, args.interval, use_rich=sys.stdout.isatty())
+    try:
+        while True:  # one JSON document per line, for a program to follow
+            sys.stdout.write(msgspec.json.encode(client.status()).decode() + "\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
@@ -484,7 +484,8 @@ def _cmd_health(client: Client, args: argparse.Namespace) -> int:
         print(doc["status"])
         for check in doc["checks"]:
             detail = f"  {check['detail']}" if check["detail"] else ""
-            print(f"  {check['name']:<12} {check['status']}{detail}")
+            latency = f" ({check['latency_ms']:.1f} ms)" if check.get("latency_ms") is not None else ""
+            print(f"  {check['name']:<18} {check['status']}{latency}{detail}")
     return {"healthy": 0, "warning": 1}.get(doc["status"], 2)
 
 
