@@ -32,6 +32,8 @@ from .cache.prices import PriceTable
 
 __all__ = ["Perf", "Histogram", "RateWindow", "BUCKETS"]
 
+_monotonic = time.monotonic
+
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
            1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -50,6 +52,12 @@ class Histogram:
         self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.sum += seconds
         self.count += 1
+
+    def merge(self, other: Histogram) -> None:
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+        self.sum += other.sum
+        self.count += other.count
 
     def cumulative(self) -> list[tuple[str, int]]:
         """Prometheus `le` buckets: observations <= each bound, then +Inf."""
@@ -102,16 +110,16 @@ class Perf:
     def __init__(self, prices: Mapping[str, Mapping[str, float]] | None = None, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self.prices = PriceTable(prices or {})
-        self.requests: dict[tuple[str, str, str, str], int] = {}
-        self.request_seconds: dict[tuple[str, str, str], Histogram] = {}
+        # Requests by (method, provider, model, outcome): their durations (the
+        # counts are the histograms' counts; outcomes merge when rendered).
+        self.requests: dict[tuple[str, str, str, str], Histogram] = {}
         self.upstream_seconds: dict[tuple[str, str], Histogram] = {}
         self.first_token_seconds: dict[tuple[str, str], Histogram] = {}
         self.attempts: dict[tuple[str, str], int] = {}
         self.retries: dict[str, int] = {}
         self.tokens: dict[tuple[str, str, str], int] = {}
         self.cost_usd: dict[tuple[str, str], float] = {}
-        self.request_rate = RateWindow()
-        self.error_rate = RateWindow()
+        self._errors: collections.deque[float] = collections.deque(maxlen=RECENT)
         # Upstream calls (not attempts) and those that failed in the end, per provider.
         self.calls: dict[str, RateWindow] = {}
         self.failed_calls: dict[str, RateWindow] = {}
@@ -121,7 +129,17 @@ class Perf:
         self._split: dict[str, tuple[str, str]] = {}
 
     def __repr__(self) -> str:
-        return f"<Perf requests={sum(self.requests.values())} enabled={self.enabled}>"
+        return f"<Perf requests={sum(h.count for h in self.requests.values())} enabled={self.enabled}>"
+
+    def request_seconds(self) -> dict[tuple[str, str, str], Histogram]:
+        """Durations by (method, provider, model), all outcomes together."""
+        merged: dict[tuple[str, str, str], Histogram] = {}
+        for (method, provider, model, _), hist in list(self.requests.items()):
+            into = merged.get((method, provider, model))
+            if into is None:
+                into = merged[(method, provider, model)] = Histogram()
+            into.merge(hist)
+        return merged
 
     def set_prices(self, prices: Mapping[str, Mapping[str, float]]) -> None:
         self.prices = PriceTable(prices)
@@ -138,21 +156,19 @@ class Perf:
     # ------------------------------------------------------------ recording
 
     def request(self, method: str, provider: str, model: str, outcome: str, seconds: float) -> None:
-        """One request answered (or failed) after `seconds`."""
+        """One request answered (or failed) after `seconds`. The hot path:
+        one dictionary lookup, one histogram update, one append."""
         if not self.enabled:
             return
         key = (method, provider, model, outcome)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        hkey = (method, provider, model)
-        hist = self.request_seconds.get(hkey)
+        hist = self.requests.get(key)
         if hist is None:
-            hist = self.request_seconds[hkey] = Histogram()
+            hist = self.requests[key] = Histogram()
         hist.observe(seconds)
-        now = time.monotonic()
-        self.request_rate.add(now)
+        now = _monotonic()
         self._recent.append((now, seconds))
         if outcome not in _SUCCESS:
-            self.error_rate.add(now)
+            self._errors.append(now)
             self.last_errors.append({"method": method, "provider": provider, "model": model, "code": outcome,
                                      "at": time.time()})
 
@@ -215,6 +231,17 @@ class Perf:
         now = time.monotonic()
         recent = sorted(d for t, d in self._recent if now - t <= 300)
 
+        def rate(times: list[float], window: float) -> float:
+            """Events per second over `window`, or over the span the newest
+            RECENT events cover when that is shorter (a busy daemon)."""
+            inside = [t for t in times if now - t <= window]
+            if len(inside) == RECENT and inside:
+                window = max(now - inside[0], 1e-3)
+            return round(len(inside) / window, 3)
+
+        request_times = [t for t, _ in self._recent]
+        error_times = list(self._errors)
+
         def pct(q: float) -> float | None:
             if not recent:
                 return None
@@ -233,10 +260,8 @@ class Perf:
                                                "mean_ms": round(hist.sum / hist.count * 1000, 3) if hist.count else 0}
         return {
             "enabled": self.enabled,
-            "requests_per_s": {"1m": round(self.request_rate.rate(now, 60), 3),
-                               "5m": round(self.request_rate.rate(now, 300), 3)},
-            "errors_per_s": {"1m": round(self.error_rate.rate(now, 60), 3),
-                             "5m": round(self.error_rate.rate(now, 300), 3)},
+            "requests_per_s": {"1m": rate(request_times, 60), "5m": rate(request_times, 300)},
+            "errors_per_s": {"1m": rate(error_times, 60), "5m": rate(error_times, 300)},
             "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "window_s": 300,
                            "samples": len(recent)},
             "upstream": upstream,
