@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench mutate stress install clean
+.PHONY: demo test bench mutate stress install clean system-tools
 
 install: $(STAMP)
 
@@ -20,8 +20,21 @@ $(STAMP): pyproject.toml client/pyproject.toml
 demo: $(STAMP)
 	$(PY) -m claifd.demo
 
-test: $(STAMP)
+test: $(STAMP) system-tools
 	$(PY) -m pytest
+
+# The unit checks need systemd's tools (systemd-analyze, systemd-socket-activate):
+# installed with apt when missing and run as root, else their tests say why they skip.
+system-tools:
+	@if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activate >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing systemd's tools with apt"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
+	  else \
+	    echo "make test: systemd-analyze or systemd-socket-activate is missing and this is not root:"; \
+	    echo "  the systemd unit tests will be skipped (install the systemd package to run them)"; \
+	  fi; \
+	fi
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -169,6 +169,15 @@ class App:
             "metrics_listen": self.metrics_http.address,
         }
 
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= (`systemctl --user status claifd`)."""
+        cache = self.cache
+        lookups = cache.hits + cache.misses
+        rate = f"{cache.hits / lookups:.0%}" if lookups else "-"
+        failed = sum(self.perf.call_failures(name, 300)[1] for name in self.providers)
+        return (f"{self.state.requests_total} requests, {self.state.in_flight.count} in flight, "
+                f"cache hit rate {rate}, {failed} failed upstream calls in 5 min")
+
     def _process_figures(self) -> dict[str, Any]:
         proc = self._process
         with proc.oneshot():

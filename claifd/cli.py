@@ -14,7 +14,7 @@ def _daemon_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="claifd",
         description="The claif daemon: pooled, cached access to LLM APIs over a Unix socket.",
-        epilog="Subcommand: `claifd install-user-units [--dry-run]` writes the systemd user unit.",
+        epilog="Subcommand: `claifd install-user-units [--dry-run] [--exec-start PATH]` writes the systemd user units.",
     )
     p.add_argument("--socket", help="socket path (else $CLAIF_SOCKET, else $XDG_RUNTIME_DIR/claif/claifd.sock)")
     p.add_argument("--config", help="global config file (default ~/.claif/config.json)")
@@ -26,8 +26,14 @@ def _daemon_parser() -> argparse.ArgumentParser:
 
 
 def _units_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="claifd install-user-units", description="Write the systemd user unit for claifd.")
+    p = argparse.ArgumentParser(
+        prog="claifd install-user-units",
+        description="Write the systemd user units for claifd (claifd.socket, claifd.service) and the 0600 key file.",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
+    p.add_argument("--exec-start", metavar="PATH",
+                   help="the claifd to run (default: this one when installed outside a source checkout, else "
+                        "a venv created under ~/.local/share/claifd)")
     return p
 
 
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         from .units import install_user_units
 
         opts = _units_parser().parse_args(args[1:])
-        return install_user_units(dry_run=opts.dry_run)
+        return install_user_units(dry_run=opts.dry_run, exec_start=opts.exec_start)
 
     from .daemon import DaemonOptions, run
 

@@ -4,6 +4,7 @@ files read and written in a worker thread)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -35,6 +36,8 @@ class LiveConfig:
     def __init__(self, settings: ConfigManager) -> None:
         self.settings = settings
         self._lock = anyio.Lock()
+        # (before, after) a reload: the daemon tells systemd (RELOADING=1 ... READY=1).
+        self.around_reload: tuple[Callable[[], None], Callable[[], None]] | None = None
 
     def __repr__(self) -> str:
         return f"<LiveConfig generation={self.settings.generation} error={self.settings.last_error!r}>"
@@ -42,8 +45,15 @@ class LiveConfig:
     async def reload(self, reason: str) -> list[Change]:
         """Re-read the config files (in a worker thread) and apply them."""
         async with self._lock:
-            reads: dict[str, FileRead] = await anyio.to_thread.run_sync(self.settings.read_files)
-            return self.settings.apply_reads(reads, reason)
+            hooks = self.around_reload
+            if hooks is not None:
+                hooks[0]()
+            try:
+                reads: dict[str, FileRead] = await anyio.to_thread.run_sync(self.settings.read_files)
+                return self.settings.apply_reads(reads, reason)
+            finally:
+                if hooks is not None:
+                    hooks[1]()
 
     async def set(self, key: str, value: Any, scope: Scope) -> list[Change]:
         async with self._lock:

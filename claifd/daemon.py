@@ -1,11 +1,14 @@
 """Starting, running and stopping the daemon.
 
-Lifecycle: load the configuration, claim the socket (a lock file makes two
-daemons on one socket impossible; a socket file nobody answers on is stale and
-replaced), bind it with mode 0600 in a 0700 directory, serve until SIGTERM or
-SIGINT, then drain: stop accepting, let requests in flight finish within
+Lifecycle: load the configuration, take the socket systemd passed (socket
+activation), or claim one (a lock file makes two daemons on one socket
+impossible; a socket file nobody answers on is stale and replaced) and bind
+it with mode 0600 in a 0700 directory; serve until SIGTERM or SIGINT, then
+drain: stop accepting, let requests in flight finish within
 `server.drain_timeout` (a second signal cuts the wait short), cancel what is
-left, remove the socket and exit 0. SIGHUP reloads the configuration.
+left, remove the socket and the lock file (never an activated socket) and
+exit 0. SIGHUP reloads the configuration. systemd hears about each step
+(`systemd.Notifier`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .errors import StartupError
 from .fs import ensure_private_dir
 from .logs import configure_logging
 from .server import LISTEN_BACKLOG, Server
+from .systemd import Notifier, activated_socket
 
 __all__ = ["DaemonOptions", "run", "claim_socket", "bind_socket", "config_manager", "watch_config"]
 
@@ -174,21 +178,6 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
-def _notify_systemd(state: str) -> None:
-    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(address)
-            s.sendall(state.encode())
-    except OSError as exc:
-        log.warning("systemd notification failed", error=str(exc))
-
-
 # ------------------------------------------------------------------ running
 
 
@@ -213,21 +202,22 @@ class LoopErrors:
                   errno=getattr(exc, "errno", None), suppressed=self._suppressed.pop(message, 0))
 
 
-async def _serve(opts: DaemonOptions, settings: ConfigManager, path: Path) -> None:
+async def _serve(opts: DaemonOptions, settings: ConfigManager, path: Path, activated: socket.socket | None) -> None:
     asyncio.get_running_loop().set_exception_handler(LoopErrors())
     # The app builds its HTTP pool and limiters: it belongs inside the loop.
     app = App(settings, socket_path=str(path))
     try:
-        await _run_app(opts, app, path)
+        await _run_app(opts, app, path, activated)
     finally:
         with anyio.move_on_after(5, shield=True):
             await app.aclose()
     log.info("claifd stopped", requests_total=app.state.requests_total)
 
 
-async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
+async def _run_app(opts: DaemonOptions, app: App, path: Path, activated: socket.socket | None) -> None:
+    notifier = Notifier()
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        sock = bind_socket(path)
+        sock = activated if activated is not None else bind_socket(path)
         async with anyio.create_task_group() as root:
             async with anyio.create_task_group() as requests:
                 server = Server(app.dispatch, app.state, requests, app.perf)
@@ -237,15 +227,19 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
                 stop_watching = anyio.Event()
                 await root.start(watch_config, app, stop_watching)
                 await app.config_reload("start-up")
+                app.live_config.around_reload = (notifier.reloading, lambda: notifier.reloaded(app.status_line()))
                 await server.start(sock)
-                _notify_systemd("READY=1")
-                log.info("claifd listening", socket=str(path), version=__version__, pid=os.getpid())
+                notifier.ready(app.status_line())
+                root.start_soon(notifier.run, app.status_line)
+                log.info("claifd listening", socket=str(path), version=__version__, pid=os.getpid(),
+                         activated=activated is not None)
                 signum = await _wait_for_stop(signals, opts, app)
                 log.info("draining", signal=signal.Signals(signum).name, in_flight=app.state.in_flight.count)
-                _notify_systemd("STOPPING=1")
+                notifier.stopping()
                 app.state.draining = True
                 server.stop_accepting()
-                path.unlink(missing_ok=True)
+                if activated is None:
+                    path.unlink(missing_ok=True)  # an activated socket is systemd's
                 await _drain(app, signals)
                 server.close_connections()
                 requests.cancel_scope.cancel()
@@ -254,6 +248,7 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path) -> None:
             # within one `step`.
             stop_watching.set()
             root.cancel_scope.cancel()
+    notifier.close()
 
 
 async def _wait_for_stop(signals: AsyncIterator[int], opts: DaemonOptions, app: App) -> int:
@@ -348,12 +343,19 @@ def run(opts: DaemonOptions) -> int:
         # --log-level wins over every config layer, reloads included.
         settings.set_runtime("logging.level", opts.log_level)
     configure_logging(opts.log_format, settings.config.logging.level)
-    path = resolve_socket_path(opts.socket)
-    try:
-        lock_fd = claim_socket(path)
-    except StartupError as exc:
-        log.error("cannot start", error=str(exc))
-        return 1
+    # A socket systemd made for us (socket activation) is served as is,
+    # unless a socket was named on the command line.
+    activated = activated_socket() if not opts.socket else None
+    lock_fd: int | None = None
+    if activated is not None:
+        path = Path(activated.getsockname())
+    else:
+        path = resolve_socket_path(opts.socket)
+        try:
+            lock_fd = claim_socket(path)
+        except StartupError as exc:
+            log.error("cannot start", error=str(exc))
+            return 1
     try:
         backend_options = {}
         try:
@@ -362,12 +364,14 @@ def run(opts: DaemonOptions) -> int:
             backend_options["use_uvloop"] = True
         except ImportError:
             pass
-        anyio.run(_serve, opts, settings, path, backend="asyncio", backend_options=backend_options)
+        anyio.run(_serve, opts, settings, path, activated, backend="asyncio", backend_options=backend_options)
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
         return 1
     finally:
-        # Remove the socket only if it is still ours (we hold the lock).
-        path.unlink(missing_ok=True)
-        os.close(lock_fd)
+        if lock_fd is not None:
+            # Ours to remove while we hold the lock: nothing is left behind.
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".lock").unlink(missing_ok=True)
+            os.close(lock_fd)
     return 0

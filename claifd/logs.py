@@ -1,5 +1,10 @@
 """structlog set-up: JSON lines to stderr (console rendering on a terminal).
 
+Under journald (`$JOURNAL_STREAM` names stderr, as systemd sets it for a
+service) each line starts with its syslog priority, `<3>` for an error, `<4>`
+a warning, `<6>` info, `<7>` debug, so `journalctl -p warning` filters them
+(journald strips the prefix and stores the priority).
+
 Request ids are bound with `structlog.contextvars`, so every line a request's
 task logs carries them. Loggers are not cached, so `set_level` takes effect at
 once for every module (config reloads call it).
@@ -8,12 +13,16 @@ once for every module (config reloads call it).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "set_level", "LEVELS"]
+__all__ = ["configure_logging", "set_level", "LEVELS", "under_journald", "PRIORITIES"]
+
+# syslog(3) priorities by level, for journald's "<N>" line prefix.
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR, "critical": logging.CRITICAL}
@@ -28,6 +37,30 @@ def _level_number(level: str) -> int:
         raise ValueError(f"unknown log level {level!r} (one of {', '.join(LEVELS)})") from None
 
 
+def under_journald() -> bool:
+    """Whether stderr is the journal stream systemd connected (`$JOURNAL_STREAM` = "DEV:INODE")."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = stream.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return st.st_dev == int(dev) and st.st_ino == int(ino)
+
+
+class _Prioritized:
+    """A renderer whose lines start with the journald priority of their level."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: dict[str, Any]) -> str:
+        priority = PRIORITIES.get(str(event_dict.get("level", name)), 6)
+        return f"<{priority}>{self.renderer(logger, name, event_dict)}"
+
+
 def configure_logging(fmt: str | None = None, level: str = "info") -> None:
     """`fmt`: "json", "console", or None to choose by whether stderr is a TTY."""
     if fmt is None:
@@ -37,6 +70,8 @@ def configure_logging(fmt: str | None = None, level: str = "info") -> None:
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
+    if under_journald():
+        renderer = _Prioritized(renderer)
     _processors[:] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
