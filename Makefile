@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench mutate stress install clean system-tools
+.PHONY: demo test bench mutate stress install clean system-tools user-install
 
 install: $(STAMP)
 
@@ -50,6 +50,18 @@ mutate: $(STAMP)
 # under session writers. Prints its figures; exits 1 if a promise broke.
 stress: $(STAMP)
 	$(PY) tests/stress.py
+
+# `claif`, `claifd` and `claif-sim` on your PATH, from a venv of their own
+# (a copy of this checkout: cleaning or moving it keeps them working; the
+# systemd unit from `claifd install-user-units` uses the same venv).
+USER_VENV := $(HOME)/.local/share/claifd/venv
+user-install:
+	$(PYTHON) -m venv $(USER_VENV)
+	$(USER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(USER_VENV)/bin/python -m pip install --quiet './client[progress,watch]' .
+	mkdir -p $(HOME)/.local/bin
+	for p in claif claifd claif-sim; do ln -sf $(USER_VENV)/bin/$$p $(HOME)/.local/bin/$$p; done
+	@echo "claif, claifd and claif-sim are in ~/.local/bin (add it to PATH if your shell does not)"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info client/*.egg-info

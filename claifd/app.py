@@ -21,6 +21,7 @@ import psutil
 from . import __version__, monitoring
 from .cache import ResponseCache
 from .cache import requests as cache_requests
+from .catalog import ModelCatalog
 from .completions import Completions
 from .config import Config, MetricsConfig
 from .config_manager import Change, ConfigManager
@@ -76,11 +77,13 @@ class App:
         self.health = HealthMonitor(lambda: self.settings.config, self.state, self.perf, http_providers,
                                     self.cache, self.sessions, lambda: self.settings.last_error)
         self.metrics_http = MetricsHTTP(self.metrics_text, self.health.report)
+        self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf)
         self.dispatch = Dispatch()
         self.completions.register(self.dispatch)
         cache_requests.register(self.dispatch, self.cache)
         session_requests.register(self.dispatch, self.sessions)
         self.live_config.register(self.dispatch)
+        self.catalog.register(self.dispatch)
         monitoring.register(self.dispatch, self.status, self.cache.stats, self.perf, self.health.report)
         self._process = psutil.Process()
         self._attach()
@@ -163,7 +166,8 @@ class App:
             "upstream": self.upstream.as_dict(),
             "pool": self.pool.stats(),
             "providers": {name: p.stats() for name, p in sorted(self.providers.items())},
-            "config": {"generation": self.settings.generation, "last_error": self.settings.last_error},
+            "config": {"generation": self.settings.generation, "last_error": self.settings.last_error,
+                       "warnings": self.settings.warnings()},
             "performance": self.perf.summary(),
             "process": self._process_figures(),
             "metrics_listen": self.metrics_http.address,

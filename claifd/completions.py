@@ -190,7 +190,10 @@ class Completions:
         perf = self.perf
         if perf.enabled:
             provider, model = perf.labels(entry.model)
-            perf.request("complete", provider, model, "cached-exact", time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            perf.request("complete", provider, model, "cached-exact", seconds)
+            perf.completion("complete", provider, model, "cached-exact", seconds, entry.input_tokens,
+                            entry.output_tokens)
 
     def _refused(self, error: Error, started: float) -> Error:
         self.perf.request("complete", "", "", error.code, time.perf_counter() - started)

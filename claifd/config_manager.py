@@ -23,15 +23,18 @@ This module does no waiting: file watching and signals live in the daemon.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import structlog
 
 from .config import (
@@ -59,7 +62,12 @@ log = structlog.get_logger("claifd.config")
 LAYERS = ("default", "global", "project", "env", "runtime")
 Scope = Literal["runtime", "project", "global"]
 SECRET_MARK = "[redacted]"
-_SECRET_WORDS = ("api_key", "secret", "token", "password")
+# Secrets by the name of their key: exactly these, or ending in `_<word>`
+# (so `max_tokens` and other counts are not secrets, `auth_token` is).
+_SECRET_NAMES = ("api_key", "apikey", "secret", "password", "passwd", "authorization", "token", "key")
+_SECRET_SUFFIXES = ("_api_key", "_secret", "_password", "_token", "_authorization")
+# ... and by the shape of their value, whatever the key.
+_SECRET_VALUE = re.compile(r"^(sk|pk|rk)-[A-Za-z0-9_\-]{8,}|^sk_[A-Za-z0-9]{8,}|^Bearer\s", re.I)
 
 
 @dataclass(frozen=True)
@@ -100,16 +108,23 @@ class Source:
 Callback = Callable[[Config, Config, list[Change]], None]
 
 
-def _is_secret(key: str) -> bool:
-    leaf = key.rsplit(".", 1)[-1]
-    return any(word in leaf for word in _SECRET_WORDS)
+def is_secret(key: str, value: Any = None) -> bool:
+    """Whether a config key holds a secret: by its name (`api_key`,
+    `*_secret`, `password`, `authorization`, `*_token`; never a count like
+    `max_tokens`) or by the shape of its value (`sk-...`)."""
+    leaf = key.rsplit(".", 1)[-1].lower()
+    if leaf in _SECRET_NAMES or leaf.endswith(_SECRET_SUFFIXES):
+        return True
+    return isinstance(value, str) and bool(_SECRET_VALUE.match(value))
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """`value` with every secret-looking leaf replaced by SECRET_MARK (None stays None)."""
+    """`value` with every secret leaf replaced by SECRET_MARK (None stays None)."""
     if isinstance(value, dict):
         return {k: redact(v, f"{key}.{k}" if key else k) for k, v in value.items()}
-    if _is_secret(key) and value is not None:
+    if isinstance(value, list):
+        return [SECRET_MARK if isinstance(v, str) and is_secret("", v) else v for v in value]
+    if value is not None and is_secret(key, value):
         return SECRET_MARK
     return value
 
@@ -243,7 +258,7 @@ class ConfigManager:
         data = read.data or {}
         source.unknown_keys = unknown_keys(data)
         for key in source.unknown_keys:
-            log.warning("unknown config key ignored", key=key, file=str(source.path))
+            log.warning("unknown config key ignored", key=key, file=str(source.path), hint=did_you_mean(key).strip())
         self._layers[layer] = data
         source.loaded = read.exists
         source.error = None
@@ -276,12 +291,11 @@ class ConfigManager:
         """Name the layer(s) whose content is invalid, and record it in their source."""
         blamed = []
         for layer in ("global", "project", "env", "runtime"):
-            try:
-                build_config(merge_layers(self._layers["default"], self._layers[layer]))
-            except ConfigError as exc:
+            problems = layer_errors(self._layers["default"], self._layers[layer])
+            if problems:
                 source = self.sources[layer]
                 where = str(source.path) if source.path else f"{layer} layer"
-                source.error = f"{where}: {exc.message}"
+                source.error = f"{where}: " + "; ".join(problems)
                 blamed.append(source.error)
         return "; ".join(blamed) if blamed else str(error)
 
@@ -375,12 +389,59 @@ class ConfigManager:
         if config_depth(value) + key.count(".") + 1 > MAX_CONFIG_DEPTH:
             raise ConfigError(f"the value for {key!r} is nested deeper than {MAX_CONFIG_DEPTH} levels")
         if unknown_keys(_nested(key, value)):
-            raise ConfigError(f"unknown key {key!r}")
+            raise ConfigError(f"unknown key {key!r}{did_you_mean(key)}")
         _set_path(layer, key, value)
+        # The layer must be valid on its own over the defaults (a value that a
+        # higher layer hides today would break the daemon once that one goes),
+        # and the whole configuration with it.
+        problems = layer_errors(self._layers["default"], layer)
+        if problems:
+            raise ConfigError("; ".join(problems))
         layers = dict(self._layers)
         layers[scope] = layer
         self._build(layers)  # raises ConfigError: nothing is written or applied
         return layer
+
+    # --------------------------------------------------------------- unset
+
+    def unset_runtime(self, key: str) -> list[Change]:
+        layer = json.loads(json.dumps(self.runtime))
+        if not _del_path(layer, key):
+            raise KeyError(key)
+        self._build({**self._layers, "runtime": layer})
+        self.runtime = layer
+        return self.adopt_layer("runtime", layer)
+
+    def unset_file_setting(self, scope: Scope, key: str) -> dict[str, Any]:
+        """Remove `key` from the global or project file (blocking: run it in a
+        worker thread). KeyError if the file does not set it."""
+        if scope not in ("global", "project"):
+            raise ConfigError(f"unknown scope {scope!r} (runtime, project or global)")
+        path = self.global_path if scope == "global" else self.project_path
+        layer = read_file_layer(path)
+        if not _del_path(layer, key):
+            raise KeyError(key)
+        self._build({**self._layers, scope: layer})
+        write_json_atomically(path, layer)
+        return layer
+
+    def path_of(self, scope: str) -> str | None:
+        return str(self.global_path if scope == "global" else self.project_path) if scope in ("global", "project") \
+            else None
+
+    # ------------------------------------------------------------ warnings
+
+    def warnings(self) -> list[str]:
+        """Keys the schema does not know, in files and CLAIF_* variables, with a suggestion."""
+        out = []
+        for layer in ("global", "project"):
+            source = self.sources[layer]
+            for key in _unknown_leaves(self._layers[layer]):
+                out.append(f"unknown key {key!r} in {source.path}{did_you_mean(key)}")
+        for key in _unknown_leaves(self._layers["env"]):
+            variable = "CLAIF_" + "__".join(part.upper() for part in key.split("."))
+            out.append(f"unknown key {key!r} from ${variable}{did_you_mean(key)}")
+        return out
 
     def adopt_layer(self, scope: str, layer: dict[str, Any]) -> list[Change]:
         """Apply a layer written by `set` (the watcher's event for it then finds nothing new)."""
@@ -402,11 +463,85 @@ class ConfigManager:
             data = parse_config_text(text, name)
         except ConfigError as exc:
             return {"ok": False, "error": str(exc), "unknown_keys": []}
-        try:
-            build_config(merge_layers(self._layers["default"], data))
-        except ConfigError as exc:
-            return {"ok": False, "error": f"{name}: {exc.message}", "unknown_keys": unknown_keys(data)}
-        return {"ok": True, "error": None, "unknown_keys": unknown_keys(data)}
+        unknown = unknown_keys(data)
+        warnings = [f"unknown key {key!r}{did_you_mean(key)}" for key in _unknown_leaves(data)]
+        problems = layer_errors(self._layers["default"], data)
+        if problems:
+            return {"ok": False, "error": f"{name}: " + "; ".join(problems), "errors": problems,
+                    "unknown_keys": unknown, "warnings": warnings}
+        return {"ok": True, "error": None, "errors": [], "unknown_keys": unknown, "warnings": warnings}
+
+
+def layer_errors(defaults: Mapping[str, Any], layer: Mapping[str, Any]) -> list[str]:
+    """Every problem of `layer` on its own over the defaults (not only the
+    first, as one validation of the whole would say), each naming its key."""
+    try:
+        build_config(merge_layers(defaults, layer))
+        return []
+    except ConfigError as whole:
+        problems: list[str] = []
+        for key, value in flatten(layer).items():
+            try:
+                build_config(merge_layers(defaults, _nested(key, value)))
+            except ConfigError as exc:
+                message = exc.message if key in exc.message else f"{key}: {exc.message}"
+                problems.append(message)
+        return problems or [whole.message]
+
+
+def did_you_mean(key: str) -> str:
+    """ " (did you mean 'client.model'?)" for a near miss of a known key, else "".
+
+    Each part of the dotted key is matched at its level of the schema: the
+    exact name, else a name that extends it (`ttl` -> `default_ttl`), else the
+    closest spelling (`clinet` -> `client`)."""
+    schema: Any = Config
+    chosen: list[str] = []
+    for part in key.split("."):
+        if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+            chosen.append(part)  # inside a map (models, prices): any name goes
+            continue
+        fields = {f.name: f.type for f in msgspec.structs.fields(schema)}
+        if part not in fields:
+            extends = [n for n in fields if n.endswith("_" + part) or n.startswith(part + "_")]
+            close = difflib.get_close_matches(part, list(fields), n=1, cutoff=0.6)
+            guess = extends[0] if extends else close[0] if close else None
+            if guess is None:
+                return ""
+            part = guess
+        chosen.append(part)
+        schema = fields[part]
+    suggestion = ".".join(chosen)
+    return f" (did you mean {suggestion!r}?)" if suggestion != key else ""
+
+
+def _unknown_leaves(data: Mapping[str, Any]) -> list[str]:
+    """Unknown keys of a layer, down to their leaves (`clinet.model`, not `clinet`)."""
+    out: list[str] = []
+    for key in unknown_keys(data):
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        out.extend(f"{key}.{leaf}" for leaf in flatten(node)) if isinstance(node, Mapping) and node else out.append(key)
+    return out
+
+
+def _del_path(doc: dict[str, Any], key: str) -> bool:
+    """Remove `key` (dotted) from a nested dict, and parents it leaves empty. False if absent."""
+    parts = key.split(".")
+    trail = [doc]
+    for part in parts[:-1]:
+        node = trail[-1].get(part)
+        if not isinstance(node, dict):
+            return False
+        trail.append(node)
+    if parts[-1] not in trail[-1]:
+        return False
+    del trail[-1][parts[-1]]
+    for depth in range(len(parts) - 1, 0, -1):
+        if not trail[depth]:
+            del trail[depth - 1][parts[depth - 1]]
+    return True
 
 
 def _nested(key: str, value: Any) -> dict[str, Any]:

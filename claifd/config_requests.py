@@ -16,6 +16,7 @@ from claif_client.protocol import (
     ConfigSet,
     ConfigShow,
     ConfigSources,
+    ConfigUnset,
     ConfigValidate,
     Error,
     ErrorCode,
@@ -23,9 +24,9 @@ from claif_client.protocol import (
 )
 
 from .config import ConfigError
-from .config_manager import Change, ConfigManager, FileRead, Scope
+from .config_manager import Change, ConfigManager, FileRead, Scope, redact
 from .dispatch import Conn, Dispatch
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 
 __all__ = ["LiveConfig"]
 
@@ -73,6 +74,7 @@ class LiveConfig:
         }))
         dispatch.inline(ConfigValidate, lambda msg, conn: Result(id=msg.id, value=settings.validate_text(msg.text, msg.name)))
         dispatch.task(ConfigSet, self.on_set)
+        dispatch.task(ConfigUnset, self.on_unset)
         dispatch.task(ConfigReload, self.on_reload)
 
     def on_get(self, msg: ConfigGet, conn: Conn) -> Result | Error:
@@ -92,7 +94,31 @@ class LiveConfig:
         except OSError as exc:
             raise BadRequest(f"config not changed: cannot write the {msg.scope} file: {exc.strerror or exc}") from exc
         value, source = self.settings.get(msg.key)
-        return Result(id=msg.id, value={"key": msg.key, "value": value, "source": source,
+        written = redact(msg.value, msg.key)
+        return Result(id=msg.id, value={"key": msg.key, "written": written, "scope": msg.scope,
+                                        "path": self.settings.path_of(msg.scope), "value": value, "source": source,
+                                        "generation": self.settings.generation, "changed": [c.key for c in changes]})
+
+    async def on_unset(self, msg: ConfigUnset, conn: Conn, _: None) -> Result:
+        if msg.scope not in _SCOPES:
+            raise BadRequest(f"unknown scope {msg.scope!r} (runtime, project or global)")
+        try:
+            async with self._lock:
+                if msg.scope == "runtime":
+                    changes = self.settings.unset_runtime(msg.key)
+                else:
+                    layer = await anyio.to_thread.run_sync(
+                        self.settings.unset_file_setting, msg.scope, msg.key  # type: ignore[arg-type]
+                    )
+                    changes = self.settings.adopt_layer(msg.scope, layer)
+        except KeyError:
+            raise NotFound(f"the {msg.scope} layer does not set {msg.key!r}") from None
+        except ConfigError as exc:
+            raise BadRequest(f"config not changed: {exc}") from exc
+        except OSError as exc:
+            raise BadRequest(f"config not changed: cannot write the {msg.scope} file: {exc.strerror or exc}") from exc
+        value, source = self.settings.get(msg.key)
+        return Result(id=msg.id, value={"key": msg.key, "scope": msg.scope, "value": value, "source": source,
                                         "generation": self.settings.generation, "changed": [c.key for c in changes]})
 
     async def on_reload(self, msg: ConfigReload, conn: Conn, _: None) -> Result:

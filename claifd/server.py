@@ -334,6 +334,7 @@ class Connection(asyncio.Protocol):
         structlog.contextvars.bind_contextvars(request_id=f"{self.cid}.{rid}")
         started = time.perf_counter()  # the loop clock ticks in whole ms under uvloop
         outcome = "ok"
+        reply = None
         try:
             with scope:
                 reply = await handler(msg, self, arg)
@@ -360,7 +361,15 @@ class Connection(asyncio.Protocol):
                 provider, model = getattr(arg, "labels", _NO_LABELS)
                 if outcome == "ok":
                     outcome = getattr(arg, "outcome", "ok")
-                perf.request(msg.__struct_config__.tag, provider, model, outcome, duration)
+                method = msg.__struct_config__.tag
+                response = getattr(reply, "response", None)
+                if response is not None and not provider:  # a session send: the answer says which model
+                    provider, model = perf.labels(response.model)
+                perf.request(method, provider, model, outcome, duration)
+                if method == "complete":
+                    usage = response.usage if response is not None else None
+                    perf.completion(method, provider, model, outcome, duration,
+                                    usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
             log.debug("request done", method=type(msg).__name__.lower(), outcome=outcome,
                       duration_ms=round(duration * 1000, 3))
 

@@ -18,7 +18,8 @@ CLAIF = str(Path(sys.executable).with_name("claif"))
 def claif(*args: str, socket: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
     cmd = [CLAIF] + (["--socket", str(socket)] if socket else []) + list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, input=stdin, env=env, timeout=60)
+    return subprocess.run(cmd, capture_output=True, text=True, input=stdin if stdin is not None else "", env=env,
+                          timeout=60)
 
 
 def test_ping(daemon: DaemonProcess) -> None:

@@ -138,6 +138,7 @@ def test_memory_thresholds_are_reported(daemon_factory) -> None:  # type: ignore
     d = daemon_factory(env={"CLAIF_HEALTH__MEMORY_WARNING_AVAILABLE": "1000TB"})
     with Client(d.socket) as c:
         assert check(c.health(), "memory")["status"] == "warning"
+    assert d.stop() == 0  # the factory's daemons share one socket path
     d2 = daemon_factory(env={"CLAIF_HEALTH__RSS_HEADROOM": "0", "CLAIF_CACHE__MEMORY_MAX_BYTES": "0",
                              "CLAIF_SESSION__MEMORY_BUDGET": "0"})
     with Client(d2.socket) as c:

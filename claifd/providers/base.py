@@ -39,8 +39,26 @@ def resolve_model(name: str | None, default: str, aliases: Mapping[str, str]) ->
             raise BadRequest(f"model alias loop through {chosen!r}")
         seen.add(chosen)
     provider, sep, model = chosen.partition("/")
+    if not sep:
+        guessed = provider_of(chosen)
+        if guessed is not None:
+            return guessed, chosen
     if not sep or not provider or not model:
         raise BadRequest(
-            f"model {chosen!r} is neither PROVIDER/MODEL nor an alias from the config's models table"
+            f"model {chosen!r} is neither PROVIDER/MODEL, a known model id (claude-..., gpt-..., o1/o3/o4...) "
+            "nor an alias from the config's models table"
         )
     return provider, model
+
+
+# Bare model ids as people type them, by the prefixes the providers use.
+_PREFIXES = (("claude-", "anthropic"), ("gpt-", "openai"), ("chatgpt-", "openai"), ("o1", "openai"),
+             ("o3", "openai"), ("o4", "openai"), ("text-embedding-", "openai"))
+
+
+def provider_of(model: str) -> str | None:
+    """The provider of a bare model id ("claude-3-5-haiku-20241022" -> "anthropic"), or None."""
+    for prefix, provider in _PREFIXES:
+        if model.startswith(prefix) and (len(prefix) > 2 or len(model) == 2 or model[2] in "-."):
+            return provider
+    return None

@@ -135,7 +135,9 @@ class HttpProvider:
         key = config.api_key or os.environ.get(self.env_key)
         if not key:
             raise NotConfigured(
-                f"no API key for {self.name}: set providers.{self.name}.api_key in the config or {self.env_key}"
+                f"no API key for {self.name}: the daemon reads providers.{self.name}.api_key from its config "
+                f"(`claif keys set {self.name}`) or {self.env_key} from its own environment (the systemd service: "
+                f"~/.config/claif/env); a key exported in your shell does not reach a daemon already running"
             )
         return key
 
@@ -166,6 +168,26 @@ class HttpProvider:
         if resp.status_code >= 400:
             return "warning", f"GET models answered {resp.status_code}"
         return "ok", f"GET models answered {resp.status_code}"
+
+    async def list_models(self) -> list[str]:
+        """The provider's model ids (`GET models`, no tokens spent); UpstreamError if it cannot say."""
+        config = self.config
+        key = self.api_key(config)
+        lane = self.pool.acquire()
+        try:
+            resp = await lane.client.get(self.models_url(config), headers=self.headers(config, key))
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"cannot list {self.name}'s models: {type(exc).__name__}") from exc
+        finally:
+            self.pool.release(lane)
+        if resp.status_code >= 400:
+            failure = self._status_failure(resp, resp.content, key)
+            raise failure.error if isinstance(failure, RetryableFailure) else failure
+        try:
+            doc = msgspec.json.decode(resp.content, type=_ModelList)
+        except msgspec.DecodeError as exc:
+            raise UpstreamError(f"{self.name} sent a model list of the wrong shape ({exc})") from exc
+        return [m.id for m in doc.data]
 
     async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse:
         return await self._call(request, model, None)
@@ -322,6 +344,16 @@ class HttpProvider:
         if should_retry_status(status, resp.headers):
             return RetryableFailure(error, retry_after)
         return error
+
+
+class _Model(msgspec.Struct):
+    id: str
+
+
+class _ModelList(msgspec.Struct):
+    """Both APIs answer GET models with {"data": [{"id": ...}, ...], ...}."""
+
+    data: list[_Model]
 
 
 # How much of an error body is read for its message, and shown of it.

@@ -21,6 +21,7 @@ from .errors import (
     DaemonUnavailable,
     Forbidden,
     InternalError,
+    InvalidRequest,
     NotConfigured,
     NotFound,
     ProtocolError,
@@ -66,6 +67,7 @@ __all__ = [
     "StorageError",
     "Forbidden",
     "UntrustedDaemon",
+    "InvalidRequest",
 ]
 
 

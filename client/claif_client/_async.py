@@ -21,7 +21,7 @@ import msgspec
 
 from ._async_io import AsyncIO
 from ._demux import terminal_result
-from ._requests import CacheArg, MessagesArg, build_request
+from ._requests import CacheArg, MessagesArg, build_request, coerce_request
 from ._version import __version__
 from .connection import DEFAULT_TIMEOUT, ClientConnection
 from .errors import ProtocolError
@@ -41,14 +41,17 @@ from .protocol import (
     ConfigSet,
     ConfigShow,
     ConfigSources,
+    ConfigUnset,
     ConfigValidate,
     Done,
     GetStatus,
     Health,
     Metrics,
+    Models,
     Ping,
     Reply,
     Request,
+    RequestLog,
     Result,
     SessionCreate,
     SessionDelete,
@@ -178,6 +181,18 @@ class AsyncClient:
         """Set a dotted key in the runtime layer, or in the project or global file."""
         return await self._value(ConfigSet(id=self._protocol.next_id(), key=key, value=value, scope=scope))  # type: ignore[no-any-return]
 
+    async def models(self, refresh: bool = False) -> dict[str, Any]:
+        """{models: [{id, provider}], aliases, default, errors}: what the configured providers offer."""
+        return await self._value(Models(id=self._protocol.next_id(), refresh=refresh))  # type: ignore[no-any-return]
+
+    async def request_log(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent completions (time, model, outcome, latency, tokens, cost), newest last; never their content."""
+        return await self._value(RequestLog(id=self._protocol.next_id(), limit=limit))  # type: ignore[no-any-return]
+
+    async def config_unset(self, key: str, scope: str = "runtime") -> dict[str, Any]:
+        """Remove a dotted key from a layer, so the layers below show through."""
+        return await self._value(ConfigUnset(id=self._protocol.next_id(), key=key, scope=scope))  # type: ignore[no-any-return]
+
     async def config_show(self) -> dict[str, Any]:
         """The effective configuration (secrets redacted)."""
         return await self._value(ConfigShow(id=self._protocol.next_id()))  # type: ignore[no-any-return]
@@ -240,7 +255,7 @@ class AsyncClient:
         `batch.concurrency`). Results come in input order; a failed item has
         `.error` instead of `.response`. `on_progress` gets
         `{index, ok, done, total}` as each item finishes."""
-        reqs = [r if isinstance(r, CompletionRequest) else msgspec.convert(r, CompletionRequest) for r in requests]
+        reqs = [coerce_request(r, f"request {i}") for i, r in enumerate(requests)]
         rid = self._protocol.next_id()
         self._demux.open(rid)
         # Each item arrives with its progress frame (`stream_results`), so no

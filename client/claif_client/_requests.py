@@ -6,9 +6,10 @@ from typing import Any
 
 import msgspec
 
+from .errors import InvalidRequest
 from .protocol import CacheControl, CompletionRequest, Message
 
-__all__ = ["build_request", "CacheArg", "MessagesArg"]
+__all__ = ["build_request", "coerce_request", "CacheArg", "MessagesArg"]
 
 CacheArg = bool | str | dict[str, Any] | CacheControl | None
 MessagesArg = str | list[Message] | list[dict[str, Any]]
@@ -26,7 +27,10 @@ def _cache_control(cache: CacheArg) -> CacheControl | None:
         return CacheControl(mode=cache)
     if isinstance(cache, CacheControl):
         return cache
-    return msgspec.convert(cache, CacheControl)
+    try:
+        return msgspec.convert(cache, CacheControl)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"cache: {exc}") from exc
 
 
 def build_request(
@@ -42,8 +46,8 @@ def build_request(
 ) -> CompletionRequest:
     """Validate the arguments of `complete`/`stream` into one request.
 
-    Raises `TypeError` for an unknown keyword and `ValueError` (msgspec's
-    `ValidationError`) for a malformed message, before anything is sent.
+    Raises `InvalidRequest` (a ClaifError, also a TypeError and a
+    ValueError) naming the field, before anything is sent.
     """
     if isinstance(messages, str):
         msgs = [Message(role="user", content=messages)]
@@ -52,11 +56,16 @@ def build_request(
             msgs = msgspec.convert(messages, list[Message])  # dicts and Messages: the fast path
         except msgspec.ValidationError:
             # Other objects with role/content attributes (dataclasses, SDK types).
-            msgs = msgspec.convert(messages, list[Message], from_attributes=True)
+            try:
+                msgs = msgspec.convert(messages, list[Message], from_attributes=True)
+            except msgspec.ValidationError as exc:
+                raise InvalidRequest(f"messages: {exc}") from exc
     fields: dict[str, Any] = dict(more) if more else {}
     unknown = fields.keys() - _REQUEST_FIELDS
     if unknown:
-        raise TypeError(f"unknown request field(s): {', '.join(sorted(unknown))}")
+        raise InvalidRequest(f"unknown request field(s): {', '.join(sorted(unknown))}")
+    # Types and ranges of the other fields are the daemon's to check (its
+    # bad_request names the field): checking them here too would cost every call.
     return CompletionRequest(
         messages=msgs,
         model=model,
@@ -67,3 +76,33 @@ def build_request(
         session=session,
         **fields,
     )
+
+
+# Keys a request document may carry besides CompletionRequest's fields
+# (the shorthands `claif batch` lines and `Client.batch` items share).
+SHORTHAND_KEYS = frozenset({"prompt", "custom_id"})
+
+
+def coerce_request(item: Any, where: str = "request") -> CompletionRequest:
+    """A CompletionRequest from one, or from a dict with the request's fields
+    and the `prompt` shorthand (one user message, after any `messages`);
+    `custom_id` is ignored here. InvalidRequest naming `where` otherwise."""
+    if isinstance(item, CompletionRequest):
+        return item
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{where}: expected a dict or a CompletionRequest, got {type(item).__name__}")
+    doc = dict(item)
+    unknown = doc.keys() - _REQUEST_FIELDS - SHORTHAND_KEYS
+    if unknown:
+        raise InvalidRequest(f"{where}: unknown field(s): {', '.join(sorted(unknown))}")
+    doc.pop("custom_id", None)
+    prompt = doc.pop("prompt", None)
+    if prompt is not None:
+        doc["messages"] = [*doc.get("messages", []), {"role": "user", "content": prompt}]
+    if isinstance(doc.get("cache"), (str, bool)):
+        control = _cache_control(doc["cache"])
+        doc["cache"] = None if control is None else msgspec.to_builtins(control)
+    try:
+        return msgspec.convert(doc, CompletionRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"{where}: {exc}") from exc

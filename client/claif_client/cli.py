@@ -12,15 +12,18 @@ import, which keeps `claif ping` quick.
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 import time
 from typing import Any, NoReturn, TextIO
 
 import msgspec
 
+from ._requests import coerce_request
 from ._sync import Client
 from ._version import __version__
-from .errors import ClaifError, DaemonUnavailable
+from .errors import ClaifError, DaemonUnavailable, InvalidRequest
 from .protocol import CompletionRequest, CompletionResponse
 
 __all__ = ["main"]
@@ -58,8 +61,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics", help="Prometheus text exposition")
 
     ask = sub.add_parser("ask", help="one completion")
-    ask.add_argument("prompt", metavar="PROMPT", help="the prompt; - reads it from stdin")
-    ask.add_argument("--model", "-m", help="PROVIDER/MODEL or an alias (default: client.model)")
+    ask.add_argument("prompt", metavar="PROMPT", nargs="*",
+                     help="the prompt: every word, joined by spaces; - (or nothing) reads stdin when it is piped, "
+                          "and piped stdin comes before the words when both are given")
+    ask.add_argument("--model", "-m", help="PROVIDER/MODEL, a model id (claude-..., gpt-...) or an alias "
+                                           "(default: client.model)")
+    ask.add_argument("--continue", "-c", dest="continue_", action="store_true",
+                     help="continue the most recent session (a new one if there is none)")
+    ask.add_argument("--option", "-o", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                     help="a model option (temperature, top_p, top_k, max_tokens, stop, or any provider field)")
     ask.add_argument("--system", "-s", help="system prompt")
     ask.add_argument("--max-tokens", type=int)
     ask.add_argument("--temperature", type=float)
@@ -88,6 +98,9 @@ def _build_parser() -> argparse.ArgumentParser:
     set_.add_argument("value", metavar="VALUE", help="JSON (50, true, [1], {...}) or a plain string")
     set_.add_argument("--scope", choices=["runtime", "project", "global"], default="runtime",
                       help="runtime (until restart, default), project (.claif.json) or global (~/.claif/config.json)")
+    unset = config_sub.add_parser("unset", help="remove a key from a layer (the layers below show through)")
+    unset.add_argument("key", metavar="KEY")
+    unset.add_argument("--scope", choices=["runtime", "project", "global"], default="runtime")
     config_sub.add_parser("show", help="the effective configuration, secrets redacted")
     config_sub.add_parser("sources", help="each layer: file, loaded, last error")
     config_sub.add_parser("reload", help="re-read the files now")
@@ -122,8 +135,23 @@ def _build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="interactive conversation (streams replies; /exit or Ctrl-D to leave)")
     chat.add_argument("--session", help="continue this session (default: a new one)")
+    chat.add_argument("--continue", "-c", dest="continue_", action="store_true",
+                      help="continue the most recent session")
     chat.add_argument("--model", "-m")
     chat.add_argument("--system", "-s")
+
+    models = sub.add_parser("models", help="the models of the configured providers, and the aliases")
+    models.add_argument("--refresh", action="store_true", help="ask the providers again (else cached 5 min)")
+
+    lg = sub.add_parser("log", help="recent requests: time, model, outcome, latency, tokens, cost (no content)")
+    lg.add_argument("--limit", "-n", type=int, default=20)
+
+    keys = sub.add_parser("keys", help="API keys the daemon uses")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser, required=True)
+    kset = keys_sub.add_parser("set", help="store a provider's key in the daemon's global config (mode 0600); "
+                                           "read without echo, or from stdin when piped")
+    kset.add_argument("provider", choices=["anthropic", "openai"])
+    keys_sub.add_parser("list", help="which providers have a key, and from where")
 
     b = sub.add_parser("batch", help="run a JSONL file of requests, results as JSONL in input order")
     b.add_argument("file", metavar="FILE.jsonl", help="one request per line (- reads stdin)")
@@ -198,16 +226,65 @@ def _cmd_status(client: Client, args: argparse.Namespace) -> int:
         return 0
 
 
+def _stdin_piped() -> bool:
+    """Whether stdin is a pipe or a file (read it), not a terminal or /dev/null."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def _prompt(words: list[str]) -> str:
+    """The words joined by spaces; piped stdin first when there is any (as `llm` does)."""
+    if words == ["-"]:
+        return sys.stdin.read()
+    text = " ".join(words)
+    piped = sys.stdin.read() if _stdin_piped() else ""
+    if piped.strip() and text:
+        return f"{piped.rstrip()}\n\n{text}"
+    prompt = piped if piped.strip() else text
+    if not prompt.strip():
+        raise UsageError("no prompt: give it as words (claif ask what is 2+2) or pipe it in (echo ... | claif ask)")
+    return prompt
+
+
+_OPTION_FIELDS = frozenset({"temperature", "top_p", "top_k", "max_tokens", "stop", "tool_choice", "metadata"})
+
+
+def _options(pairs: list[list[str]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """-o KEY VALUE pairs: (request fields, provider extras)."""
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, raw in pairs:
+        value = _parse_value(raw)
+        if key == "stop" and isinstance(value, str):
+            value = [value]
+        (fields if key in _OPTION_FIELDS else extra)[key] = value
+    return fields, extra
+
+
+def _latest_session(client: Client) -> str | None:
+    listing = client.session_list(limit=1)
+    return listing["sessions"][0]["id"] if listing["sessions"] else None
+
+
 def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _prompt(args.prompt)
     mode = "bypass" if args.no_cache else "refresh" if args.refresh else "only" if args.cache_only else "use"
     cache: dict[str, Any] | None = None
     if mode != "use" or args.ttl is not None or args.namespace:
         cache = {"mode": mode, "ttl": args.ttl, "namespace": args.namespace}
-    kwargs: dict[str, Any] = dict(
-        model=args.model, system=args.system, max_tokens=args.max_tokens,
-        temperature=args.temperature, cache=cache, session=args.session,
-    )
+    if args.continue_ and not args.session:
+        args.session = _latest_session(client) or client.session_create(model=args.model, system=args.system)["id"]
+    fields, extra = _options(args.option)
+    if args.max_tokens is not None:
+        fields["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        fields["temperature"] = args.temperature
+    kwargs: dict[str, Any] = dict(model=args.model, system=args.system, cache=cache, session=args.session, **fields)
+    if extra:
+        kwargs["extra"] = extra
     if args.stream:
         stream = client.stream(prompt, **kwargs)
         with stream:
@@ -232,34 +309,26 @@ def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-# Keys a batch line may carry besides the request's own fields.
-_BATCH_EXTRA_KEYS = frozenset({"prompt", "custom_id"})
-
-
 def _read_batch(text: str) -> tuple[list[CompletionRequest], list[Any]]:
     """Parse a JSONL batch; raise UsageError naming the first bad line (nothing is sent)."""
     requests: list[CompletionRequest] = []
     custom_ids: list[Any] = []
-    fields = frozenset(CompletionRequest.__struct_fields__)
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             doc = msgspec.json.decode(line)
-            if not isinstance(doc, dict):
-                raise ValueError("each line must be a JSON object")
-            unknown = doc.keys() - fields - _BATCH_EXTRA_KEYS
-            if unknown:
-                raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
-            custom_ids.append(doc.pop("custom_id", None))
-            prompt = doc.pop("prompt", None)
-            if prompt is not None:
-                doc.setdefault("messages", []).append({"role": "user", "content": prompt})
-            requests.append(msgspec.convert(doc, CompletionRequest))
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        except msgspec.DecodeError as exc:
             raise UsageError(f"line {lineno}: {exc}") from exc
         except RecursionError as exc:
             raise UsageError(f"line {lineno}: JSON nested too deeply") from exc
+        if not isinstance(doc, dict):
+            raise UsageError(f"line {lineno}: each line must be a JSON object")
+        custom_ids.append(doc.get("custom_id"))
+        try:
+            requests.append(coerce_request(doc, f"line {lineno}"))  # the shape Client.batch takes
+        except InvalidRequest as exc:
+            raise UsageError(exc.message) from exc
     return requests, custom_ids
 
 
@@ -366,7 +435,19 @@ def _cmd_config(client: Client, args: argparse.Namespace) -> int:
             print(f"{shown}  ({doc['source']})")
     elif action == "set":
         doc = client.config_set(args.key, _parse_value(args.value), args.scope)
-        _print_json(doc) if args.json else print(f"{doc['key']} = {doc['value']} ({doc['source']}, generation {doc['generation']})")
+        if args.json:
+            _print_json(doc)
+        else:
+            where = f"the {doc['scope']} layer" + (f" ({doc['path']})" if doc.get("path") else "")
+            print(f"wrote {doc['key']} = {_shown(doc['written'])} to {where}")
+            print(f"effective: {_shown(doc['value'])} (from {doc['source']})")
+    elif action == "unset":
+        doc = client.config_unset(args.key, args.scope)
+        if args.json:
+            _print_json(doc)
+        else:
+            print(f"removed {doc['key']} from the {doc['scope']} layer")
+            print(f"effective: {_shown(doc['value'])} (from {doc['source']})")
     elif action == "show":
         _print_json(client.config_show()) if args.json else _print_status(client.config_show())
     elif action == "sources":
@@ -396,10 +477,73 @@ def _cmd_config(client: Client, args: argparse.Namespace) -> int:
         if args.json:
             _print_json(doc)
         else:
-            print("valid" if doc["ok"] else f"invalid: {doc['error']}")
-            for key in doc["unknown_keys"]:
-                print(f"unknown key (ignored): {key}")
+            print("valid" if doc["ok"] else "invalid:")
+            for error in doc.get("errors") or ([] if doc["ok"] else [doc["error"]]):
+                print(f"  error: {error}")
+            for warning in doc.get("warnings") or [f"unknown key {k!r}" for k in doc["unknown_keys"]]:
+                print(f"  warning: {warning} (ignored)")
         return 0 if doc["ok"] else EXIT_ERROR
+    return 0
+
+
+def _shown(value: Any) -> str:
+    return msgspec.json.encode(value).decode() if isinstance(value, (dict, list, bool)) or value is None else str(value)
+
+
+def _cmd_models(client: Client, args: argparse.Namespace) -> int:
+    doc = client.models(refresh=args.refresh)
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"default: {doc['default']}")
+    for model in doc["models"]:
+        print(model["id"])
+    for alias, target in sorted(doc["aliases"].items()):
+        print(f"{alias} -> {target}  (alias)")
+    for provider, why in sorted(doc["errors"].items()):
+        print(f"# {provider}: {why}", file=sys.stderr)
+    return 0
+
+
+def _cmd_log(client: Client, args: argparse.Namespace) -> int:
+    rows = client.request_log(args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        when = time.strftime("%H:%M:%S", time.localtime(row["at"]))
+        model = f"{row['provider']}/{row['model']}" if row["provider"] else row["model"] or "-"
+        print(f"{when}  {model:<36} {row['outcome']:<14} {row['ms']:>9.1f} ms  "
+              f"{row['input_tokens']:>6} in {row['output_tokens']:>6} out  ${row['cost_usd']:.6f}")
+    return 0
+
+
+def _cmd_keys(client: Client, args: argparse.Namespace) -> int:
+    if args.keys_command == "list":
+        rows = {name: client.config_get(f"providers.{name}.api_key") for name in ("anthropic", "openai")}
+        if args.json:
+            _print_json(rows)
+        else:
+            for name, doc in rows.items():
+                state = f"set ({doc['source']})" if doc["value"] is not None else "not set in the config"
+                print(f"{name:<10} {state}")
+        return 0
+    provider = args.provider
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass(f"{provider} API key (not shown): ")
+    else:
+        key = sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        raise UsageError("no key given")
+    doc = client.config_set(f"providers.{provider}.api_key", key, "global")
+    if args.json:
+        _print_json({"provider": provider, "path": doc.get("path"), "source": doc["source"]})
+    else:
+        print(f"stored the {provider} key in {doc.get('path') or 'the global config'} (mode 0600); "
+              f"the daemon uses it now (effective from: {doc['source']})")
     return 0
 
 
@@ -502,7 +646,8 @@ def _cmd_chat(client: Client, args: argparse.Namespace) -> int:
         import readline  # noqa: F401  -- enables line editing for input()
     except ImportError:
         pass
-    session_id = args.session or client.session_create(model=args.model, system=args.system)["id"]
+    session_id = args.session or (_latest_session(client) if args.continue_ else None)
+    session_id = session_id or client.session_create(model=args.model, system=args.system)["id"]
     interactive = sys.stdin.isatty()
     print(f"session {session_id} (/exit to leave)", file=sys.stderr)
     while True:
@@ -535,8 +680,35 @@ def _cmd_chat(client: Client, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch,
     "cache": _cmd_cache, "config": _cmd_config, "session": _cmd_session, "chat": _cmd_chat,
-    "health": _cmd_health, "metrics": _cmd_metrics,
+    "health": _cmd_health, "metrics": _cmd_metrics, "models": _cmd_models, "log": _cmd_log, "keys": _cmd_keys,
 }
+
+# Options of `claif` itself, accepted after the subcommand too (`claif ask hi --json`).
+_GLOBAL_FLAGS = frozenset({"--json"})
+_GLOBAL_VALUED = frozenset({"--socket", "--timeout"})
+
+
+def _hoist_globals(argv: list[str]) -> list[str]:
+    """Move global options found after the subcommand to the front (up to a `--`)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            front.append(arg)
+        elif arg in _GLOBAL_VALUED and i + 1 < len(argv):
+            front.extend(argv[i:i + 2])
+            i += 1
+        elif arg.split("=", 1)[0] in _GLOBAL_VALUED and "=" in arg:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
 
 
 def _fail(kind: str, message: str, code: int) -> int:
@@ -547,7 +719,7 @@ def _fail(kind: str, message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_hoist_globals(sys.argv[1:] if argv is None else list(argv)))
     except UsageError as exc:
         return _fail("UsageError", str(exc), EXIT_USAGE)
     if args.command is None:

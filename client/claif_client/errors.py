@@ -7,6 +7,7 @@
     ├── Timeout                no answer within the client's timeout
     └── RemoteError(code)      the daemon answered a request with an Error frame
         ├── BadRequest         bad_request, unknown_method, too_large, unsupported
+        │   └── InvalidRequest a request the client refused before sending (also a TypeError/ValueError)
         ├── NotFound           not_found
         ├── NotConfigured      not_configured (e.g. no API key for the provider)
         ├── UpstreamError      upstream_error
@@ -35,6 +36,7 @@ __all__ = [
     "Timeout",
     "RemoteError",
     "BadRequest",
+    "InvalidRequest",
     "NotFound",
     "NotConfigured",
     "RateLimited",
@@ -89,6 +91,15 @@ class RemoteError(ClaifError):
 
 class BadRequest(RemoteError):
     pass
+
+
+class InvalidRequest(BadRequest, TypeError, ValueError):
+    """A request refused by the client before anything was sent (the field is
+    named in the message). Also a TypeError and a ValueError, as the argument
+    errors it replaces were."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_request", message)
 
 
 class NotFound(RemoteError):

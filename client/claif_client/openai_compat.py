@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from ._requests import build_request
 from .protocol import CompletionRequest, CompletionResponse, Message
 
 if TYPE_CHECKING:
@@ -101,13 +102,16 @@ def _to_request(model: str | None, messages: list[dict[str, Any]], kwargs: dict[
     stop = kwargs.pop("stop", None)
     max_tokens = kwargs.pop("max_completion_tokens", None) or kwargs.pop("max_tokens", None)
     kwargs.pop("n", None)
-    return CompletionRequest(
-        messages=convo,
+    cache = kwargs.pop("cache", None)
+    # The same request shape as Client.complete: `cache` takes a mode name,
+    # True/False or a dict; unknown fields are an InvalidRequest naming them.
+    return build_request(
+        convo,
         model=model,
         system="\n\n".join(str(p) for p in system_parts) if system_parts else None,
         max_tokens=max_tokens,
-        stop=[stop] if isinstance(stop, str) else stop,
-        **kwargs,
+        cache=cache,
+        more={"stop": [stop] if isinstance(stop, str) else stop, **kwargs},
     )
 
 

@@ -69,6 +69,8 @@ __all__ = [
     "CacheDelete",
     "Health",
     "Metrics",
+    "Models",
+    "RequestLog",
     "SessionCreate",
     "SessionGet",
     "SessionList",
@@ -78,6 +80,7 @@ __all__ = [
     "SessionFork",
     "ConfigGet",
     "ConfigSet",
+    "ConfigUnset",
     "ConfigShow",
     "ConfigSources",
     "ConfigReload",
@@ -373,6 +376,15 @@ class ConfigSet(_Frame, tag="config.set"):
     scope: str = "runtime"
 
 
+class ConfigUnset(_Frame, tag="config.unset"):
+    """Remove one dotted key from a layer (runtime, project or global), so the
+    layers below show through. -> Result{value: {key, scope, value, source, generation, changed}}."""
+
+    id: int
+    key: str
+    scope: str = "runtime"
+
+
 class ConfigShow(_Frame, tag="config.show"):
     """-> Result{value: the effective configuration, secrets redacted}."""
 
@@ -397,6 +409,21 @@ class ConfigValidate(_Frame, tag="config.validate"):
     id: int
     text: str
     name: str = "<text>"
+
+
+class Models(_Frame, tag="models"):
+    """-> Result{value: {models: [{id, provider}], aliases, default, errors: {provider: why}}}."""
+
+    id: int
+    refresh: bool = False
+
+
+class RequestLog(_Frame, tag="log"):
+    """Recent completions, newest last (no content).
+    -> Result{value: [{at, method, provider, model, outcome, ms, input_tokens, output_tokens, cost_usd}]}."""
+
+    id: int
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
 
 
 class Pong(_Frame, tag="pong"):
@@ -436,9 +463,9 @@ class Error(_Frame, tag="error"):
 
 Request = Union[
     Ping, GetStatus, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete,
-    ConfigGet, ConfigSet, ConfigShow, ConfigSources, ConfigReload, ConfigValidate,
+    ConfigGet, ConfigSet, ConfigUnset, ConfigShow, ConfigSources, ConfigReload, ConfigValidate,
     SessionCreate, SessionGet, SessionList, SessionDelete, SessionExport, SessionImport, SessionFork,
-    Health, Metrics,
+    Health, Metrics, Models, RequestLog,
 ]
 Reply = Union[Pong, Result, Chunk, Done, Error]
 
