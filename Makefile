@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e './client[progress,watch]' -e '.[test]'
+	$(PY) -m pip install --quiet -e './client[progress,watch]' -e '.[test,all]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +22,8 @@ demo: $(STAMP)
 
 test: $(STAMP) system-tools
 	$(PY) -m pytest
+	@echo "the upstream suite again, on httpx's own transport (pool.transport = httpcore):"
+	CLAIF_TEST_TRANSPORT=httpcore $(PY) -m pytest -q tests/test_upstream.py tests/test_cache_e2e.py
 
 # The unit checks need systemd's tools (systemd-analyze, systemd-socket-activate):
 # installed with apt when missing and run as root, else their tests say why they skip.
@@ -58,7 +60,7 @@ USER_VENV := $(HOME)/.local/share/claifd/venv
 user-install:
 	$(PYTHON) -m venv $(USER_VENV)
 	$(USER_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(USER_VENV)/bin/python -m pip install --quiet './client[progress,watch]' .
+	$(USER_VENV)/bin/python -m pip install --quiet './client[progress,watch]' '.[all]'
 	mkdir -p $(HOME)/.local/bin
 	for p in claif claifd claif-sim; do ln -sf $(USER_VENV)/bin/$$p $(HOME)/.local/bin/$$p; done
 	@echo "claif, claifd and claif-sim are in ~/.local/bin (add it to PATH if your shell does not)"

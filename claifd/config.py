@@ -147,6 +147,10 @@ class ProvidersConfig(_Section):
 
 
 class PoolConfig(_Section):
+    # The HTTP transport under the httpx clients: "aiohttp" (httpx-aiohttp,
+    # the faster one; the `fast` extra), "httpcore" (httpx's own), or "auto":
+    # aiohttp when installed, else httpcore.
+    transport: Literal["auto", "aiohttp", "httpcore"] = "auto"
     max_connections: int = 100
     # A daemon sees bursts from many clients: keeping connections warm for
     # them is the point (idle ones still close after keepalive_expiry).

@@ -16,13 +16,31 @@ The totals still honour `pool.max_connections` and `pool.max_keepalive`.
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Any
+
 import anyio
 import anyio.abc
 import httpx
+import structlog
 
 from .config import PoolConfig
 
-__all__ = ["HttpPool", "LANE_CONNECTIONS"]
+__all__ = ["HttpPool", "LANE_CONNECTIONS", "resolve_transport"]
+
+log = structlog.get_logger("claifd.pool")
+
+
+def resolve_transport(wanted: str) -> str:
+    """ "aiohttp" or "httpcore" for `pool.transport` (auto: aiohttp when installed)."""
+    available = importlib.util.find_spec("httpx_aiohttp") is not None
+    if wanted == "httpcore" or (wanted == "auto" and not available):
+        return "httpcore"
+    if not available:
+        log.warning("pool.transport is aiohttp but httpx-aiohttp is not installed; using httpcore "
+                    "(pip install 'claifd[fast]')")
+        return "httpcore"
+    return "aiohttp"
 
 LANE_CONNECTIONS = 8
 
@@ -83,24 +101,27 @@ class HttpPool:
             write=float(config.write_timeout),
             pool=float(config.pool_timeout),
         )
-        return [
-            _Lane(
-                httpx.AsyncClient(
-                    limits=httpx.Limits(
-                        max_connections=connections,
-                        max_keepalive_connections=keepalive,
-                        keepalive_expiry=float(config.keepalive_expiry),
-                    ),
-                    timeout=timeout,
-                    verify=tls,
-                    # Redirects are never part of these APIs; following one
-                    # could send the key to another host.
-                    follow_redirects=False,
-                ),
-                connections,
+        self.transport = resolve_transport(config.transport)
+        out = []
+        for connections, keepalive in zip(_split(total, lanes), _split(max(0, config.max_keepalive), lanes)):
+            limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
+                                  keepalive_expiry=float(config.keepalive_expiry))
+            extra: dict[str, Any] = {}
+            if self.transport == "aiohttp":
+                from .transport import Transport  # imports aiohttp: only when chosen
+
+                extra["transport"] = Transport(limits=limits, verify=tls, trust_env=False)
+            client = httpx.AsyncClient(
+                limits=limits,
+                timeout=timeout,
+                verify=tls,
+                # Redirects are never part of these APIs; following one
+                # could send the key to another host.
+                follow_redirects=False,
+                **extra,
             )
-            for connections, keepalive in zip(_split(total, lanes), _split(max(0, config.max_keepalive), lanes))
-        ]
+            out.append(_Lane(client, connections))
+        return out
 
     def acquire(self) -> _Lane:
         """The least busy lane, for one request; give it back with `release`."""
@@ -116,8 +137,9 @@ class HttpPool:
     def in_flight(self) -> int:
         return sum(lane.in_flight for lane in self._lanes)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | str]:
         return {
+            "transport": self.transport,
             "generation": self.generation,
             "lanes": len(self._lanes),
             "in_flight": self.in_flight,

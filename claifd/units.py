@@ -214,7 +214,7 @@ def _install_stable_venv(checkout: Path, venv: Path) -> int:
         if not (venv / "bin" / "python").exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                        str(checkout / "client"), str(checkout)], check=True)
+                        str(checkout / "client"), f"{checkout}[all]"], check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"claifd: cannot install into {venv}: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ batching and concurrency limits."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -419,3 +420,15 @@ def test_no_task_or_connection_leak_after_many_cancellations(upstream_daemon: Da
         assert status["tasks"] <= baseline, (status["tasks"], baseline)
     stats = sim.wait_for(lambda s: s["in_flight"] == 0)
     assert stats["in_flight"] == 0 and stats["disconnects"] == 40
+
+
+def test_the_transport_is_a_live_choice(upstream_daemon: DaemonProcess, sim: Sim) -> None:
+    expected = os.environ.get("CLAIF_TEST_TRANSPORT") or "aiohttp"  # auto: aiohttp, installed by make test
+    with Client(upstream_daemon.socket) as c:
+        assert c.status()["pool"]["transport"] == expected
+        assert c.complete("one", model="openai/m").text.startswith("Simulated reply")
+        other = "httpcore" if expected == "aiohttp" else "aiohttp"
+        c.config_set("pool.transport", other)
+        assert c.status()["pool"]["transport"] == other
+        assert c.complete("two", model="openai/m").text.startswith("Simulated reply")
+        assert "".join(c.stream("three", model="anthropic/m", cache=False)).startswith("Simulated reply")

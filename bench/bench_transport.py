@@ -1,0 +1,179 @@
+"""The upstream transport (`pool.transport`): httpcore vs aiohttp, all in one run,
+all against claif-sim over loopback HTTP.
+
+1. A miss at 0 ms upstream, through the cache (every prompt new): the thin
+   client -> claifd -> sim, with each transport, against a user's own direct
+   `httpx.AsyncClient` -> sim with httpx's default transport and with the
+   aiohttp one, interleaved. Targets: claifd(aiohttp) <= 1.0 x direct httpx,
+   <= 1.15 x direct httpx+aiohttp.
+2. Batches: 1000 x 50 ms at concurrency 50 (cache bypassed, and through the
+   cache) and 5000 x 20 ms at concurrency 200, with each transport; wall time
+   against the ideal (n / concurrency x latency; target <= 1.10, best of 3),
+   and the daemon's CPU per upstream call (psutil user+sys over the batch).
+3. The simulator's own CPU per request (its share of the baseline).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import anyio
+import httpx
+import msgspec
+import psutil
+from _common import daemon, print_table
+
+from claif_client import Client
+
+N = int(os.environ.get("BENCH_N", "1200"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello bench"}]}
+HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
+
+
+def start_sim() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip().removeprefix("listening on ")
+
+
+def sim_post(url: str, path: str, doc: object) -> None:
+    httpx.post(url + path, json=doc).raise_for_status()
+
+
+def env_for(url: str, transport: str, **extra: str) -> dict[str, str]:
+    return {"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1", "OPENAI_API_KEY": "sk-bench",
+            "CLAIF_POOL__TRANSPORT": transport, **extra}
+
+
+def _daemon_process(sock: str) -> psutil.Process:
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if sock in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    raise RuntimeError(f"no daemon for {sock}")
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def direct(url: str, n: int, transport: str, start: int) -> list[float]:
+    """A user's own httpx.AsyncClient -> sim, one request at a time, each prompt new."""
+    samples: list[float] = []
+
+    async def run() -> None:
+        extra = {}
+        if transport == "aiohttp":
+            from httpx_aiohttp import AiohttpTransport
+
+            extra["transport"] = AiohttpTransport()
+        async with httpx.AsyncClient(**extra) as client:  # type: ignore[arg-type]
+            for i in range(n + 50):
+                body = {**BODY, "messages": [{"role": "user", "content": f"direct {transport} {start + i}"}]}
+                t0 = time.perf_counter()
+                r = await client.post(url + "/v1/chat/completions", content=msgspec.json.encode(body), headers=HEADERS)
+                msgspec.json.decode(r.content)
+                if i >= 50:
+                    samples.append(time.perf_counter() - t0)
+
+    anyio.run(run, backend="asyncio", backend_options={"use_uvloop": True})
+    return samples
+
+
+def through(client: Client, n: int, tag: str) -> list[float]:
+    samples = []
+    for i in range(n + 50):
+        t0 = time.perf_counter()
+        client.complete(f"miss {tag} {i}", model="openai/gpt-4o-mini")  # a new prompt: a cache miss
+        if i >= 50:
+            samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def misses(url: str, sim: psutil.Process) -> list[dict[str, object]]:
+    out: dict[str, list[float]] = {"direct httpx": [], "direct httpx+aiohttp": [], "claifd httpcore": [],
+                                   "claifd aiohttp": []}
+    sim_cpu = 0.0
+    sim_calls = 0
+    with daemon(env_for(url, "httpcore")) as s1, daemon(env_for(url, "aiohttp")) as s2:
+        clients = {"claifd httpcore": Client(s1), "claifd aiohttp": Client(s2)}
+        for r in range(4):  # interleaved: machine drift hits every variant alike
+            before = _cpu(sim)
+            out["direct httpx"] += direct(url, N // 4, "httpcore", r * N)
+            sim_cpu += _cpu(sim) - before
+            sim_calls += N // 4 + 50
+            out["direct httpx+aiohttp"] += direct(url, N // 4, "aiohttp", r * N)
+            for name, client in clients.items():
+                out[name] += through(client, N // 4, f"{name} {r}")
+        for c in clients.values():
+            c.close()
+    base = statistics.median(out["direct httpx"])
+    fast = statistics.median(out["direct httpx+aiohttp"])
+    rows: list[dict[str, object]] = []
+    for name, samples in out.items():
+        p50 = statistics.median(samples)
+        rows.append({"name": name, "p50_us": p50 * 1e6, "vs_direct_httpx": p50 / base,
+                     "vs_direct_aiohttp": p50 / fast})
+    rows.append({"name": "simulator CPU per request (its share of the direct baseline)",
+                 "p50_us": sim_cpu / sim_calls * 1e6, "vs_direct_httpx": sim_cpu / sim_calls / base})
+    return rows
+
+
+def batch(url: str, transport: str, n: int, conc: int, latency_ms: float, cache: bool) -> dict[str, object]:
+    sim_post(url, "/_sim/config", {"latency_ms": latency_ms})
+    ideal = n / conc * latency_ms / 1000
+    best = None
+    cpu_per_call = None
+    extra = {"CLAIF_PROVIDERS__OPENAI__MAX_CONCURRENCY": str(conc), "CLAIF_POOL__MAX_CONNECTIONS": str(conc)}
+    with daemon(env_for(url, transport, **extra)) as sock:
+        proc = _daemon_process(sock)
+        with Client(sock, timeout=600) as client:
+            client.batch([{"prompt": f"warm {i}", "model": "openai/m", "cache": "bypass"} for i in range(conc)],
+                         concurrency=conc)
+            for r in range(ROUNDS):
+                reqs = [{"prompt": f"{transport} {cache} {r} q{i}", "model": "openai/m",
+                         "cache": "use" if cache else "bypass"} for i in range(n)]
+                before = _cpu(proc)
+                t0 = time.perf_counter()
+                items = client.batch(reqs, concurrency=conc)
+                wall = time.perf_counter() - t0
+                used = _cpu(proc) - before
+                assert all(item.response is not None for item in items), "a batch item failed"
+                if best is None or wall < best:
+                    best, cpu_per_call = wall, used / n
+    sim_post(url, "/_sim/config", {"latency_ms": 0})
+    assert best is not None and cpu_per_call is not None
+    return {"name": f"{n} x {latency_ms:g} ms, concurrency {conc}, {'through the cache' if cache else 'bypassed'}",
+            "transport": transport, "best_wall_s": best, "ideal_s": ideal, "ratio": best / ideal,
+            "daemon_cpu_ms_per_call": cpu_per_call * 1000}
+
+
+def main() -> None:
+    proc, url = start_sim()
+    try:
+        sim = psutil.Process(proc.pid)
+        rows = misses(url, sim)
+        print_table("a miss at 0 ms upstream, through the cache (targets: claifd aiohttp <= 1.0 x direct httpx, "
+                    "<= 1.15 x direct httpx+aiohttp)", rows)
+        b = []
+        for transport in ("httpcore", "aiohttp"):
+            b.append(batch(url, transport, 1000, 50, 50, cache=False))
+            b.append(batch(url, transport, 1000, 50, 50, cache=True))
+            b.append(batch(url, transport, 5000, 200, 20, cache=False))
+        print_table(f"batches, best of {ROUNDS} (target for 1000 x 50 ms: ratio <= 1.10)", b)
+        print(msgspec.json.encode({"bench": "transport", "rows": rows + b}).decode())
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    main()
