@@ -87,12 +87,21 @@ class HttpProvider:
         self.retry = retry
         self.clock = clock
         self.limiter = anyio.CapacityLimiter(config.max_concurrency)
+        self._parsed_url: tuple[ProviderConfig, httpx.URL] | None = None
 
     def reconfigure(self, config: ProviderConfig) -> None:
         """Its `providers.NAME` section changed: new calls use it; the
         concurrency limit applies at once (calls over it wait)."""
         self.config = config
         self.limiter.total_tokens = config.max_concurrency
+
+    def _url(self, config: ProviderConfig) -> httpx.URL:
+        """The request URL, parsed once per configuration (httpx parses a
+        string on every request: ~20 us a call)."""
+        cached = self._parsed_url
+        if cached is None or cached[0] is not config:
+            cached = self._parsed_url = (config, httpx.URL(self.url(config)))
+        return cached[1]
 
     def reconfigure_retry(self, retry: RetryConfig) -> None:
         self.retry = retry
@@ -198,7 +207,7 @@ class HttpProvider:
     async def _call(self, request: CompletionRequest, model: str, on_delta: DeltaCallback | None) -> CompletionResponse:
         config = self.config
         key = self.api_key(config)
-        url = self.url(config)
+        url = self._url(config)
         headers = self.headers(config, key)
         content = msgspec.json.encode(self.body(request, model, on_delta is not None, config))
         retry = self.retry
@@ -252,7 +261,7 @@ class HttpProvider:
             self.limiter.release()
 
     async def _attempt(
-        self, url: str, headers: dict[str, str], content: bytes, model: str,
+        self, url: httpx.URL, headers: dict[str, str], content: bytes, model: str,
         on_delta: DeltaCallback | None, key: str,
     ) -> CompletionResponse:
         lane = self.pool.acquire()
@@ -361,5 +370,5 @@ _MAX_ERROR_BODY = 64 * 1024
 _MAX_DETAIL = 300
 
 
-def _host(url: str) -> str:
-    return httpx.URL(url).host or url
+def _host(url: str | httpx.URL) -> str:
+    return httpx.URL(url).host or str(url)
