@@ -78,6 +78,14 @@ class DaemonProcess:
         log.close()
         if wait:
             wait_connectable(self.socket, self.proc)
+            # The factory gives one test's daemons one socket path: make sure
+            # the one answering is this one, not an earlier one still running.
+            from claif_client import Client
+
+            with Client(self.socket, timeout=10) as c:
+                pid = c.status()["pid"]
+            if pid != self.proc.pid:
+                raise RuntimeError(f"another daemon (pid {pid}) answers on {self.socket}: stop it first")
         return self
 
     def signal(self, signum: int) -> None:
