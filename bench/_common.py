@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -124,3 +125,29 @@ def floor_round_trip(path: str) -> Callable[[], None]:
             got += len(sock.recv(65536))
 
     return round_trip
+
+
+def start_sim() -> tuple[subprocess.Popen[str], str]:
+    """claif-sim on a free loopback port: (process, base URL)."""
+    proc = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip().removeprefix("listening on ")
+
+
+def daemon_process(sock: str) -> Any:
+    """The psutil.Process of the claifd child serving `sock` (for its CPU times)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if sock in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    raise RuntimeError(f"no daemon process for {sock}")
+
+
+def cpu_seconds(proc: Any) -> float:
+    """User + system CPU seconds of a psutil.Process so far."""
+    times = proc.cpu_times()
+    return float(times.user + times.system)

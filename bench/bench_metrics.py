@@ -19,8 +19,7 @@ import sys
 import time
 import timeit
 
-import psutil
-from _common import daemon, print_table, time_calls
+from _common import cpu_seconds, daemon, daemon_process, print_table, time_calls
 
 from claif_client import Client
 
@@ -29,26 +28,13 @@ PER_BLOCK = int(os.environ.get("BENCH_PER_BLOCK", "2000"))
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def _daemon_process(sock: str) -> psutil.Process:
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if sock in " ".join(child.cmdline()):
-                return child
-        except psutil.Error:
-            continue
-    raise RuntimeError(f"no daemon process for {sock}")
-
-
-def _cpu(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
 
 
 def main() -> int:
     rows = []
     with daemon({"CLAIF_METRICS__ENABLED": "true"}) as on_sock, daemon({"CLAIF_METRICS__ENABLED": "false"}) as off_sock:
         clients = {"on": Client(on_sock), "off": Client(off_sock)}
-        procs = {"on": _daemon_process(on_sock), "off": _daemon_process(off_sock)}
+        procs = {"on": daemon_process(on_sock), "off": daemon_process(off_sock)}
         for c in clients.values():
             c.complete(MESSAGES, model="echo/bench")  # stored: every request below is a memory hit
         p50s: dict[str, list[float]] = {"on": [], "off": []}
@@ -57,9 +43,9 @@ def main() -> int:
             order = ("on", "off") if block % 2 == 0 else ("off", "on")
             for name in order:
                 client, proc = clients[name], procs[name]
-                before = _cpu(proc)
+                before = cpu_seconds(proc)
                 samples = time_calls(lambda c=client: c.complete(MESSAGES, model="echo/bench"), PER_BLOCK, warmup=100)
-                cpu[name] += _cpu(proc) - before
+                cpu[name] += cpu_seconds(proc) - before
                 p50s[name].append(statistics.median(samples))
         total = BLOCKS * PER_BLOCK
         on_p50, off_p50 = statistics.median(p50s["on"]), statistics.median(p50s["off"])

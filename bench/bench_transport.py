@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import anyio
 import httpx
 import msgspec
 import psutil
-from _common import daemon, print_table
+from _common import cpu_seconds, daemon, daemon_process, print_table, start_sim
 
 from claif_client import Client
 
@@ -34,11 +32,6 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello bench"}]}
 HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
 
-
-def start_sim() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip().removeprefix("listening on ")
 
 
 def sim_post(url: str, path: str, doc: object) -> None:
@@ -50,19 +43,6 @@ def env_for(url: str, transport: str, **extra: str) -> dict[str, str]:
             "CLAIF_POOL__TRANSPORT": transport, **extra}
 
 
-def _daemon_process(sock: str) -> psutil.Process:
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if sock in " ".join(child.cmdline()):
-                return child
-        except psutil.Error:
-            continue
-    raise RuntimeError(f"no daemon for {sock}")
-
-
-def _cpu(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
 
 
 def direct(url: str, n: int, transport: str, start: int) -> list[float]:
@@ -106,9 +86,9 @@ def misses(url: str, sim: psutil.Process) -> list[dict[str, object]]:
     with daemon(env_for(url, "httpcore")) as s1, daemon(env_for(url, "aiohttp")) as s2:
         clients = {"claifd httpcore": Client(s1), "claifd aiohttp": Client(s2)}
         for r in range(4):  # interleaved: machine drift hits every variant alike
-            before = _cpu(sim)
+            before = cpu_seconds(sim)
             out["direct httpx"] += direct(url, N // 4, "httpcore", r * N)
-            sim_cpu += _cpu(sim) - before
+            sim_cpu += cpu_seconds(sim) - before
             sim_calls += N // 4 + 50
             out["direct httpx+aiohttp"] += direct(url, N // 4, "aiohttp", r * N)
             for name, client in clients.items():
@@ -134,18 +114,18 @@ def batch(url: str, transport: str, n: int, conc: int, latency_ms: float, cache:
     cpu_per_call = None
     extra = {"CLAIF_PROVIDERS__OPENAI__MAX_CONCURRENCY": str(conc), "CLAIF_POOL__MAX_CONNECTIONS": str(conc)}
     with daemon(env_for(url, transport, **extra)) as sock:
-        proc = _daemon_process(sock)
+        proc = daemon_process(sock)
         with Client(sock, timeout=600) as client:
             client.batch([{"prompt": f"warm {i}", "model": "openai/m", "cache": "bypass"} for i in range(conc)],
                          concurrency=conc)
             for r in range(ROUNDS):
                 reqs = [{"prompt": f"{transport} {cache} {r} q{i}", "model": "openai/m",
                          "cache": "use" if cache else "bypass"} for i in range(n)]
-                before = _cpu(proc)
+                before = cpu_seconds(proc)
                 t0 = time.perf_counter()
                 items = client.batch(reqs, concurrency=conc)
                 wall = time.perf_counter() - t0
-                used = _cpu(proc) - before
+                used = cpu_seconds(proc) - before
                 assert all(item.response is not None for item in items), "a batch item failed"
                 if best is None or wall < best:
                     best, cpu_per_call = wall, used / n

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import anyio
 import httpx
 import msgspec
-from _common import daemon, print_table, summarize
+from _common import daemon, print_table, start_sim, summarize
 
 from claif_client import AsyncClient, Client
 
@@ -30,11 +28,6 @@ N = int(os.environ.get("BENCH_N", "2000"))
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello bench"}]}
 HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
 
-
-def start_sim() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip().removeprefix("listening on ")
 
 
 def sim_call(url: str, path: str, doc: object | None = None) -> dict:  # type: ignore[type-arg]
