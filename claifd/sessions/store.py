@@ -12,10 +12,11 @@ power cut, after an acknowledgement loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,19 +212,9 @@ class SessionStore:
     def apply(self, ops: Sequence[Op]) -> None:
         """Every op in one transaction (one fsync): all or nothing."""
         db = self.writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             for op in ops:
                 self._apply_one(db, op)
-            db.execute("COMMIT")
-        except BaseException:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                # SQLite may have rolled back itself (a full disk, an I/O
-                # error): the first error is the one to report.
-                pass
-            raise
 
     def _apply_one(self, db: sqlite3.Connection, op: Op) -> None:
         if isinstance(op, AppendMessages):
@@ -255,16 +246,8 @@ class SessionStore:
     def probe_write(self, at: float) -> None:
         """The health check's write: one row, committed (and fsynced) like any change."""
         db = self.writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             db.execute("INSERT OR REPLACE INTO health_probe VALUES (1, ?)", (at,))
-            db.execute("COMMIT")
-        except BaseException:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
 
     def probe_read(self) -> float | None:
         row = self.reader.execute("SELECT at FROM health_probe WHERE id = 1").fetchone()
@@ -297,6 +280,23 @@ class SessionStore:
         """(sessions, messages) in the store."""
         row = self.reader.execute("SELECT COUNT(*), COALESCE(SUM(message_count), 0) FROM sessions").fetchone()
         return int(row[0]), int(row[1])
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error. A failed ROLLBACK
+    is ignored: SQLite may have rolled back itself (a full disk, an I/O
+    error), and the first error is the one to report."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise
 
 
 def _lenient_text(raw: bytes) -> str:
