@@ -190,7 +190,6 @@ class App:
                 "cpu_percent": proc.cpu_percent(None),  # since the previous status
                 "cpu_seconds": round(sum(proc.cpu_times()[:2]), 3),
                 "threads": proc.num_threads(),
-                "open_fds": proc.num_fds(),
             }
 
 

@@ -52,8 +52,6 @@ class _StatusCollector(Collector):
         closed.add_metric(["forbidden_uid"], status["connections_refused"])
         closed.add_metric(["stalled"], status["connections_stalled"])
         yield closed
-        yield GaugeMetricFamily("claif_open_fds", "File descriptors the daemon holds (sampled every 2 s).",
-                                value=status["open_fds"])
         up = status["upstream"]
         yield CounterMetricFamily("claif_upstream_requests", "HTTP attempts to providers.", value=up["requests"])
         yield CounterMetricFamily("claif_upstream_errors", "Upstream calls that failed in the end.", value=up["errors"])

@@ -164,11 +164,7 @@ class Perf:
         one dictionary lookup, one histogram update, one append."""
         if not self.enabled:
             return
-        key = (method, provider, model, outcome)
-        hist = self.requests.get(key)
-        if hist is None:
-            hist = self.requests[key] = Histogram()
-        hist.observe(seconds)
+        _observe(self.requests, (method, provider, model, outcome), seconds)
         now = _monotonic()
         self._recent.append((now, seconds))
         if outcome not in _SUCCESS:
@@ -196,13 +192,8 @@ class Perf:
         return out
 
     def first_token(self, provider: str, model: str, seconds: float) -> None:
-        if not self.enabled:
-            return
-        key = (provider, model)
-        hist = self.first_token_seconds.get(key)
-        if hist is None:
-            hist = self.first_token_seconds[key] = Histogram()
-        hist.observe(seconds)
+        if self.enabled:
+            _observe(self.first_token_seconds, (provider, model), seconds)
 
     def attempt(self, provider: str, status: str) -> None:
         """One HTTP attempt to a provider: its status code, or "error"."""
@@ -228,10 +219,7 @@ class Perf:
         if not self.enabled:
             return
         key = (provider, model)
-        hist = self.upstream_seconds.get(key)
-        if hist is None:
-            hist = self.upstream_seconds[key] = Histogram()
-        hist.observe(seconds)
+        _observe(self.upstream_seconds, key, seconds)
         if ok:
             for direction, n in (("input", input_tokens), ("output", output_tokens)):
                 tkey = (provider, model, direction)
@@ -291,6 +279,13 @@ class Perf:
             "by_model": by_model,
             "last_errors": list(self.last_errors),
         }
+
+
+def _observe(table: dict[Any, Histogram], key: Any, seconds: float) -> None:
+    hist = table.get(key)
+    if hist is None:
+        hist = table[key] = Histogram()
+    hist.observe(seconds)
 
 
 # Outcomes that are not errors.

@@ -97,7 +97,6 @@ class Connection(asyncio.Protocol):
         # frame last seen pending (frames completed so far, since when).
         self.opened_at = time.monotonic()
         self.stall: tuple[int, float] | None = None
-        self.peer_uid: int | None = None
 
     def __repr__(self) -> str:
         return f"<Connection #{self.cid} in_flight={len(self.protocol.in_flight)} closed={self.closed}>"
@@ -416,7 +415,6 @@ class Server:
         except OSError as exc:
             log.warning("cannot read the peer's credentials; refusing", conn=conn.cid, error=str(exc))
             return "the daemon could not verify who is connecting"
-        conn.peer_uid = uid
         if uid in self.state.allowed_uids:
             return None
         self.state.refused_peers += 1

@@ -19,7 +19,7 @@ points at a stable installation:
   (pipx, `pip install --user`, a venv of your own);
 * otherwise (running from a checkout's `.venv`) a venv this command creates
   under `~/.local/share/claifd/venv`, into which it installs this checkout
-  (a copy, not editable) with pip;
+  (a copy, not editable) with pip, as `make user-install` does;
 * or any `claifd` named with `--exec-start PATH`.
 """
 
@@ -214,7 +214,7 @@ def _install_stable_venv(checkout: Path, venv: Path) -> int:
         if not (venv / "bin" / "python").exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                        str(checkout / "client"), f"{checkout}[all]"], check=True)
+                        f"{checkout / 'client'}[progress,watch]", f"{checkout}[all]"], check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"claifd: cannot install into {venv}: {exc}", file=sys.stderr)
         return 1

@@ -158,37 +158,35 @@ class HttpProvider:
             return False
         return True
 
-    async def probe(self) -> tuple[str, str]:
-        """List the provider's models (no tokens spent): ("ok" | "warning" |
-        "unhealthy", detail). The caller times it."""
+    async def _get_models(self) -> tuple[httpx.Response, str]:
+        """`GET models` through the pool (no tokens spent): the response and the key used."""
         config = self.config
         key = self.api_key(config)
         lane = self.pool.acquire()
         try:
-            resp = await lane.client.get(self.models_url(config), headers=self.headers(config, key))
-        except httpx.HTTPError as exc:
-            return "unhealthy", f"cannot reach {_host(self.url(config))}: {type(exc).__name__}"
+            return await lane.client.get(self.models_url(config), headers=self.headers(config, key)), key
         finally:
             self.pool.release(lane)
-        if resp.status_code in (401, 403):
-            return "unhealthy", f"the API key was refused ({resp.status_code})"
-        if resp.status_code >= 500 or resp.status_code == 429:
-            return "unhealthy" if resp.status_code != 429 else "warning", f"GET models answered {resp.status_code}"
-        if resp.status_code >= 400:
-            return "warning", f"GET models answered {resp.status_code}"
-        return "ok", f"GET models answered {resp.status_code}"
+
+    async def probe(self) -> tuple[str, str]:
+        """The health check: ("ok" | "warning" | "unhealthy", detail). The caller times it."""
+        try:
+            resp, _ = await self._get_models()
+        except httpx.HTTPError as exc:
+            return "unhealthy", f"cannot reach {_host(self.url(self.config))}: {type(exc).__name__}"
+        status = resp.status_code
+        if status in (401, 403):
+            return "unhealthy", f"the API key was refused ({status})"
+        if status >= 500:
+            return "unhealthy", f"GET models answered {status}"
+        return ("warning" if status >= 400 else "ok"), f"GET models answered {status}"
 
     async def list_models(self) -> list[str]:
-        """The provider's model ids (`GET models`, no tokens spent); UpstreamError if it cannot say."""
-        config = self.config
-        key = self.api_key(config)
-        lane = self.pool.acquire()
+        """The provider's model ids; UpstreamError if it cannot say."""
         try:
-            resp = await lane.client.get(self.models_url(config), headers=self.headers(config, key))
+            resp, key = await self._get_models()
         except httpx.HTTPError as exc:
             raise UpstreamError(f"cannot list {self.name}'s models: {type(exc).__name__}") from exc
-        finally:
-            self.pool.release(lane)
         if resp.status_code >= 400:
             failure = self._status_failure(resp, resp.content, key)
             raise failure.error if isinstance(failure, RetryableFailure) else failure
