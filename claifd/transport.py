@@ -28,7 +28,8 @@ from typing import Any
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+from aiohttp import ClientSession
+from httpx_aiohttp.transport import AiohttpResponseStream, AiohttpTransport
 
 __all__ = ["Transport", "map_error"]
 
@@ -78,14 +79,45 @@ class _Body(httpx.AsyncByteStream):
 
 
 class Transport(AiohttpTransport):
+    """httpx-aiohttp's transport with the daemon's error mapping, and a
+    leaner request: the session keeps no cookies (aiohttp's jar parses every
+    response), and the aiohttp timeout is built once per timeout settings
+    rather than per request (the pool gives each lane one settings dict)."""
+
+    _timeout: tuple[object, aiohttp.ClientTimeout] | None = None
+
+    def get_client(self) -> ClientSession:
+        connector = aiohttp.TCPConnector(
+            keepalive_timeout=self.limits.keepalive_expiry, ssl=self.ssl_context,
+            limit=self.limits.max_connections or 0,
+        )
+        return ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    def _client_timeout(self, settings: Any) -> aiohttp.ClientTimeout:
+        cached = self._timeout
+        if cached is None or cached[0] is not settings:
+            timeout = aiohttp.ClientTimeout(sock_connect=settings.get("connect"), sock_read=settings.get("read"),
+                                            connect=settings.get("pool"))
+            cached = self._timeout = (settings, timeout)
+        return cached[1]
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self.client
+        if not isinstance(session, ClientSession):
+            session = self.client = self.get_client()
         try:
-            response = await super().handle_async_request(request)
-        except (httpx.TransportError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            response = await session.request(
+                request.method, str(request.url), headers=request.headers.multi_items(),
+                data=request.content or None, allow_redirects=False, auto_decompress=False, compress=False,
+                timeout=self._client_timeout(request.extensions.get("timeout", {})),
+            ).__aenter__()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             mapped = map_error(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
-        stream: Any = response.stream
-        response.stream = _Body(stream)
-        return response
+        extensions = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(response.status, headers=response.raw_headers,
+                              stream=_Body(AiohttpResponseStream(response)), request=request, extensions=extensions)

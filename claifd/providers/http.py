@@ -164,7 +164,9 @@ class HttpProvider:
         key = self.api_key(config)
         lane = self.pool.acquire()
         try:
-            return await lane.client.get(self.models_url(config), headers=self.headers(config, key)), key
+            resp = await lane.send("GET", self.models_url(config), self.headers(config, key))
+            await resp.aread()
+            return resp, key
         finally:
             self.pool.release(lane)
 
@@ -265,7 +267,8 @@ class HttpProvider:
         lane = self.pool.acquire()
         status = "error"  # no HTTP status: the connection failed
         try:
-            async with lane.client.stream("POST", url, headers=headers, content=content) as resp:
+            resp = await lane.send("POST", url, headers, content)
+            try:
                 status = str(resp.status_code)
                 if resp.status_code >= 400:
                     raise self._status_failure(resp, await resp.aread(), key)
@@ -277,6 +280,8 @@ class HttpProvider:
                                             f"{content_type[:80]!r}, not JSON")
                     return self._checked(self.parse(self._decode(raw), model))
                 return self._checked(await self._consume(resp, model, on_delta))
+            finally:
+                await resp.aclose()
         except httpx.ConnectError as exc:
             raise RetryableFailure(UpstreamError(f"cannot connect to {self.name} ({_host(url)})")) from exc
         except httpx.ConnectTimeout as exc:
