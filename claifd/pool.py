@@ -24,6 +24,7 @@ exceptions are httpx's, on either transport.
 from __future__ import annotations
 
 import importlib.util
+
 import anyio
 import anyio.abc
 import httpx
