@@ -127,11 +127,13 @@ def floor_round_trip(path: str) -> Callable[[], None]:
     return round_trip
 
 
-def start_sim() -> tuple[subprocess.Popen[str], str]:
-    """claif-sim on a free loopback port: (process, base URL)."""
-    proc = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True)
+def start_sim(fast: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """claif-sim on a free loopback port: (process, base URL). `fast`: its
+    JSON-only mode, for throughput benchmarks (no streams or faults)."""
+    proc = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0", *(["--fast"] if fast else [])],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip().removeprefix("listening on ")
+    return proc, proc.stdout.readline().strip().removeprefix("listening on ").split(" ")[0]
 
 
 def daemon_process(sock: str) -> Any:

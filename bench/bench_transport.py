@@ -11,6 +11,12 @@ all against claif-sim over loopback HTTP.
    against the ideal (n / concurrency x latency; target <= 1.10, best of 3),
    and the daemon's CPU per upstream call (psutil user+sys over the batch).
 3. The simulator's own CPU per request (its share of the baseline).
+
+Everything runs twice: against the full simulator (h11, ~170 us of CPU per
+request: a third of the direct baseline, and at concurrency 50 it alone
+holds a direct batch at ~1.13 x ideal) and against `claif-sim --fast` (the
+same answers from an asyncio protocol, ~35 us per request), so the daemon's
+own share is visible. BENCH_SIM=full|fast runs one.
 """
 
 from __future__ import annotations
@@ -136,23 +142,68 @@ def batch(url: str, transport: str, n: int, conc: int, latency_ms: float, cache:
             "daemon_cpu_ms_per_call": cpu_per_call * 1000}
 
 
-def main() -> None:
-    proc, url = start_sim()
+def direct_batch(url: str, n: int, conc: int, latency_ms: float) -> dict[str, object]:
+    """The same batch from a user's own aiohttp session: the simulator's own share."""
+    import aiohttp
+
+    sim_post(url, "/_sim/config", {"latency_ms": latency_ms})
+    best = None
+
+    async def run() -> float:
+        limit = anyio.Semaphore(conc)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
+            async def one(i: int) -> None:
+                async with limit:
+                    body = {**BODY, "messages": [{"role": "user", "content": f"direct batch {i}"}]}
+                    async with session.post(url + "/v1/chat/completions", data=msgspec.json.encode(body),
+                                            headers=HEADERS) as r:
+                        await r.read()
+
+            t0 = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for i in range(n):
+                    tg.start_soon(one, i)
+            return time.perf_counter() - t0
+
+    for _ in range(ROUNDS):
+        wall = anyio.run(run, backend="asyncio", backend_options={"use_uvloop": True})
+        best = wall if best is None else min(best, wall)
+    sim_post(url, "/_sim/config", {"latency_ms": 0})
+    assert best is not None
+    ideal = n / conc * latency_ms / 1000
+    return {"name": f"{n} x {latency_ms:g} ms, concurrency {conc}, direct aiohttp (no daemon)", "transport": "-",
+            "best_wall_s": best, "ideal_s": ideal, "ratio": best / ideal}
+
+
+def run_against(fast: bool) -> list[dict[str, object]]:
+    label = "claif-sim --fast" if fast else "claif-sim (full, h11)"
+    proc, url = start_sim(fast)
     try:
         sim = psutil.Process(proc.pid)
         rows = misses(url, sim)
-        print_table("a miss at 0 ms upstream, through the cache (targets: claifd aiohttp <= 1.0 x direct httpx, "
-                    "<= 1.15 x direct httpx+aiohttp)", rows)
-        b = []
+        print_table(f"{label}: a miss at 0 ms upstream, through the cache (targets: claifd aiohttp <= 1.0 x direct "
+                    "httpx, <= 1.15 x direct httpx+aiohttp)", rows)
+        b = [direct_batch(url, 1000, 50, 50)]
         for transport in ("httpcore", "aiohttp"):
             b.append(batch(url, transport, 1000, 50, 50, cache=False))
             b.append(batch(url, transport, 1000, 50, 50, cache=True))
             b.append(batch(url, transport, 5000, 200, 20, cache=False))
-        print_table(f"batches, best of {ROUNDS} (target for 1000 x 50 ms: ratio <= 1.10)", b)
-        print(msgspec.json.encode({"bench": "transport", "rows": rows + b}).decode())
+        print_table(f"{label}: batches, best of {ROUNDS} (target for 1000 x 50 ms: ratio <= 1.10)", b)
+        for row in rows + b:
+            row["sim"] = "fast" if fast else "full"
+        return rows + b
     finally:
         proc.terminate()
         proc.wait()
+
+
+def main() -> None:
+    which = os.environ.get("BENCH_SIM", "both")
+    out = []
+    for fast in (False, True):
+        if which == "both" or which == ("fast" if fast else "full"):
+            out += run_against(fast)
+    print(msgspec.json.encode({"bench": "transport", "rows": out}).decode())
 
 
 if __name__ == "__main__":

@@ -500,25 +500,53 @@ async def _stream_words(ex: _Exchange, words: list[str], state: SimState, emit: 
         await emit(word)
 
 
-async def _anthropic(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
-    model = body["model"]
+def anthropic_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
+    """The JSON answer (not streamed) to an Anthropic Messages request."""
     words, truncated = _answer(body, body["max_tokens"])
-    text = "".join(words)
-    stop_reason = "max_tokens" if truncated else "end_turn"
-    usage_in = _prompt_tokens(body)
-    msg_id = f"msg_sim_{next(state.ids):08d}"
+    return {
+        "id": f"msg_sim_{next(state.ids):08d}", "type": "message", "role": "assistant", "model": body["model"],
+        "content": [{"type": "text", "text": "".join(words)}],
+        "stop_reason": "max_tokens" if truncated else "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": len(words)},
+    }
+
+
+def _openai_answer(body: dict[str, Any]) -> tuple[list[str], str]:
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    words, truncated = _answer(body, limit if isinstance(limit, int) else None)
+    return words, "length" if truncated else "stop"
+
+
+def _openai_usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
+    prompt = _prompt_tokens(body)
+    return {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+
+
+def openai_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
+    """The JSON answer (not streamed) to an OpenAI Chat Completions request."""
+    words, finish = _openai_answer(body)
+    return {
+        "id": f"chatcmpl-sim{next(state.ids):08d}", "object": "chat.completion", "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words), "refusal": None},
+                     "logprobs": None, "finish_reason": finish}],
+        "usage": _openai_usage(body, words), "system_fingerprint": None,
+    }
+
+
+async def _anthropic(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
     if not body.get("stream"):
-        doc = {
-            "id": msg_id, "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": stop_reason, "stop_sequence": None,
-            "usage": {"input_tokens": usage_in, "output_tokens": len(words)},
-        }
+        doc = anthropic_doc(body, state)
         if state.faults.malformed:
             await _malformed(ex, state.faults.malformed, doc, "content", "usage")
             return
         await ex.respond(200, doc)
         return
+    model = body["model"]
+    words, truncated = _answer(body, body["max_tokens"])
+    stop_reason = "max_tokens" if truncated else "end_turn"
+    usage_in = _prompt_tokens(body)
+    msg_id = f"msg_sim_{next(state.ids):08d}"
     await ex.start_sse()
     await ex.sse({"type": "message_start", "message": {
         "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -550,27 +578,18 @@ async def _anthropic(ex: _Exchange, body: dict[str, Any], state: SimState) -> No
 
 
 async def _openai(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
-    model = body["model"]
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    words, truncated = _answer(body, limit if isinstance(limit, int) else None)
-    text = "".join(words)
-    finish = "length" if truncated else "stop"
-    created = int(time.time())
-    cid = f"chatcmpl-sim{next(state.ids):08d}"
-    usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": len(words),
-             "total_tokens": _prompt_tokens(body) + len(words)}
     if not body.get("stream"):
-        doc = {
-            "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": finish}],
-            "usage": usage, "system_fingerprint": None,
-        }
+        doc = openai_doc(body, state)
         if state.faults.malformed:
             await _malformed(ex, state.faults.malformed, doc, "choices", "usage")
             return
         await ex.respond(200, doc)
         return
+    model = body["model"]
+    words, finish = _openai_answer(body)
+    created = int(time.time())
+    cid = f"chatcmpl-sim{next(state.ids):08d}"
+    usage = _openai_usage(body, words)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -667,11 +686,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each response")
     p.add_argument("--token-delay-ms", type=float, default=0.0, help="delay between streamed tokens")
     p.add_argument("--errors", type=_parse_codes, default=[], help="statuses for the first requests, e.g. 429,529,500")
+    p.add_argument("--fast", action="store_true",
+                   help="JSON answers only, at a fraction of the CPU (for benchmarks; no streams or faults)")
     args = p.parse_args(argv)
+    if args.fast and (args.token_delay_ms or args.errors):
+        p.error("--fast serves JSON answers with --latency-ms only (no --token-delay-ms or --errors)")
 
     async def run() -> None:
         state = SimState(startup=Faults(latency_ms=args.latency_ms, token_delay_ms=args.token_delay_ms, errors=args.errors))
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            if args.fast:
+                from .fast import serve_fast
+
+                server = await serve_fast(state, args.host, args.port)
+                print(f"listening on http://{args.host}:{server.sockets[0].getsockname()[1]}", flush=True)
+                async for _ in signals:
+                    server.close()
+                    return
             async with anyio.create_task_group() as tg:
                 port = await tg.start(serve, state, args.host, args.port)
                 print(f"listening on http://{args.host}:{port}", flush=True)

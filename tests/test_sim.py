@@ -217,3 +217,59 @@ def test_hold_release_and_a_client_leaving_while_held(sim: Sim) -> None:
     sim.http.post("/_sim/release").raise_for_status()
     stayer.join(timeout=10)
     assert results == [200] and sim.stats()["held"] == 0
+
+
+def test_fast_mode_gives_the_same_answers_at_a_fraction_of_the_cost(sim: Sim) -> None:
+    """`claif-sim --fast` (the benchmarks' upstream) answers JSON requests
+    with the full simulator's own documents, keeps connections alive,
+    answers pipelined requests in order, honours latency_ms, and refuses
+    what it does not do (streams, faults) with a 400 that says so."""
+    import socket
+    import time
+
+    fast = start_sim("--fast")
+    try:
+        full_oa = openai.OpenAI(base_url=sim.url + "/v1", api_key="sk-sdk", max_retries=0)
+        fast_oa = openai.OpenAI(base_url=fast.url + "/v1", api_key="sk-sdk", max_retries=0)
+        msgs = [{"role": "user", "content": "same answer please"}]
+        a = full_oa.chat.completions.create(model="gpt-4o-mini", messages=msgs, max_tokens=3)  # type: ignore[arg-type]
+        b = fast_oa.chat.completions.create(model="gpt-4o-mini", messages=msgs, max_tokens=3)  # type: ignore[arg-type]
+        assert b.choices[0].message.content == a.choices[0].message.content == "Simulated reply to: "
+        assert b.choices[0].finish_reason == a.choices[0].finish_reason == "length"
+        assert b.usage == a.usage
+        full_an = anthropic.Anthropic(base_url=sim.url, api_key="sk-ant-sdk", max_retries=0)
+        fast_an = anthropic.Anthropic(base_url=fast.url, api_key="sk-ant-sdk", max_retries=0)
+        x = full_an.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs)  # type: ignore[arg-type]
+        y = fast_an.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs)  # type: ignore[arg-type]
+        assert y.content == x.content and y.usage == x.usage and y.stop_reason == x.stop_reason
+        assert [m.id for m in fast_oa.models.list()] == [m.id for m in full_oa.models.list()]
+        no_key = fast.http.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": msgs})
+        assert no_key.status_code == 401 and no_key.json()["error"]["type"] == "invalid_api_key"
+        with pytest.raises(openai.BadRequestError, match="without --fast"):
+            fast_oa.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True)  # type: ignore[arg-type]
+        assert fast.http.post("/_sim/config", json={"errors": [500]}).status_code == 400
+
+        # Three pipelined requests on one connection: three answers, in order.
+        body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"n%d"}]}'
+        host, port = fast.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            for i in range(3):
+                one = body % i
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\n"
+                          b"content-length: %d\r\n\r\n%s" % (len(one), one))
+            got = b""
+            while got.count(b"Simulated reply to: n") < 3:
+                chunk = s.recv(65536)
+                assert chunk, got
+                got += chunk
+        assert [got.index(b"reply to: n%d" % i) for i in range(3)] == sorted(got.index(b"reply to: n%d" % i) for i in range(3))
+
+        assert fast.http.post("/_sim/config", json={"latency_ms": 200}).status_code == 200
+        t0 = time.monotonic()
+        fast_oa.chat.completions.create(model="gpt-4o-mini", messages=msgs)  # type: ignore[arg-type]
+        assert time.monotonic() - t0 >= 0.19
+        assert fast.stats()["requests"] >= 7
+    finally:
+        fast.http.close()
+        fast.proc.terminate()
+        fast.proc.wait(timeout=10)

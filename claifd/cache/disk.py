@@ -200,7 +200,8 @@ class DiskStore:
                     continue
                 # Room first, then the row: `bytes` never exceeds the cap,
                 # not even for a moment another thread could observe.
-                self._delete_keys([entry.key])
+                if _prefix(entry.key) in self._present:  # else certainly not stored: no DELETE to run
+                    self._delete_keys([entry.key])
                 self._evict(self.max_bytes - len(blob))
                 try:
                     db.execute(
