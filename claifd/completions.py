@@ -305,6 +305,9 @@ class Completions:
             if entry is not None:
                 prepared.outcome = "cached-exact"
                 return entry.response()
+            similar = await self._semantic_hit(prepared)
+            if similar is not None:
+                return similar
             if prepared.mode == "only":
                 raise NotFound("no cached answer for this request (cache mode 'only')")
         flight = self._board(prepared, streaming=False)
@@ -321,11 +324,26 @@ class Completions:
                 for piece in replay_chunks(entry):
                     await on_delta(piece)
                 return entry.response()
+            similar = await self._semantic_hit(prepared)
+            if similar is not None:
+                for piece in split_for_replay(similar.text):
+                    await on_delta(piece)
+                return similar
             if prepared.mode == "only":
                 raise NotFound("no cached answer for this request (cache mode 'only')")
         flight = self._board(prepared, streaming=True)
         async with flight.subscription():
             return await flight.follow(on_delta)
+
+    async def _semantic_hit(self, prepared: Prepared) -> CompletionResponse | None:
+        """An earlier answer to a prompt asking the same (semantic tier), or None."""
+        if not self.cache.semantic_wanted(prepared.request):
+            return None
+        tier = await self.cache.load_semantic()
+        response = await tier.lookup(prepared.provider.name, prepared.model, prepared.request, prepared.namespace)
+        if response is not None:
+            prepared.outcome = "cached-semantic"
+        return response
 
     def _board(self, prepared: Prepared, streaming: bool) -> Flight:
         """Join the flight for the request's key; a new one is flown from here."""
@@ -357,10 +375,23 @@ class Completions:
             error = exc
         finally:
             self.cache.land(flight)
-        if response is not None:
-            self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
-                             flight.chunks if flight.streaming else None)
-        flight.finish(response, error)
+        try:
+            if response is not None:
+                stored = self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
+                                          flight.chunks if flight.streaming else None)
+                if stored is not None and self.cache.semantic_wanted(prepared.request):
+                    await self._index(prepared)
+        finally:
+            flight.finish(response, error)
+
+    async def _index(self, prepared: Prepared) -> None:
+        """Make a stored answer findable by meaning, before its reply is delivered."""
+        assert prepared.key is not None
+        try:
+            tier = await self.cache.load_semantic()
+            await tier.add(prepared.provider.name, prepared.model, prepared.request, prepared.namespace, prepared.key)
+        except Exception:
+            log.exception("semantic indexing failed; the answer is served and cached exactly")
 
     async def session_send(
         self, request: CompletionRequest, on_delta: DeltaCallback | None

@@ -173,8 +173,14 @@ class RetryConfig(_Section):
 
 
 class SemanticCacheConfig(_Section):
+    """The semantic tier (claifd/semantic/): off unless enabled here or per request."""
+
     enabled: bool = False
-    threshold: float = 0.95
+    # Cosine similarity a candidate needs (its guards must pass too); 0 means
+    # the embedder's own default, the threshold with 100% precision on the
+    # labelled set (tests/data/semantic_pairs.json).
+    threshold: float = 0.0
+    embedder: Literal["hashed-ngrams"] = "hashed-ngrams"
 
 
 class CacheConfig(_Section):

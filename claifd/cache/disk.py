@@ -54,6 +54,18 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_by_access ON entries(last_access);
 CREATE INDEX IF NOT EXISTS entries_by_namespace ON entries(namespace);
 CREATE TABLE IF NOT EXISTS health_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+-- The semantic tier's vectors: they leave with their entry (expiry, eviction,
+-- delete, clear) through the trigger.
+CREATE TABLE IF NOT EXISTS vectors (
+    key TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS vectors_follow_entries AFTER DELETE ON entries
+BEGIN DELETE FROM vectors WHERE key = OLD.key; END;
 """
 
 
@@ -222,6 +234,24 @@ class DiskStore:
             self._recount()
             raise
         return stored
+
+    def put_vectors(self, rows: list[tuple[str, str, str, str, str, bytes]]) -> None:
+        """(key, scope, namespace, prompt, embedder, vector) rows of answers already stored."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR REPLACE INTO vectors SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS "
+                           "(SELECT 1 FROM entries WHERE key = ?1)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+
+    def load_vectors(self, embedder: str, now: float) -> list[tuple[str, str, str, str, bytes]]:
+        """The stored vectors of `embedder` whose entries have not expired."""
+        return [tuple(row) for row in self.db.execute(
+            "SELECT v.key, v.scope, v.namespace, v.prompt, v.vector FROM vectors v JOIN entries e USING (key) "
+            "WHERE v.embedder = ? AND e.expires_at > ?", (embedder, now))]
 
     def touch_many(self, touches: Iterable[tuple[str, int, float, float]]) -> None:
         """Hits seen in memory: (key, hits, expires_at, last_access)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -34,6 +34,9 @@ from .flight import Flight
 from .memory import MemoryLRU
 from .policy import base_ttl, effective_ttl
 from .prices import PriceTable
+
+if TYPE_CHECKING:
+    from ..semantic.tier import SemanticTier
 
 __all__ = ["ResponseCache"]
 
@@ -91,6 +94,9 @@ class ResponseCache:
         self._touched: dict[str, MemEntry] = {}
         self._wakeup = anyio.Event()
         self._full = anyio.Event()
+        # The semantic tier: built on first use (it imports numpy).
+        self._semantic: SemanticTier | None = None
+        self._vectors: list[tuple[str, str, str, str, str, bytes]] = []
 
     def __repr__(self) -> str:
         return (
@@ -121,6 +127,33 @@ class ResponseCache:
                 self.disk = None
                 self.disk_errors += 1
         task_group.start_soon(self._writer)
+        if self.config.semantic.enabled:
+            await self.load_semantic()
+
+    async def load_semantic(self) -> SemanticTier:
+        """The semantic tier, built (and its stored vectors loaded) on first use."""
+        if self._semantic is None:
+            from ..semantic.tier import SemanticTier  # imports numpy: only when wanted
+
+            tier = SemanticTier(self.config.semantic, self)
+            self._semantic = tier
+            if self.disk is not None:
+                try:
+                    tier.load(await self._in_thread(self.disk.load_vectors, tier.embedder.name, self.clock()))
+                except Exception as exc:
+                    await self._disk_failed("read", exc)
+        return self._semantic
+
+    def semantic_wanted(self, request: CompletionRequest) -> bool:
+        control = request.cache
+        if control is not None and control.semantic is not None:
+            return control.semantic
+        return bool(self.config.semantic.enabled)
+
+    def queue_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None:
+        if self.disk is not None:
+            self._vectors.append(row)
+            self._wakeup.set()
 
     async def aclose(self) -> None:
         """Flush pending writes and close the disk tier."""
@@ -229,13 +262,17 @@ class ResponseCache:
         if self.disk is None:
             self._write_queue.clear()
             self._touched.clear()
+            self._vectors.clear()
             return
         batch, self._write_queue = self._write_queue, []
         touched, self._touched = self._touched, {}
+        vectors, self._vectors = self._vectors, []
         now = self.clock()
         try:
             if batch:
                 await self._in_thread(self.disk.put_many, batch, now)
+            if vectors:
+                await self._in_thread(self.disk.put_vectors, vectors)
             if touched:
                 rows = [(e.key, e.hits, e.expires_at, now) for e in touched.values()]
                 await self._in_thread(self.disk.touch_many, rows)
@@ -281,6 +318,8 @@ class ResponseCache:
 
     async def clear(self, namespace: str | None = None) -> int:
         removed = self.memory.clear(namespace)
+        if self._semantic is not None:
+            self._semantic.clear(namespace)
         self._write_queue = [e for e in self._write_queue if namespace is not None and e.namespace != namespace]
         if self.disk is not None:
             try:
@@ -302,6 +341,8 @@ class ResponseCache:
 
     async def delete(self, key: str) -> bool:
         found = self.memory.delete(key)
+        if self._semantic is not None:
+            self._semantic.forget(key)
         self._write_queue = [e for e in self._write_queue if e.key != key]
         self._touched.pop(key, None)
         if self.disk is not None:
@@ -319,6 +360,8 @@ class ResponseCache:
         if restart_only:
             log.warning("cache settings take effect at the next start", keys=[f"cache.{k}" for k in restart_only])
         self.config = config
+        if self._semantic is not None:
+            self._semantic.reconfigure(config.semantic)
         self.memory.resize(int(config.memory_max_bytes))
         cap = self._ttl_cap()
         for entry in self.memory.entries():
@@ -363,6 +406,8 @@ class ResponseCache:
                 "evictions": disk.evictions, "damaged": disk.damaged, "errors": self.disk_errors,
                 "pending_writes": len(self._write_queue),
             },
+            "semantic": self._semantic.stats() if self._semantic is not None else {
+                "enabled": bool(self.config.semantic.enabled), "indexed": 0, "lookups": 0, "hits": 0},
             "saved": {
                 "input_tokens": self.saved_input_tokens,
                 "output_tokens": self.saved_output_tokens,

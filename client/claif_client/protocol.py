@@ -48,6 +48,7 @@ from typing import Annotated, Any, Final, Union
 import msgspec
 
 __all__ = [
+    "SemanticMatch",
     "PROTOCOL_VERSION",
     "MAX_FRAME_SIZE",
     "HEADER_SIZE",
@@ -162,6 +163,16 @@ class CacheControl(msgspec.Struct, omit_defaults=True):
     mode: str = "use"
     ttl: Seconds | None = None
     namespace: str | None = None
+    # The semantic tier for this request: True/False, None follows cache.semantic.enabled.
+    semantic: bool | None = None
+
+
+class SemanticMatch(msgspec.Struct):
+    """Why a semantic hit was served: how similar, and to which earlier prompt."""
+
+    similarity: float
+    prompt: str
+    key: str
 
 
 class CompletionRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -195,6 +206,8 @@ class CompletionResponse(msgspec.Struct, kw_only=True):
     cached: bool | str = False
     # The answer's cache key, when the cache applied (for `cache.delete`).
     cache_key: str | None = None
+    # For cached == "semantic": the similarity and the prompt that matched.
+    semantic: SemanticMatch | None = None
 
 
 class ErrorInfo(msgspec.Struct, omit_defaults=True):

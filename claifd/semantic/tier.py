@@ -1,0 +1,171 @@
+"""The semantic tier: on an exact miss, an earlier answer to a prompt that
+asks the same thing, in the same scope, or nothing.
+
+    exact miss -> query text (the last user turn) and scope (everything else, hashed)
+               -> embed (worker thread) -> nearest prompts of that scope
+               -> similarity >= threshold, and every guard (guards.py) passes
+               -> the earlier answer, still in the cache (expired or evicted: dropped
+                  from the index, next candidate) -> cached: "semantic" + why
+
+Answers are indexed before their reply is delivered (the completion pipeline
+awaits `index`), so a semantic lookup right after finds them. Vectors are
+stored with the cache entries on disk (the `vectors` table follows `entries`
+through a trigger: expiry, eviction, delete and clear remove them) and
+loaded at start-up, so a restart keeps semantic hits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+import structlog
+
+from claif_client.protocol import CompletionRequest, CompletionResponse, SemanticMatch
+
+from ..cache.keys import canonical_bytes
+from ..config import SemanticCacheConfig
+from .embed import Embedder, make_embedder
+from .guards import GUARDS, Features, check
+from .index import VectorIndex
+
+if TYPE_CHECKING:
+    from ..cache.service import ResponseCache
+
+__all__ = ["SemanticTier", "query_and_scope"]
+
+log = structlog.get_logger("claifd.semantic")
+
+# Candidates checked per lookup, best first.
+CANDIDATES = 4
+
+
+def query_and_scope(provider: str, model: str, request: CompletionRequest, namespace: str) -> tuple[str, str] | None:
+    """(the last user turn's text, the scope hash), or None when the request
+    has no plain-text last user turn to compare."""
+    if not request.messages:
+        return None
+    last = request.messages[-1]
+    if last.role != "user":
+        return None
+    if isinstance(last.content, str):
+        text = last.content
+    else:
+        if any(b.get("type") != "text" for b in last.content):
+            return None  # images, tool results: never matched by meaning
+        text = " ".join(str(b.get("text", "")) for b in last.content)
+    if not text.strip():
+        return None
+    context = msgspec.structs.replace(request, messages=request.messages[:-1])
+    scope = hashlib.sha256(b"semantic-scope\0" + canonical_bytes(provider, model, context, namespace)).hexdigest()
+    return text, scope
+
+
+class SemanticTier:
+    def __init__(self, config: SemanticCacheConfig, cache: ResponseCache) -> None:
+        self.config = config
+        self.cache = cache
+        self.embedder: Embedder = make_embedder(config.embedder)
+        self.index = VectorIndex(self.embedder.dim)
+        self.lookups = 0
+        self.hits = 0
+        self.below_threshold = 0
+        self.stale = 0
+        self.rejected: dict[str, int] = {name: 0 for name, _ in GUARDS}
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.threshold) or self.embedder.default_threshold
+
+    def reconfigure(self, config: SemanticCacheConfig) -> None:
+        if config.embedder != self.config.embedder:
+            self.embedder = make_embedder(config.embedder)
+            self.index = VectorIndex(self.embedder.dim)  # other vectors: reloaded at next start
+        self.config = config
+
+    def wanted(self, request: CompletionRequest) -> bool:
+        control = request.cache
+        if control is not None and control.semantic is not None:
+            return control.semantic
+        return bool(self.config.enabled)
+
+    async def _embed(self, text: str) -> Any:
+        return (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
+
+    # --------------------------------------------------------------- lookup
+
+    async def lookup(self, provider: str, model: str, request: CompletionRequest,
+                     namespace: str) -> CompletionResponse | None:
+        found = query_and_scope(provider, model, request, namespace)
+        if found is None:
+            return None
+        text, scope = found
+        self.lookups += 1
+        candidates = self.index.search(scope, await self._embed(text), CANDIDATES)
+        if not candidates:
+            return None
+        query = Features(text)
+        threshold = self.threshold
+        for similarity, key, prompt, feats in candidates:
+            if similarity < threshold:
+                self.below_threshold += 1
+                return None
+            failed = check(query, feats)
+            if failed is not None:
+                self.rejected[failed] += 1
+                continue
+            entry = await self.cache.lookup(key)
+            if entry is None:  # expired or evicted since: it leaves the index
+                self.stale += 1
+                self.index.remove(key)
+                continue
+            self.hits += 1
+            match = SemanticMatch(similarity=round(similarity, 4), prompt=prompt, key=key)
+            return msgspec.structs.replace(entry.response(), cached="semantic", semantic=match)
+        return None
+
+    # ------------------------------------------------------------- indexing
+
+    async def add(self, provider: str, model: str, request: CompletionRequest, namespace: str, key: str) -> None:
+        """Index a stored answer (awaited before its reply goes out)."""
+        found = query_and_scope(provider, model, request, namespace)
+        if found is None:
+            return
+        text, scope = found
+        vector = await self._embed(text)
+        self.index.add(scope, namespace, key, text, vector, Features(text))
+        self.cache.queue_vector((key, scope, namespace, text, self.embedder.name, vector.tobytes()))
+
+    def load(self, rows: list[tuple[str, str, str, str, bytes]]) -> None:
+        """Vectors stored by an earlier run (key, scope, namespace, prompt, vector) of this embedder."""
+        import numpy as np
+
+        for key, scope, namespace, prompt, blob in rows:
+            vector = np.frombuffer(blob, dtype=np.float32)
+            if vector.shape == (self.embedder.dim,):
+                self.index.add(scope, namespace, key, prompt, vector, Features(prompt))
+        if rows:
+            log.info("semantic index loaded", entries=len(self.index))
+
+    def forget(self, key: str) -> None:
+        self.index.remove(key)
+
+    def clear(self, namespace: str | None = None) -> None:
+        self.index.clear(namespace)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "enabled": bool(self.config.enabled),
+            "embedder": self.embedder.name,
+            "threshold": self.threshold,
+            "indexed": len(self.index),
+            "index_bytes": self.index.memory_bytes(),
+            "lookups": self.lookups,
+            "hits": self.hits,
+            "below_threshold": self.below_threshold,
+            "stale": self.stale,
+            "rejected_by_guard": dict(self.rejected),
+        }

@@ -1,0 +1,136 @@
+"""The semantic tier: guards one by one, precision on the labelled set, and
+the tier through the real daemon (scope isolation, streams, restart, delete)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from claif_client import Client, NotFound
+from claifd.semantic.embed import HashedNgrams
+from claifd.semantic.evaluate import load_pairs, precision_recall, score_pairs
+from claifd.semantic.guards import Features, check
+
+from .conftest import DaemonProcess, Sim, sim_env
+from .test_cache_e2e import wait_disk
+
+PAIRS = Path(__file__).parent / "data" / "semantic_pairs.json"
+MODEL = "openai/gpt-4o-mini"
+
+
+@pytest.mark.parametrize(("a", "b", "guard"), [
+    ("What is 2+2?", "What is 2+3?", "numbers"),
+    ("What is 6 * 7?", "What is 6 + 7?", "numbers"),
+    ("Convert 5 miles to kilometers", "Convert 5 miles to meters", "units"),
+    ("What does the file 'a.txt' contain", "What does the file 'b.txt' contain", "quoted"),
+    ("What does parse_args do", "What does parse_known_args do", "identifiers"),
+    ("Summarize https://example.com/a", "Summarize https://example.com/b", "urls"),
+    ("Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?", "negation"),
+    ("Convert 100 F to C", "Convert 100 C to F", "entities"),
+    ("What is the capital of France?", "What is the capital of Spain?", "entities"),
+    ("Is it better to rent or buy a house?", "Is it better to buy or rent a house?", "order"),
+    ("Should I buy Tesla stock now", "Should I sell Tesla stock now", "contrast"),
+    ("What happened before the war", "What happened after the war", "contrast"),
+    ("Define entropy", "Define entropy in thermodynamics and information theory, with examples of each", "length"),
+])
+def test_each_guard_rejects_its_near_miss(a: str, b: str, guard: str) -> None:
+    assert check(Features(b), Features(a)) == guard
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("What is the capital of France?", "what is the capital of france"),
+    ("How do I reverse a list in Python?", "How can I reverse a list in Python?"),
+    ("What is 15% of 200?", "what is 15% of 200"),
+    ("Fix the error in my_function", "fix the error in my_function please"),
+])
+def test_guards_pass_genuine_paraphrases(a: str, b: str) -> None:
+    assert check(Features(b), Features(a)) is None
+
+
+def test_default_threshold_has_full_precision_on_the_labelled_set() -> None:
+    pairs = load_pairs(PAIRS)
+    assert len(pairs) >= 300
+    assert {p["kind"] for p in pairs} >= {"paraphrase", "near-miss", "numbers", "entities", "swapped"}
+    embedder = HashedNgrams()
+    precision, recall, wrong = precision_recall(score_pairs(embedder, pairs), embedder.default_threshold)
+    assert wrong == 0 and precision == 1.0
+    assert recall >= 1 / 3, recall  # guards that reject everything are not the answer either
+
+
+def test_embeddings_are_stable_unit_vectors() -> None:
+    e = HashedNgrams()
+    v = e.embed(["What is the capital of France?", ""])
+    assert v.shape == (2, e.dim) and abs(float((v[0] ** 2).sum()) - 1) < 1e-5 and not v[1].any()
+    assert (HashedNgrams().embed(["What is the capital of France?"])[0] == v[0]).all()  # CRC-32, not hash()
+
+
+@pytest.fixture
+def semantic_daemon(daemon_factory, sim: Sim):  # type: ignore[no-untyped-def]
+    d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__SEMANTIC__ENABLED="true"))
+    yield d
+    assert d.stop() == 0
+
+
+def test_paraphrase_is_served_with_why_and_a_near_miss_is_not(semantic_daemon: DaemonProcess, sim: Sim) -> None:
+    with Client(semantic_daemon.socket) as c:
+        first = c.complete("What is the capital of France?", model=MODEL)
+        assert first.cached is False
+        hit = c.complete("what is the capital of france", model=MODEL)
+        assert hit.cached == "semantic" and hit.text == first.text
+        assert hit.semantic is not None and hit.semantic.prompt == "What is the capital of France?"
+        assert hit.semantic.similarity >= 0.85 and hit.semantic.key == first.cache_key
+        streamed = "".join(c.stream("What is the capital of France", model=MODEL))
+        assert streamed == first.text
+
+        c.complete("What is 2+2?", model=MODEL)
+        other = c.complete("What is 2+3?", model=MODEL)
+        assert other.cached is False and other.text.endswith("2+3?")
+        c.complete("Convert 100 F to C", model=MODEL)
+        assert c.complete("Convert 100 C to F", model=MODEL).cached is False
+        stats = c.cache_stats()["semantic"]
+        assert stats["hits"] == 2 and stats["indexed"] >= 4
+        assert stats["rejected_by_guard"]["entities"] >= 1 or stats["below_threshold"] >= 1
+    assert sim.stats()["requests"] == 5
+
+
+def test_scope_isolation(semantic_daemon: DaemonProcess) -> None:
+    """Another model, system prompt, sampling parameter or prior context never matches."""
+    with Client(semantic_daemon.socket) as c:
+        c.complete("What is the capital of France?", model=MODEL)
+        assert c.complete("what is the capital of france", model="openai/gpt-4o").cached is False
+        assert c.complete("what is the capital of france", model=MODEL, system="Answer in verse").cached is False
+        assert c.complete("what is the capital of france", model=MODEL, temperature=0.9).cached is False
+        prior = [{"role": "user", "content": "Let's talk about Texas."}, {"role": "assistant", "content": "Sure."},
+                 {"role": "user", "content": "what is the capital of france"}]
+        assert c.complete(prior, model=MODEL).cached is False
+        assert c.complete("what is the capital of france", model=MODEL, cache={"namespace": "other"}).cached is False
+        assert c.complete("what is the capital of france", model=MODEL).cached == "semantic"
+
+
+def test_per_request_switch_and_only_mode(upstream_daemon: DaemonProcess) -> None:
+    """Off by default; on for one request with cache={"semantic": True}."""
+    with Client(upstream_daemon.socket) as c:
+        c.complete("How do I reverse a list in Python?", model=MODEL, cache={"semantic": True})
+        assert c.complete("How can I reverse a list in Python?", model=MODEL).cached is False
+        hit = c.complete("how do i reverse a list in python", model=MODEL, cache={"mode": "only", "semantic": True})
+        assert hit.cached == "semantic"
+        with pytest.raises(NotFound):
+            c.complete("how do i reverse a string in python", model=MODEL, cache={"mode": "only", "semantic": True})
+
+
+def test_restart_keeps_semantic_hits_and_delete_removes_them(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__SEMANTIC__ENABLED="true"))
+    with Client(d.socket) as c:
+        kept = c.complete("Explain how photosynthesis works", model=MODEL)
+        gone = c.complete("Why is the sky blue?", model=MODEL)
+        wait_disk(c, 2)
+    assert d.stop() == 0
+    d.start()
+    with Client(d.socket) as c:
+        assert c.cache_stats()["semantic"]["indexed"] == 2
+        hit = c.complete("Please explain how photosynthesis works", model=MODEL)
+        assert hit.cached == "semantic" and hit.text == kept.text
+        assert gone.cache_key is not None and c.cache_delete(gone.cache_key)
+        assert c.complete("why is the sky blue", model=MODEL).cached is False
+    assert d.stop() == 0
