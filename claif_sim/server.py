@@ -431,10 +431,14 @@ async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: by
             status, message = problem
             await ex.respond(status, _error_doc(anthropic, status, message))
             return
-        if anthropic:
-            await _anthropic(ex, body, state)
-        else:
-            await _openai(ex, body, state)
+        if body.get("stream"):
+            await (_anthropic_stream if anthropic else _openai_stream)(ex, body, state)
+            return
+        doc = anthropic_doc(body, state) if anthropic else openai_doc(body, state)
+        if state.faults.malformed:
+            await _malformed(ex, state.faults.malformed, doc, "content" if anthropic else "choices", "usage")
+            return
+        await ex.respond(200, doc)
     finally:
         state.in_flight -= 1
 
@@ -534,14 +538,7 @@ def openai_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
     }
 
 
-async def _anthropic(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
-    if not body.get("stream"):
-        doc = anthropic_doc(body, state)
-        if state.faults.malformed:
-            await _malformed(ex, state.faults.malformed, doc, "content", "usage")
-            return
-        await ex.respond(200, doc)
-        return
+async def _anthropic_stream(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
     model = body["model"]
     words, truncated = _answer(body, body["max_tokens"])
     stop_reason = "max_tokens" if truncated else "end_turn"
@@ -577,14 +574,7 @@ async def _anthropic(ex: _Exchange, body: dict[str, Any], state: SimState) -> No
     await ex.send(h11.EndOfMessage())
 
 
-async def _openai(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
-    if not body.get("stream"):
-        doc = openai_doc(body, state)
-        if state.faults.malformed:
-            await _malformed(ex, state.faults.malformed, doc, "choices", "usage")
-            return
-        await ex.respond(200, doc)
-        return
+async def _openai_stream(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
     model = body["model"]
     words, finish = _openai_answer(body)
     created = int(time.time())

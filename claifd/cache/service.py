@@ -139,7 +139,7 @@ class ResponseCache:
             self._semantic = tier
             if self.disk is not None:
                 try:
-                    tier.load(await self._in_thread(self.disk.load_vectors, tier.embedder.name, self.clock()))
+                    await tier.load(await self._in_thread(self.disk.load_vectors, tier.embedder.name, self.clock()))
                 except Exception as exc:
                     await self._disk_failed("read", exc)
         return self._semantic

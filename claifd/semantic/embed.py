@@ -21,17 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from .guards import FILLER
+
 __all__ = ["Embedder", "HashedNgrams", "make_embedder", "EMBEDDERS"]
 
 _TOKEN = re.compile(r"\w+")
-# Words that carry little: weighted down, not dropped (a guard may need them).
-_STOP = frozenset(
-    "a an the is are was were be been of to in on at for by with and or what how why which who whom whose "
-    "do does did can could would should will i you we they it this that these those my your me please tell "
-    "give explain show".split()
-)
-
-
 class Embedder:
     name: str
     dim: int
@@ -56,12 +50,12 @@ class HashedNgrams(Embedder):
             vec = out[row]
             words = _TOKEN.findall(text.lower())
             for i, word in enumerate(words):
-                self._add(vec, "w:" + word, 0.4 if word in _STOP else 1.0)
+                self._add(vec, "w:" + word, 0.4 if word in FILLER else 1.0)
                 if i:
                     self._add(vec, "b:" + words[i - 1] + " " + word, 0.7)
                 padded = f" {word} "
                 for j in range(len(padded) - 2):
-                    self._add(vec, "c:" + padded[j:j + 3], 0.25 if word in _STOP else 0.5)
+                    self._add(vec, "c:" + padded[j:j + 3], 0.25 if word in FILLER else 0.5)
             norm = float(np.linalg.norm(vec))
             if norm:
                 vec /= norm

@@ -86,12 +86,6 @@ class SemanticTier:
             self.index = VectorIndex(self.embedder.dim)  # other vectors: reloaded at next start
         self.config = config
 
-    def wanted(self, request: CompletionRequest) -> bool:
-        control = request.cache
-        if control is not None and control.semantic is not None:
-            return control.semantic
-        return bool(self.config.enabled)
-
     async def _embed(self, text: str) -> Any:
         return (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
 
@@ -139,14 +133,13 @@ class SemanticTier:
         self.index.add(scope, namespace, key, text, vector, Features(text))
         self.cache.queue_vector((key, scope, namespace, text, self.embedder.name, vector.tobytes()))
 
-    def load(self, rows: list[tuple[str, str, str, str, bytes]]) -> None:
-        """Vectors stored by an earlier run (key, scope, namespace, prompt, vector) of this embedder."""
-        import numpy as np
-
-        for key, scope, namespace, prompt, blob in rows:
-            vector = np.frombuffer(blob, dtype=np.float32)
-            if vector.shape == (self.embedder.dim,):
-                self.index.add(scope, namespace, key, prompt, vector, Features(prompt))
+    async def load(self, rows: list[tuple[str, str, str, str, bytes]]) -> None:
+        """Vectors stored by an earlier run (key, scope, namespace, prompt, vector) of this embedder.
+        Decoding and the guards' features are computed in a worker thread; only
+        the index insertions run on the loop."""
+        decoded = await anyio.to_thread.run_sync(_decode_rows, rows, self.embedder.dim)
+        for key, scope, namespace, prompt, vector, feats in decoded:
+            self.index.add(scope, namespace, key, prompt, vector, feats)
         if rows:
             log.info("semantic index loaded", entries=len(self.index))
 
@@ -169,3 +162,15 @@ class SemanticTier:
             "stale": self.stale,
             "rejected_by_guard": dict(self.rejected),
         }
+
+
+def _decode_rows(rows: list[tuple[str, str, str, str, bytes]],
+                 dim: int) -> list[tuple[str, str, str, str, Any, Features]]:
+    import numpy as np
+
+    out = []
+    for key, scope, namespace, prompt, blob in rows:
+        vector = np.frombuffer(blob, dtype=np.float32)
+        if vector.shape == (dim,):  # another dimension: written by another embedder version
+            out.append((key, scope, namespace, prompt, vector, Features(prompt)))
+    return out
