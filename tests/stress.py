@@ -44,19 +44,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "client")]
 
 from claif_client import ClaifError, Client  # noqa: E402
-from claif_client.framing import FrameDecoder  # noqa: E402
 from claif_client.protocol import (  # noqa: E402
-    PROTOCOL_VERSION,
     Cancel,
     Complete,
     CompletionRequest,
     Error,
-    Hello,
     Message,
     SessionGet,
     encode_frame,
-    reply_decoder,
 )
+from tests.conftest import RawConnection  # noqa: E402
 
 # ------------------------------------------------------------------ helpers
 
@@ -110,33 +107,9 @@ class Daemon:
         self.proc.wait()
 
 
-class Raw:
-    """A hand-driven connection (as in the tests)."""
-
-    def __init__(self, path: Path, hello: bool = True, timeout: float = 30) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self.frames = FrameDecoder()
-        self.pending: list[Any] = []
-        self.decoder = reply_decoder()
-        if hello:
-            self.sock.sendall(encode_frame(Hello(protocol=PROTOCOL_VERSION, client="stress")))
-            self.read_payload()
-
-    def read_payload(self) -> Any:
-        while not self.pending:
-            data = self.sock.recv(1 << 16)
-            if not data:
-                raise EOFError
-            self.pending.extend(self.frames.feed(data))
-        return self.pending.pop(0)
-
-    def read(self) -> Any:
-        return self.decoder.decode(self.read_payload())
-
-    def close(self) -> None:
-        self.sock.close()
+def Raw(path: Path, hello: bool = True) -> RawConnection:  # noqa: N802 - reads like the class it makes
+    """A hand-driven connection, as in the tests (with a longer timeout: these runs load the daemon)."""
+    return RawConnection(path, hello=hello, timeout=30)
 
 
 def frame(payload: bytes) -> bytes:
