@@ -1,7 +1,7 @@
 """The completion pipeline: every front (the Unix-socket server, batch,
 sessions, later the HTTP front) runs a completion through this one object.
 
-    request -> prepare (validate, route, cache key, deadline: decided once)
+    request -> prepare (validate, route, optimize, cache key, deadline: decided once)
             -> memory tier           (inline, in the server's data_received)
             -> disk tier             (the memory tier is not probed again)
             -> single-flight join    (the cache hands back a flight; the
@@ -50,6 +50,7 @@ from .config import Config
 from .config_manager import ConfigManager
 from .dispatch import Conn, Dispatch
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_frame, error_info
+from .optimizer import Optimized, optimize
 from .perf import Perf
 from .providers import Provider, resolve_model
 from .sessions.service import SessionService
@@ -73,11 +74,16 @@ class Prepared:
     """A validated, routed request, with its cache key when the cache applies
     and its deadline in seconds."""
 
-    __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout", "outcome", "started")
+    __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout", "outcome", "started",
+                 "optimized")
 
     def __init__(self, request: CompletionRequest, provider: Provider, model: str,
-                 key: str | None, namespace: str, mode: str, timeout: float) -> None:
+                 key: str | None, namespace: str, mode: str, timeout: float,
+                 optimized: Optimized | None = None) -> None:
+        # The request as it goes upstream (after the optimizer).
         self.request = request
+        # What the optimizer changed (reported in the reply), or None.
+        self.optimized = optimized
         self.provider = provider
         self.model = model
         self.key = key
@@ -180,7 +186,7 @@ class Completions:
         self.remember_key(msg.request, prepared)
         entry = self.cached_reply(prepared)
         if entry is not None:
-            conn.write_raw(cached_frames(msg.id, msg.stream, entry))
+            conn.write_raw(cached_frames(msg.id, msg.stream, entry, prepared.optimized))
             self._hit(entry, started)
             return None
         conn.start(complete, self.complete_task, prepared, prepared.timeout)
@@ -246,9 +252,11 @@ class Completions:
             raise ShuttingDown("the daemon is shutting down")
         _validate(request)
         config = self.config
+        optimized: Optimized = {}
         name = request.model or config.client.model
         if name == AUTO:
-            name, _rule = choose_model(request, config.auto)
+            name, rule = choose_model(request, config.auto)
+            optimized["model"] = {"chosen": name, "rule": rule}
             self.auto_selected[name] = self.auto_selected.get(name, 0) + 1
         provider_name, model = resolve_model(name, config.client.model, config.models)
         provider = self.providers.get(provider_name)
@@ -256,6 +264,7 @@ class Completions:
             raise BadRequest(
                 f"unknown provider {provider_name!r} (available: {', '.join(sorted(self.providers))})"
             )
+        request = optimize(request, provider_name, model, config, optimized)
         control = request.cache
         mode = control.mode if control is not None else "use"
         if mode not in CACHE_MODES:
@@ -266,7 +275,8 @@ class Completions:
             key = cache_key(provider_name, model, request, namespace)
         elif mode == "only":
             raise NotFound("cache mode 'only' but the cache is disabled")
-        return Prepared(request, provider, model, key, namespace, mode, self.request_timeout(request))
+        return Prepared(request, provider, model, key, namespace, mode, self.request_timeout(request),
+                        optimized or None)
 
     def request_timeout(self, request: CompletionRequest) -> float:
         return request.timeout if request.timeout is not None else float(self.config.client.timeout)
@@ -282,9 +292,8 @@ class Completions:
         return self._hot_keys.get(bytes(raw))
 
     def remember_key(self, raw: msgspec.Raw, prepared: Prepared) -> None:
-        request = prepared.request
-        if prepared.key is None or prepared.mode not in ("use", "only") or request.model == AUTO:
-            return  # only plain cache reads take the shortcut; auto choices are counted each time
+        if prepared.key is None or prepared.mode not in ("use", "only") or prepared.optimized is not None:
+            return  # only plain cache reads take the shortcut; an optimized request is reported each time
         if len(self._hot_keys) >= HOT_KEYS:
             self._hot_keys.clear()
         self._hot_keys[bytes(raw)] = prepared.key
@@ -298,6 +307,14 @@ class Completions:
     # ------------------------------------------------------------- running
 
     async def complete(self, prepared: Prepared, memory_probed: bool = False) -> CompletionResponse:
+        response = await self._complete(prepared, memory_probed)
+        return response if prepared.optimized is None else _report(response, prepared.optimized)
+
+    async def stream(self, prepared: Prepared, on_delta: DeltaCallback, memory_probed: bool = False) -> CompletionResponse:
+        response = await self._stream(prepared, on_delta, memory_probed)
+        return response if prepared.optimized is None else _report(response, prepared.optimized)
+
+    async def _complete(self, prepared: Prepared, memory_probed: bool) -> CompletionResponse:
         if prepared.key is None:
             return await prepared.provider.complete(prepared.request, prepared.model)
         if prepared.mode != "refresh":
@@ -314,7 +331,7 @@ class Completions:
         async with flight.subscription():
             return await flight.result()
 
-    async def stream(self, prepared: Prepared, on_delta: DeltaCallback, memory_probed: bool = False) -> CompletionResponse:
+    async def _stream(self, prepared: Prepared, on_delta: DeltaCallback, memory_probed: bool) -> CompletionResponse:
         if prepared.key is None:
             return await prepared.provider.stream(prepared.request, prepared.model, on_delta)
         if prepared.mode != "refresh":
@@ -470,10 +487,19 @@ def replay_chunks(entry: MemEntry) -> list[str] | tuple[str, ...]:
     return split_for_replay(entry.response().text)
 
 
-def cached_frames(rid: int, stream: bool, entry: MemEntry) -> bytes:
+def _report(response: CompletionResponse, optimized: Optimized) -> CompletionResponse:
+    """The reply with what the optimizer changed in its request (never stored:
+    another request may reach the same answer with other changes)."""
+    return msgspec.structs.replace(response, optimized=optimized)
+
+
+def cached_frames(rid: int, stream: bool, entry: MemEntry, optimized: Optimized | None = None) -> bytes:
     """A cache hit's reply: the stored response bytes spliced into `Done`,
     after its chunks when the request streams."""
-    done = encode_frame(_DoneRaw(id=rid, response=entry.raw))
+    if optimized is None:
+        done = encode_frame(_DoneRaw(id=rid, response=entry.raw))
+    else:
+        done = encode_frame(Done(id=rid, response=_report(entry.response(), optimized)))
     if not stream:
         return done  # type: ignore[return-value]
     frames = [encode_frame(Chunk(id=rid, text=piece)) for piece in replay_chunks(entry)]

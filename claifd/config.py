@@ -236,6 +236,36 @@ class AutoConfig(_Section):
     ])
 
 
+class ComplexityTokens(_Section):
+    """max_tokens by `complexity_hint`; 0 leaves that hint's max_tokens to the provider."""
+
+    simple: int = 1024
+    moderate: int = 4096
+    complex: int = 16384
+
+
+class OptimizerConfig(_Section):
+    """The request optimizer (claifd/optimizer.py). Each change it makes to a
+    request is reported in the reply's `optimized`."""
+
+    enabled: bool = True
+    # A request with a complexity_hint and no max_tokens gets this max_tokens.
+    max_tokens: ComplexityTokens = msgspec.field(default_factory=ComplexityTokens)
+    # A request estimated longer than its model's window (less the answer's
+    # max_tokens) loses its oldest turns: system prompt, first user message,
+    # tool calls with their results and the newest turns are kept.
+    trim_context: bool = True
+    # Context windows in tokens by "provider/model" pattern (fnmatch); the
+    # longest matching pattern wins.
+    context_windows: dict[str, int] = msgspec.field(default_factory=lambda: {
+        "*": 128_000,
+        "anthropic/*": 200_000,
+        "openai/gpt-4.1*": 1_047_576,
+        "openai/gpt-5*": 400_000,
+        "echo/*": 200_000,
+    })
+
+
 class BatchConfig(_Section):
     concurrency: int = 5
 
@@ -293,6 +323,7 @@ class Config(_Section):
     providers: ProvidersConfig = msgspec.field(default_factory=ProvidersConfig)
     models: dict[str, str] = {}
     auto: AutoConfig = msgspec.field(default_factory=AutoConfig)
+    optimizer: OptimizerConfig = msgspec.field(default_factory=OptimizerConfig)
     prices: dict[str, Price] = {}
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
@@ -505,6 +536,10 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "session.context.max_tokens": (1, None),
     "session.context.recent": (1, None),
     "auto.short_chars": (0, None),
+    "optimizer.max_tokens.simple": (0, None),
+    "optimizer.max_tokens.moderate": (0, None),
+    "optimizer.max_tokens.complex": (0, None),
+    "optimizer.context_windows.*": (1, None),
     "auto.long_chars": (0, None),
     "batch.concurrency": (1, 10_000),
     "server.drain_timeout": (0, None),

@@ -181,10 +181,10 @@ def ask(text: str, system: str | None = None) -> CompletionRequest:
 
 def test_auto_model_rules() -> None:
     rules = AutoConfig()
-    assert choose_model(ask("hi"), rules) == (rules.fast, "fast")
-    assert choose_model(ask("Analyze this short text"), rules) == (rules.capable, "capable")
-    assert choose_model(ask("x" * 9000), rules) == (rules.capable, "capable")
-    assert choose_model(ask("```\ncode\n```"), rules) == (rules.balanced, "balanced")
+    assert choose_model(ask("hi"), rules) == (rules.fast, "short")
+    assert choose_model(ask("Analyze this short text"), rules) == (rules.capable, "keyword")
+    assert choose_model(ask("x" * 9000), rules) == (rules.capable, "long")
+    assert choose_model(ask("```\ncode\n```"), rules) == (rules.balanced, "code")
     assert choose_model(ask("tell me about " + "the sea " * 100), rules) == (rules.balanced, "balanced")
 
 

@@ -21,15 +21,26 @@ the role and framing (content blocks count the characters of their JSON).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from .model import SessionMessage
+__all__ = ["estimate_tokens", "trim", "Estimator", "units", "Turn"]
 
-__all__ = ["estimate_tokens", "trim", "Estimator", "units"]
 
-Estimator = Callable[[SessionMessage], int]
+class Turn(Protocol):
+    """A message: a session's (`SessionMessage`, which may be pinned) or a
+    request's (`Message`). Read-only attributes, so both structs qualify."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> str | list[dict[str, Any]]: ...
+
+
+Estimator = Callable[[Turn], int]
+_T = TypeVar("_T", bound=Turn)
 PER_MESSAGE = 4
 
 
@@ -39,7 +50,7 @@ def _content_chars(content: str | list[dict[str, Any]]) -> int:
     return len(msgspec.json.encode(content))
 
 
-def estimate_tokens(message: SessionMessage) -> int:
+def estimate_tokens(message: Turn) -> int:
     return -(-_content_chars(message.content) // 4) + PER_MESSAGE
 
 
@@ -47,22 +58,22 @@ def estimate_text(text: str | None) -> int:
     return -(-len(text) // 4) if text else 0
 
 
-def _blocks(message: SessionMessage) -> list[dict[str, Any]]:
+def _blocks(message: Turn) -> list[dict[str, Any]]:
     return message.content if isinstance(message.content, list) else []
 
 
-def _opens_tool_call(message: SessionMessage) -> bool:
+def _opens_tool_call(message: Turn) -> bool:
     return message.role == "assistant" and any(b.get("type") in ("tool_use", "tool_calls") for b in _blocks(message))
 
 
-def _is_tool_result(message: SessionMessage) -> bool:
+def _is_tool_result(message: Turn) -> bool:
     if message.role == "tool":
         return True
     blocks = _blocks(message)
     return message.role == "user" and bool(blocks) and all(b.get("type") == "tool_result" for b in blocks)
 
 
-def units(messages: Sequence[SessionMessage]) -> list[list[int]]:
+def units(messages: Sequence[Turn]) -> list[list[int]]:
     """Indexes grouped so that a tool call and its results stay together."""
     groups: list[list[int]] = []
     for i, message in enumerate(messages):
@@ -76,13 +87,15 @@ def units(messages: Sequence[SessionMessage]) -> list[list[int]]:
 
 
 def trim(
-    messages: Sequence[SessionMessage],
+    messages: Sequence[_T],
     system: str | None,
     max_tokens: int,
     recent: int = 8,
     estimator: Estimator = estimate_tokens,
-) -> tuple[list[SessionMessage], int]:
-    """The messages to send, and how many were left out."""
+) -> tuple[list[_T], int]:
+    """The messages to send, and how many were left out. (A request's
+    messages have no `pinned`: only the first user message and the newest
+    are then mandatory.)"""
     costs = [estimator(m) for m in messages]
     budget = max_tokens - estimate_text(system)
     if sum(costs) <= budget or not messages:
@@ -91,7 +104,7 @@ def trim(
     group_of = {i: g for g, members in enumerate(groups) for i in members}
     keep: set[int] = set()
     first_user = next((i for i, m in enumerate(messages) if m.role == "user"), None)
-    mandatory = {group_of[i] for i, m in enumerate(messages) if m.pinned}
+    mandatory = {group_of[i] for i, m in enumerate(messages) if getattr(m, "pinned", False)}
     if first_user is not None:
         mandatory.add(group_of[first_user])
     mandatory.add(len(groups) - 1)  # the newest message is what is being answered

@@ -73,6 +73,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--system", "-s", help="system prompt")
     ask.add_argument("--max-tokens", type=int)
     ask.add_argument("--temperature", type=float)
+    ask.add_argument("--complexity", choices=("simple", "moderate", "complex"),
+                     help="how demanding the question is: picks the model under --model auto and a max_tokens "
+                          "default (the daemon's optimizer.* settings)")
     ask.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     ask.add_argument("--session", help="send within this session")
     modes = ask.add_mutually_exclusive_group()
@@ -166,7 +169,7 @@ def _print_json(doc: Any, out: TextIO = sys.stdout) -> None:
 
 
 def _response_doc(resp: CompletionResponse, session: Any = None) -> dict[str, Any]:
-    doc = {
+    doc: dict[str, Any] = {
         "text": resp.text,
         "model": resp.model,
         "cached": resp.cached,
@@ -175,6 +178,10 @@ def _response_doc(resp: CompletionResponse, session: Any = None) -> dict[str, An
         "id": resp.id,
         "cache_key": resp.cache_key,
     }
+    if resp.semantic is not None:
+        doc["semantic"] = msgspec.to_builtins(resp.semantic)
+    if resp.optimized is not None:
+        doc["optimized"] = resp.optimized
     if session:
         doc["session"] = session
     return doc
@@ -249,7 +256,7 @@ def _prompt(words: list[str]) -> str:
     return prompt
 
 
-_OPTION_FIELDS = frozenset({"temperature", "top_p", "top_k", "max_tokens", "stop", "tool_choice", "metadata"})
+_OPTION_FIELDS = frozenset({"temperature", "top_p", "top_k", "max_tokens", "stop", "tool_choice", "metadata", "complexity_hint"})
 
 
 def _options(pairs: list[list[str]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -282,6 +289,8 @@ def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
         fields["max_tokens"] = args.max_tokens
     if args.temperature is not None:
         fields["temperature"] = args.temperature
+    if args.complexity is not None:
+        fields["complexity_hint"] = args.complexity
     kwargs: dict[str, Any] = dict(model=args.model, system=args.system, cache=cache, session=args.session, **fields)
     if extra:
         kwargs["extra"] = extra

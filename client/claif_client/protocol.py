@@ -43,7 +43,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Union
+from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
 
@@ -117,6 +117,7 @@ PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86400)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 Sampling = Annotated[float, msgspec.Meta(ge=0, le=1000)]
+Complexity = Literal["simple", "moderate", "complex"]
 
 
 class ErrorCode:
@@ -193,6 +194,9 @@ class CompletionRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     session: str | None = None
     # Seconds the daemon may spend on this request; None uses client.timeout.
     timeout: PositiveSeconds | None = None
+    # How demanding the request is: picks the model under `model: "auto"` and
+    # a max_tokens default (see the daemon's `optimizer.*` configuration).
+    complexity_hint: Complexity | None = None
 
 
 class CompletionResponse(msgspec.Struct, kw_only=True):
@@ -208,6 +212,9 @@ class CompletionResponse(msgspec.Struct, kw_only=True):
     cache_key: str | None = None
     # For cached == "semantic": the similarity and the prompt that matched.
     semantic: SemanticMatch | None = None
+    # What the daemon's optimizer changed in this request (model chosen,
+    # max_tokens set, context trimmed), and why; None when nothing.
+    optimized: dict[str, Any] | None = None
 
 
 class ErrorInfo(msgspec.Struct, omit_defaults=True):
