@@ -15,6 +15,7 @@ Endpoints:
     POST /_sim/config            change faults at run time (JSON; see `Faults`)
     GET  /_sim/requests          the last requests received (bodies, key present?)
     POST /_sim/release           let requests held by the `hold` fault go on
+    POST /v1/embeddings          deterministic word-hashed vectors (64 dims)
 
 The reply text is a pure function of the request: "Simulated reply to: " and
 the last user message. Tokens are whitespace-separated words; streams send a
@@ -36,6 +37,7 @@ import math
 import re
 import signal
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +91,8 @@ class Faults:
     # OpenAI does) or "cut" (a long plain-text body whose first 200 bytes end
     # inside the key).
     key_echo: str = "whole"
+    # POST /v1/embeddings answers with this status (an error body) instead.
+    embeddings_status: int | None = None
 
 
 @dataclass
@@ -103,6 +107,7 @@ class SimState:
     held: int = 0
     connections_opened: int = 0
     connections_open: int = 0
+    embeddings: int = 0  # /v1/embeddings requests (not counted in `requests`)
     by_path: dict[str, int] = field(default_factory=dict)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT))
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -115,7 +120,7 @@ class SimState:
     def reset(self) -> None:
         self.faults = dataclasses.replace(self.startup, errors=list(self.startup.errors))
         self.release()
-        self.requests = self.errors_injected = self.disconnects = self.connections_opened = 0
+        self.requests = self.errors_injected = self.disconnects = self.connections_opened = self.embeddings = 0
         self.peak_concurrency = self.in_flight
         self.by_path.clear()
         self.recent.clear()
@@ -137,6 +142,7 @@ class SimState:
             "by_path": dict(self.by_path),
             "pending_errors": list(self.faults.errors),
             "held": self.held,
+            "embeddings": self.embeddings,
         }
 
 
@@ -326,6 +332,8 @@ async def _route(ex: _Exchange, req: h11.Request, body: bytes, state: SimState) 
     headers = {k.decode().lower(): v.decode() for k, v in req.headers}
     if method == "POST" and path in ("/v1/messages", "/v1/chat/completions"):
         await _completion(ex, path, headers, body, state)
+    elif method == "POST" and path == "/v1/embeddings":
+        await _embeddings(ex, headers, body, state)
     elif method == "GET" and path == "/v1/models":
         await _models(ex, headers)
     elif method == "GET" and path == "/_sim/stats":
@@ -357,6 +365,42 @@ async def _configure(ex: _Exchange, body: bytes, state: SimState) -> None:
         await ex.respond(400, {"error": {"message": str(exc), "type": "invalid_request"}})
         return
     await ex.respond(200, {"faults": vars(state.faults)})
+
+
+async def _embeddings(ex: _Exchange, headers: dict[str, str], raw: bytes, state: SimState) -> None:
+    """OpenAI's embeddings API with deterministic vectors (see `embedding`)."""
+    state.embeddings += 1
+    status = state.faults.embeddings_status
+    if status:
+        await ex.respond(status, _error_doc(False, status, f"simulated {status}"))
+        return
+    try:
+        body = json.loads(raw)
+        texts = body["input"]
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("input must be a string or a list of strings")
+    except (ValueError, KeyError, TypeError) as exc:
+        await ex.respond(400, _error_doc(False, 400, f"invalid embeddings request: {exc}"))
+        return
+    data = [{"object": "embedding", "index": i, "embedding": embedding(t)} for i, t in enumerate(texts)]
+    await ex.respond(200, {"object": "list", "data": data, "model": body.get("model", ""),
+                           "usage": {"prompt_tokens": sum(_count_words(t) for t in texts),
+                                     "total_tokens": sum(_count_words(t) for t in texts)}})
+
+
+EMBEDDING_DIM = 64
+
+
+def embedding(text: str) -> list[float]:
+    """A deterministic, unnormalised vector: each lowercased word hashed
+    (CRC-32) into one of 64 signed buckets. Rewordings that keep the words
+    score near 1; it knows nothing of meaning (a simulator, not a model)."""
+    vec = [0.0] * EMBEDDING_DIM
+    for word in re.findall(r"\w+", text.lower()):
+        h = zlib.crc32(word.encode())
+        vec[h % EMBEDDING_DIM] += 1.0 if h & 0x80000000 else -1.0
+    return vec
 
 
 async def _models(ex: _Exchange, headers: dict[str, str]) -> None:

@@ -70,6 +70,9 @@ class App:
                                      clock=clock, perf=self.perf),
         }
         self.cache = ResponseCache(config.cache, config.prices)
+        openai = self.providers["openai"]
+        assert isinstance(openai, OpenAIProvider)
+        self.cache.remote_embed = openai.embeddings
         self.sessions = SessionService(config.session)
         self.completions = Completions(settings, self.providers, self.cache, self.sessions, self.state, self.perf)
         self.live_config = LiveConfig(settings)

@@ -12,6 +12,7 @@ Sizes ("100MB", "64 MiB", or bytes) and durations (seconds, or "30s", "5m",
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -180,7 +181,11 @@ class SemanticCacheConfig(_Section):
     # the embedder's own default, the threshold with 100% precision on the
     # labelled set (tests/data/semantic_pairs.json).
     threshold: float = 0.0
-    embedder: Literal["hashed-ngrams"] = "hashed-ngrams"
+    # hashed-ngrams (built in), wordllama (the `semantic` extra), or openai
+    # (an OpenAI-compatible /v1/embeddings at providers.openai.base_url).
+    embedder: Literal["hashed-ngrams", "wordllama", "openai"] = "hashed-ngrams"
+    # The embeddings model asked for by the openai embedder.
+    model: str = "text-embedding-3-small"
 
 
 class CacheConfig(_Section):
@@ -593,6 +598,16 @@ def _flatten_numbers(doc: Mapping[str, Any], prefix: str = "") -> list[tuple[str
     return out
 
 
+def _embedder_problems(semantic: SemanticCacheConfig) -> list[str]:
+    """An embedder that cannot load is an invalid configuration (caught by
+    `config set` and reloads), not a semantic tier that silently never hits."""
+    if semantic.embedder == "wordllama" and importlib.util.find_spec("wordllama") is None:
+        return ["cache.semantic.embedder 'wordllama' needs the wordllama package: pip install 'claifd[semantic]'"]
+    if semantic.embedder == "openai" and not semantic.model:
+        return ["cache.semantic.embedder 'openai' needs cache.semantic.model (an embeddings model)"]
+    return []
+
+
 def build_config(merged: Mapping[str, Any]) -> Config:
     """Validate a merged layer dict into a `Config`, or raise `ConfigError`
     (naming every value that is out of range, not only the first)."""
@@ -601,6 +616,7 @@ def build_config(merged: Mapping[str, Any]) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(str(exc)) from exc
     problems = check_ranges(config)
+    problems.extend(_embedder_problems(config.cache.semantic))
     if config.metrics.listen:
         host, sep, port = config.metrics.listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:

@@ -281,6 +281,12 @@ class HealthMonitor:
             return probe
         return _check("cache_disk", "ok")
 
+    def _semantic_check(self) -> dict[str, Any]:
+        tier = self.cache.semantic
+        if tier is None or tier.error is None:
+            return _check("semantic_cache", "ok")
+        return _check("semantic_cache", "warning", f"{tier.error}; answering from the exact tier only")
+
     def _state_checks(self, now: float) -> list[dict[str, Any]]:
         error = self.config_error()
         draining = self.state.draining
@@ -289,6 +295,7 @@ class HealthMonitor:
         return [
             _check("config", "warning" if error else "ok", f"last edit rejected: {error}" if error else ""),
             _check("draining", "warning" if draining else "ok", "shutting down" if draining else ""),
+            self._semantic_check(),
             _check("file_descriptors", "warning" if limit > 0 and fds >= 0.9 * limit else "ok",
                    f"{fds} of {limit} in use" if fds else ""),
         ]

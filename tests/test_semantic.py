@@ -3,12 +3,14 @@ the tier through the real daemon (scope isolation, streams, restart, delete)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from claif_client import Client, NotFound
-from claifd.semantic.embed import HashedNgrams
+from claif_client import BadRequest, Client, NotFound
+from claifd.config import ConfigError, build_config
+from claifd.semantic.embed import Batcher, EmbedderUnavailable, HashedNgrams, make_embedder
 from claifd.semantic.evaluate import load_pairs, precision_recall, score_pairs
 from claifd.semantic.guards import Features, check
 
@@ -133,4 +135,96 @@ def test_restart_keeps_semantic_hits_and_delete_removes_them(daemon_factory, sim
         assert hit.cached == "semantic" and hit.text == kept.text
         assert gone.cache_key is not None and c.cache_delete(gone.cache_key)
         assert c.complete("why is the sky blue", model=MODEL).cached is False
+    assert d.stop() == 0
+
+
+# ----------------------------------------------------------- other embedders
+
+
+def test_wordllama_has_full_precision_at_its_default_threshold() -> None:
+    """The `semantic` extra (make test installs it): weights from its own wheel, nothing downloaded."""
+    embedder = make_embedder("wordllama")
+    v = embedder.embed(["What is the capital of France?", "what is the capital of france"])
+    assert v.shape == (2, embedder.dim) and abs(float((v[0] ** 2).sum()) - 1) < 1e-4
+    precision, recall, wrong = precision_recall(score_pairs(embedder, load_pairs(PAIRS)), embedder.default_threshold)
+    assert wrong == 0 and precision == 1.0 and recall >= 1 / 3, recall
+
+
+def test_an_embedder_that_cannot_load_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wordllama" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs the wordllama package: pip install 'claifd\[semantic\]'"):
+        build_config({"cache": {"semantic": {"embedder": "wordllama"}}})
+    with pytest.raises(EmbedderUnavailable, match="wordllama package"):
+        make_embedder("wordllama")
+    with pytest.raises(ConfigError, match="needs cache.semantic.model"):
+        build_config({"cache": {"semantic": {"embedder": "openai", "model": ""}}})
+
+
+def test_a_tier_whose_embedder_fails_to_load_says_so_and_answers_nothing() -> None:
+    import anyio
+    import msgspec
+
+    from claif_client.protocol import CompletionRequest, Message
+    from claifd.cache.service import ResponseCache
+    from claifd.config import CacheConfig, SemanticCacheConfig
+    from claifd.semantic.tier import SemanticTier
+
+    broken = msgspec.structs.replace(SemanticCacheConfig(enabled=True), embedder="no-such-embedder")
+    tier = SemanticTier(broken, ResponseCache(CacheConfig(dir=""), {}))
+    request = CompletionRequest(messages=[Message(role="user", content="hi")])
+    assert anyio.run(tier.lookup, "openai", "m", request, "default") is None
+    assert tier.error is not None and "no-such-embedder" in tier.error
+    assert tier.stats()["error"] == tier.error
+    tier.reconfigure(SemanticCacheConfig(enabled=True))  # a good embedder again: the error clears
+    assert tier.error is None and anyio.run(tier.ready) is not None
+
+
+def test_concurrent_prompts_share_one_embedder_call() -> None:
+    import anyio
+
+    class Counting(HashedNgrams):
+        batches: list[int] = []
+
+        def embed(self, texts: list[str]):  # type: ignore[no-untyped-def]
+            self.batches.append(len(texts))
+            time.sleep(0.02)
+            return super().embed(texts)
+
+    batcher = Batcher(Counting())
+    texts = [f"question number {i}" for i in range(20)]
+    got: dict[int, object] = {}
+
+    async def main() -> None:
+        async def one(i: int) -> None:
+            got[i] = await batcher.embed(texts[i])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+
+    anyio.run(main)
+    assert sum(Counting.batches) == 20 and len(Counting.batches) <= 3, Counting.batches  # 1, then the rest together
+    for i in range(20):
+        assert (got[i] == HashedNgrams().embed([texts[i]])[0]).all()  # each caller gets its own row
+
+
+def test_openai_embedder_through_the_pool_and_an_endpoint_failure_is_a_miss(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__SEMANTIC__ENABLED="true",
+                                   CLAIF_CACHE__SEMANTIC__EMBEDDER="openai"))
+    with Client(d.socket) as c:
+        first = c.complete("What is the capital of France?", model=MODEL)
+        hit = c.complete("what is the capital of france", model=MODEL)
+        assert hit.cached == "semantic" and hit.text == first.text
+        assert sim.stats()["embeddings"] >= 2
+        stats = c.cache_stats()["semantic"]
+        assert stats["embedder"] == "openai:text-embedding-3-small" and stats["error"] is None
+        sim.configure(embeddings_status=500)
+        missed = c.complete("What is the capital of the France?", model=MODEL)
+        assert missed.cached is False and missed.text.endswith("France?")
+        assert c.cache_stats()["semantic"]["failures"] >= 1
+        with pytest.raises(BadRequest, match="needs cache.semantic.model"):
+            c.config_set("cache.semantic.model", "")
     assert d.stop() == 0

@@ -36,6 +36,7 @@ from .policy import base_ttl, effective_ttl
 from .prices import PriceTable
 
 if TYPE_CHECKING:
+    from ..semantic.embed import RemoteEmbed
     from ..semantic.tier import SemanticTier
 
 __all__ = ["ResponseCache"]
@@ -96,6 +97,8 @@ class ResponseCache:
         self._full = anyio.Event()
         # The semantic tier: built on first use (it imports numpy).
         self._semantic: SemanticTier | None = None
+        # How the openai embedder reaches /v1/embeddings (set by the app: the openai provider).
+        self.remote_embed: RemoteEmbed | None = None
         self._vectors: list[tuple[str, str, str, str, str, bytes]] = []
 
     def __repr__(self) -> str:
@@ -128,21 +131,29 @@ class ResponseCache:
                 self.disk_errors += 1
         task_group.start_soon(self._writer)
         if self.config.semantic.enabled:
-            await self.load_semantic()
+            await (await self.load_semantic()).ready()
 
     async def load_semantic(self) -> SemanticTier:
-        """The semantic tier, built (and its stored vectors loaded) on first use."""
+        """The semantic tier, built on first use (its embedder and stored
+        vectors load at its first `ready()`)."""
         if self._semantic is None:
             from ..semantic.tier import SemanticTier  # imports numpy: only when wanted
 
-            tier = SemanticTier(self.config.semantic, self)
-            self._semantic = tier
-            if self.disk is not None:
-                try:
-                    await tier.load(await self._in_thread(self.disk.load_vectors, tier.embedder.name, self.clock()))
-                except Exception as exc:
-                    await self._disk_failed("read", exc)
+            self._semantic = SemanticTier(self.config.semantic, self, self.remote_embed)
         return self._semantic
+
+    @property
+    def semantic(self) -> SemanticTier | None:
+        """The semantic tier, if it has been wanted yet."""
+        return self._semantic
+
+    async def load_vectors(self, tier: SemanticTier, identity: str) -> None:
+        """Put the vectors stored by earlier runs for embedder `identity` into the tier's index."""
+        if self.disk is not None:
+            try:
+                await tier.load(await self._in_thread(self.disk.load_vectors, identity, self.clock()))
+            except Exception as exc:
+                await self._disk_failed("read", exc)
 
     def semantic_wanted(self, request: CompletionRequest) -> bool:
         control = request.cache

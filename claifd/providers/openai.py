@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import msgspec
 from httpx_sse import ServerSentEvent
 
@@ -22,7 +23,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 from ..config import ProviderConfig
 from ..content import text_of
 from ..errors import UpstreamError
-from .http import HttpProvider, StreamAssembler
+from .http import HttpProvider, RetryableFailure, StreamAssembler
 
 __all__ = ["OpenAIProvider"]
 
@@ -54,6 +55,32 @@ class OpenAIProvider(HttpProvider):
 
     def models_url(self, config: ProviderConfig) -> str:
         return config.base_url.rstrip("/") + "/models"
+
+    async def embeddings(self, model: str, texts: list[str]) -> list[list[float]]:
+        """`POST /embeddings` through the pool (the semantic tier's openai
+        embedder): one vector per text, in order. One attempt: a failed
+        embedding makes a cache miss, not a failed request."""
+        config = self.config
+        key = self.api_key(config)
+        content = msgspec.json.encode({"model": model, "input": texts})
+        async with self.limiter:
+            lane = self.pool.acquire()
+            try:
+                resp = await lane.send("POST", config.base_url.rstrip("/") + "/embeddings",
+                                       self.headers(config, key), content)
+                raw = await resp.aread()
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"embeddings request to {self.name} failed: {type(exc).__name__}") from exc
+            finally:
+                self.pool.release(lane)
+        if resp.status_code >= 400:
+            failure = self._status_failure(resp, raw, key)
+            raise failure.error if isinstance(failure, RetryableFailure) else failure
+        try:
+            doc = msgspec.json.decode(raw, type=_Embeddings)
+        except msgspec.DecodeError as exc:
+            raise UpstreamError(f"{self.name} sent embeddings of the wrong shape ({exc})") from exc
+        return [item.embedding for item in sorted(doc.data, key=lambda item: item.index)]
 
     def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {key}", "content-type": "application/json"}
@@ -166,3 +193,12 @@ class _OpenAIStream(StreamAssembler):
                 input_tokens=self.usage.get("prompt_tokens", 0), output_tokens=self.usage.get("completion_tokens", 0)
             ),
         )
+
+
+class _Embedding(msgspec.Struct):
+    embedding: list[float]
+    index: int = 0
+
+
+class _Embeddings(msgspec.Struct):
+    data: list[_Embedding]

@@ -9,21 +9,39 @@ rewordings that keep most of the words (and typos, through the trigrams);
 it does not know synonyms -- the guards, not the embedder, keep answers
 correct either way.
 
-Embedding runs in a worker thread (`Embedder.embed` is blocking), batched by
-the tier.
+`wordllama` (the `semantic` extra) is a static-embedding model whose weights
+ship in its wheel: loaded from its own package directory, never downloaded.
+`openai` asks an OpenAI-compatible `/v1/embeddings` endpoint (the openai
+provider's base URL and key) through the daemon's pool.
+
+Local embedders run in a worker thread (`Embedder.embed` is blocking); the
+tier batches concurrent prompts into one call (`Batcher`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import zlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
 
 from .guards import FILLER
 
-__all__ = ["Embedder", "HashedNgrams", "make_embedder", "EMBEDDERS"]
+__all__ = ["Embedder", "HashedNgrams", "WordLlamaEmbedder", "RemoteEmbedder", "EmbedderUnavailable",
+           "make_embedder", "EMBEDDERS", "Batcher", "RemoteEmbed"]
+
+# (model, texts) -> one vector per text, through the daemon's pool.
+RemoteEmbed = Callable[[str, list[str]], Awaitable[list[list[float]]]]
+
+
+class EmbedderUnavailable(Exception):
+    """The configured embedder cannot load; the message says what to install or set."""
 
 _TOKEN = re.compile(r"\w+")
 class Embedder:
@@ -35,8 +53,16 @@ class Embedder:
     default_threshold: float
 
     def embed(self, texts: list[str]) -> Any:
-        """A (len(texts), dim) float32 array of unit rows."""
+        """A (len(texts), dim) float32 array of unit rows (blocking)."""
         raise NotImplementedError
+
+    async def embed_async(self, texts: list[str]) -> Any:
+        return await anyio.to_thread.run_sync(self.embed, texts)
+
+    @property
+    def identity(self) -> str:
+        """What stored vectors are tagged with: vectors of another identity are not loaded."""
+        return self.name
 
 
 class HashedNgrams(Embedder):
@@ -66,12 +92,127 @@ class HashedNgrams(Embedder):
         vec[h % self.dim] += weight if h & 0x80000000 else -weight
 
 
-EMBEDDERS: dict[str, type[Embedder]] = {"hashed-ngrams": HashedNgrams}
+class WordLlamaEmbedder(Embedder):
+    """wordllama's 256-dimension static embeddings (~20 us a prompt here)."""
+
+    name = "wordllama"
+    dim = 256
+    # 100% precision from 0.75 on the labelled set (the highest-scoring wrong
+    # pair that passes the guards: 0.736); 0.80 leaves a margin.
+    default_threshold = 0.80
+
+    def __init__(self) -> None:
+        if importlib.util.find_spec("wordllama") is None:
+            raise EmbedderUnavailable("cache.semantic.embedder 'wordllama' needs the wordllama package: "
+                                      "pip install 'claifd[semantic]'")
+        import wordllama
+
+        try:  # its weights are in its own package directory: nothing is downloaded
+            self._model = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent, dim=self.dim,
+                                                   disable_download=True)
+        except Exception as exc:
+            raise EmbedderUnavailable(f"wordllama could not load its bundled model: {exc}") from exc
+
+    def embed(self, texts: list[str]) -> Any:
+        out = np.asarray(self._model.embed(texts, norm=True), dtype=np.float32)
+        return out.reshape(len(texts), self.dim)
 
 
-def make_embedder(name: str) -> Embedder:
-    """The embedder called `name`; ValueError (with the choices) if unknown."""
+class RemoteEmbedder(Embedder):
+    """An OpenAI-compatible `/v1/embeddings` endpoint (`cache.semantic.model`).
+    Its dimension is learnt from the first answer."""
+
+    name = "openai"
+    dim = 0
+    # Not calibrated here (no endpoint on this machine); the guards carry
+    # precision. Measure with bench/bench_semantic.py against your endpoint.
+    default_threshold = 0.90
+
+    def __init__(self, model: str, remote: RemoteEmbed | None) -> None:
+        if remote is None:
+            raise EmbedderUnavailable("cache.semantic.embedder 'openai' needs the openai provider")
+        self.model = model
+        self._remote = remote
+
+    @property
+    def identity(self) -> str:
+        return f"openai:{self.model}"
+
+    def embed(self, texts: list[str]) -> Any:
+        raise TypeError("a remote embedder is asynchronous: use embed_async")
+
+    async def embed_async(self, texts: list[str]) -> Any:
+        rows = await self._remote(self.model, texts)
+        out = np.asarray(rows, dtype=np.float32)
+        if out.ndim != 2 or len(out) != len(texts) or not out.shape[1]:
+            raise ValueError(f"the embeddings endpoint answered {out.shape} for {len(texts)} texts")
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1, norms)
+
+
+EMBEDDERS: dict[str, type[Embedder]] = {"hashed-ngrams": HashedNgrams, "wordllama": WordLlamaEmbedder,
+                                        "openai": RemoteEmbedder}
+
+
+def make_embedder(name: str, model: str = "", remote: RemoteEmbed | None = None) -> Embedder:
+    """The embedder called `name` (blocking: a model may load from disk).
+    EmbedderUnavailable when it cannot load, ValueError when unknown."""
+    if name == "openai":
+        return RemoteEmbedder(model, remote)
     try:
-        return EMBEDDERS[name]()
+        cls = EMBEDDERS[name]
     except KeyError:
         raise ValueError(f"unknown cache.semantic.embedder {name!r} (choices: {', '.join(EMBEDDERS)})") from None
+    return cls()
+
+
+class _Batch:
+    __slots__ = ("texts", "vectors", "error", "done")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.vectors: Any = None
+        self.error: BaseException | None = None
+        self.done = anyio.Event()
+
+
+class Batcher:
+    """Concurrent prompts share one embedder call: while one batch is being
+    embedded, the prompts that arrive wait together for the next one.
+    Alone, a prompt is embedded at once (no added wait)."""
+
+    def __init__(self, embedder: Embedder, max_batch: int = 256) -> None:
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self._open: _Batch | None = None
+        self._running = anyio.Lock()
+        self.calls = 0
+        self.texts = 0
+
+    async def embed(self, text: str) -> Any:
+        batch = self._open
+        leader = batch is None or len(batch.texts) >= self.max_batch
+        if leader:
+            batch = self._open = _Batch()
+        assert batch is not None
+        index = len(batch.texts)
+        batch.texts.append(text)
+        if leader:
+            # Shielded: followers wait on this batch, so a leader cancelled
+            # meanwhile still embeds it for them.
+            with anyio.CancelScope(shield=True):
+                async with self._running:
+                    if self._open is batch:
+                        self._open = None
+                    self.calls += 1
+                    self.texts += len(batch.texts)
+                    try:
+                        batch.vectors = await self.embedder.embed_async(batch.texts)
+                    except Exception as exc:
+                        batch.error = exc
+                    batch.done.set()
+        else:
+            await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.vectors[index]

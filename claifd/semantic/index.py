@@ -35,8 +35,9 @@ class _Scope:
 
 
 class VectorIndex:
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
+    """Vectors of one embedder; a scope's matrix takes the dimension of its first vector."""
+
+    def __init__(self) -> None:
         self._scopes: dict[str, _Scope] = {}
         self._where: dict[str, tuple[str, str]] = {}  # key -> (scope, namespace)
 
@@ -51,9 +52,9 @@ class VectorIndex:
             self.remove(key)
         s = self._scopes.get(scope)
         if s is None:
-            s = self._scopes[scope] = _Scope(self.dim)
+            s = self._scopes[scope] = _Scope(len(vector))
         if s.size == len(s.matrix):
-            grown = np.zeros((len(s.matrix) * 2, self.dim), dtype=np.float32)
+            grown = np.zeros((len(s.matrix) * 2, s.matrix.shape[1]), dtype=np.float32)
             grown[:s.size] = s.matrix[:s.size]
             s.matrix = grown
         s.matrix[s.size] = vector
@@ -90,7 +91,7 @@ class VectorIndex:
     def search(self, scope: str, vector: Any, k: int = 4) -> list[tuple[float, str, str, Features]]:
         """The `k` most similar prompts of the scope: (cosine, key, prompt, features), best first."""
         s = self._scopes.get(scope)
-        if s is None:
+        if s is None or s.matrix.shape[1] != len(vector):
             return []
         sims = s.matrix[:s.size] @ vector
         if s.size > k:

@@ -28,7 +28,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Semanti
 
 from ..cache.keys import canonical_bytes
 from ..config import SemanticCacheConfig
-from .embed import Embedder, make_embedder
+from .embed import Batcher, Embedder, RemoteEmbed, make_embedder
 from .guards import GUARDS, Features, check
 from .index import VectorIndex
 
@@ -65,29 +65,64 @@ def query_and_scope(provider: str, model: str, request: CompletionRequest, names
 
 
 class SemanticTier:
-    def __init__(self, config: SemanticCacheConfig, cache: ResponseCache) -> None:
+    """Built by the cache on first use; `ready()` loads the embedder (in a
+    worker thread) and the stored vectors before the first lookup. An embedder
+    that cannot load leaves the tier answering nothing, with `error` saying
+    why (status, stats and health show it) until the configuration changes."""
+
+    def __init__(self, config: SemanticCacheConfig, cache: ResponseCache, remote: RemoteEmbed | None = None) -> None:
         self.config = config
         self.cache = cache
-        self.embedder: Embedder = make_embedder(config.embedder)
-        self.index = VectorIndex(self.embedder.dim)
+        self.remote = remote
+        self.embedder: Embedder | None = None
+        self.batcher: Batcher | None = None
+        self.index = VectorIndex()
+        self.error: str | None = None
+        self._loading = anyio.Lock()
         self.lookups = 0
         self.hits = 0
         self.below_threshold = 0
         self.stale = 0
+        self.failures = 0
         self.rejected: dict[str, int] = {name: 0 for name, _ in GUARDS}
 
     @property
     def threshold(self) -> float:
-        return float(self.config.threshold) or self.embedder.default_threshold
+        if self.config.threshold:
+            return float(self.config.threshold)
+        return self.embedder.default_threshold if self.embedder is not None else 1.0
 
     def reconfigure(self, config: SemanticCacheConfig) -> None:
-        if config.embedder != self.config.embedder:
-            self.embedder = make_embedder(config.embedder)
-            self.index = VectorIndex(self.embedder.dim)  # other vectors: reloaded at next start
+        if (config.embedder, config.model) != (self.config.embedder, self.config.model):
+            # Another embedder: its own vectors are loaded by the next `ready()`.
+            self.embedder = self.batcher = None
+            self.index = VectorIndex()
+            self.error = None
         self.config = config
 
-    async def _embed(self, text: str) -> Any:
-        return (await anyio.to_thread.run_sync(self.embedder.embed, [text]))[0]
+    async def ready(self) -> Batcher | None:
+        """The embedder's batcher once it is loaded and the stored vectors are
+        in the index; None when it cannot load."""
+        if self.batcher is not None:
+            return self.batcher
+        async with self._loading:
+            if self.batcher is not None or self.error is not None:
+                return self.batcher
+            config = self.config
+            try:
+                embedder = await anyio.to_thread.run_sync(make_embedder, config.embedder, config.model, self.remote)
+            except Exception as exc:
+                self.error = f"the {config.embedder} embedder cannot load: {exc}"
+                log.error("semantic tier unavailable", error=self.error)
+                return None
+            self.embedder, self.batcher = embedder, Batcher(embedder)
+            await self.cache.load_vectors(self, embedder.identity)
+            return self.batcher
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.failures += 1
+        log.warning("semantic tier: embedding failed; answering from the exact tier only",
+                    during=what, error=f"{type(exc).__name__}: {exc}")
 
     # --------------------------------------------------------------- lookup
 
@@ -97,8 +132,16 @@ class SemanticTier:
         if found is None:
             return None
         text, scope = found
+        batcher = await self.ready()
+        if batcher is None:
+            return None
         self.lookups += 1
-        candidates = self.index.search(scope, await self._embed(text), CANDIDATES)
+        try:
+            vector = await batcher.embed(text)
+        except Exception as exc:  # a remote endpoint down: a miss, never a failed request
+            self._failed("lookup", exc)
+            return None
+        candidates = self.index.search(scope, vector, CANDIDATES)
         if not candidates:
             return None
         query = Features(text)
@@ -129,15 +172,24 @@ class SemanticTier:
         if found is None:
             return
         text, scope = found
-        vector = await self._embed(text)
+        batcher = await self.ready()
+        if batcher is None:
+            return
+        try:
+            vector = await batcher.embed(text)
+        except Exception as exc:
+            self._failed("indexing", exc)
+            return
+        if batcher is not self.batcher:
+            return  # the embedder changed meanwhile: this vector belongs to no index now
         self.index.add(scope, namespace, key, text, vector, Features(text))
-        self.cache.queue_vector((key, scope, namespace, text, self.embedder.name, vector.tobytes()))
+        self.cache.queue_vector((key, scope, namespace, text, batcher.embedder.identity, vector.tobytes()))
 
     async def load(self, rows: list[tuple[str, str, str, str, bytes]]) -> None:
         """Vectors stored by an earlier run (key, scope, namespace, prompt, vector) of this embedder.
         Decoding and the guards' features are computed in a worker thread; only
         the index insertions run on the loop."""
-        decoded = await anyio.to_thread.run_sync(_decode_rows, rows, self.embedder.dim)
+        decoded = await anyio.to_thread.run_sync(_decode_rows, rows)
         for key, scope, namespace, prompt, vector, feats in decoded:
             self.index.add(scope, namespace, key, prompt, vector, feats)
         if rows:
@@ -150,10 +202,15 @@ class SemanticTier:
         self.index.clear(namespace)
 
     def stats(self) -> dict[str, Any]:
+        batcher = self.batcher
         return {
             "enabled": bool(self.config.enabled),
-            "embedder": self.embedder.name,
+            "embedder": self.embedder.identity if self.embedder is not None else self.config.embedder,
+            "error": self.error,
             "threshold": self.threshold,
+            "embed_calls": batcher.calls if batcher is not None else 0,
+            "embedded": batcher.texts if batcher is not None else 0,
+            "failures": self.failures,
             "indexed": len(self.index),
             "index_bytes": self.index.memory_bytes(),
             "lookups": self.lookups,
@@ -164,13 +221,16 @@ class SemanticTier:
         }
 
 
-def _decode_rows(rows: list[tuple[str, str, str, str, bytes]],
-                 dim: int) -> list[tuple[str, str, str, str, Any, Features]]:
+def _decode_rows(rows: list[tuple[str, str, str, str, bytes]]) -> list[tuple[str, str, str, str, Any, Features]]:
+    """The rows' vectors and guard features; rows of another dimension than
+    the first (another version of the embedder) are left out."""
     import numpy as np
 
     out = []
+    dim = None
     for key, scope, namespace, prompt, blob in rows:
         vector = np.frombuffer(blob, dtype=np.float32)
-        if vector.shape == (dim,):  # another dimension: written by another embedder version
+        dim = dim or len(vector)
+        if len(vector) == dim:
             out.append((key, scope, namespace, prompt, vector, Features(prompt)))
     return out
