@@ -354,7 +354,7 @@ class Completions:
 
     async def _semantic_hit(self, prepared: Prepared) -> CompletionResponse | None:
         """An earlier answer to a prompt asking the same (semantic tier), or None."""
-        if not self.cache.semantic_wanted(prepared.request):
+        if not self.cache.semantic_wanted(prepared.request, prepared.namespace):
             return None
         tier = await self.cache.load_semantic()
         response = await tier.lookup(prepared.provider.name, prepared.model, prepared.request, prepared.namespace)
@@ -396,7 +396,7 @@ class Completions:
             if response is not None:
                 stored = self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
                                           flight.chunks if flight.streaming else None)
-                if stored is not None and self.cache.semantic_wanted(prepared.request):
+                if stored is not None and self.cache.semantic_wanted(prepared.request, prepared.namespace):
                     await self._index(prepared)
         finally:
             flight.finish(response, error)

@@ -177,6 +177,8 @@ class SemanticCacheConfig(_Section):
     """The semantic tier (claifd/semantic/): off unless enabled here or per request."""
 
     enabled: bool = False
+    # Namespaces where it is on even when `enabled` is false.
+    namespaces: list[str] = []
     # Cosine similarity a candidate needs (its guards must pass too); 0 means
     # the embedder's own default, the threshold with 100% precision on the
     # labelled set (tests/data/semantic_pairs.json).

@@ -228,3 +228,70 @@ def test_openai_embedder_through_the_pool_and_an_endpoint_failure_is_a_miss(daem
         with pytest.raises(BadRequest, match="needs cache.semantic.model"):
             c.config_set("cache.semantic.model", "")
     assert d.stop() == 0
+
+
+def test_a_large_scope_gets_a_graph_that_agrees_with_exact_search() -> None:
+    """Past ann_min entries a scope is searched through an HNSW graph (built
+    in a worker thread in the daemon; here by hand), with adds and removes
+    made during the build replayed; similarities stay the exact ones."""
+    from claifd.semantic.index import VectorIndex
+
+    embedder = HashedNgrams()
+    prompts = [f"how do I {verb} a {thing} in {lang}" for verb in ("sort", "reverse", "copy", "split", "join")
+               for thing in ("list", "string", "dict", "file", "tuple", "array") for lang in ("python", "rust", "go")]
+    vectors = embedder.embed(prompts)
+    pending: list[tuple[object, object]] = []
+    graph = VectorIndex(lambda build, done: pending.append((build, done)), ann_min=40)
+    exact = VectorIndex()
+    for i, p in enumerate(prompts[:60]):
+        for index in (graph, exact):
+            index.add("s", "default", f"k{i}", p, vectors[i], Features(p))
+    assert len(pending) == 1 and graph.graphs() == 0  # building: exact search meanwhile
+    for i in range(60, len(prompts)):  # added while building
+        for index in (graph, exact):
+            index.add("s", "default", f"k{i}", prompts[i], vectors[i], Features(prompts[i]))
+    for i in range(0, 30, 3):  # removed while building
+        assert graph.remove(f"k{i}") and exact.remove(f"k{i}")
+    build, done = pending[0]
+    done(build())  # type: ignore[operator]
+    assert graph.graphs() == 1 and graph.memory_bytes() > exact.memory_bytes()
+    graph.add("s", "default", "late", "how do I zip two lists in python", embedder.embed(["x"])[0], Features("x"))
+    graph.remove("late")
+    queries = embedder.embed([p + " please" for p in prompts])
+    for q in queries:
+        assert graph.search("s", q, 1)[0][:2] == exact.search("s", q, 1)[0][:2]
+
+
+def test_expiry_and_eviction_take_vectors_out_of_the_index(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__SEMANTIC__ENABLED="true", CLAIF_CACHE__MAX_SIZE="3000"))
+    with Client(d.socket) as c:
+        c.complete("Explain how a rainbow forms", model=MODEL, cache={"ttl": 0.3})
+        time.sleep(0.5)
+        assert c.complete("Please explain how a rainbow forms", model=MODEL).cached is False
+        assert c.cache_stats()["semantic"]["stale"] == 1  # found expired: dropped, never served
+        for i in range(40):  # past the 3000-byte disk tier: the oldest answers are evicted
+            c.complete(f"fill the cache with entry number {i} " + "pad " * 20, model=MODEL)
+        stats = wait_disk(c, 1)
+        assert stats["disk"]["evictions"] > 0
+        # Evicted answers left the index with their entries (the newest ones stay findable).
+        assert stats["semantic"]["indexed"] == stats["disk"]["entries"] < 41
+        newest = c.complete("Fill the cache with entry number 39 " + "pad " * 20, model=MODEL)
+        assert newest.cached == "semantic"
+    assert d.stop() == 0
+    d.start()
+    with Client(d.socket) as c:
+        stats = c.cache_stats()
+        assert stats["semantic"]["indexed"] == stats["disk"]["entries"]
+    assert d.stop() == 0
+
+
+def test_on_per_namespace(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env=sim_env(sim))
+    with Client(d.socket) as c:
+        c.config_set("cache.semantic.namespaces", ["team"])
+        for namespace in ("team", "default"):
+            c.complete("What is the capital of France?", model=MODEL, cache={"namespace": namespace})
+        hit = c.complete("what is the capital of france", model=MODEL, cache={"namespace": "team"})
+        assert hit.cached == "semantic"
+        assert c.complete("what is the capital of france", model=MODEL).cached is False
+    assert d.stop() == 0

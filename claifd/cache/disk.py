@@ -88,6 +88,8 @@ class DiskStore:
         self.bytes = 0
         self.entries = 0
         self.evictions = 0
+        # Keys evicted since `take_evicted` (the semantic index drops them).
+        self.evicted: list[str] = []
         self.damaged = 0
         self._db: sqlite3.Connection | None = None
         # Damaged files moved aside since start (shown in status and health).
@@ -313,10 +315,16 @@ class DiskStore:
             for (key,) in rows:
                 if self.bytes <= limit:
                     break
-                self.evictions += self._delete_keys([key])
+                if self._delete_keys([key]):
+                    self.evictions += 1
+                    self.evicted.append(key)
                 evicted = True
         if evicted:
             self.db.execute("PRAGMA incremental_vacuum").fetchall()
+
+    def take_evicted(self) -> list[str]:
+        evicted, self.evicted = self.evicted, []
+        return evicted
 
     def _recount(self) -> None:
         row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()

@@ -130,7 +130,7 @@ class ResponseCache:
                 self.disk = None
                 self.disk_errors += 1
         task_group.start_soon(self._writer)
-        if self.config.semantic.enabled:
+        if self.config.semantic.enabled or self.config.semantic.namespaces:
             await (await self.load_semantic()).ready()
 
     async def load_semantic(self) -> SemanticTier:
@@ -141,6 +141,11 @@ class ResponseCache:
 
             self._semantic = SemanticTier(self.config.semantic, self, self.remote_embed)
         return self._semantic
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup | None:
+        """Where the cache's background work runs (None before `start`)."""
+        return self._task_group
 
     @property
     def semantic(self) -> SemanticTier | None:
@@ -155,11 +160,14 @@ class ResponseCache:
             except Exception as exc:
                 await self._disk_failed("read", exc)
 
-    def semantic_wanted(self, request: CompletionRequest) -> bool:
+    def semantic_wanted(self, request: CompletionRequest, namespace: str) -> bool:
+        """On for this request: its own `cache.semantic`, else its namespace
+        in `cache.semantic.namespaces`, else `cache.semantic.enabled`."""
         control = request.cache
         if control is not None and control.semantic is not None:
             return control.semantic
-        return bool(self.config.semantic.enabled)
+        semantic = self.config.semantic
+        return bool(semantic.enabled) or namespace in semantic.namespaces
 
     def queue_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None:
         if self.disk is not None:
@@ -282,6 +290,10 @@ class ResponseCache:
         try:
             if batch:
                 await self._in_thread(self.disk.put_many, batch, now)
+                evicted = self.disk.take_evicted()
+                if self._semantic is not None:
+                    for key in evicted:
+                        self._semantic.forget(key)
             if vectors:
                 await self._in_thread(self.disk.put_vectors, vectors)
             if touched:

@@ -105,7 +105,7 @@ class WordLlamaEmbedder(Embedder):
         if importlib.util.find_spec("wordllama") is None:
             raise EmbedderUnavailable("cache.semantic.embedder 'wordllama' needs the wordllama package: "
                                       "pip install 'claifd[semantic]'")
-        import wordllama
+        import wordllama  # type: ignore[import-untyped]
 
         try:  # its weights are in its own package directory: nothing is downloaded
             self._model = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent, dim=self.dim,

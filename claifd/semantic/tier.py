@@ -17,6 +17,7 @@ loaded at start-up, so a restart keeps semantic hits.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -76,7 +77,7 @@ class SemanticTier:
         self.remote = remote
         self.embedder: Embedder | None = None
         self.batcher: Batcher | None = None
-        self.index = VectorIndex()
+        self.index = VectorIndex(self._spawn)
         self.error: str | None = None
         self._loading = anyio.Lock()
         self.lookups = 0
@@ -96,7 +97,7 @@ class SemanticTier:
         if (config.embedder, config.model) != (self.config.embedder, self.config.model):
             # Another embedder: its own vectors are loaded by the next `ready()`.
             self.embedder = self.batcher = None
-            self.index = VectorIndex()
+            self.index = VectorIndex(self._spawn)
             self.error = None
         self.config = config
 
@@ -118,6 +119,26 @@ class SemanticTier:
             self.embedder, self.batcher = embedder, Batcher(embedder)
             await self.cache.load_vectors(self, embedder.identity)
             return self.batcher
+
+    def _spawn(self, build: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        """Build a scope's search graph in a worker thread; `done(graph)` on
+        the loop after (None if it failed: exact search goes on)."""
+        task_group = self.cache.task_group
+        if task_group is None:
+            done(None)
+            return
+
+        async def run() -> None:
+            try:
+                graph = await anyio.to_thread.run_sync(build)
+            except Exception:
+                log.exception("building a semantic index graph failed; that scope stays on exact search")
+                graph = None
+            done(graph)
+            if graph is not None:
+                log.info("semantic index graph built", entries=len(graph))
+
+        task_group.start_soon(run)
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.failures += 1
@@ -213,6 +234,7 @@ class SemanticTier:
             "failures": self.failures,
             "indexed": len(self.index),
             "index_bytes": self.index.memory_bytes(),
+            "index_graphs": self.index.graphs(),
             "lookups": self.lookups,
             "hits": self.hits,
             "below_threshold": self.below_threshold,
