@@ -16,6 +16,11 @@ Endpoints:
     GET  /_sim/requests          the last requests received (bodies, key present?)
     POST /_sim/release           let requests held by the `hold` fault go on
     POST /v1/embeddings          deterministic word-hashed vectors (64 dims)
+    POST /v1/messages/count_tokens  {"input_tokens": words of the prompt}
+
+With `tools` in a request whose last turn is a user's question, the answer
+is a call of the first tool (or the one tool_choice names) with input
+{"query": the question}; to a tool result, "Simulated reply to: " the result.
 
 The reply text is a pure function of the request: "Simulated reply to: " and
 the last user message. Tokens are whitespace-separated words; streams send a
@@ -161,9 +166,49 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _tool_result_text(message: Any) -> str | None:
+    """The text of a tool result turn (OpenAI `tool` message, or an Anthropic
+    user turn of tool_result blocks); None for any other turn."""
+    if not isinstance(message, dict):
+        return None
+    if message.get("role") == "tool":
+        return _text_of(message.get("content"))
+    content = message.get("content")
+    if message.get("role") == "user" and isinstance(content, list) and content and all(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    ):
+        return " ".join(_text_of(b.get("content")) for b in content)
+    return None
+
+
 def reply_text(messages: list[dict[str, Any]]) -> str:
+    """To a tool result: "Simulated reply to: " and the result; else the same and the last user turn."""
+    result = _tool_result_text(messages[-1]) if messages else None
+    if result is not None:
+        return "Simulated reply to: " + result
     last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
     return "Simulated reply to: " + (_text_of(last_user.get("content")) if last_user else "")
+
+
+def tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(tool name, input) when the answer is a tool call: the request offers
+    tools, does not forbid them, and its last turn is a user's question (not
+    a tool result). The tool is the one tool_choice names, else the first;
+    the input is {"query": the question}."""
+    tools = body.get("tools")
+    messages = body.get("messages") or []
+    if not isinstance(tools, list) or not tools or not messages or _tool_result_text(messages[-1]) is not None:
+        return None
+    choice = body.get("tool_choice")
+    if choice in ("none", {"type": "none"}):
+        return None
+    names = [(t.get("function") or {}).get("name") if t.get("type") == "function" else t.get("name")
+             for t in tools if isinstance(t, dict)]
+    name = names[0] if names else ""
+    if isinstance(choice, dict):
+        name = choice.get("name") or (choice.get("function") or {}).get("name") or name
+    last = messages[-1]
+    return str(name), {"query": _text_of(last.get("content")) if isinstance(last, dict) else ""}
 
 
 def _count_words(text: str) -> int:
@@ -332,6 +377,11 @@ async def _route(ex: _Exchange, req: h11.Request, body: bytes, state: SimState) 
     headers = {k.decode().lower(): v.decode() for k, v in req.headers}
     if method == "POST" and path in ("/v1/messages", "/v1/chat/completions"):
         await _completion(ex, path, headers, body, state)
+    elif method == "POST" and path == "/v1/messages/count_tokens":
+        try:
+            await ex.respond(200, {"input_tokens": _prompt_tokens(json.loads(body))})
+        except (ValueError, AttributeError) as exc:
+            await ex.respond(400, _error_doc(True, 400, f"invalid body: {exc}"))
     elif method == "POST" and path == "/v1/embeddings":
         await _embeddings(ex, headers, body, state)
     elif method == "GET" and path == "/v1/models":
@@ -550,6 +600,15 @@ async def _stream_words(ex: _Exchange, words: list[str], state: SimState, emit: 
 
 def anthropic_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
     """The JSON answer (not streamed) to an Anthropic Messages request."""
+    call = tool_call(body)
+    if call is not None:
+        return {
+            "id": f"msg_sim_{next(state.ids):08d}", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [{"type": "tool_use", "id": f"toolu_sim_{next(state.ids):08d}", "name": call[0],
+                         "input": call[1]}],
+            "stop_reason": "tool_use", "stop_sequence": None,
+            "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": 1},
+        }
     words, truncated = _answer(body, body["max_tokens"])
     return {
         "id": f"msg_sim_{next(state.ids):08d}", "type": "message", "role": "assistant", "model": body["model"],
@@ -572,6 +631,17 @@ def _openai_usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
 
 def openai_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
     """The JSON answer (not streamed) to an OpenAI Chat Completions request."""
+    call = tool_call(body)
+    if call is not None:
+        return {
+            "id": f"chatcmpl-sim{next(state.ids):08d}", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "logprobs": None, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "refusal": None,
+                "tool_calls": [{"id": f"call_sim{next(state.ids):08d}", "type": "function",
+                                "function": {"name": call[0], "arguments": json.dumps(call[1])}}]}}],
+            "usage": _openai_usage(body, ["x"]), "system_fingerprint": None,
+        }
     words, finish = _openai_answer(body)
     return {
         "id": f"chatcmpl-sim{next(state.ids):08d}", "object": "chat.completion", "created": int(time.time()),
@@ -593,6 +663,10 @@ async def _anthropic_stream(ex: _Exchange, body: dict[str, Any], state: SimState
         "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage_in, "output_tokens": 1},
     }}, "message_start")
+    call = tool_call(body)
+    if call is not None:
+        await _anthropic_tool_stream(ex, call, state)
+        return
     await ex.sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start")
     await ex.sse({"type": "ping"}, "ping")
 
@@ -618,6 +692,23 @@ async def _anthropic_stream(ex: _Exchange, body: dict[str, Any], state: SimState
     await ex.send(h11.EndOfMessage())
 
 
+async def _anthropic_tool_stream(ex: _Exchange, call: tuple[str, dict[str, Any]], state: SimState) -> None:
+    """A tool_use block: its input as two input_json_delta pieces."""
+    arguments = json.dumps(call[1])
+    await ex.sse({"type": "content_block_start", "index": 0, "content_block": {
+        "type": "tool_use", "id": f"toolu_sim_{next(state.ids):08d}", "name": call[0], "input": {}}},
+        "content_block_start")
+    await ex.sse({"type": "ping"}, "ping")
+    for piece in (arguments[:len(arguments) // 2], arguments[len(arguments) // 2:]):
+        await ex.sse({"type": "content_block_delta", "index": 0,
+                      "delta": {"type": "input_json_delta", "partial_json": piece}}, "content_block_delta")
+    await ex.sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+    await ex.sse({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                  "usage": {"output_tokens": 1}}, "message_delta")
+    await ex.sse({"type": "message_stop"}, "message_stop")
+    await ex.send(h11.EndOfMessage())
+
+
 async def _openai_stream(ex: _Exchange, body: dict[str, Any], state: SimState) -> None:
     model = body["model"]
     words, finish = _openai_answer(body)
@@ -639,6 +730,27 @@ async def _openai_stream(ex: _Exchange, body: dict[str, Any], state: SimState) -
     await ex.start_sse()
     await ex.sse(chunk({"role": "assistant", "content": "", "refusal": None}))
 
+    call = tool_call(body)
+    if call is not None:  # the call, then its arguments in two pieces
+        arguments = json.dumps(call[1])
+        await ex.sse(chunk({"tool_calls": [{"index": 0, "id": f"call_sim{next(state.ids):08d}", "type": "function",
+                                            "function": {"name": call[0], "arguments": ""}}]}))
+        for piece in (arguments[:len(arguments) // 2], arguments[len(arguments) // 2:]):
+            await ex.sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        finish, usage = "tool_calls", _openai_usage(body, ["x"])
+    elif not await _stream_openai_words(ex, words, state, chunk):
+        await ex.send(h11.EndOfMessage())
+        return
+    await ex.sse(chunk({}, finish))
+    if include_usage:
+        await ex.sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                      "system_fingerprint": None, "choices": [], "usage": usage})
+    await ex.sse("[DONE]")
+    await ex.send(h11.EndOfMessage())
+
+
+async def _stream_openai_words(ex: _Exchange, words: list[str], state: SimState, chunk: Any) -> bool:
+    """The text, a chunk per word; False when a stream_error_after fault ended it with an error."""
     split = state.faults.chunk_chars is not None
 
     async def emit(word: str) -> None:
@@ -652,13 +764,7 @@ async def _openai_stream(ex: _Exchange, body: dict[str, Any], state: SimState) -
         await ex.sse({"error": {"message": "simulated mid-stream failure", "type": "server_error", "code": None}})
 
     await _stream_words(ex, words, state, emit, on_error)
-    if not errored:
-        await ex.sse(chunk({}, finish))
-        if include_usage:
-            await ex.sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                          "system_fingerprint": None, "choices": [], "usage": usage})
-        await ex.sse("[DONE]")
-    await ex.send(h11.EndOfMessage())
+    return not errored
 
 
 async def _malformed(ex: _Exchange, kind: str, doc: dict[str, Any], content_key: str, usage_key: str) -> None:

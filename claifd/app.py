@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,6 +28,7 @@ from .config import Config, MetricsConfig
 from .config_manager import Change, ConfigManager
 from .config_requests import LiveConfig
 from .dispatch import Dispatch
+from .front import HttpFront
 from .health import HealthMonitor
 from .logs import set_level
 from .metrics_http import MetricsHTTP
@@ -80,6 +82,11 @@ class App:
         self.health = HealthMonitor(lambda: self.settings.config, self.state, self.perf, http_providers,
                                     self.cache, self.sessions, lambda: self.settings.last_error)
         self.metrics_http = MetricsHTTP(self.metrics_text, self.health.report)
+        anthropic = self.providers["anthropic"]
+        assert isinstance(anthropic, AnthropicProvider)
+        self.front = HttpFront(self.completions, lambda: self.catalog.list(), self.metrics_text, self.health.report,
+                               lambda: self.settings.config.server.allowed_uids, anthropic.count_tokens,
+                               settings.global_path.parent)
         self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf)
         self.dispatch = Dispatch()
         self.completions.register(self.dispatch)
@@ -105,6 +112,8 @@ class App:
         await self.sessions.start(task_group)
         self.health.start(task_group)
         await self.metrics_http.start(task_group, self.config.metrics.listen)
+        await self.front.start(task_group, self.config.server.http,
+                               str(Path(self.socket_path).with_name("claifd-http.sock")) if self.socket_path else "")
 
     async def config_reload(self, reason: str) -> list[Change]:
         return await self.live_config.reload(reason)
@@ -135,6 +144,7 @@ class App:
         attach("server", self.state.reconfigure)
         attach("health", self.health.reconfigure)
         attach("metrics", self._reconfigure_metrics)
+        attach("server.http", self.front.reconfigure)
         attach("prices", lambda _: self.perf.set_prices(_price_table(self.config)))
         attach("", self.completions.reconfigure)
 
@@ -174,6 +184,7 @@ class App:
             "performance": self.perf.summary(),
             "process": self._process_figures(),
             "metrics_listen": self.metrics_http.address,
+            "http": {k: v for k, v in self.front.info().items() if k != "token"},
         }
 
     def status_line(self) -> str:

@@ -281,6 +281,17 @@ class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
 
+class HttpFrontConfig(_Section):
+    """The HTTP front (claifd/front.py): the OpenAI and Anthropic APIs over HTTP."""
+
+    enabled: bool = False
+    # Its Unix socket ("": claifd-http.sock beside the daemon's socket).
+    socket: str = ""
+    # "HOST:PORT" of a TCP listener too ("": none); its callers present the
+    # local token (`claif token`). Loopback unless you mean it.
+    listen: str = ""
+
+
 class ServerConfig(_Section):
     # How long SIGTERM waits for requests in flight before cancelling them.
     drain_timeout: Duration = Duration(30.0)
@@ -294,6 +305,7 @@ class ServerConfig(_Section):
     # Other users (uids) whose processes may use this daemon. Its own uid is
     # always allowed; nobody else is unless listed here.
     allowed_uids: list[int] = []
+    http: HttpFrontConfig = msgspec.field(default_factory=HttpFrontConfig)
 
 
 class MetricsConfig(_Section):
@@ -619,10 +631,11 @@ def build_config(merged: Mapping[str, Any]) -> Config:
         raise ConfigError(str(exc)) from exc
     problems = check_ranges(config)
     problems.extend(_embedder_problems(config.cache.semantic))
-    if config.metrics.listen:
-        host, sep, port = config.metrics.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            problems.append(f"metrics.listen must be HOST:PORT (e.g. 127.0.0.1:9464), got {config.metrics.listen!r}")
+    for key, listen in (("metrics.listen", config.metrics.listen), ("server.http.listen", config.server.http.listen)):
+        if listen:
+            host, sep, port = listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                problems.append(f"{key} must be HOST:PORT (e.g. 127.0.0.1:9464), got {listen!r}")
     if problems:
         raise ConfigError("; ".join(problems))
     return config

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import msgspec
 from httpx_sse import ServerSentEvent
 
@@ -19,6 +20,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 from ..config import AnthropicConfig, ProviderConfig
 from ..content import text_of
 from ..errors import UpstreamError
+from ..wire import content_to_anthropic, tool_choice_to_anthropic, tools_to_anthropic
 from .http import HttpProvider, RetryableFailure, StreamAssembler
 
 __all__ = ["AnthropicProvider"]
@@ -34,6 +36,22 @@ class AnthropicProvider(HttpProvider):
     def models_url(self, config: ProviderConfig) -> str:
         return config.base_url.rstrip("/") + "/v1/models"
 
+    async def count_tokens(self, body: bytes) -> tuple[int, bytes]:
+        """`POST /v1/messages/count_tokens` passed through (the HTTP front):
+        the upstream's status and body, or a 502 in Anthropic's error shape."""
+        config = self.config
+        key = self.api_key(config)
+        lane = self.pool.acquire()
+        try:
+            resp = await lane.send("POST", config.base_url.rstrip("/") + "/v1/messages/count_tokens",
+                                   self.headers(config, key), body)
+            return resp.status_code, await resp.aread()
+        except httpx.HTTPError as exc:
+            return 502, msgspec.json.encode({"type": "error", "error": {
+                "type": "api_error", "message": f"cannot reach anthropic: {type(exc).__name__}"}})
+        finally:
+            self.pool.release(lane)
+
     def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
         assert isinstance(config, AnthropicConfig)
         return {"x-api-key": key, "anthropic-version": config.version, "content-type": "application/json"}
@@ -43,7 +61,8 @@ class AnthropicProvider(HttpProvider):
         system_parts = [text_of(m.content) for m in request.messages if m.role == "system"]
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
+            "messages": [{"role": m.role, "content": content_to_anthropic(m.content)}
+                         for m in request.messages if m.role != "system"],
             "max_tokens": request.max_tokens or config.default_max_tokens,
         }
         if request.system is not None and system_parts:
@@ -54,7 +73,8 @@ class AnthropicProvider(HttpProvider):
             body["system"] = "\n\n".join(system_parts)
         for field, value in (
             ("temperature", request.temperature), ("top_p", request.top_p), ("top_k", request.top_k),
-            ("stop_sequences", request.stop), ("tools", request.tools), ("tool_choice", request.tool_choice),
+            ("stop_sequences", request.stop), ("tools", tools_to_anthropic(request.tools)),
+            ("tool_choice", tool_choice_to_anthropic(request.tool_choice)),
         ):
             if value is not None:
                 body[field] = value

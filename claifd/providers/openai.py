@@ -21,13 +21,13 @@ from httpx_sse import ServerSentEvent
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 
 from ..config import ProviderConfig
-from ..content import text_of
 from ..errors import UpstreamError
+from ..wire import STOP_REASONS, messages_to_openai, tool_choice_to_openai, tools_to_openai
 from .http import HttpProvider, RetryableFailure, StreamAssembler
 
 __all__ = ["OpenAIProvider"]
 
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
+_STOP_REASONS = STOP_REASONS
 
 
 def _tool_block(call: dict[str, Any]) -> dict[str, Any]:
@@ -86,16 +86,13 @@ class OpenAIProvider(HttpProvider):
         return {"authorization": f"Bearer {key}", "content-type": "application/json"}
 
     def body(self, request: CompletionRequest, model: str, stream: bool, config: ProviderConfig) -> dict[str, Any]:
-        messages: list[dict[str, Any]] = []
-        if request.system is not None:
-            messages.append({"role": "system", "content": text_of(request.system)})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
-        body: dict[str, Any] = {"model": model, "messages": messages}
+        body: dict[str, Any] = {"model": model, "messages": messages_to_openai(request.system, request.messages)}
         # top_k has no Chat Completions equivalent; servers that take it can
         # get it through `extra`.
         for field, value in (
             ("max_tokens", request.max_tokens), ("temperature", request.temperature), ("top_p", request.top_p),
-            ("stop", request.stop), ("tools", request.tools), ("tool_choice", request.tool_choice),
+            ("stop", request.stop), ("tools", tools_to_openai(request.tools)),
+            ("tool_choice", tool_choice_to_openai(request.tool_choice)),
         ):
             if value is not None:
                 body[field] = value

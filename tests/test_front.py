@@ -1,0 +1,258 @@
+"""The HTTP front with the official SDKs: both wire formats, JSON and
+streams, tools round trips, any model through either wire, errors as the
+SDKs' own classes, auth, and the x-claif-* headers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from claif_client import Client
+
+from .conftest import DaemonProcess, Sim, sim_env
+
+GPT = "openai/gpt-4o-mini"
+CLAUDE = "anthropic/claude-sonnet-4-5"
+WEATHER_OPENAI = [{"type": "function", "function": {"name": "get_weather", "description": "the weather",
+                                                    "parameters": {"type": "object",
+                                                                   "properties": {"query": {"type": "string"}}}}}]
+WEATHER_ANTHROPIC = [{"name": "get_weather", "description": "the weather",
+                      "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}}}]
+
+
+class Front:
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.daemon = daemon
+        with Client(daemon.socket) as c:
+            info = c.status()["http"]
+        self.address = info["listen"]
+        self.socket = info["socket"]
+        self.token = (daemon.home / ".claif" / "http-token").read_text().strip()
+        self.url = f"http://{self.address}"
+
+    def openai(self, **kw: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.token, max_retries=0, **kw)  # type: ignore[arg-type]
+
+    def anthropic(self, **kw: object) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key=self.token, max_retries=0, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def front(daemon_factory, sim: Sim) -> Iterator[Front]:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env=sim_env(sim, CLAIF_SERVER__HTTP__ENABLED="true",
+                                   CLAIF_SERVER__HTTP__LISTEN="127.0.0.1:0"))
+    yield Front(d)
+    assert d.stop() == 0
+
+
+@pytest.mark.parametrize("model", [GPT, CLAUDE])
+def test_openai_sdk_plain_and_streamed(front: Front, model: str) -> None:
+    client = front.openai()
+    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hello there"}])
+    assert r.choices[0].message.content == "Simulated reply to: hello there"
+    assert r.model == model and r.choices[0].finish_reason == "stop" and r.object == "chat.completion"
+    assert r.usage is not None and r.usage.completion_tokens == 5
+    raw = client.chat.completions.with_raw_response.create(model=model,
+                                                           messages=[{"role": "user", "content": "hello there"}])
+    assert raw.headers["x-claif-cache-status"] == "hit-exact" and raw.headers["x-claif-request-id"]
+
+    chunks = list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "stream me"}],
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Simulated reply to: stream me"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    assert {c.id for c in chunks} == {chunks[0].id}
+
+
+@pytest.mark.parametrize("model", [GPT, CLAUDE])
+def test_anthropic_sdk_plain_and_streamed(front: Front, model: str) -> None:
+    client = front.anthropic()
+    m = client.messages.create(model=model, max_tokens=100, messages=[{"role": "user", "content": "hello there"}])
+    assert m.type == "message" and m.role == "assistant" and m.model == model
+    assert m.content[0].type == "text" and m.content[0].text == "Simulated reply to: hello there"
+    assert m.stop_reason == "end_turn" and m.usage.output_tokens == 5
+    with client.messages.stream(model=model, max_tokens=100, messages=[{"role": "user", "content": "stream me"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "Simulated reply to: stream me" and final.stop_reason == "end_turn"
+    events = [e.type for e in client.messages.create(
+        model=model, max_tokens=100, messages=[{"role": "user", "content": "events please"}], stream=True)]
+    assert events[0] == "message_start" and events[1] == "content_block_start"
+    assert events[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+@pytest.mark.parametrize("model", [GPT, CLAUDE])
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_tools_round_trip(front: Front, model: str, stream: bool) -> None:
+    client = front.openai()
+    messages: list[dict[str, object]] = [{"role": "user", "content": "weather in Paris?"}]
+    if stream:
+        chunks = list(client.chat.completions.create(model=model, messages=messages, tools=WEATHER_OPENAI,  # type: ignore[arg-type]
+                                                     stream=True))
+        calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+        call_id, name, args = calls[0].id, calls[0].function.name, "".join(c.function.arguments or "" for c in calls)  # type: ignore[union-attr]
+    else:
+        r = client.chat.completions.create(model=model, messages=messages, tools=WEATHER_OPENAI)  # type: ignore[arg-type]
+        assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+        call = r.choices[0].message.tool_calls[0]  # type: ignore[index]
+        call_id, name, args = call.id, call.function.name, call.function.arguments  # type: ignore[union-attr]
+    assert name == "get_weather" and json.loads(args) == {"query": "weather in Paris?"}
+    messages += [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": "sunny, 21 C"}]
+    answer = client.chat.completions.create(model=model, messages=messages, tools=WEATHER_OPENAI)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "Simulated reply to: sunny, 21 C"
+
+
+@pytest.mark.parametrize("model", [GPT, CLAUDE])
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_tools_round_trip(front: Front, model: str, stream: bool) -> None:
+    client = front.anthropic()
+    messages: list[dict[str, object]] = [{"role": "user", "content": "weather in Paris?"}]
+    if stream:
+        with client.messages.stream(model=model, max_tokens=100, messages=messages, tools=WEATHER_ANTHROPIC) as s:  # type: ignore[arg-type]
+            first = s.get_final_message()
+    else:
+        first = client.messages.create(model=model, max_tokens=100, messages=messages, tools=WEATHER_ANTHROPIC)  # type: ignore[arg-type]
+    assert first.stop_reason == "tool_use"
+    use = next(b for b in first.content if b.type == "tool_use")
+    assert use.name == "get_weather" and use.input == {"query": "weather in Paris?"}  # type: ignore[union-attr]
+    messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,  # type: ignore[union-attr]
+                                               "content": "sunny, 21 C"}]}]
+    answer = client.messages.create(model=model, max_tokens=100, messages=messages, tools=WEATHER_ANTHROPIC)  # type: ignore[arg-type]
+    assert answer.content[0].text == "Simulated reply to: sunny, 21 C"  # type: ignore[union-attr]
+
+
+def test_cross_wire_translation_reaches_upstream_in_its_own_format(front: Front, sim: Sim) -> None:
+    """OpenAI shape to an Anthropic model, and the reverse: system, tools, tool calls and results."""
+    front.openai().chat.completions.create(model=CLAUDE, tools=WEATHER_OPENAI, tool_choice="required", messages=[  # type: ignore[arg-type]
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"query\": \"q\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "r"}], seed=7, stop="END")
+    body = sim.requests()[-1]["body"]
+    assert body["system"] == "be brief" and body["tools"] == WEATHER_ANTHROPIC  # type: ignore[index]
+    assert body["tool_choice"] == {"type": "any"} and body["stop_sequences"] == ["END"]  # type: ignore[index]
+    assert body["messages"] == [  # type: ignore[index]
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "get_weather",
+                                           "input": {"query": "q"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "r"}]}]
+    assert "seed" not in body  # type: ignore[operator]
+
+    front.anthropic().messages.create(model=GPT, max_tokens=50, system="be brief", tools=WEATHER_ANTHROPIC,  # type: ignore[arg-type]
+                                      tool_choice={"type": "tool", "name": "get_weather"}, messages=[
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "get_weather",
+                                           "input": {"query": "q"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "r"}]}])
+    body = sim.requests()[-1]["body"]
+    assert body["tools"] == WEATHER_OPENAI and body["max_tokens"] == 50  # type: ignore[index]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}  # type: ignore[index]
+    assert body["messages"] == [  # type: ignore[index]
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"query\":\"q\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "r"}]
+
+
+def test_openai_only_fields_pass_through_to_openai(front: Front, sim: Sim) -> None:
+    front.openai().chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}], seed=7,
+                                           response_format={"type": "json_object"}, user="u1")
+    body = sim.requests()[-1]["body"]
+    assert body["seed"] == 7 and body["response_format"] == {"type": "json_object"} and body["user"] == "u1"  # type: ignore[index]
+
+
+def test_errors_are_the_sdks_own_classes(front: Front, sim: Sim) -> None:
+    oa, an = front.openai(), front.anthropic()
+    cases: list[tuple[list[int], type[Exception], type[Exception]]] = [
+        ([400], openai.BadRequestError, anthropic.BadRequestError),
+        ([401], openai.AuthenticationError, anthropic.AuthenticationError),
+        ([404], openai.NotFoundError, anthropic.NotFoundError),
+    ]
+    for i, (errors, oa_cls, an_cls) in enumerate(cases):
+        sim.configure(errors=errors)
+        with pytest.raises(oa_cls):
+            oa.chat.completions.create(model=GPT, messages=[{"role": "user", "content": f"e{i}"}])
+        sim.configure(errors=errors)
+        with pytest.raises(an_cls):
+            an.messages.create(model=CLAUDE, max_tokens=9, messages=[{"role": "user", "content": f"e{i}"}])
+    with Client(front.daemon.socket) as c:
+        c.config_set("retry.max_attempts", 1)
+    sim.configure(errors=[429], retry_after=3)
+    with pytest.raises(openai.RateLimitError) as rate:
+        oa.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "rl"}])
+    assert rate.value.response.headers["retry-after"] == "3"
+    sim.configure(errors=[529])
+    with pytest.raises(anthropic.InternalServerError) as overloaded:
+        an.messages.create(model=CLAUDE, max_tokens=9, messages=[{"role": "user", "content": "ov"}])
+    assert overloaded.value.status_code == 529
+    with pytest.raises(openai.BadRequestError, match="n > 1"):
+        oa.chat.completions.create(model=GPT, n=2, messages=[{"role": "user", "content": "x"}])
+    missing = httpx.post(front.url + "/v1/messages", headers={"x-api-key": front.token},
+                         json={"model": CLAUDE, "messages": [{"role": "user", "content": "x"}]})
+    assert missing.status_code == 400 and missing.json()["error"] == {
+        "type": "invalid_request_error", "message": "max_tokens: Field required"}
+    with Client(front.daemon.socket) as c:
+        c.config_set("client.timeout", 0.3)
+    sim.configure(latency_ms=2000)
+    with pytest.raises(openai.InternalServerError) as slow:
+        oa.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "slow"}])
+    assert slow.value.status_code == 504
+    sim.configure(latency_ms=0)
+
+
+def test_auth_token_and_unix_socket(front: Front) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=front.url + "/v1", api_key="wrong", max_retries=0).chat.completions.create(
+            model=GPT, messages=[{"role": "user", "content": "x"}])
+    assert (front.daemon.home / ".claif" / "http-token").stat().st_mode & 0o777 == 0o600
+    unix = httpx.Client(transport=httpx.HTTPTransport(uds=front.socket))
+    client = openai.OpenAI(base_url="http://claifd/v1", api_key="unused", http_client=unix, max_retries=0)
+    r = client.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "over unix"}])
+    assert r.choices[0].message.content == "Simulated reply to: over unix"
+    assert Path(front.socket).stat().st_mode & 0o777 == 0o600
+
+
+def test_cache_headers_models_metrics_health_count_tokens(front: Front, sim: Sim) -> None:
+    h = {"authorization": f"Bearer {front.token}"}
+    body = {"model": GPT, "messages": [{"role": "user", "content": "headers"}]}
+    first = httpx.post(front.url + "/v1/chat/completions", headers=h, json=body)
+    assert first.headers["x-claif-cache-status"] == "miss"
+    assert httpx.post(front.url + "/v1/chat/completions", headers=h, json=body).headers[
+        "x-claif-cache-status"] == "hit-exact"
+    bypass = httpx.post(front.url + "/v1/chat/completions", headers={**h, "x-claif-cache": "bypass"}, json=body)
+    assert bypass.headers["x-claif-cache-status"] == "miss"
+    only = httpx.post(front.url + "/v1/chat/completions", headers={**h, "x-claif-cache": "only"},
+                      json={**body, "messages": [{"role": "user", "content": "never asked"}]})
+    assert only.status_code == 404 and only.json()["error"]["type"] == "not_found_error"
+    other = httpx.post(front.url + "/v1/chat/completions", headers={**h, "x-claif-namespace": "team"}, json=body)
+    assert other.headers["x-claif-cache-status"] == "miss"
+
+    oa_models = httpx.get(front.url + "/v1/models", headers=h).json()
+    assert oa_models["object"] == "list" and any(m["id"] == "echo/default" for m in oa_models["data"])
+    an_models = httpx.get(front.url + "/v1/models", headers={**h, "anthropic-version": "2023-06-01"}).json()
+    assert an_models["has_more"] is False and an_models["data"][0]["type"] == "model"
+    assert "claif_requests_total" in httpx.get(front.url + "/metrics", headers=h).text
+    assert httpx.get(front.url + "/health", headers=h).json()["status"] in ("healthy", "warning")
+    count = front.anthropic().messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "a b c"}])
+    assert count.input_tokens == 3
+
+
+def test_session_header_keeps_a_conversation(front: Front, sim: Sim) -> None:
+    with Client(front.daemon.socket) as c:
+        sid = c.session_create()["id"]
+    client = front.openai()
+    for text in ("first", "second"):
+        client.chat.completions.create(model=GPT, messages=[{"role": "user", "content": text}],
+                                       extra_headers={"x-claif-session": sid})
+    assert [m["content"] for m in sim.requests()[-1]["body"]["messages"]] == [  # type: ignore[index]
+        "first", "Simulated reply to: first", "second"]
