@@ -184,7 +184,7 @@ class App:
             "performance": self.perf.summary(),
             "process": self._process_figures(),
             "metrics_listen": self.metrics_http.address,
-            "http": {k: v for k, v in self.front.info().items() if k != "token"},
+            "http": self.front.info(),
         }
 
     def status_line(self) -> str:

@@ -9,7 +9,7 @@ use the daemon's cache, pool and sessions by changing a base URL.
     GET  /metrics, GET /health     as `metrics.listen`
 
 Any model through either wire: a request is read into the daemon's shape
-(wire.py), routed like any other, and the answer written in the shape it
+(claif_client/wire.py), routed like any other, and the answer written in the shape it
 was asked in. Errors come in each API's own body and status, so the SDKs
 raise their own classes (400 BadRequestError ... 429 RateLimitError with
 retry-after, 504 on a timeout).
@@ -50,14 +50,7 @@ import msgspec
 import structlog
 
 from claif_client.protocol import CacheControl, CompletionRequest, CompletionResponse
-
-from .completions import Completions, Prepared
-from .config import HttpFrontConfig
-from .errors import error_info
-from .metrics_http import parse_listen
-from .monitoring import CONTENT_TYPE
-from .providers import resolve_model
-from .wire import (
+from claif_client.wire import (
     FINISH_REASONS,
     WireError,
     anthropic_blocks,
@@ -67,6 +60,13 @@ from .wire import (
     openai_response,
     tool_calls_of,
 )
+
+from .completions import Completions, Prepared
+from .config import HttpFrontConfig
+from .errors import error_info
+from .metrics_http import parse_listen
+from .monitoring import CONTENT_TYPE
+from .providers import resolve_model
 
 __all__ = ["HttpFront", "load_token", "TOKEN_FILE"]
 
@@ -199,7 +199,7 @@ class HttpFront:
 
     def info(self) -> dict[str, Any]:
         return {"enabled": self._wanted[0], "socket": self.socket_path, "listen": self.address,
-                "token": self.token, "served": self.served}
+                "token_file": str(self.config_dir / TOKEN_FILE) if self.token else None, "served": self.served}
 
     # ------------------------------------------------------------ listeners
 

@@ -256,3 +256,22 @@ def test_session_header_keeps_a_conversation(front: Front, sim: Sim) -> None:
                                        extra_headers={"x-claif-session": sid})
     assert [m["content"] for m in sim.requests()[-1]["body"]["messages"]] == [  # type: ignore[index]
         "first", "Simulated reply to: first", "second"]
+
+
+def test_claif_token_and_env(front: Front) -> None:
+    from .test_cli import claif
+
+    assert claif("token", socket=front.daemon.socket).stdout.strip() == front.token
+    env = dict(line.removeprefix("export ").split("=", 1)
+               for line in claif("env", socket=front.daemon.socket).stdout.splitlines())
+    assert env == {"OPENAI_BASE_URL": front.url + "/v1", "OPENAI_API_KEY": front.token,
+                   "ANTHROPIC_BASE_URL": front.url, "ANTHROPIC_API_KEY": front.token}
+    r = openai.OpenAI(base_url=env["OPENAI_BASE_URL"], api_key=env["OPENAI_API_KEY"], max_retries=0).models.list()
+    assert any(m.id == GPT for m in r.data) or r.data
+
+
+def test_claif_token_says_when_the_front_is_off(daemon: DaemonProcess) -> None:
+    from .test_cli import claif
+
+    out = claif("token", socket=daemon.socket)
+    assert out.returncode == 2 and "server.http.enabled" in out.stderr

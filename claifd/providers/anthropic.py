@@ -16,11 +16,11 @@ import msgspec
 from httpx_sse import ServerSentEvent
 
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
+from claif_client.wire import content_to_anthropic, tool_choice_to_anthropic, tools_to_anthropic
 
 from ..config import AnthropicConfig, ProviderConfig
 from ..content import text_of
 from ..errors import UpstreamError
-from ..wire import content_to_anthropic, tool_choice_to_anthropic, tools_to_anthropic
 from .http import HttpProvider, RetryableFailure, StreamAssembler
 
 __all__ = ["AnthropicProvider"]

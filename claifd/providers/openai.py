@@ -19,10 +19,10 @@ import msgspec
 from httpx_sse import ServerSentEvent
 
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
+from claif_client.wire import STOP_REASONS, messages_to_openai, tool_choice_to_openai, tools_to_openai
 
 from ..config import ProviderConfig
 from ..errors import UpstreamError
-from ..wire import STOP_REASONS, messages_to_openai, tool_choice_to_openai, tools_to_openai
 from .http import HttpProvider, RetryableFailure, StreamAssembler
 
 __all__ = ["OpenAIProvider"]

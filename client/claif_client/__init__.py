@@ -15,17 +15,25 @@ from typing import TYPE_CHECKING, Any
 from ._sync import Client, CompletionStream
 from ._version import __version__
 from .errors import (
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
     BadRequest,
+    BadRequestError,
     Cancelled,
     ClaifError,
     DaemonUnavailable,
     Forbidden,
     InternalError,
+    InternalServerError,
     InvalidRequest,
     NotConfigured,
     NotFound,
+    NotFoundError,
+    PermissionDeniedError,
     ProtocolError,
     RateLimited,
+    RateLimitError,
     RemoteError,
     ShuttingDown,
     StorageError,
@@ -68,6 +76,14 @@ __all__ = [
     "Forbidden",
     "UntrustedDaemon",
     "InvalidRequest",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
 ]
 
 

@@ -63,7 +63,7 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .openai_compat import AsyncChat
+    from .openai_compat import AsyncChat, AsyncMessages
 
 __all__ = ["AsyncClient", "AsyncCompletionStream"]
 
@@ -80,6 +80,7 @@ class AsyncClient:
         self.timeout = timeout
         self.client_name = client_name
         self._chat: Any = None
+        self._messages: Any = None
         # The protocol's rules without I/O: handshake, ids, replies by id, cancel.
         self._protocol = ClientConnection(client_name)
         self._demux = self._protocol.demux
@@ -107,6 +108,15 @@ class AsyncClient:
 
             self._chat = AsyncChat(self)
         return self._chat  # type: ignore[no-any-return]
+
+    @property
+    def messages(self) -> AsyncMessages:
+        """The Anthropic-style facade: `client.messages.create(...)`, `client.messages.stream(...)`."""
+        if self._messages is None:
+            from .openai_compat import AsyncMessages
+
+            self._messages = AsyncMessages(self)
+        return self._messages  # type: ignore[no-any-return]
 
     async def ping(self) -> None:
         await self._call(Ping(id=self._protocol.next_id()))

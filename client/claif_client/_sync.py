@@ -57,7 +57,7 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .openai_compat import SyncChat
+    from .openai_compat import SyncChat, SyncMessages
 
 __all__ = ["Client", "CompletionStream"]
 
@@ -74,6 +74,7 @@ class Client:
         self.timeout = timeout
         self.client_name = client_name
         self._chat: Any = None
+        self._messages: Any = None
         # The protocol's rules without I/O: handshake, ids, replies by id, cancel.
         self._protocol = ClientConnection(client_name)
         self._demux = self._protocol.demux
@@ -101,6 +102,15 @@ class Client:
 
             self._chat = SyncChat(self)
         return self._chat  # type: ignore[no-any-return]
+
+    @property
+    def messages(self) -> SyncMessages:
+        """The Anthropic-style facade: `client.messages.create(...)`, `client.messages.stream(...)`."""
+        if self._messages is None:
+            from .openai_compat import SyncMessages
+
+            self._messages = SyncMessages(self)
+        return self._messages  # type: ignore[no-any-return]
 
     def ping(self) -> None:
         self._call(Ping(id=self._protocol.next_id()))

@@ -156,6 +156,10 @@ def _build_parser() -> argparse.ArgumentParser:
     kset.add_argument("provider", choices=["anthropic", "openai"])
     keys_sub.add_parser("list", help="which providers have a key, and from where")
 
+    sub.add_parser("token", help="the local token callers of the HTTP front's TCP listener present")
+    sub.add_parser("env", help="shell lines that point OpenAI and Anthropic tools at the HTTP front "
+                               "(eval \"$(claif env)\")")
+
     b = sub.add_parser("batch", help="run a JSONL file of requests, results as JSONL in input order")
     b.add_argument("file", metavar="FILE.jsonl", help="one request per line (- reads stdin)")
     b.add_argument("--concurrency", "-c", type=int, help="requests at a time (default: batch.concurrency)")
@@ -686,10 +690,46 @@ def _cmd_chat(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _front(client: Client) -> tuple[dict[str, Any], str]:
+    """The HTTP front's status and its token (read from the daemon's 0600 file)."""
+    info = client.status().get("http") or {}
+    if not info.get("enabled"):
+        raise UsageError("the HTTP front is off: claif config set server.http.enabled true --scope global")
+    path = info.get("token_file")
+    try:
+        token = open(path).read().strip() if path else ""
+    except OSError as exc:
+        raise UsageError(f"cannot read the HTTP front's token ({exc})") from exc
+    return info, token
+
+
+def _cmd_token(client: Client, args: argparse.Namespace) -> int:
+    _, token = _front(client)
+    print(token)
+    return 0
+
+
+def _cmd_env(client: Client, args: argparse.Namespace) -> int:
+    info, token = _front(client)
+    if not info.get("listen"):
+        raise UsageError(f"the HTTP front listens only on its Unix socket ({info.get('socket')}); tools that take "
+                         "a base URL need TCP: claif config set server.http.listen 127.0.0.1:8765 --scope global")
+    url = f"http://{info['listen']}"
+    lines = {"OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": token,
+             "ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": token}
+    if args.json:
+        _print_json(lines)
+    else:
+        for name, value in lines.items():
+            print(f"export {name}={value}")
+    return 0
+
+
 _COMMANDS = {
     "ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch,
     "cache": _cmd_cache, "config": _cmd_config, "session": _cmd_session, "chat": _cmd_chat,
     "health": _cmd_health, "metrics": _cmd_metrics, "models": _cmd_models, "log": _cmd_log, "keys": _cmd_keys,
+    "token": _cmd_token, "env": _cmd_env,
 }
 
 # Options of `claif` itself, accepted after the subcommand too (`claif ask hi --json`).

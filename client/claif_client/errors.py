@@ -21,6 +21,17 @@
 
 `RemoteError.code` is the stable protocol code; switch on it rather than on
 the class when a code has no class of its own.
+
+The OpenAI and Anthropic SDKs' names work too, for code that catches them
+(`status_code` says the HTTP status the upstream, or the daemon, meant):
+
+    BadRequestError (400)        BadRequest, and an upstream's 400
+    AuthenticationError (401)    NotConfigured (no key), and an upstream's 401
+    PermissionDeniedError (403)  an upstream's 403
+    NotFoundError (404)          NotFound, and an upstream's 404
+    RateLimitError (429)         RateLimited
+    InternalServerError (5xx)    an upstream's 5xx (529 overloaded included)
+    APITimeoutError              UpstreamTimeout, and the client's own Timeout
 """
 
 from __future__ import annotations
@@ -47,6 +58,14 @@ __all__ = [
     "InternalError",
     "StorageError",
     "remote_error",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "RateLimitError",
+    "InternalServerError",
+    "APITimeoutError",
 ]
 
 
@@ -66,7 +85,11 @@ class ProtocolError(ClaifError):
     pass
 
 
-class Timeout(ClaifError):
+class APITimeoutError(ClaifError):
+    """The SDKs' name for a request that timed out (here or upstream)."""
+
+
+class Timeout(APITimeoutError):
     pass
 
 
@@ -89,7 +112,37 @@ class RemoteError(ClaifError):
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
 
 
-class BadRequest(RemoteError):
+class APIStatusError(RemoteError):
+    """The SDKs' base of HTTP-status errors."""
+
+    status_code: int = 0
+
+
+class BadRequestError(APIStatusError):
+    status_code = 400
+
+
+class AuthenticationError(APIStatusError):
+    status_code = 401
+
+
+class PermissionDeniedError(APIStatusError):
+    status_code = 403
+
+
+class NotFoundError(APIStatusError):
+    status_code = 404
+
+
+class RateLimitError(APIStatusError):
+    status_code = 429
+
+
+class InternalServerError(APIStatusError):
+    status_code = 500
+
+
+class BadRequest(BadRequestError):
     pass
 
 
@@ -102,11 +155,11 @@ class InvalidRequest(BadRequest, TypeError, ValueError):
         super().__init__("bad_request", message)
 
 
-class NotFound(RemoteError):
+class NotFound(NotFoundError):
     pass
 
 
-class NotConfigured(RemoteError):
+class NotConfigured(AuthenticationError):
     pass
 
 
@@ -114,12 +167,37 @@ class UpstreamError(RemoteError):
     pass
 
 
-class RateLimited(UpstreamError):
+class RateLimited(UpstreamError, RateLimitError):
     pass
 
 
-class UpstreamTimeout(RemoteError):
+class UpstreamTimeout(RemoteError, APITimeoutError):
+    status_code = 504
+
+
+class UpstreamBadRequest(UpstreamError, BadRequestError):
     pass
+
+
+class UpstreamAuthenticationError(UpstreamError, AuthenticationError):
+    pass
+
+
+class UpstreamPermissionDenied(UpstreamError, PermissionDeniedError):
+    pass
+
+
+class UpstreamNotFound(UpstreamError, NotFoundError):
+    pass
+
+
+class UpstreamServerError(UpstreamError, InternalServerError):
+    pass
+
+
+# An upstream's HTTP status -> the class of its upstream_error.
+_BY_STATUS: dict[int, type[RemoteError]] = {400: UpstreamBadRequest, 401: UpstreamAuthenticationError,
+                                            403: UpstreamPermissionDenied, 404: UpstreamNotFound}
 
 
 class Cancelled(RemoteError):
@@ -165,4 +243,10 @@ def remote_error(
 ) -> RemoteError:
     """The exception for an `Error` frame, of the class its code maps to."""
     cls = _BY_CODE.get(code, RemoteError)
-    return cls(code, message, retry_after=retry_after, details=details)
+    status = (details or {}).get("status")
+    if code == "upstream_error" and isinstance(status, int):
+        cls = _BY_STATUS.get(status, UpstreamServerError if status >= 500 else UpstreamError)
+    error = cls(code, message, retry_after=retry_after, details=details)
+    if isinstance(error, APIStatusError) and isinstance(status, int):
+        error.status_code = status
+    return error

@@ -1,210 +1,241 @@
-"""`client.chat.completions.create(...)`: the OpenAI-style facade.
+"""SDK-shaped facades: `client.chat.completions.create(...)` (OpenAI) and
+`client.messages.create(...)` / `client.messages.stream(...)` (Anthropic).
 
-claif_cla users know this API, so code written against the OpenAI SDK can point
-at claifd with little change. Results are small dataclasses shaped like the
-SDK's (`.choices[0].message.content`, chunks with `.choices[0].delta.content`),
-built from the daemon's provider-neutral `CompletionResponse`.
+Code written against either SDK runs against the daemon with the client
+swapped. The arguments are read exactly as the HTTP front reads the same
+JSON body (`wire.py`), so every parameter is honoured or refused with an
+`InvalidRequest` naming it (never dropped): `n` > 1, `extra_headers` and
+`extra_query` are refused; `extra_body` is merged into the body; fields the
+daemon does not model (`seed`, `response_format`, `user`, ...) reach an
+OpenAI-compatible upstream as they are. claifd's own options ride along:
+`cache=`, `complexity_hint=`, `timeout=`.
+
+Results are `SDKObject`s: attribute access over the same document the SDK
+would build (`.id`, `.created`, `.model` as sent, `.choices[0].message.tool_calls`,
+`.usage.prompt_tokens`; `.content[0].type`, `.stop_reason`, `.usage.cache_read_input_tokens`),
+with `.model_dump()` / `.to_dict()` / `.model_dump_json()`. Streams yield
+chunks with one `id` and a first `role` delta. Errors are the SDKs' names
+(`BadRequestError`, `AuthenticationError`, `NotFoundError`, `RateLimitError`,
+`APITimeoutError`, ...; see errors.py), all `ClaifError`s.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
-from ._requests import build_request
-from .protocol import CompletionRequest, CompletionResponse, Message
+import msgspec
+
+from ._requests import _cache_control
+from .errors import InvalidRequest
+from .protocol import CompletionRequest, CompletionResponse
+from .wire import (
+    FINISH_REASONS,
+    WireError,
+    anthropic_request,
+    anthropic_response,
+    openai_request,
+    openai_response,
+    tool_calls_of,
+)
 
 if TYPE_CHECKING:
     from ._async import AsyncClient, AsyncCompletionStream
     from ._sync import Client, CompletionStream
 
-__all__ = [
-    "ChatCompletion",
-    "ChatCompletionChunk",
-    "ChatMessage",
-    "Choice",
-    "ChunkChoice",
-    "Delta",
-    "CompletionUsage",
-    "SyncChat",
-    "AsyncChat",
-]
+__all__ = ["SDKObject", "SyncChat", "AsyncChat", "SyncMessages", "AsyncMessages", "MessageStream"]
 
-# Anthropic stop reasons -> OpenAI finish reasons.
-_FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "stop": "stop",
-    "max_tokens": "length",
-    "length": "length",
-    "tool_use": "tool_calls",
-    "tool_calls": "tool_calls",
-}
+# The SDK's optional fields, present (as None) when the answer has none.
+_DELTA = {"content": None, "function_call": None, "refusal": None, "role": None, "tool_calls": None}
+_MESSAGE = {"content": None, "refusal": None, "role": "assistant", "annotations": None, "audio": None,
+            "function_call": None, "tool_calls": None}
+
+# Fields the SDKs leave as plain JSON values (a tool's input is any object).
+_RAW = frozenset({"input", "metadata"})
+
+# claifd's own options, taken from the keyword arguments before the body is read.
+_OWN = ("cache", "complexity_hint", "timeout")
 
 
-@dataclass(slots=True)
-class ChatMessage:
-    role: str
-    content: str | None
+class SDKObject:
+    """Attribute access over an SDK-shaped document, as the SDKs' models give."""
+
+    __slots__ = ("_doc", "cached")
+
+    def __init__(self, doc: dict[str, Any], cached: bool | str = False) -> None:
+        self._doc = doc
+        # How the daemon answered: False, "exact" or "semantic" (not part of the SDK's document).
+        self.cached = cached
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self._doc[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return value if name in _RAW else _wrap(value)
+
+    def __getitem__(self, name: str) -> Any:
+        return _wrap(self._doc[name])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SDKObject) and other._doc == self._doc
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._doc!r})"
+
+    def model_dump(self, exclude_none: bool = False) -> dict[str, Any]:
+        doc: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(self._doc))
+        return _drop_none(doc) if exclude_none else doc
+
+    to_dict = model_dump
+
+    def model_dump_json(self) -> str:
+        return msgspec.json.encode(self._doc).decode()
 
 
-@dataclass(slots=True)
-class Choice:
-    index: int
-    message: ChatMessage
-    finish_reason: str | None
+def _wrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        return SDKObject(value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
 
 
-@dataclass(slots=True)
-class CompletionUsage:
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
 
 
-@dataclass(slots=True)
-class ChatCompletion:
-    id: str
-    model: str
-    choices: list[Choice]
-    usage: CompletionUsage
-    cached: bool | str = False
-    object: str = "chat.completion"
+def _body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the JSON body the SDK would send, claifd's own options)."""
+    for refused in ("extra_headers", "extra_query"):
+        if kwargs.pop(refused, None):
+            raise InvalidRequest(f"{refused} cannot be honoured through the daemon's socket (use the HTTP front)")
+    own = {k: kwargs.pop(k) for k in _OWN if k in kwargs}
+    extra = kwargs.pop("extra_body", None) or {}
+    return {**{k: v for k, v in kwargs.items() if v is not None}, **extra}, own
 
 
-@dataclass(slots=True)
-class Delta:
-    content: str | None = None
-    role: str | None = None
+def _with_own(request: CompletionRequest, own: dict[str, Any]) -> CompletionRequest:
+    changes: dict[str, Any] = {}
+    if "cache" in own:
+        changes["cache"] = _cache_control(own["cache"])
+    if own.get("complexity_hint") is not None:
+        changes["complexity_hint"] = own["complexity_hint"]
+    if own.get("timeout") is not None:
+        changes["timeout"] = float(own["timeout"])
+    return msgspec.structs.replace(request, **changes) if changes else request
 
 
-@dataclass(slots=True)
-class ChunkChoice:
-    index: int
-    delta: Delta
-    finish_reason: str | None = None
+# ------------------------------------------------------------------ OpenAI
 
 
-@dataclass(slots=True)
-class ChatCompletionChunk:
-    id: str
-    model: str
-    choices: list[ChunkChoice] = field(default_factory=list)
-    usage: CompletionUsage | None = None
-    object: str = "chat.completion.chunk"
+def _openai(kwargs: dict[str, Any]) -> tuple[CompletionRequest, bool, bool, str]:
+    body, own = _body(kwargs)
+    try:
+        request, stream, include_usage = openai_request(body)
+    except WireError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return _with_own(request, own), stream, include_usage, str(body.get("model") or "")
 
 
-def _to_request(model: str | None, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> CompletionRequest:
-    """OpenAI arguments -> a claifd request (system messages become `system`)."""
-    system_parts = [m["content"] for m in messages if m.get("role") in ("system", "developer")]
-    convo = [Message(role=m["role"], content=m["content"]) for m in messages if m.get("role") not in ("system", "developer")]
-    stop = kwargs.pop("stop", None)
-    max_tokens = kwargs.pop("max_completion_tokens", None) or kwargs.pop("max_tokens", None)
-    kwargs.pop("n", None)
-    cache = kwargs.pop("cache", None)
-    # The same request shape as Client.complete: `cache` takes a mode name,
-    # True/False or a dict; unknown fields are an InvalidRequest naming them.
-    return build_request(
-        convo,
-        model=model,
-        system="\n\n".join(str(p) for p in system_parts) if system_parts else None,
-        max_tokens=max_tokens,
-        cache=cache,
-        more={"stop": [stop] if isinstance(stop, str) else stop, **kwargs},
-    )
+def _chat_completion(response: CompletionResponse, model: str) -> SDKObject:
+    doc = openai_response(response, model or response.model, response.id or _new_id("chatcmpl-"), int(time.time()))
+    doc["service_tier"] = None
+    doc["system_fingerprint"] = None
+    for choice in doc["choices"]:
+        choice["message"] = {**_MESSAGE, **choice["message"]}
+    return SDKObject(doc, response.cached)
 
 
-def to_chat_completion(resp: CompletionResponse) -> ChatCompletion:
-    return ChatCompletion(
-        id=resp.id,
-        model=resp.model,
-        choices=[
-            Choice(
-                index=0,
-                message=ChatMessage(role="assistant", content=resp.text),
-                finish_reason=_FINISH_REASONS.get(resp.stop_reason or "", resp.stop_reason),
-            )
-        ],
-        usage=CompletionUsage(
-            prompt_tokens=resp.usage.input_tokens,
-            completion_tokens=resp.usage.output_tokens,
-            total_tokens=resp.usage.input_tokens + resp.usage.output_tokens,
-        ),
-        cached=resp.cached,
-    )
+def _new_id(prefix: str) -> str:
+    return prefix + "claif" + secrets.token_hex(12)
 
 
-def _final_chunk(resp: CompletionResponse | None, model: str) -> ChatCompletionChunk:
-    if resp is None:
-        return ChatCompletionChunk(id="", model=model, choices=[ChunkChoice(0, Delta(), "stop")])
-    done = to_chat_completion(resp)
-    return ChatCompletionChunk(
-        id=resp.id,
-        model=resp.model,
-        choices=[ChunkChoice(0, Delta(), done.choices[0].finish_reason)],
-        usage=done.usage,
-    )
+class _Chunks:
+    """OpenAI stream chunks from the daemon's text deltas and final response."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.id = _new_id("chatcmpl-")
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> SDKObject:
+        delta = {**_DELTA, **delta}
+        doc: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                               "model": self.model, "service_tier": None, "system_fingerprint": None,
+                               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                               "usage": None}
+        return SDKObject(doc)
+
+    def first(self) -> SDKObject:
+        return self.chunk({"role": "assistant", "content": "", "refusal": None})
+
+    def text(self, text: str) -> SDKObject:
+        return self.chunk({"content": text})
+
+    def last(self, response: CompletionResponse | None) -> list[SDKObject]:
+        if response is None:
+            return [self.chunk({}, "stop")]
+        out = []
+        calls = tool_calls_of(response)
+        if calls:
+            out.append(self.chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))
+        out.append(self.chunk({}, FINISH_REASONS.get(response.stop_reason or "end_turn", "stop")))
+        if self.include_usage:
+            u = response.usage
+            out.append(SDKObject({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                  "model": self.model, "service_tier": None, "system_fingerprint": None,
+                                  "choices": [],
+                                  "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
+                                            "total_tokens": u.input_tokens + u.output_tokens}}))
+        return out
 
 
-def _iter_chunks(stream: CompletionStream, model: str) -> Iterator[ChatCompletionChunk]:
+def _iter_chunks(stream: CompletionStream, chunks: _Chunks) -> Iterator[SDKObject]:
     with stream:
+        yield chunks.first()
         for delta in stream:
-            yield ChatCompletionChunk(id="", model=model, choices=[ChunkChoice(0, Delta(content=delta))])
-        yield _final_chunk(stream.response, model)
+            yield chunks.text(delta)
+        yield from chunks.last(stream.response)
 
 
-async def _aiter_chunks(stream: AsyncCompletionStream, model: str) -> AsyncIterator[ChatCompletionChunk]:
+async def _aiter_chunks(stream: AsyncCompletionStream, chunks: _Chunks) -> AsyncIterator[SDKObject]:
     async with stream:
+        yield chunks.first()
         async for delta in stream:
-            yield ChatCompletionChunk(id="", model=model, choices=[ChunkChoice(0, Delta(content=delta))])
-        yield _final_chunk(stream.response, model)
+            yield chunks.text(delta)
+        for chunk in chunks.last(stream.response):
+            yield chunk
 
 
 class _SyncCompletions:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    @overload
-    def create(
-        self, *, messages: list[dict[str, Any]], model: str | None = ..., stream: Literal[False] = ..., **kwargs: Any
-    ) -> ChatCompletion: ...
-
-    @overload
-    def create(
-        self, *, messages: list[dict[str, Any]], model: str | None = ..., stream: Literal[True], **kwargs: Any
-    ) -> Iterator[ChatCompletionChunk]: ...
-
-    def create(
-        self, *, messages: list[dict[str, Any]], model: str | None = None, stream: bool = False, **kwargs: Any
-    ) -> ChatCompletion | Iterator[ChatCompletionChunk]:
-        request = _to_request(model, messages, kwargs)
+    def create(self, **kwargs: Any) -> Any:
+        """The OpenAI SDK's `chat.completions.create`: a ChatCompletion, or an iterator of chunks."""
+        request, stream, include_usage, model = _openai(kwargs)
         if stream:
-            return _iter_chunks(self._client.stream_request(request), model or "")
-        return to_chat_completion(self._client.complete_request(request))
+            return _iter_chunks(self._client.stream_request(request), _Chunks(model, include_usage))
+        return _chat_completion(self._client.complete_request(request), model)
 
 
 class _AsyncCompletions:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    @overload
-    async def create(
-        self, *, messages: list[dict[str, Any]], model: str | None = ..., stream: Literal[False] = ..., **kwargs: Any
-    ) -> ChatCompletion: ...
-
-    @overload
-    async def create(
-        self, *, messages: list[dict[str, Any]], model: str | None = ..., stream: Literal[True], **kwargs: Any
-    ) -> AsyncIterator[ChatCompletionChunk]: ...
-
-    async def create(
-        self, *, messages: list[dict[str, Any]], model: str | None = None, stream: bool = False, **kwargs: Any
-    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
-        request = _to_request(model, messages, kwargs)
+    async def create(self, **kwargs: Any) -> Any:
+        request, stream, include_usage, model = _openai(kwargs)
         if stream:
-            return _aiter_chunks(self._client.stream_request(request), model or "")
-        return to_chat_completion(await self._client.complete_request(request))
+            return _aiter_chunks(self._client.stream_request(request), _Chunks(model, include_usage))
+        return _chat_completion(await self._client.complete_request(request), model)
 
 
 class SyncChat:
@@ -215,3 +246,114 @@ class SyncChat:
 class AsyncChat:
     def __init__(self, client: AsyncClient) -> None:
         self.completions = _AsyncCompletions(client)
+
+
+# --------------------------------------------------------------- Anthropic
+
+
+def _anthropic(kwargs: dict[str, Any]) -> tuple[CompletionRequest, bool, str]:
+    body, own = _body(kwargs)
+    if "max_tokens" not in body:
+        raise InvalidRequest("max_tokens is required (as in the Anthropic SDK)")
+    try:
+        request, stream = anthropic_request(body)
+    except WireError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return _with_own(request, own), stream, str(body.get("model") or "")
+
+
+def _message(response: CompletionResponse, model: str) -> SDKObject:
+    doc = anthropic_response(response, model or response.model, response.id or _new_id("msg_"))
+    doc["usage"].update(cache_creation_input_tokens=None, cache_read_input_tokens=None, server_tool_use=None,
+                        service_tier=None)
+    return SDKObject(doc, response.cached)
+
+
+class MessageStream:
+    """`client.messages.stream(...)`: `.text_stream`, `get_final_message()`,
+    `get_final_text()`, `until_done()`; a context manager (leaving it early
+    cancels the request on the daemon)."""
+
+    def __init__(self, stream: CompletionStream, model: str) -> None:
+        self._stream = stream
+        self._model = model
+
+    def __enter__(self) -> MessageStream:
+        self._stream.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stream.__exit__(*exc_info)
+
+    @property
+    def text_stream(self) -> Iterator[str]:
+        return iter(self._stream)
+
+    def until_done(self) -> None:
+        for _ in self._stream:
+            pass
+
+    def get_final_message(self) -> SDKObject:
+        self.until_done()
+        assert self._stream.response is not None
+        return _message(self._stream.response, self._model)
+
+    def get_final_text(self) -> str:
+        return "".join(b.text for b in self.get_final_message().content if b.type == "text")
+
+
+class AsyncMessageStream:
+    def __init__(self, stream: AsyncCompletionStream, model: str) -> None:
+        self._stream = stream
+        self._model = model
+
+    async def __aenter__(self) -> AsyncMessageStream:
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stream.__aexit__(*exc_info)
+
+    @property
+    def text_stream(self) -> AsyncIterator[str]:
+        return self._stream.__aiter__()
+
+    async def until_done(self) -> None:
+        async for _ in self._stream:
+            pass
+
+    async def get_final_message(self) -> SDKObject:
+        await self.until_done()
+        assert self._stream.response is not None
+        return _message(self._stream.response, self._model)
+
+
+class SyncMessages:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, **kwargs: Any) -> Any:
+        """The Anthropic SDK's `messages.create`: a Message (`stream=True`: use `messages.stream`)."""
+        request, stream, model = _anthropic(kwargs)
+        if stream:
+            raise InvalidRequest("messages.create(stream=True) is not supported here: use messages.stream(...)")
+        return _message(self._client.complete_request(request), model)
+
+    def stream(self, **kwargs: Any) -> MessageStream:
+        request, _, model = _anthropic(kwargs)
+        return MessageStream(self._client.stream_request(request), model)
+
+
+class AsyncMessages:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(self, **kwargs: Any) -> Any:
+        request, stream, model = _anthropic(kwargs)
+        if stream:
+            raise InvalidRequest("messages.create(stream=True) is not supported here: use messages.stream(...)")
+        return _message(await self._client.complete_request(request), model)
+
+    def stream(self, **kwargs: Any) -> AsyncMessageStream:
+        request, _, model = _anthropic(kwargs)
+        return AsyncMessageStream(self._client.stream_request(request), model)

@@ -33,6 +33,7 @@ SUBS = [
     (r"\bAsyncCompletionStream\b", "CompletionStream"),
     (r"\bAsyncClient\b", "Client"),
     (r"\bAsyncChat\b", "SyncChat"),
+    (r"\bAsyncMessages\b", "SyncMessages"),
     (r"\bAsyncIO\b", "SyncIO"),
     (r"\b_async_io\b", "_sync_io"),
     (r"\b__aenter__\b", "__enter__"),

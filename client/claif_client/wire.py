@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from claif_client.protocol import CompletionRequest, CompletionResponse, Message
+from .protocol import CompletionRequest, CompletionResponse, Message
 
 __all__ = [
     "WireError", "openai_request", "anthropic_request", "messages_to_openai", "tools_to_openai",
