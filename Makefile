@@ -38,9 +38,18 @@ system-tools:
 	  fi; \
 	fi
 
-bench: $(STAMP)
+# LiteLLM's proxy is only a yardstick of bench/bench_front.py: it gets a venv
+# of its own (bench/.litellm), never the project's.
+LITELLM := bench/.litellm/bin/litellm
+
+bench: $(STAMP) $(LITELLM)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/run.py
+
+$(LITELLM):
+	$(PYTHON) -m venv bench/.litellm
+	bench/.litellm/bin/pip install --quiet 'litellm[proxy]'
+
 
 # The mutation guard: breaks each headline guarantee on purpose (the list is
 # tests/mutations.toml) and fails if the tests named for it still pass.

@@ -220,6 +220,15 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return n + _count_words(_text_of(body.get("system")))
 
 
+def _cache_read(body: dict[str, Any]) -> int:
+    """Prompt-cache tokens read: the system prompt's words when its blocks ask
+    for caching (`cache_control`), as if an earlier call had written them."""
+    system = body.get("system")
+    if isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system):
+        return _count_words(_text_of(system))
+    return 0
+
+
 def _answer(body: dict[str, Any], max_tokens: int | None) -> tuple[list[str], bool]:
     """Words of the reply (with their trailing spaces), and whether max_tokens cut it."""
     words = _WORDS.findall(reply_text(body.get("messages", [])))
@@ -607,14 +616,16 @@ def anthropic_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
             "content": [{"type": "tool_use", "id": f"toolu_sim_{next(state.ids):08d}", "name": call[0],
                          "input": call[1]}],
             "stop_reason": "tool_use", "stop_sequence": None,
-            "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": 1},
+            "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": 1,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": _cache_read(body)},
         }
     words, truncated = _answer(body, body["max_tokens"])
     return {
         "id": f"msg_sim_{next(state.ids):08d}", "type": "message", "role": "assistant", "model": body["model"],
         "content": [{"type": "text", "text": "".join(words)}],
         "stop_reason": "max_tokens" if truncated else "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": len(words)},
+        "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": len(words),
+                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": _cache_read(body)},
     }
 
 
@@ -661,7 +672,8 @@ async def _anthropic_stream(ex: _Exchange, body: dict[str, Any], state: SimState
     await ex.start_sse()
     await ex.sse({"type": "message_start", "message": {
         "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage_in, "output_tokens": 1},
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage_in, "output_tokens": 1,
+        "cache_creation_input_tokens": 0, "cache_read_input_tokens": _cache_read(body)},
     }}, "message_start")
     call = tool_call(body)
     if call is not None:

@@ -168,7 +168,7 @@ class Completions:
         key = self.hot_key(msg.request)
         if key is not None and (entry := self.cache.lookup_memory(key)) is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry))
-            self._hit(entry, started)
+            self.record_hit(entry, started)
             return None
         try:
             request = _request_decoder.decode(msg.request)
@@ -187,12 +187,12 @@ class Completions:
         entry = self.cached_reply(prepared)
         if entry is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry, prepared.optimized))
-            self._hit(entry, started)
+            self.record_hit(entry, started)
             return None
         conn.start(complete, self.complete_task, prepared, prepared.timeout)
         return None
 
-    def _hit(self, entry: MemEntry, started: float) -> None:
+    def record_hit(self, entry: MemEntry, started: float) -> None:
         perf = self.perf
         if perf.enabled:
             provider, model = perf.labels(entry.model)

@@ -82,7 +82,7 @@ def test_message_matches_the_anthropic_sdk(upstream_daemon: DaemonProcess, sim: 
             final = s.get_final_message()
     assert ours.id and ours.type == "message" and ours.role == "assistant" and ours.stop_sequence is None
     same(strip_call_ids(ours.model_dump(exclude_none=True)), strip_call_ids(theirs.model_dump(exclude_none=True)))
-    assert ours.usage.cache_read_input_tokens is None
+    assert ours.usage.cache_read_input_tokens == 0 == theirs.usage.cache_read_input_tokens
     if tools:
         assert ours.content[0].type == "tool_use" and ours.content[0].input == {"query": "What is up?"}
         assert ours.stop_reason == "tool_use" and final.stop_reason == "tool_use"

@@ -275,3 +275,15 @@ def test_claif_token_says_when_the_front_is_off(daemon: DaemonProcess) -> None:
 
     out = claif("token", socket=daemon.socket)
     assert out.returncode == 2 and "server.http.enabled" in out.stderr
+
+
+def test_prompt_cache_tokens_cross_wires(front: Front) -> None:
+    """Anthropic's cache_read_input_tokens reach an OpenAI-shaped caller as prompt_tokens_details.cached_tokens."""
+    system = [{"type": "text", "text": "a long shared preamble", "cache_control": {"type": "ephemeral"}}]
+    m = front.anthropic().messages.create(model=CLAUDE, max_tokens=20, system=system,  # type: ignore[arg-type]
+                                          messages=[{"role": "user", "content": "q"}])
+    assert m.usage.cache_read_input_tokens == 4
+    r = front.openai().chat.completions.create(model=CLAUDE, messages=[{"role": "user", "content": "q"}],
+                                               extra_body={"system": system})
+    assert r.usage is not None and r.usage.prompt_tokens_details is not None
+    assert r.usage.prompt_tokens_details.cached_tokens == 4

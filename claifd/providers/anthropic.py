@@ -94,7 +94,9 @@ class AnthropicProvider(HttpProvider):
                 text=text_of(content),
                 content=content,
                 stop_reason=doc.get("stop_reason"),
-                usage=Usage(input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0)),
+                usage=Usage(input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0),
+                            cache_read_input_tokens=usage.get("cache_read_input_tokens") or 0,
+                            cache_creation_input_tokens=usage.get("cache_creation_input_tokens") or 0),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"anthropic sent an unexpected response shape ({exc})") from exc
@@ -118,6 +120,8 @@ class _AnthropicStream(StreamAssembler):
         self.stop_reason: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cache_read = 0
+        self.cache_creation = 0
         self.finished = False
 
     def feed(self, event: ServerSentEvent) -> str | None:
@@ -151,6 +155,8 @@ class _AnthropicStream(StreamAssembler):
             usage = message.get("usage") or {}
             self.input_tokens = usage.get("input_tokens", 0)
             self.output_tokens = usage.get("output_tokens", 0)
+            self.cache_read = usage.get("cache_read_input_tokens") or 0
+            self.cache_creation = usage.get("cache_creation_input_tokens") or 0
         elif kind == "content_block_start":
             self.blocks[data.get("index", 0)] = dict(data.get("content_block", {}))
         elif kind == "content_block_stop":
@@ -188,5 +194,6 @@ class _AnthropicStream(StreamAssembler):
             text=text_of(content),
             content=content,
             stop_reason=self.stop_reason,
-            usage=Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens),
+            usage=Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                        cache_read_input_tokens=self.cache_read, cache_creation_input_tokens=self.cache_creation),
         )

@@ -46,6 +46,12 @@ def _content(text: str, tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]
     return blocks
 
 
+def _usage(usage: dict[str, Any]) -> Usage:
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0),
+                 cache_read_input_tokens=(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
+
+
 class OpenAIProvider(HttpProvider):
     name = "openai"
     env_key = "OPENAI_API_KEY"
@@ -116,7 +122,7 @@ class OpenAIProvider(HttpProvider):
                 text=text,
                 content=_content(text, message.get("tool_calls") or []),
                 stop_reason=_STOP_REASONS.get(finish, finish),
-                usage=Usage(input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0)),
+                usage=_usage(usage),
             )
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise UpstreamError(f"openai sent an unexpected response shape ({exc})") from exc
@@ -186,9 +192,7 @@ class _OpenAIStream(StreamAssembler):
             text=text,
             content=_content(text, calls),
             stop_reason=_STOP_REASONS.get(self.finish or "", self.finish),
-            usage=Usage(
-                input_tokens=self.usage.get("prompt_tokens", 0), output_tokens=self.usage.get("completion_tokens", 0)
-            ),
+            usage=_usage(self.usage),
         )
 
 

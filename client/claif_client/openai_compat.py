@@ -264,8 +264,7 @@ def _anthropic(kwargs: dict[str, Any]) -> tuple[CompletionRequest, bool, str]:
 
 def _message(response: CompletionResponse, model: str) -> SDKObject:
     doc = anthropic_response(response, model or response.model, response.id or _new_id("msg_"))
-    doc["usage"].update(cache_creation_input_tokens=None, cache_read_input_tokens=None, server_tool_use=None,
-                        service_tier=None)
+    doc["usage"].update(server_tool_use=None, service_tier=None)
     return SDKObject(doc, response.cached)
 
 

@@ -156,6 +156,11 @@ class Message(msgspec.Struct, omit_defaults=True):
 class Usage(msgspec.Struct):
     input_tokens: Count = 0
     output_tokens: Count = 0
+    # The provider's prompt cache: tokens read from it (Anthropic's
+    # cache_read_input_tokens, OpenAI's prompt_tokens_details.cached_tokens)
+    # and written to it (Anthropic's cache_creation_input_tokens).
+    cache_read_input_tokens: Count = 0
+    cache_creation_input_tokens: Count = 0
 
 
 class CacheControl(msgspec.Struct, omit_defaults=True):

@@ -308,7 +308,9 @@ def openai_response(response: CompletionResponse, model: str, rid: str, created:
         "choices": [{"index": 0, "message": message, "logprobs": None,
                      "finish_reason": FINISH_REASONS.get(response.stop_reason or "end_turn", "stop")}],
         "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                  "total_tokens": usage.input_tokens + usage.output_tokens},
+                  "total_tokens": usage.input_tokens + usage.output_tokens,
+                  **({"prompt_tokens_details": {"cached_tokens": usage.cache_read_input_tokens}}
+                     if usage.cache_read_input_tokens else {})},
     }
 
 
@@ -325,5 +327,7 @@ def anthropic_response(response: CompletionResponse, model: str, rid: str) -> di
         "id": rid, "type": "message", "role": "assistant", "model": model,
         "content": anthropic_blocks(response), "stop_reason": response.stop_reason or "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                  "cache_read_input_tokens": usage.cache_read_input_tokens,
+                  "cache_creation_input_tokens": usage.cache_creation_input_tokens},
     }
