@@ -62,6 +62,8 @@ from claif_client.wire import (
     anthropic_blocks,
     anthropic_request,
     anthropic_response,
+    choice_request,
+    openai_choices,
     openai_request,
     openai_response,
     tool_calls_of,
@@ -474,8 +476,8 @@ class HttpFront:
         started = time.perf_counter()
         try:
             if ex.path == "/v1/chat/completions":
-                request, stream, _ = openai_request(self._decode(ex))
-                wire = "openai"
+                ask = openai_request(self._decode(ex))
+                request, stream, wire = ask.request, ask.stream or ask.n > 1, "openai"
             elif ex.path == "/v1/messages":
                 request, stream = anthropic_request(self._decode(ex))
                 wire = "anthropic"
@@ -634,52 +636,70 @@ class HttpFront:
 
     async def _chat(self, ex: _Exchange) -> None:
         try:
-            request, stream, include_usage = openai_request(self._decode(ex))
+            ask = openai_request(self._decode(ex))
         except WireError as exc:
             raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
-        request, ignored = self._steer(ex, request, "openai")
+        request, ignored = self._steer(ex, ask.request, "openai")
         model = request.model or ""
         extra = [("x-claif-ignored", ",".join(ignored))] if ignored else []
         rid = "chatcmpl-" + ex.rid
         created = int(time.time())
-        if not stream:
-            response, status = await self._run(request, False, _no_delta, prepared=ex.prepared)
-            await ex.respond(200, openai_response(response, model or response.model, rid, created),
+        requests = [choice_request(request, i) for i in range(ask.n)]
+        responses: list[CompletionResponse | None] = [None] * ask.n
+        if not ask.stream:
+            status = "miss"
+
+            async def run(i: int) -> None:
+                nonlocal status
+                responses[i], got = await self._run(requests[i], False, _no_delta,
+                                                    prepared=ex.prepared if i == 0 else None)
+                if i == 0:
+                    status = got
+
+            await _each(ask.n, run)
+            done = [r for r in responses if r is not None]
+            await ex.respond(200, openai_choices(done, model or done[0].model, rid, created),
                              [("x-claif-cache-status", status), *extra])
             return
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             doc: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created,
                                    "model": model, "system_fingerprint": None,
-                                   "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                   "choices": [{"index": index, "delta": delta, "logprobs": None,
                                                 "finish_reason": finish}]}
-            if include_usage:
+            if ask.include_usage:
                 doc["usage"] = None
             return doc
 
-        async def on_delta(text: str) -> None:
-            await begin()
-            await ex.sse(chunk({"content": text}))
-
         outcome: list[Prepared] = []
+        opened: set[int] = set()
 
-        async def begin() -> None:
+        async def begin(index: int) -> None:
             if not ex.started:
                 await ex.start_sse([("x-claif-cache-status", _streamed_status(outcome)), *extra])
-                await ex.sse(chunk({"role": "assistant", "content": "", "refusal": None}))
+            if index not in opened:
+                opened.add(index)
+                await ex.sse(chunk(index, {"role": "assistant", "content": "", "refusal": None}))
 
-        response, _ = await self._run(request, True, on_delta, outcome)
-        await begin()
-        calls = tool_calls_of(response)
-        if calls:
-            await ex.sse(chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))
-        await ex.sse(chunk({}, FINISH_REASONS.get(response.stop_reason or "end_turn", "stop")))
-        if include_usage:
-            u = response.usage
+        async def run_streamed(i: int) -> None:
+            async def on_delta(text: str) -> None:
+                await begin(i)
+                await ex.sse(chunk(i, {"content": text}))
+
+            response, _ = await self._run(requests[i], True, on_delta, outcome if i == 0 else None)
+            responses[i] = response
+            await begin(i)
+            calls = tool_calls_of(response)
+            if calls:
+                await ex.sse(chunk(i, {"tool_calls": [{"index": j, **c} for j, c in enumerate(calls)]}))
+            await ex.sse(chunk(i, {}, FINISH_REASONS.get(response.stop_reason or "end_turn", "stop")))
+
+        await _each(ask.n, run_streamed)
+        if ask.include_usage:
+            done = [r for r in responses if r is not None]
+            usage = openai_choices(done, model, rid, created)["usage"]
             await ex.sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                          "system_fingerprint": None, "choices": [],
-                          "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-                                    "total_tokens": u.input_tokens + u.output_tokens}})
+                          "system_fingerprint": None, "choices": [], "usage": usage})
         await ex.sse("[DONE]")
         await ex.end()
 
@@ -745,6 +765,16 @@ class HttpFront:
                                 "output_tokens": response.usage.output_tokens}}, "message_delta")
         await ex.sse({"type": "message_stop"}, "message_stop")
         await ex.end()
+
+
+async def _each(n: int, run: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+    """run(0) .. run(n-1), concurrently when n > 1 (the first failure fails them all)."""
+    if n == 1:
+        await run(0)
+        return
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(run, i)
 
 
 async def _no_delta(text: str) -> None:

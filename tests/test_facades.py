@@ -98,8 +98,15 @@ def test_parameters_are_honoured_or_refused(upstream_daemon: DaemonProcess, sim:
         body = sim.requests()[-1]["body"]
         assert (body["seed"], body["user"], body["stop"], body["max_tokens"], body["service_tier"]) == (  # type: ignore[index]
             3, "u", ["END"], 20, "auto")
-        with pytest.raises(InvalidRequest, match="n > 1"):
-            c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "p"}], n=2)
+        before = sim.stats()["requests"]
+        two = c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "p"}], n=2)
+        assert [ch.index for ch in two.choices] == [0, 1] and sim.stats()["requests"] == before + 2
+        assert two.usage.completion_tokens == 2 * 4
+        c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "p"}], n=2)
+        assert sim.stats()["requests"] == before + 2  # both choices from the cache
+        with pytest.raises(InvalidRequest, match="n > 1 with stream"):
+            c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "p"}], n=2,
+                                      stream=True)
         with pytest.raises(InvalidRequest, match="extra_headers"):
             c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "p"}],
                                       extra_headers={"x": "y"})

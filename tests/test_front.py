@@ -5,6 +5,7 @@ SDKs' own classes, auth, and the x-claif-* headers."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,8 +196,8 @@ def test_errors_are_the_sdks_own_classes(front: Front, sim: Sim) -> None:
     with pytest.raises(anthropic.InternalServerError) as overloaded:
         an.messages.create(model=CLAUDE, max_tokens=9, messages=[{"role": "user", "content": "ov"}])
     assert overloaded.value.status_code == 529
-    with pytest.raises(openai.BadRequestError, match="n > 1"):
-        oa.chat.completions.create(model=GPT, n=2, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="n must be an integer from 1 to 128"):
+        oa.chat.completions.create(model=GPT, n=0, messages=[{"role": "user", "content": "x"}])
     missing = httpx.post(front.url + "/v1/messages", headers={"x-api-key": front.token},
                          json={"model": CLAUDE, "messages": [{"role": "user", "content": "x"}]})
     assert missing.status_code == 400 and missing.json()["error"] == {
@@ -236,6 +237,11 @@ def test_cache_headers_models_metrics_health_count_tokens(front: Front, sim: Sim
     assert only.status_code == 404 and only.json()["error"]["type"] == "not_found_error"
     other = httpx.post(front.url + "/v1/chat/completions", headers={**h, "x-claif-namespace": "team"}, json=body)
     assert other.headers["x-claif-cache-status"] == "miss"
+    short = {**body, "messages": [{"role": "user", "content": "short-lived"}]}
+    httpx.post(front.url + "/v1/chat/completions", headers={**h, "x-claif-ttl": "0.2"}, json=short)
+    time.sleep(0.4)
+    assert httpx.post(front.url + "/v1/chat/completions", headers=h, json=short).headers[
+        "x-claif-cache-status"] == "miss"
 
     oa_models = httpx.get(front.url + "/v1/models", headers=h).json()
     assert oa_models["object"] == "list" and any(m["id"] == "echo/default" for m in oa_models["data"])
@@ -287,3 +293,54 @@ def test_prompt_cache_tokens_cross_wires(front: Front) -> None:
                                                extra_body={"system": system})
     assert r.usage is not None and r.usage.prompt_tokens_details is not None
     assert r.usage.prompt_tokens_details.cached_tokens == 4
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_n_choices_are_n_completions(front: Front, sim: Sim, stream: bool) -> None:
+    client = front.openai()
+    before = sim.stats()["requests"]
+    args = {"model": GPT, "n": 3, "messages": [{"role": "user", "content": f"three ways {stream}"}]}
+    if stream:
+        chunks = list(client.chat.completions.create(**args, stream=True))  # type: ignore[call-overload]
+        texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+                 for i in range(3)}
+        assert set(texts.values()) == {f"Simulated reply to: three ways {stream}"}
+        assert sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason) == [0, 1, 2]
+    else:
+        r = client.chat.completions.create(**args)  # type: ignore[call-overload]
+        assert [c.index for c in r.choices] == [0, 1, 2] and r.usage.completion_tokens == 3 * 6
+    assert sim.stats()["requests"] == before + 3  # one upstream completion per choice
+    again = client.chat.completions.create(**{**args, "stream": False})  # type: ignore[call-overload]
+    assert len(again.choices) == 3 and sim.stats()["requests"] == before + 3  # each served from the cache
+
+
+@pytest.mark.anyio
+async def test_async_sdks(front: Front) -> None:
+    oa = openai.AsyncOpenAI(base_url=front.url + "/v1", api_key=front.token, max_retries=0)
+    r = await oa.chat.completions.create(model=CLAUDE, messages=[{"role": "user", "content": "async one"}])
+    assert r.choices[0].message.content == "Simulated reply to: async one"
+    stream = await oa.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "async two"}],
+                                              stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == \
+        "Simulated reply to: async two"
+    an = anthropic.AsyncAnthropic(base_url=front.url, api_key=front.token, max_retries=0)
+    m = await an.messages.create(model=GPT, max_tokens=20, messages=[{"role": "user", "content": "async three"}],
+                                 tools=WEATHER_ANTHROPIC)  # type: ignore[arg-type]
+    assert m.stop_reason == "tool_use"
+    async with an.messages.stream(model=CLAUDE, max_tokens=20,
+                                  messages=[{"role": "user", "content": "async four"}]) as s:
+        assert "".join([t async for t in s.text_stream]) == "Simulated reply to: async four"
+    await oa.close()
+    await an.close()
+
+
+def test_a_client_leaving_mid_stream_cancels_the_upstream_call(front: Front, sim: Sim) -> None:
+    sim.configure(token_delay_ms=200)
+    with httpx.Client(base_url=front.url, headers={"authorization": f"Bearer {front.token}"}) as client:
+        with client.stream("POST", "/v1/chat/completions", json={
+                "model": GPT, "stream": True, "messages": [{"role": "user", "content": "a b c d e f g h i j"}]}) as r:
+            next(r.iter_lines())
+    sim.wait_for(lambda s: s["in_flight"] == 0)
+    assert sim.stats()["in_flight"] == 0
+    with Client(front.daemon.socket) as c:
+        assert c.status()["in_flight"] == 0

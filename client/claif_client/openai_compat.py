@@ -4,7 +4,8 @@
 Code written against either SDK runs against the daemon with the client
 swapped. The arguments are read exactly as the HTTP front reads the same
 JSON body (`wire.py`), so every parameter is honoured or refused with an
-`InvalidRequest` naming it (never dropped): `n` > 1, `extra_headers` and
+`InvalidRequest` naming it (never dropped): `n` choices are n completions
+(choice i > 0 cached apart: `wire.choice_request`), `extra_headers` and
 `extra_query` are refused; `extra_body` is merged into the body; fields the
 daemon does not model (`seed`, `response_format`, `user`, ...) reach an
 OpenAI-compatible upstream as they are. claifd's own options ride along:
@@ -36,8 +37,9 @@ from .wire import (
     WireError,
     anthropic_request,
     anthropic_response,
+    choice_request,
+    openai_choices,
     openai_request,
-    openai_response,
     tool_calls_of,
 )
 
@@ -135,17 +137,23 @@ def _with_own(request: CompletionRequest, own: dict[str, Any]) -> CompletionRequ
 # ------------------------------------------------------------------ OpenAI
 
 
-def _openai(kwargs: dict[str, Any]) -> tuple[CompletionRequest, bool, bool, str]:
+def _openai(kwargs: dict[str, Any]) -> tuple[list[CompletionRequest], bool, bool, str]:
+    """(one request per choice, stream, include_usage, the model as sent)."""
     body, own = _body(kwargs)
     try:
-        request, stream, include_usage = openai_request(body)
+        ask = openai_request(body)
     except WireError as exc:
         raise InvalidRequest(str(exc)) from None
-    return _with_own(request, own), stream, include_usage, str(body.get("model") or "")
+    if ask.n > 1 and ask.stream:
+        raise InvalidRequest("n > 1 with stream=True is not supported by the facade (the HTTP front streams it)")
+    request = _with_own(ask.request, own)
+    return [choice_request(request, i) for i in range(ask.n)], ask.stream, ask.include_usage, \
+        str(body.get("model") or "")
 
 
-def _chat_completion(response: CompletionResponse, model: str) -> SDKObject:
-    doc = openai_response(response, model or response.model, response.id or _new_id("chatcmpl-"), int(time.time()))
+def _chat_completion(responses: list[CompletionResponse], model: str) -> SDKObject:
+    response = responses[0]
+    doc = openai_choices(responses, model or response.model, response.id or _new_id("chatcmpl-"), int(time.time()))
     doc["service_tier"] = None
     doc["system_fingerprint"] = None
     for choice in doc["choices"]:
@@ -221,10 +229,10 @@ class _SyncCompletions:
 
     def create(self, **kwargs: Any) -> Any:
         """The OpenAI SDK's `chat.completions.create`: a ChatCompletion, or an iterator of chunks."""
-        request, stream, include_usage, model = _openai(kwargs)
+        requests, stream, include_usage, model = _openai(kwargs)
         if stream:
-            return _iter_chunks(self._client.stream_request(request), _Chunks(model, include_usage))
-        return _chat_completion(self._client.complete_request(request), model)
+            return _iter_chunks(self._client.stream_request(requests[0]), _Chunks(model, include_usage))
+        return _chat_completion([self._client.complete_request(r) for r in requests], model)
 
 
 class _AsyncCompletions:
@@ -232,10 +240,10 @@ class _AsyncCompletions:
         self._client = client
 
     async def create(self, **kwargs: Any) -> Any:
-        request, stream, include_usage, model = _openai(kwargs)
+        requests, stream, include_usage, model = _openai(kwargs)
         if stream:
-            return _aiter_chunks(self._client.stream_request(request), _Chunks(model, include_usage))
-        return _chat_completion(await self._client.complete_request(request), model)
+            return _aiter_chunks(self._client.stream_request(requests[0]), _Chunks(model, include_usage))
+        return _chat_completion([await self._client.complete_request(r) for r in requests], model)
 
 
 class SyncChat:

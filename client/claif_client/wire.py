@@ -19,16 +19,17 @@ loses nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
-from .protocol import CompletionRequest, CompletionResponse, Message
+from .protocol import CacheControl, CompletionRequest, CompletionResponse, Message
 
 __all__ = [
     "WireError", "openai_request", "anthropic_request", "messages_to_openai", "tools_to_openai",
     "tools_to_anthropic", "tool_choice_to_openai", "tool_choice_to_anthropic", "content_to_anthropic",
-    "openai_response", "anthropic_response", "FINISH_REASONS", "STOP_REASONS",
+    "openai_response", "anthropic_response", "FINISH_REASONS", "STOP_REASONS", "OpenAIAsk", "choice_request",
+    "openai_choices", "MAX_CHOICES",
 ]
 
 # Anthropic stop reason -> OpenAI finish reason, and back.
@@ -36,6 +37,10 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
                   "refusal": "content_filter", "pause_turn": "stop"}
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
+
+
+# The most choices one Chat Completions request may ask for (OpenAI's own bound).
+MAX_CHOICES = 128
 
 
 class WireError(ValueError):
@@ -238,14 +243,25 @@ _ANTHROPIC_FIELDS = {"model", "messages", "system", "max_tokens", "temperature",
                      "stop_sequences", "tools", "tool_choice", "stream", "metadata"}
 
 
-def openai_request(body: Any) -> tuple[CompletionRequest, bool, bool]:
-    """(request, stream, include_usage) from a Chat Completions body. Fields
-    the daemon does not model (response_format, seed, user, ...) ride in
-    `extra` for an OpenAI-compatible upstream."""
+class OpenAIAsk(NamedTuple):
+    request: CompletionRequest
+    stream: bool
+    include_usage: bool
+    # Choices asked for: each is a completion of its own (see `choice_request`).
+    n: int
+
+
+def openai_request(body: Any) -> OpenAIAsk:
+    """A Chat Completions body read. Fields the daemon does not model
+    (response_format, seed, user, ...) ride in `extra` for an
+    OpenAI-compatible upstream."""
     if not isinstance(body, dict):
         raise WireError("the body must be a JSON object")
-    if body.get("n", 1) not in (1, None):
-        raise WireError("n > 1 is not supported: send n requests (with cache mode refresh for different answers)")
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
+        raise WireError(f"n must be an integer from 1 to {MAX_CHOICES}, got {n!r}")
     system, messages = _openai_messages(body.get("messages"))
     stop = body.get("stop")
     options = body.get("stream_options") or {}
@@ -262,7 +278,33 @@ def openai_request(body: Any) -> tuple[CompletionRequest, bool, bool]:
         }, CompletionRequest)
     except msgspec.ValidationError as exc:
         raise WireError(str(exc)) from exc
-    return request, bool(body.get("stream")), bool(isinstance(options, dict) and options.get("include_usage"))
+    return OpenAIAsk(request, bool(body.get("stream")), bool(isinstance(options, dict) and options.get("include_usage")),
+                     n)
+
+
+def choice_request(request: CompletionRequest, index: int) -> CompletionRequest:
+    """The request for choice `index` of n: choice 0 is the request itself;
+    choice i > 0 is cached apart (namespace "<namespace>#n<i>"), so the n
+    choices are n upstream completions, not one answer repeated, and asking
+    again serves each from the cache."""
+    if index == 0:
+        return request
+    cache = request.cache or CacheControl()
+    namespace = f"{cache.namespace or ''}#n{index}"
+    return msgspec.structs.replace(request, cache=msgspec.structs.replace(cache, namespace=namespace))
+
+
+def openai_choices(responses: list[CompletionResponse], model: str, rid: str, created: int) -> dict[str, Any]:
+    """One Chat Completion of n choices (usage summed)."""
+    doc = openai_response(responses[0], model, rid, created)
+    for i, response in enumerate(responses[1:], start=1):
+        extra = openai_response(response, model, rid, created)
+        choice = extra["choices"][0]
+        choice["index"] = i
+        doc["choices"].append(choice)
+        for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            doc["usage"][field] += extra["usage"][field]
+    return doc
 
 
 def anthropic_request(body: Any) -> tuple[CompletionRequest, bool]:
