@@ -134,7 +134,7 @@ class _Reply(Exception):
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            413: "Payload Too Large", 429: "Too Many Requests", 499: "Client Closed Request",
+            413: "Payload Too Large", 429: "Too Many Requests", 431: "Request Header Fields Too Large", 499: "Client Closed Request",
             500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
             529: "Overloaded"}
 
@@ -214,6 +214,7 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body = bytearray()
+        self.head_bytes = 0
         self.queue: deque[_Exchange] = deque()
         self.busy = False
         self.closed = False
@@ -250,21 +251,34 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            self._fail(400, f"malformed HTTP request: {exc}")
-        except _TooLarge:
-            self._fail(413, f"request body over {MAX_BODY} bytes")
+            # A callback's exception reaches here wrapped by the parser.
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _TooLarge):
+                self._fail(cause.status, str(cause))
+            else:
+                self._fail(400, f"malformed HTTP request: {exc}")
+        except _TooLarge as exc:
+            self._fail(exc.status, str(exc))
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = {}
         self.body = bytearray()
+        self.head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._count(len(name) + len(value))
+
+    def _count(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEAD:
+            raise _TooLarge(431, f"request line and headers over {MAX_HEAD} bytes")
 
     def on_headers_complete(self) -> None:
         if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
@@ -273,7 +287,7 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body += body
         if len(self.body) > MAX_BODY:
-            raise _TooLarge
+            raise _TooLarge(413, f"request body over {MAX_BODY} bytes")
 
     def on_message_complete(self) -> None:
         path = self.url.split(b"?", 1)[0].decode("latin-1")
@@ -347,7 +361,9 @@ class _Gone(Exception):
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class HttpFront:

@@ -344,3 +344,24 @@ def test_a_client_leaving_mid_stream_cancels_the_upstream_call(front: Front, sim
     assert sim.stats()["in_flight"] == 0
     with Client(front.daemon.socket) as c:
         assert c.status()["in_flight"] == 0
+
+
+def test_bad_http_gets_a_clear_error_and_the_front_serves_on(front: Front) -> None:
+    import socket as sk
+
+    host, port = front.address.rsplit(":", 1)
+    for raw, status in ((b"GARBAGE\r\n\r\n", b"400"),
+                        (b"GET /v1/models HTTP/1.1\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+                        (b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 20000000\r\n\r\n" + b"x" * 17_000_000,
+                         b"413")):
+        with sk.create_connection((host, int(port))) as conn:
+            try:
+                conn.sendall(raw)
+            except OSError:
+                pass  # closed on us mid-send: the answer is already waiting
+            assert conn.recv(100).split(b" ")[1] == status
+    bad_json = httpx.post(front.url + "/v1/chat/completions", headers={"authorization": f"Bearer {front.token}"},
+                          content=b"{not json")
+    assert bad_json.status_code == 400 and "not JSON" in bad_json.json()["error"]["message"]
+    r = front.openai().chat.completions.create(model=GPT, messages=[{"role": "user", "content": "still here"}])
+    assert r.choices[0].message.content == "Simulated reply to: still here"
