@@ -1,5 +1,5 @@
 """The completion pipeline: every front (the Unix-socket server, batch,
-sessions, later the HTTP front) runs a completion through this one object.
+sessions, the HTTP front) runs a completion through this one object.
 
     request -> prepare (validate, route, optimize, cache key, deadline: decided once)
             -> memory tier           (inline, in the server's data_received)
