@@ -238,7 +238,7 @@ def _openai_messages(messages: Any) -> tuple[str | None, list[Message]]:
 # ----------------------------------------------------------------- requests
 
 _OPENAI_FIELDS = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
-                  "tools", "tool_choice", "stream", "stream_options", "metadata", "n", "store"}
+                  "tools", "tool_choice", "stream", "stream_options", "metadata", "n"}
 _ANTHROPIC_FIELDS = {"model", "messages", "system", "max_tokens", "temperature", "top_p", "top_k",
                      "stop_sequences", "tools", "tool_choice", "stream", "metadata"}
 
