@@ -5,6 +5,7 @@ SDKs' own classes, auth, and the x-claif-* headers."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -365,3 +366,31 @@ def test_bad_http_gets_a_clear_error_and_the_front_serves_on(front: Front) -> No
     assert bad_json.status_code == 400 and "not JSON" in bad_json.json()["error"]["message"]
     r = front.openai().chat.completions.create(model=GPT, messages=[{"role": "user", "content": "still here"}])
     assert r.choices[0].message.content == "Simulated reply to: still here"
+
+
+_HTTP_AS_NOBODY = """
+import os, sys, httpx
+unix = httpx.Client(transport=httpx.HTTPTransport(uds=sys.argv[1]))  # imports done before giving up root
+os.setgid(65534); os.setuid(65534)
+r = unix.get("http://claifd/v1/models")
+print(r.status_code)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user (CI runs as root)")
+def test_the_http_unix_socket_refuses_another_user(front: Front) -> None:
+    import subprocess
+    import sys
+
+    # Open the file modes wide: only the peer-credential check stands in the way.
+    for path in (Path(front.socket).parent.parent, Path(front.socket).parent):
+        os.chmod(path, 0o755)
+    os.chmod(front.socket, 0o666)
+    out = subprocess.run([sys.executable, "-c", _HTTP_AS_NOBODY, front.socket], capture_output=True, text=True,
+                         timeout=30)
+    assert out.stdout.strip() == "403", out.stderr
+    with Client(front.daemon.socket) as c:
+        c.config_set("server.allowed_uids", [65534])
+    out = subprocess.run([sys.executable, "-c", _HTTP_AS_NOBODY, front.socket], capture_output=True, text=True,
+                         timeout=30)
+    assert out.stdout.strip() == "200", out.stderr
