@@ -37,6 +37,15 @@ system-tools:
 	    echo "  the systemd unit tests will be skipped (install the systemd package to run them)"; \
 	  fi; \
 	fi
+	@if ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing redis-server with apt (the Redis backend's tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "make test: redis-server is missing and this is not root:"; \
+	    echo "  the Redis backend's tests will be skipped (install redis-server to run them)"; \
+	  fi; \
+	fi
 
 # LiteLLM's proxy is only a yardstick of bench/bench_front.py: it gets a venv
 # of its own (bench/.litellm), never the project's.

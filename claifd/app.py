@@ -71,7 +71,7 @@ class App:
             "openai": OpenAIProvider(self.pool, self.upstream, config.providers.openai, config.retry,
                                      clock=clock, perf=self.perf),
         }
-        self.cache = ResponseCache(config.cache, config.prices)
+        self.cache = ResponseCache(config.cache, config.prices, redis=config.redis)
         openai = self.providers["openai"]
         assert isinstance(openai, OpenAIProvider)
         self.cache.remote_embed = openai.embeddings
@@ -139,6 +139,7 @@ class App:
             attach(f"providers.{provider.name}", provider.reconfigure)
             attach("retry", provider.reconfigure_retry)
         attach("cache", self.cache.reconfigure)
+        attach("redis", self.cache.reconfigure_redis)
         attach("prices", self.cache.set_prices)
         attach("session", self.sessions.reconfigure)
         attach("server", self.state.reconfigure)

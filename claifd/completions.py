@@ -318,7 +318,7 @@ class Completions:
         if prepared.key is None:
             return await prepared.provider.complete(prepared.request, prepared.model)
         if prepared.mode != "refresh":
-            entry = await self.cache.lookup(prepared.key, memory_probed)
+            entry = await self.cache.lookup(prepared.key, memory_probed, prepared.namespace)
             if entry is not None:
                 prepared.outcome = "cached-exact"
                 return entry.response()
@@ -335,7 +335,7 @@ class Completions:
         if prepared.key is None:
             return await prepared.provider.stream(prepared.request, prepared.model, on_delta)
         if prepared.mode != "refresh":
-            entry = await self.cache.lookup(prepared.key, memory_probed)
+            entry = await self.cache.lookup(prepared.key, memory_probed, prepared.namespace)
             if entry is not None:
                 prepared.outcome = "cached-exact"
                 for piece in replay_chunks(entry):
@@ -396,6 +396,8 @@ class Completions:
             if response is not None:
                 stored = self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
                                           flight.chunks if flight.streaming else None)
+                if stored is not None and self.cache.shared is not None:
+                    await self.cache.share(stored)  # in Redis before any daemon's reply goes out
                 if stored is not None and self.cache.semantic_wanted(prepared.request, prepared.namespace):
                     await self._index(prepared)
         finally:

@@ -207,6 +207,24 @@ class CacheConfig(_Section):
     # Namespace of requests that name none.
     namespace: str = "default"
     semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
+    # Where the second tier lives: "local" (the SQLite file in `dir`) or
+    # "redis" (shared by every daemon on `redis.url`; claifd/cache/redis_store.py).
+    backend: Literal["local", "redis"] = "local"
+
+
+class RedisConfig(_Section):
+    """Redis, when a backend uses it (the `redis` extra)."""
+
+    # redis://, rediss:// or unix:// (e.g. unix:///run/redis/redis.sock).
+    url: str = "redis://localhost:6379/0"
+    # Every key the daemons write starts with this.
+    prefix: str = "claif:"
+    max_connections: int = 20
+    # A command that takes longer fails (a miss), so a stuck Redis never stalls requests.
+    timeout: Duration = Duration(1.0)
+    # The longest a near-cache (memory) copy of a shared answer is served
+    # without reading Redis again: the staleness bound if an invalidation is lost.
+    near_cache_ttl: Duration = Duration(30.0)
 
 
 class Price(_Section):
@@ -347,6 +365,7 @@ class Config(_Section):
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     session: SessionConfig = msgspec.field(default_factory=SessionConfig)
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
@@ -549,6 +568,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "cache.max_size": (0, None),
     "cache.memory_max_bytes": (0, None),
     "cache.max_entry_bytes": (1024, None),
+    "redis.max_connections": (1, 10_000),
+    "redis.timeout": (0.001, None),
+    "redis.near_cache_ttl": (0, None),
     "prices.*.input": (0, None),
     "prices.*.output": (0, None),
     "session.memory_budget": (0, None),

@@ -269,6 +269,11 @@ class HealthMonitor:
         probe = self.probes.get("cache_disk")
         if not cache.config.enabled:
             return _check("cache_disk", "ok", "cache disabled")
+        if cache.shared is not None:
+            if cache.shared.error:
+                return _check("cache_disk", "warning", f"redis unavailable; serving without the shared cache "
+                                                       f"({cache.shared.error})")
+            return probe if probe is not None else _check("cache_disk", "ok", "redis")
         if cache.disk is None and cache.config.dir:
             return _check("cache_disk", "warning", f"disk tier unavailable; memory only ({cache.disk_error})")
         if cache.disk_error:

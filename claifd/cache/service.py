@@ -26,7 +26,7 @@ import structlog
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
-from ..config import CacheConfig, Price
+from ..config import CacheConfig, Price, RedisConfig
 from ..fs import is_corruption
 from .disk import DiskHit, DiskStore
 from .entry import Codec, MemEntry, make_entry
@@ -38,6 +38,7 @@ from .prices import PriceTable
 if TYPE_CHECKING:
     from ..semantic.embed import RemoteEmbed
     from ..semantic.tier import SemanticTier
+    from .redis_store import RedisStore
 
 __all__ = ["ResponseCache"]
 
@@ -62,6 +63,7 @@ class ResponseCache:
         config: CacheConfig,
         prices: dict[str, Price] | None = None,
         *,
+        redis: RedisConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -69,12 +71,19 @@ class ResponseCache:
         self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in (prices or {}).items()})
         self.memory = MemoryLRU(int(config.memory_max_bytes))
         self.disk: DiskStore | None = None
-        if config.dir:
-            try:
-                codec = Codec(config.compression)
-            except ValueError as exc:
-                log.warning("cache compression unavailable; using zlib", error=str(exc))
-                codec = Codec("zlib")
+        # The shared second tier (cache.backend = redis), instead of the disk tier.
+        self.shared: RedisStore | None = None
+        self.near_cache_ttl = float(redis.near_cache_ttl) if redis is not None else 0.0
+        try:
+            codec = Codec(config.compression)
+        except ValueError as exc:
+            log.warning("cache compression unavailable; using zlib", error=str(exc))
+            codec = Codec("zlib")
+        if config.backend == "redis" and redis is not None:
+            from .redis_store import RedisStore  # imports redis-py: only when configured
+
+            self.shared = RedisStore(redis.url, redis.prefix, codec, redis.max_connections, float(redis.timeout))
+        elif config.dir:
             self.disk = DiskStore(Path(config.dir).expanduser(), int(config.max_size), codec)
         self.flights: dict[str, Flight] = {}
         self.hits_memory = 0
@@ -130,6 +139,8 @@ class ResponseCache:
                 self.disk = None
                 self.disk_errors += 1
         task_group.start_soon(self._writer)
+        if self.shared is not None:
+            task_group.start_soon(self.shared.listen, self._invalidated, self._resubscribed)
         if self.config.semantic.enabled or self.config.semantic.namespaces:
             await (await self.load_semantic()).ready()
 
@@ -141,6 +152,34 @@ class ResponseCache:
 
             self._semantic = SemanticTier(self.config.semantic, self, self.remote_embed)
         return self._semantic
+
+    def _invalidated(self, kind: str, arg: str) -> None:
+        """Another daemon stored (put), deleted (del) or cleared (clear) answers:
+        our near-cache copies of them go."""
+        if kind in ("put", "del"):
+            self.memory.delete(arg)
+            if kind == "del" and self._semantic is not None:
+                self._semantic.forget(arg)
+        elif kind == "clear":
+            namespace = None if arg == "*" else arg
+            self.memory.clear(namespace)
+            if self._semantic is not None:
+                self._semantic.clear(namespace)
+
+    def _resubscribed(self) -> None:
+        """Invalidations may have been missed while unsubscribed: the near cache starts afresh."""
+        self.memory.clear(None)
+
+    async def share(self, entry: MemEntry) -> None:
+        """Put a stored answer in the shared tier (awaited before its reply
+        goes out, so every daemon can find it); the memory copy becomes a near
+        cache whose life is bounded by `redis.near_cache_ttl`."""
+        if self.shared is None:
+            return
+        now = self.clock()
+        await self.shared.put(entry, now)
+        if self.near_cache_ttl:
+            entry.expires_at = min(entry.expires_at, now + self.near_cache_ttl)
 
     @property
     def task_group(self) -> anyio.abc.TaskGroup | None:
@@ -175,7 +214,9 @@ class ResponseCache:
             self._wakeup.set()
 
     async def aclose(self) -> None:
-        """Flush pending writes and close the disk tier."""
+        """Flush pending writes and close the disk tier (and the Redis client)."""
+        if self.shared is not None:
+            await self.shared.aclose()
         await self._flush()
         if self.disk is not None:
             await self._in_thread(self.disk.close)
@@ -194,33 +235,39 @@ class ResponseCache:
             self._count_hit(entry)
         return entry
 
-    async def lookup(self, key: str, memory_probed: bool = False) -> MemEntry | None:
-        """Memory (unless the caller just probed it), then disk (promoting a
-        disk hit to memory). Counts a miss."""
+    async def lookup(self, key: str, memory_probed: bool = False, namespace: str | None = None) -> MemEntry | None:
+        """Memory (unless the caller just probed it), then disk or Redis
+        (promoting a hit to memory). Counts a miss."""
         entry = None if memory_probed else self.lookup_memory(key)
         if entry is not None:
             return entry
-        if self.disk is not None and self.disk.might_contain(key):
+        found: DiskHit | None = None
+        if self.shared is not None:
+            found = await self.shared.get(key, namespace or self.config.namespace, self.clock())
+        elif self.disk is not None and self.disk.might_contain(key):
             try:
-                found: DiskHit | None = await self._in_thread(self.disk.get, key, self.clock())
+                found = await self._in_thread(self.disk.get, key, self.clock())
             except Exception as exc:
                 await self._disk_failed("read", exc)
                 found = None
-            if found is not None:
-                entry = make_entry(
-                    found.key, found.namespace, found.payload.response, found.payload.chunks,
-                    found.created_at, found.ttl, found.fixed_ttl, found.hits,
-                )
-                self._apply_ttl(entry)
-                if entry.expires_at <= self.clock():
-                    # Expired under the current (shorter) TTL settings.
-                    self.misses += 1
-                    return None
-                self.memory.put(entry)
-                self.hits_disk += 1
-                self._count_hit(entry, touch=False)
+        if found is not None:
+            entry = make_entry(
+                found.key, found.namespace, found.payload.response, found.payload.chunks,
+                found.created_at, found.ttl, found.fixed_ttl, found.hits,
+            )
+            self._apply_ttl(entry)
+            if entry.expires_at <= self.clock():
+                # Expired under the current (shorter) TTL settings.
+                self.misses += 1
+                return None
+            if self.shared is not None and self.near_cache_ttl:
+                entry.expires_at = min(entry.expires_at, self.clock() + self.near_cache_ttl)
+            self.memory.put(entry)
+            self.hits_disk += 1
+            self._count_hit(entry, touch=False)
+            if self.disk is not None:
                 self._touched[entry.key] = entry  # hits and access time, written back in a batch
-                return entry
+            return entry
         self.misses += 1
         return None
 
@@ -349,10 +396,15 @@ class ResponseCache:
                 removed = max(removed, await self._in_thread(self.disk.clear, namespace))
             except Exception as exc:
                 await self._disk_failed("clear", exc)
+        if self.shared is not None:
+            removed = max(removed, await self.shared.clear(namespace))
         return removed
 
     async def probe(self) -> None:
-        """Write to the disk tier and read back (health); failures are also the tier's."""
+        """Write to the disk tier and read back, or ping Redis (health); failures are also the tier's."""
+        if self.shared is not None:
+            await self.shared.probe()
+            return
         if self.disk is None:
             return
         try:
@@ -373,6 +425,8 @@ class ResponseCache:
                 found = await self._in_thread(self.disk.delete, key) or found
             except Exception as exc:
                 await self._disk_failed("delete", exc)
+        if self.shared is not None:
+            found = await self.shared.delete(key) or found
         return found
 
     def reconfigure(self, config: CacheConfig) -> None:
@@ -393,6 +447,13 @@ class ResponseCache:
                 entry.expires_at = min(entry.expires_at, entry.created_at + cap)
         if self.disk is not None and self._task_group is not None:
             self._task_group.start_soon(self._in_thread, self.disk.resize, int(config.max_size))
+
+    def reconfigure_redis(self, redis: RedisConfig) -> None:
+        """A reloaded `redis` section: the near cache's bound applies at once;
+        where Redis is, at the next start."""
+        self.near_cache_ttl = float(redis.near_cache_ttl)
+        if self.shared is not None and (redis.url != self.shared.url or redis.prefix != self.shared.prefix):
+            log.warning("redis settings take effect at the next start", keys=["redis.url", "redis.prefix"])
 
     def set_prices(self, prices: dict[str, Price]) -> None:
         self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in prices.items()})
@@ -429,6 +490,11 @@ class ResponseCache:
                 "evictions": disk.evictions, "damaged": disk.damaged, "errors": self.disk_errors,
                 "pending_writes": len(self._write_queue),
             },
+            "backend": self.config.backend,
+            "shared": None if self.shared is None else {
+                "url": _redact(self.shared.url), "errors": self.shared.errors, "error": self.shared.error,
+                "damaged": self.shared.damaged, "near_cache_ttl": self.near_cache_ttl,
+            },
             "semantic": self._semantic.stats() if self._semantic is not None else {
                 "enabled": bool(self.config.semantic.enabled), "indexed": 0, "lookups": 0, "hits": 0},
             "saved": {
@@ -461,3 +527,9 @@ class ResponseCache:
             "disk_error": self.disk_error,
             "quarantined": list(disk.quarantined) if disk is not None else [],
         }
+
+
+def _redact(url: str) -> str:
+    from .redis_store import redact_url
+
+    return redact_url(url)

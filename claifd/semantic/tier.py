@@ -175,7 +175,7 @@ class SemanticTier:
             if failed is not None:
                 self.rejected[failed] += 1
                 continue
-            entry = await self.cache.lookup(key)
+            entry = await self.cache.lookup(key, namespace=namespace)
             if entry is None:  # expired or evicted since: it leaves the index
                 self.stale += 1
                 self.index.remove(key)

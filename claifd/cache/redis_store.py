@@ -1,0 +1,202 @@
+"""The shared second tier on Redis (`cache.backend: redis`): what one daemon
+stores, every daemon on the same Redis finds.
+
+    key     {prefix}e:{namespace}:{cache key}   (a prefix per namespace: clear is a SCAN)
+    value   msgpack [created_at, ttl, fixed_ttl, hits, checksum, blob]; blob as on disk (compressed)
+    expiry  Redis' own (PX = the entry's remaining lifetime)
+    channel {prefix}invalidate: "put|del ORIGIN KEY", "clear ORIGIN NAMESPACE|*" (a daemon ignores its own)
+
+Each daemon's memory tier stays in front as a near cache. It is kept
+honest two ways: every store, delete and clear is published and each daemon
+drops what it heard about from its memory; and a near-cache copy lives at
+most `redis.near_cache_ttl` seconds (default 30) before it is read from
+Redis again, which bounds staleness when a message is lost (a subscription
+that reconnects also empties the near cache).
+
+Redis down: lookups are misses, stores stay in memory only, both counted in
+`errors` and shown by health; redis-py reconnects by itself on the next
+command. Size is Redis' business: set `maxmemory` and
+`maxmemory-policy allkeys-lru` (README).
+"""
+
+from __future__ import annotations
+
+import secrets
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+
+from .disk import DiskHit
+from .entry import Codec, DamagedEntry, MemEntry
+
+__all__ = ["RedisStore", "redact_url"]
+
+log = structlog.get_logger("claifd.cache.redis")
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (for status and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class _Record(msgspec.Struct, array_like=True):
+    namespace: str
+    created_at: float
+    ttl: float
+    fixed_ttl: bool
+    hits: int
+    checksum: int
+    blob: bytes
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Record).decode
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str, codec: Codec, max_connections: int, timeout: float) -> None:
+        import redis.asyncio as aioredis  # the `redis` extra: imported only when configured
+
+        self.url = url
+        self.prefix = prefix
+        self.codec = codec
+        self.client = aioredis.Redis.from_url(
+            url, max_connections=max_connections, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry_on_timeout=False)
+        self.channel = f"{prefix}invalidate"
+        # Who published: a daemon ignores its own messages.
+        self.origin = secrets.token_hex(6)
+        self.errors = 0
+        self.error: str | None = None
+        self.damaged = 0
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.url} errors={self.errors}>"
+
+    def _key(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}e:{namespace}:{key}"
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.errors += 1
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self.error:
+            log.warning("redis unavailable; serving without the shared cache", during=what, error=message)
+        self.error = message
+
+    def _ok(self) -> None:
+        if self.error is not None:
+            log.info("redis reachable again")
+        self.error = None
+
+    async def get(self, key: str, namespace: str, now: float) -> DiskHit | None:
+        try:
+            raw = await self.client.get(self._key(namespace, key))
+        except Exception as exc:  # redis.RedisError and OS errors alike: a miss
+            self._failed("read", exc)
+            return None
+        self._ok()
+        if raw is None:
+            return None
+        try:
+            record = _decode(raw if isinstance(raw, bytes) else raw.encode())
+            payload = self.codec.decode(record.blob, record.checksum)
+        except (msgspec.DecodeError, DamagedEntry) as exc:
+            self.damaged += 1
+            log.warning("damaged shared cache entry ignored", key=key[:16], error=str(exc))
+            return None
+        return DiskHit(key, record.namespace, record.created_at, record.ttl, record.fixed_ttl, record.hits + 1,
+                       payload)
+
+    async def put(self, entry: MemEntry, now: float) -> bool:
+        """Store `entry` (with Redis expiry) and tell the other daemons."""
+        remaining = entry.expires_at - now
+        if remaining <= 0:
+            return False
+        blob, checksum = self.codec.encode(entry)
+        record = _Record(entry.namespace, entry.created_at, entry.ttl, entry.fixed_ttl, entry.hits, checksum, blob)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key(entry.namespace, entry.key), _encode(record), px=max(1, int(remaining * 1000)))
+                pipe.publish(self.channel, f"put {self.origin} {entry.key}")
+                await pipe.execute()
+        except Exception as exc:
+            self._failed("write", exc)
+            return False
+        self._ok()
+        return True
+
+    async def _scan_delete(self, pattern: str) -> int:
+        removed = 0
+        batch: list[Any] = []
+        async for name in self.client.scan_iter(match=pattern, count=500):
+            batch.append(name)
+            if len(batch) >= 500:
+                removed += await self.client.unlink(*batch)
+                batch = []
+        if batch:
+            removed += await self.client.unlink(*batch)
+        return int(removed)
+
+    async def delete(self, key: str) -> bool:
+        try:
+            removed = await self._scan_delete(f"{self.prefix}e:*:{key}")
+            await self.client.publish(self.channel, f"del {self.origin} {key}")
+        except Exception as exc:
+            self._failed("delete", exc)
+            raise
+        self._ok()
+        return removed > 0
+
+    async def clear(self, namespace: str | None) -> int:
+        try:
+            removed = await self._scan_delete(f"{self.prefix}e:{namespace if namespace is not None else '*'}:*")
+            await self.client.publish(self.channel, f"clear {self.origin} {namespace if namespace is not None else '*'}")
+        except Exception as exc:
+            self._failed("clear", exc)
+            raise
+        self._ok()
+        return removed
+
+    async def probe(self) -> None:
+        try:
+            await self.client.ping()
+        except Exception as exc:
+            self._failed("probe", exc)
+            raise
+        self._ok()
+
+    async def listen(self, on_message: Callable[[str, str], None], on_reconnect: Callable[[], None]) -> None:
+        """Apply the other daemons' invalidations for as long as the daemon runs."""
+        while True:
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self.channel)
+                on_reconnect()  # whatever was missed while unsubscribed: start afresh
+                try:
+                    async for message in pubsub.listen():
+                        data = message.get("data")
+                        text = data.decode() if isinstance(data, bytes) else str(data)
+                        kind, origin, arg = (text.split(" ", 2) + ["", ""])[:3]
+                        if origin != self.origin:
+                            on_message(kind, arg)
+                finally:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:
+                self._failed("subscribe", exc)
+                await anyio.sleep(0.5)
+
+    async def aclose(self) -> None:
+        try:
+            await self.client.aclose()
+        except Exception:
+            pass

@@ -1,0 +1,122 @@
+"""Redis as the shared backend (`cache.backend: redis`): two daemons on one
+real redis-server (started here on a Unix socket in a temp dir; `make test`
+installs it with apt as root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from claif_client import Client
+
+from .conftest import DaemonProcess, Sim, sim_env
+
+MODEL = "openai/gpt-4o-mini"
+REDIS = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS is None and os.geteuid() != 0,
+                                reason="redis-server is not installed (make test installs it as root)")
+
+
+class RedisServer:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.socket = directory / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert REDIS is not None, "redis-server is missing: make test installs it with apt as root"
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+        self.socket.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def redis_server(short_tmp: Path) -> Iterator[RedisServer]:
+    directory = short_tmp / "redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    server.start()
+    yield server
+    server.stop()
+
+
+def two_daemons(daemon_factory, sim: Sim, redis: RedisServer, short_tmp: Path) -> list[DaemonProcess]:  # type: ignore[no-untyped-def]
+    daemons = []
+    for name in ("a", "b"):
+        d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__BACKEND="redis", CLAIF_REDIS__URL=redis.url,
+                                       CLAIF_REDIS__NEAR_CACHE_TTL="30"), start=False)
+        d.socket = short_tmp / "run" / f"{name}.sock"
+        d.start()
+        daemons.append(d)
+    return daemons
+
+
+def test_an_answer_made_on_one_daemon_is_a_hit_on_the_other(daemon_factory, sim: Sim, redis_server: RedisServer,  # type: ignore[no-untyped-def]
+                                                             short_tmp: Path) -> None:
+    a, b = two_daemons(daemon_factory, sim, redis_server, short_tmp)
+    with Client(a.socket) as ca, Client(b.socket) as cb:
+        first = ca.complete("What is shared?", model=MODEL)
+        assert first.cached is False
+        hit = cb.complete("What is shared?", model=MODEL)
+        assert hit.cached == "exact" and hit.text == first.text
+        streamed = "".join(cb.stream("What is shared?", model=MODEL))
+        assert streamed == first.text
+        assert sim.stats()["requests"] == 1
+
+        # A delete on A reaches B's near cache (pub/sub): B asks upstream again.
+        assert first.cache_key is not None and ca.cache_delete(first.cache_key)
+        deadline = time.monotonic() + 5
+        while cb.complete("What is shared?", model=MODEL, cache={"mode": "use"}).cached and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sim.stats()["requests"] == 2
+
+        # A clear of a namespace on B empties it on A too.
+        ca.complete("Team question", model=MODEL, cache={"namespace": "team"})
+        assert cb.complete("Team question", model=MODEL, cache={"namespace": "team"}).cached == "exact"
+        assert cb.cache_clear("team") >= 1
+        time.sleep(0.2)
+        assert ca.complete("Team question", model=MODEL, cache={"namespace": "team"}).cached is False
+        stats = cb.cache_stats()
+        assert stats["backend"] == "redis" and stats["shared"]["errors"] == 0 and stats["disk"] is None
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_redis_down_keeps_serving_and_recovers(daemon_factory, sim: Sim, redis_server: RedisServer,  # type: ignore[no-untyped-def]
+                                               short_tmp: Path) -> None:
+    a, b = two_daemons(daemon_factory, sim, redis_server, short_tmp)
+    with Client(a.socket) as ca, Client(b.socket) as cb:
+        ca.complete("before the outage", model=MODEL)
+        redis_server.stop()
+        during = ca.complete("during the outage", model=MODEL)
+        assert during.cached is False and during.text.endswith("during the outage")
+        assert cb.complete("during the outage", model=MODEL).cached is False  # not shared: Redis was down
+        assert ca.cache_stats()["shared"]["errors"] >= 1
+        deadline = time.monotonic() + 10
+        while ca.health()["status"] == "healthy" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        checks = {c["name"]: c for c in ca.health()["checks"]}
+        assert checks["cache_disk"]["status"] != "ok" and "redis" in checks["cache_disk"]["detail"]
+
+        redis_server.start()
+        ca.complete("after the outage", model=MODEL)
+        assert cb.complete("after the outage", model=MODEL).cached == "exact"
+        assert ca.cache_stats()["shared"]["error"] is None
+    assert a.stop() == 0 and b.stop() == 0
