@@ -379,13 +379,22 @@ class Completions:
         assert prepared.key is not None
         response: CompletionResponse | None = None
         error: BaseException | None = None
+        shared = self.cache.shared is not None
+        remote: MemEntry | None = None
         try:
             with flight.scope, anyio.fail_after(prepared.timeout):
-                if flight.streaming:
-                    response = await prepared.provider.stream(prepared.request, prepared.model, flight.record)
+                if shared:  # another daemon may be making this very call
+                    remote = await self.cache.claim(prepared.key, prepared.namespace,
+                                                    time.monotonic() + prepared.timeout)
+                if remote is not None:
+                    prepared.outcome = "coalesced"
+                    if flight.streaming:
+                        for piece in replay_chunks(remote):
+                            await flight.record(piece)
+                    response = remote.response()
                 else:
-                    response = await prepared.provider.complete(prepared.request, prepared.model)
-                response = msgspec.structs.replace(response, cache_key=prepared.key)
+                    response = await self._call_upstream(prepared, flight, shared)
+                    response = msgspec.structs.replace(response, cache_key=prepared.key)
         except TimeoutError:
             error = UpstreamTimeout("request timed out in the daemon")
         except Exception as exc:
@@ -393,7 +402,7 @@ class Completions:
         finally:
             self.cache.land(flight)
         try:
-            if response is not None:
+            if response is not None and remote is None:
                 stored = self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
                                           flight.chunks if flight.streaming else None)
                 if stored is not None and self.cache.shared is not None:
@@ -401,7 +410,27 @@ class Completions:
                 if stored is not None and self.cache.semantic_wanted(prepared.request, prepared.namespace):
                     await self._index(prepared)
         finally:
+            if shared and remote is None:
+                with anyio.CancelScope(shield=True):
+                    await self.cache.release(prepared.key)  # after the answer is in Redis, or on failure
             flight.finish(response, error)
+
+    async def _call_upstream(self, prepared: Prepared, flight: Flight, shared: bool) -> CompletionResponse:
+        """The provider call (streamed into the flight); with a shared backend
+        its cross-daemon lease is renewed while it runs."""
+        if not shared:
+            return await self._provider_call(prepared, flight)
+        assert prepared.key is not None
+        async with anyio.create_task_group() as lease:
+            lease.start_soon(self.cache.renew, prepared.key)
+            response = await self._provider_call(prepared, flight)
+            lease.cancel_scope.cancel()
+        return response
+
+    async def _provider_call(self, prepared: Prepared, flight: Flight) -> CompletionResponse:
+        if flight.streaming:
+            return await prepared.provider.stream(prepared.request, prepared.model, flight.record)
+        return await prepared.provider.complete(prepared.request, prepared.model)
 
     async def _index(self, prepared: Prepared) -> None:
         """Make a stored answer findable by meaning, before its reply is delivered."""

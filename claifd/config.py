@@ -225,6 +225,9 @@ class RedisConfig(_Section):
     # The longest a near-cache (memory) copy of a shared answer is served
     # without reading Redis again: the staleness bound if an invalidation is lost.
     near_cache_ttl: Duration = Duration(30.0)
+    # Single-flight across daemons: the lease on an upstream call, renewed
+    # while it runs; a crashed leader holds its followers at most this long.
+    lock_ttl: Duration = Duration(10.0)
 
 
 class Price(_Section):
@@ -571,6 +574,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "redis.max_connections": (1, 10_000),
     "redis.timeout": (0.001, None),
     "redis.near_cache_ttl": (0, None),
+    "redis.lock_ttl": (0.1, None),
     "prices.*.input": (0, None),
     "prices.*.output": (0, None),
     "session.memory_budget": (0, None),

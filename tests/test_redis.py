@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from claif_client import Client
+from claif_client import ClaifError, Client
 
 from .conftest import DaemonProcess, Sim, sim_env
 
@@ -120,3 +120,62 @@ def test_redis_down_keeps_serving_and_recovers(daemon_factory, sim: Sim, redis_s
         assert cb.complete("after the outage", model=MODEL).cached == "exact"
         assert ca.cache_stats()["shared"]["error"] is None
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_identical_requests_on_two_daemons_make_one_upstream_call(daemon_factory, sim: Sim,  # type: ignore[no-untyped-def]
+                                                                  redis_server: RedisServer, short_tmp: Path) -> None:
+    import threading
+
+    a, b = two_daemons(daemon_factory, sim, redis_server, short_tmp)
+    sim.configure(latency_ms=400)
+    answers: dict[str, object] = {}
+
+    def ask(name: str, d: DaemonProcess, stream: bool) -> None:
+        with Client(d.socket) as c:
+            if stream:
+                answers[name] = "".join(c.stream("One call for all", model=MODEL))
+            else:
+                answers[name] = c.complete("One call for all", model=MODEL).text
+
+    threads = [threading.Thread(target=ask, args=(f"{d.socket.stem}{i}", d, i % 2 == 1))
+               for d in (a, b) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(set(answers.values())) == 1 and len(answers) == 6
+    assert sim.stats()["requests"] == 1
+    with Client(a.socket) as ca, Client(b.socket) as cb:
+        across = ca.cache_stats()["shared"]["coalesced_across_daemons"] + \
+            cb.cache_stats()["shared"]["coalesced_across_daemons"]
+    assert across == 1  # one daemon flew it; the other's flight waited for its answer
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_a_crashed_leader_holds_the_others_only_until_its_lease_expires(daemon_factory, sim: Sim,  # type: ignore[no-untyped-def]
+                                                                        redis_server: RedisServer,
+                                                                        short_tmp: Path) -> None:
+    import signal
+    import threading
+
+    a, b = two_daemons(daemon_factory, sim, redis_server, short_tmp)
+    for d in (a, b):
+        with Client(d.socket) as c:
+            c.config_set("redis.lock_ttl", 1.0)
+    sim.configure(hold=True)
+
+    def doomed() -> None:
+        with pytest.raises(ClaifError):  # its daemon is killed under it
+            Client(a.socket).complete("left hanging", model=MODEL)
+
+    threading.Thread(target=doomed, daemon=True).start()
+    sim.wait_for(lambda s: s["held"] == 1)
+    a.signal(signal.SIGKILL)  # the leader dies holding the lease
+    assert a.proc is not None
+    a.proc.wait(10)
+    sim.configure(hold=False)
+    t0 = time.monotonic()
+    with Client(b.socket) as cb:
+        r = cb.complete("left hanging", model=MODEL)
+    assert r.text == "Simulated reply to: left hanging" and time.monotonic() - t0 < 5
+    assert b.stop() == 0

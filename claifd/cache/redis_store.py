@@ -133,6 +133,42 @@ class RedisStore:
         self._ok()
         return True
 
+    # ----------------------------------------------------- single-flight
+
+    def _lock(self, key: str) -> str:
+        return f"{self.prefix}lock:{key}"
+
+    async def try_lock(self, key: str, ttl: float) -> bool:
+        """Claim the upstream call for `key` across daemons (a lease of `ttl`
+        seconds, renewed by `renew` while the call runs). Redis down: True
+        (each daemon calls upstream on its own)."""
+        try:
+            got = await self.client.set(self._lock(key), self.origin, nx=True, px=max(1, int(ttl * 1000)))
+        except Exception as exc:
+            self._failed("lock", exc)
+            return True
+        self._ok()
+        return bool(got)
+
+    async def renew(self, key: str, ttl: float) -> None:
+        try:
+            await self.client.pexpire(self._lock(key), max(1, int(ttl * 1000)))
+        except Exception as exc:
+            self._failed("lock", exc)
+
+    async def locked(self, key: str) -> bool:
+        try:
+            return bool(await self.client.exists(self._lock(key)))
+        except Exception as exc:
+            self._failed("lock", exc)
+            return False
+
+    async def unlock(self, key: str) -> None:
+        try:
+            await self.client.delete(self._lock(key))
+        except Exception as exc:
+            self._failed("unlock", exc)
+
     async def _scan_delete(self, pattern: str) -> int:
         removed = 0
         batch: list[Any] = []

@@ -74,6 +74,10 @@ class ResponseCache:
         # The shared second tier (cache.backend = redis), instead of the disk tier.
         self.shared: RedisStore | None = None
         self.near_cache_ttl = float(redis.near_cache_ttl) if redis is not None else 0.0
+        self.lock_ttl = float(redis.lock_ttl) if redis is not None else 10.0
+        # Keys this daemon waits for another daemon to answer (set on its "put").
+        self._remote_waits: dict[str, anyio.Event] = {}
+        self.remote_coalesced = 0
         try:
             codec = Codec(config.compression)
         except ValueError as exc:
@@ -158,6 +162,9 @@ class ResponseCache:
         our near-cache copies of them go."""
         if kind in ("put", "del"):
             self.memory.delete(arg)
+            waiting = self._remote_waits.get(arg)
+            if waiting is not None:
+                waiting.set()
             if kind == "del" and self._semantic is not None:
                 self._semantic.forget(arg)
         elif kind == "clear":
@@ -169,6 +176,43 @@ class ResponseCache:
     def _resubscribed(self) -> None:
         """Invalidations may have been missed while unsubscribed: the near cache starts afresh."""
         self.memory.clear(None)
+
+    async def claim(self, key: str, namespace: str, deadline: float) -> MemEntry | None:
+        """Single-flight across daemons: None when this daemon makes the
+        upstream call for `key` (it holds the lease), or the answer another
+        daemon made meanwhile. A leader that crashes leaves a lease that
+        expires within `redis.lock_ttl`; its followers then claim it."""
+        shared = self.shared
+        assert shared is not None
+        while True:
+            if await shared.try_lock(key, self.lock_ttl):
+                return None
+            event = self._remote_waits.setdefault(key, anyio.Event())
+            try:
+                with anyio.move_on_after(min(0.25, max(0.0, deadline - time.monotonic()))):
+                    await event.wait()  # its "put", or a look again in a moment
+            finally:
+                if self._remote_waits.get(key) is event:
+                    del self._remote_waits[key]
+            found = await shared.get(key, namespace, self.clock())
+            if found is not None:
+                self.remote_coalesced += 1
+                return self._promote(found)
+            if time.monotonic() >= deadline:
+                return None  # waited as long as the request may: call upstream without the lease
+            if not await shared.locked(key):
+                continue  # the leader failed or died: claim it ourselves
+
+    async def renew(self, key: str) -> None:
+        """Keep the lease on `key` while its upstream call runs."""
+        assert self.shared is not None
+        while True:
+            await anyio.sleep(self.lock_ttl / 3)
+            await self.shared.renew(key, self.lock_ttl)
+
+    async def release(self, key: str) -> None:
+        if self.shared is not None:
+            await self.shared.unlock(key)
 
     async def share(self, entry: MemEntry) -> None:
         """Put a stored answer in the shared tier (awaited before its reply
@@ -250,26 +294,29 @@ class ResponseCache:
             except Exception as exc:
                 await self._disk_failed("read", exc)
                 found = None
-        if found is not None:
-            entry = make_entry(
-                found.key, found.namespace, found.payload.response, found.payload.chunks,
-                found.created_at, found.ttl, found.fixed_ttl, found.hits,
-            )
-            self._apply_ttl(entry)
-            if entry.expires_at <= self.clock():
-                # Expired under the current (shorter) TTL settings.
-                self.misses += 1
-                return None
-            if self.shared is not None and self.near_cache_ttl:
-                entry.expires_at = min(entry.expires_at, self.clock() + self.near_cache_ttl)
-            self.memory.put(entry)
-            self.hits_disk += 1
-            self._count_hit(entry, touch=False)
-            if self.disk is not None:
-                self._touched[entry.key] = entry  # hits and access time, written back in a batch
-            return entry
-        self.misses += 1
-        return None
+        entry = self._promote(found) if found is not None else None
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits_disk += 1
+        self._count_hit(entry, touch=False)
+        if self.disk is not None:
+            self._touched[entry.key] = entry  # hits and access time, written back in a batch
+        return entry
+
+    def _promote(self, found: DiskHit) -> MemEntry | None:
+        """A second-tier hit as a memory entry (None if expired under the current TTL settings)."""
+        entry = make_entry(
+            found.key, found.namespace, found.payload.response, found.payload.chunks,
+            found.created_at, found.ttl, found.fixed_ttl, found.hits,
+        )
+        self._apply_ttl(entry)
+        if entry.expires_at <= self.clock():
+            return None
+        if self.shared is not None and self.near_cache_ttl:
+            entry.expires_at = min(entry.expires_at, self.clock() + self.near_cache_ttl)
+        self.memory.put(entry)
+        return entry
 
     def _count_hit(self, entry: MemEntry, touch: bool = True) -> None:
         if touch:
@@ -452,6 +499,7 @@ class ResponseCache:
         """A reloaded `redis` section: the near cache's bound applies at once;
         where Redis is, at the next start."""
         self.near_cache_ttl = float(redis.near_cache_ttl)
+        self.lock_ttl = float(redis.lock_ttl)
         if self.shared is not None and (redis.url != self.shared.url or redis.prefix != self.shared.prefix):
             log.warning("redis settings take effect at the next start", keys=["redis.url", "redis.prefix"])
 
@@ -494,6 +542,7 @@ class ResponseCache:
             "shared": None if self.shared is None else {
                 "url": _redact(self.shared.url), "errors": self.shared.errors, "error": self.shared.error,
                 "damaged": self.shared.damaged, "near_cache_ttl": self.near_cache_ttl,
+                "coalesced_across_daemons": self.remote_coalesced,
             },
             "semantic": self._semantic.stats() if self._semantic is not None else {
                 "enabled": bool(self.config.semantic.enabled), "indexed": 0, "lookups": 0, "hits": 0},
