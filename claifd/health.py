@@ -167,6 +167,12 @@ class HealthMonitor:
     async def _probe_cache(self) -> tuple[str, str]:
         if not self.cache.config.enabled:
             return "ok", "cache disabled"
+        if self.cache.shared is not None:
+            try:
+                await self.cache.probe()
+            except Exception as exc:
+                return "warning", f"redis unavailable ({type(exc).__name__}: {exc}); serving without the shared cache"
+            return "ok", "redis answers"
         if self.cache.disk is None:
             if not self.cache.config.dir:
                 return "ok", "memory only (cache.dir is empty)"

@@ -179,3 +179,25 @@ def test_a_crashed_leader_holds_the_others_only_until_its_lease_expires(daemon_f
         r = cb.complete("left hanging", model=MODEL)
     assert r.text == "Simulated reply to: left hanging" and time.monotonic() - t0 < 5
     assert b.stop() == 0
+
+
+def test_a_semantic_hit_across_daemons(daemon_factory, sim: Sim, redis_server: RedisServer,  # type: ignore[no-untyped-def]
+                                       short_tmp: Path) -> None:
+    a, b = two_daemons(daemon_factory, sim, redis_server, short_tmp)
+    with Client(a.socket) as ca, Client(b.socket) as cb:
+        for c in (ca, cb):
+            c.config_set("cache.semantic.enabled", True)
+        first = ca.complete("What is the capital of France?", model=MODEL)
+        deadline = time.monotonic() + 5
+        while cb.cache_stats()["semantic"]["indexed"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # B's index learns of A's answer through Redis
+        hit = cb.complete("what is the capital of france", model=MODEL)
+        assert hit.cached == "semantic" and hit.text == first.text
+    assert a.stop() == 0 and b.stop() == 0
+    b.start()  # a restart loads the shared vectors
+    with Client(b.socket) as cb:
+        cb.config_set("cache.semantic.enabled", True)
+        r = cb.complete("What is the capital of France", model=MODEL)
+        s = cb.cache_stats()["semantic"]
+        assert r.cached == "semantic", {k: s[k] for k in ("lookups", "hits", "below_threshold", "stale", "indexed", "rejected_by_guard")}
+    assert b.stop() == 0

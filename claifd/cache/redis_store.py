@@ -4,7 +4,8 @@ stores, every daemon on the same Redis finds.
     key     {prefix}e:{namespace}:{cache key}   (a prefix per namespace: clear is a SCAN)
     value   msgpack [created_at, ttl, fixed_ttl, hits, checksum, blob]; blob as on disk (compressed)
     expiry  Redis' own (PX = the entry's remaining lifetime)
-    channel {prefix}invalidate: "put|del ORIGIN KEY", "clear ORIGIN NAMESPACE|*" (a daemon ignores its own)
+    vector  {prefix}v:{embedder}:{cache key} -> msgpack [scope, namespace, prompt, float32 bytes], same expiry
+    channel {prefix}invalidate: "put|del|vec ORIGIN KEY", "clear ORIGIN NAMESPACE|*" (a daemon ignores its own)
 
 Each daemon's memory tier stays in front as a near cache. It is kept
 honest two ways: every store, delete and clear is published and each daemon
@@ -59,6 +60,8 @@ class _Record(msgspec.Struct, array_like=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Record).decode
+_encode_vector = msgspec.msgpack.Encoder().encode
+_decode_vector = msgspec.msgpack.Decoder(tuple[str, str, str, bytes]).decode
 
 
 class RedisStore:
@@ -132,6 +135,61 @@ class RedisStore:
             return False
         self._ok()
         return True
+
+    # ----------------------------------------------------------- vectors
+
+    def _vector(self, identity: str, key: str) -> str:
+        return f"{self.prefix}v:{identity}:{key}"
+
+    async def put_vector(self, row: tuple[str, str, str, str, str, bytes], ttl: float) -> None:
+        """A semantic-index row (key, scope, namespace, prompt, embedder, vector),
+        living as long as its entry, announced to the other daemons."""
+        key, scope, namespace, prompt, identity, vector = row
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.set(self._vector(identity, key), _encode_vector((scope, namespace, prompt, vector)),
+                         px=max(1, int(ttl * 1000)))
+                pipe.publish(self.channel, f"vec {self.origin} {key}")
+                await pipe.execute()
+        except Exception as exc:
+            self._failed("write", exc)
+            return
+        self._ok()
+
+    async def get_vectors(self, identity: str, keys: list[str]) -> list[tuple[str, str, str, str, bytes]]:
+        """Rows (key, scope, namespace, prompt, vector) of `keys` still stored."""
+        if not keys:
+            return []
+        try:
+            raws = await self.client.mget([self._vector(identity, k) for k in keys])
+        except Exception as exc:
+            self._failed("read", exc)
+            return []
+        rows = []
+        for key, raw in zip(keys, raws):
+            if raw is not None:
+                try:
+                    scope, namespace, prompt, vector = _decode_vector(raw if isinstance(raw, bytes) else raw.encode())
+                except (msgspec.DecodeError, ValueError, TypeError):
+                    self.damaged += 1
+                    continue
+                rows.append((key, scope, namespace, prompt, vector))
+        return rows
+
+    async def load_vectors(self, identity: str) -> list[tuple[str, str, str, str, bytes]]:
+        """Every stored row of embedder `identity` (start-up)."""
+        start = len(self._vector(identity, ""))
+        keys: list[str] = []
+        try:
+            async for name in self.client.scan_iter(match=self._vector(identity, "*"), count=1000):
+                keys.append((name.decode() if isinstance(name, bytes) else str(name))[start:])
+        except Exception as exc:
+            self._failed("read", exc)
+            return []
+        rows = []
+        for i in range(0, len(keys), 1000):
+            rows.extend(await self.get_vectors(identity, keys[i:i + 1000]))
+        return rows
 
     # ----------------------------------------------------- single-flight
 

@@ -167,6 +167,8 @@ class ResponseCache:
                 waiting.set()
             if kind == "del" and self._semantic is not None:
                 self._semantic.forget(arg)
+        elif kind == "vec" and self._semantic is not None and self._task_group is not None:
+            self._task_group.start_soon(self._fetch_vector, arg)
         elif kind == "clear":
             namespace = None if arg == "*" else arg
             self.memory.clear(namespace)
@@ -235,9 +237,14 @@ class ResponseCache:
         """The semantic tier, if it has been wanted yet."""
         return self._semantic
 
+    async def _warm_semantic(self) -> None:
+        await (await self.load_semantic()).ready()
+
     async def load_vectors(self, tier: SemanticTier, identity: str) -> None:
         """Put the vectors stored by earlier runs for embedder `identity` into the tier's index."""
-        if self.disk is not None:
+        if self.shared is not None:
+            await tier.load(await self.shared.load_vectors(identity))
+        elif self.disk is not None:
             try:
                 await tier.load(await self._in_thread(self.disk.load_vectors, identity, self.clock()))
             except Exception as exc:
@@ -251,6 +258,22 @@ class ResponseCache:
             return control.semantic
         semantic = self.config.semantic
         return bool(semantic.enabled) or namespace in semantic.namespaces
+
+    async def share_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None:
+        """A new semantic-index row, for the other daemons (shared backend), or queued for the disk."""
+        if self.shared is None:
+            self.queue_vector(row)
+            return
+        entry = self.memory.get(row[0], self.clock())
+        ttl = (entry.created_at + entry.ttl - self.clock()) if entry is not None else float(self.config.default_ttl)
+        await self.shared.put_vector(row, max(ttl, 1.0))
+
+    async def _fetch_vector(self, key: str) -> None:
+        """Another daemon indexed `key`: put it in ours."""
+        tier = self._semantic
+        if tier is None or tier.embedder is None or self.shared is None:
+            return
+        await tier.load(await self.shared.get_vectors(tier.embedder.identity, [key]), announce=False)
 
     def queue_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None:
         if self.disk is not None:
@@ -486,6 +509,8 @@ class ResponseCache:
         self.config = config
         if self._semantic is not None:
             self._semantic.reconfigure(config.semantic)
+        elif (config.semantic.enabled or config.semantic.namespaces) and self._task_group is not None:
+            self._task_group.start_soon(self._warm_semantic)  # turned on: its index loads now, not at first use
         self.memory.resize(int(config.memory_max_bytes))
         cap = self._ttl_cap()
         for entry in self.memory.entries():

@@ -116,8 +116,9 @@ class SemanticTier:
                 self.error = f"the {config.embedder} embedder cannot load: {exc}"
                 log.error("semantic tier unavailable", error=self.error)
                 return None
-            self.embedder, self.batcher = embedder, Batcher(embedder)
+            # Loaded before the tier says it is ready: a lookup meanwhile waits for the lock.
             await self.cache.load_vectors(self, embedder.identity)
+            self.embedder, self.batcher = embedder, Batcher(embedder)
             return self.batcher
 
     def _spawn(self, build: Callable[[], Any], done: Callable[[Any], None]) -> None:
@@ -204,16 +205,16 @@ class SemanticTier:
         if batcher is not self.batcher:
             return  # the embedder changed meanwhile: this vector belongs to no index now
         self.index.add(scope, namespace, key, text, vector, Features(text))
-        self.cache.queue_vector((key, scope, namespace, text, batcher.embedder.identity, vector.tobytes()))
+        await self.cache.share_vector((key, scope, namespace, text, batcher.embedder.identity, vector.tobytes()))
 
-    async def load(self, rows: list[tuple[str, str, str, str, bytes]]) -> None:
+    async def load(self, rows: list[tuple[str, str, str, str, bytes]], announce: bool = True) -> None:
         """Vectors stored by an earlier run (key, scope, namespace, prompt, vector) of this embedder.
         Decoding and the guards' features are computed in a worker thread; only
         the index insertions run on the loop."""
         decoded = await anyio.to_thread.run_sync(_decode_rows, rows)
         for key, scope, namespace, prompt, vector, feats in decoded:
             self.index.add(scope, namespace, key, prompt, vector, feats)
-        if rows:
+        if rows and announce:
             log.info("semantic index loaded", entries=len(self.index))
 
     def forget(self, key: str) -> None:
