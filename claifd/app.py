@@ -75,7 +75,7 @@ class App:
         openai = self.providers["openai"]
         assert isinstance(openai, OpenAIProvider)
         self.cache.remote_embed = openai.embeddings
-        self.sessions = SessionService(config.session)
+        self.sessions = SessionService(config.session, redis=config.redis)
         self.completions = Completions(settings, self.providers, self.cache, self.sessions, self.state, self.perf)
         self.live_config = LiveConfig(settings)
         http_providers = {name: p for name, p in self.providers.items() if isinstance(p, HttpProvider)}

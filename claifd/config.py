@@ -245,6 +245,9 @@ class ContextConfig(_Section):
 
 
 class SessionConfig(_Section):
+    # Where sessions live: "local" (SQLite in `directory`) or "redis" (shared
+    # by every daemon on `redis.url`; claifd/sessions/redis_store.py).
+    backend: Literal["local", "redis"] = "local"
     directory: str = "~/.claif/sessions"
     memory_budget: ByteSize = ByteSize(64 * 1024**2)
     context: ContextConfig = msgspec.field(default_factory=ContextConfig)

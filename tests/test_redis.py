@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from claif_client import ClaifError, Client
+from claif_client import ClaifError, Client, NotFound, StorageError
 
 from .conftest import DaemonProcess, Sim, sim_env
 
@@ -24,8 +24,9 @@ pytestmark = pytest.mark.skipif(REDIS is None and os.geteuid() != 0,
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, appendonly: bool = False) -> None:
         self.dir = directory
+        self.appendonly = appendonly
         self.socket = directory / "redis.sock"
         self.url = f"unix://{self.socket}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -34,7 +35,8 @@ class RedisServer:
         assert REDIS is not None, "redis-server is missing: make test installs it with apt as root"
         self.proc = subprocess.Popen(
             [REDIS, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             assert time.monotonic() < deadline, "redis-server did not start"
@@ -201,3 +203,73 @@ def test_a_semantic_hit_across_daemons(daemon_factory, sim: Sim, redis_server: R
         s = cb.cache_stats()["semantic"]
         assert r.cached == "semantic", {k: s[k] for k in ("lookups", "hits", "below_threshold", "stale", "indexed", "rejected_by_guard")}
     assert b.stop() == 0
+
+
+def session_daemons(daemon_factory, sim: Sim, redis: RedisServer, short_tmp: Path) -> list[DaemonProcess]:  # type: ignore[no-untyped-def]
+    daemons = []
+    for name in ("a", "b"):
+        d = daemon_factory(env=sim_env(sim, CLAIF_SESSION__BACKEND="redis", CLAIF_REDIS__URL=redis.url), start=False)
+        d.socket = short_tmp / "run" / f"{name}.sock"
+        d.start()
+        daemons.append(d)
+    return daemons
+
+
+def test_a_session_follows_its_person_between_daemons(daemon_factory, sim: Sim, redis_server: RedisServer,  # type: ignore[no-untyped-def]
+                                                       short_tmp: Path) -> None:
+    import threading
+
+    a, b = session_daemons(daemon_factory, sim, redis_server, short_tmp)
+    with Client(a.socket) as ca, Client(b.socket) as cb:
+        sid = ca.session_create(title="roaming", model=MODEL)["id"]
+        ca.session_send(sid, "first on A")
+        _, info = cb.session_send(sid, "then on B")
+        assert info["message_index"] == 3
+        # A's memory copy is validated: it sees B's turn at once, in its place.
+        assert [m["content"] for m in ca.session_get(sid)["messages"]] == [
+            "first on A", "Simulated reply to: first on A", "then on B", "Simulated reply to: then on B"]
+        assert sim.requests()[-1]["body"]["messages"][0]["content"] == "first on A"  # type: ignore[index]
+
+        def send(c: Client, text: str) -> None:
+            c.session_send(sid, text)
+
+        threads = [threading.Thread(target=send, args=(c, f"{name} {i}"))
+                   for i in range(5) for name, c in (("a", Client(a.socket)), ("b", Client(b.socket)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        messages = [m["content"] for m in cb.session_get(sid)["messages"]]
+        assert len(messages) == 4 + 20  # nothing lost
+        for i in range(4, 24, 2):  # one order, each question followed by its own answer
+            assert messages[i + 1] == f"Simulated reply to: {messages[i]}"
+        assert messages == [m["content"] for m in ca.session_get(sid)["messages"]]
+        listed = ca.session_list()
+        assert listed["total"] == 1 and listed["sessions"][0]["message_count"] == 24
+        cb.session_delete(sid)
+        with pytest.raises(NotFound):
+            ca.session_get(sid)
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_sessions_when_redis_is_down_fail_clearly_and_lose_nothing_acknowledged(
+        daemon_factory, sim: Sim, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    directory = short_tmp / "redis-aof"
+    directory.mkdir()
+    redis = RedisServer(directory, appendonly=True)
+    redis.start()
+    try:
+        (a,) = session_daemons(daemon_factory, sim, redis, short_tmp)[:1]
+        with Client(a.socket) as ca:
+            sid = ca.session_create(model=MODEL)["id"]
+            ca.session_send(sid, "kept")
+            redis.stop()
+            with pytest.raises(StorageError):
+                ca.session_send(sid, "not acknowledged")
+            assert ca.complete("the rest still works", model=MODEL).text.endswith("works")
+            redis.start()
+            assert [m["content"] for m in ca.session_get(sid)["messages"]] == ["kept", "Simulated reply to: kept"]
+            ca.session_send(sid, "again")
+            assert len(ca.session_get(sid)["messages"]) == 4
+    finally:
+        redis.stop()

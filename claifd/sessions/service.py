@@ -27,12 +27,13 @@ import structlog
 
 from claif_client.protocol import CompletionRequest, CompletionResponse, Message
 
-from ..config import SessionConfig
+from ..config import RedisConfig, SessionConfig
 from ..errors import BadRequest, NotFound, StorageError
 from ..types import DeltaCallback
 from .context import estimate_tokens, trim
 from .lru import SessionLRU
 from .model import Session, SessionMessage, SessionSummary, new_session_id
+from .redis_store import RedisSessionStore
 from .store import AppendMessages, CreateSession, DamagedSession, DeleteSession, Op, SessionStore
 
 __all__ = ["SessionService", "export_markdown"]
@@ -52,11 +53,21 @@ class _Pending:
 
 
 class SessionService:
-    def __init__(self, config: SessionConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: SessionConfig, *, redis: RedisConfig | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
         self.lru = SessionLRU(int(config.memory_budget))
         self.store = SessionStore(Path(config.directory).expanduser())
+        # session.backend = redis: the sessions live there; memory is a validated cache.
+        self.remote: RedisSessionStore | None = None
+        if config.backend == "redis" and redis is not None:
+            import redis.asyncio as aioredis  # the `redis` extra: imported only when configured
+
+            client = aioredis.Redis.from_url(redis.url, max_connections=redis.max_connections,
+                                             socket_timeout=float(redis.timeout),
+                                             socket_connect_timeout=float(redis.timeout))
+            self.remote = RedisSessionStore(client, redis.prefix)
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self._queue: list[_Pending] = []
         self._wakeup = anyio.Event()
@@ -80,6 +91,13 @@ class SessionService:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        if self.remote is not None:
+            try:
+                self.total = await self.remote.count()
+            except StorageError as exc:
+                log.warning("session store (redis) unavailable at start; session requests fail until it answers",
+                            error=str(exc))
+            return
         try:
             await anyio.to_thread.run_sync(self.store.open, limiter=self._write_thread)
             self.total = (await self._read(self.store.counts))[0]
@@ -90,6 +108,12 @@ class SessionService:
         task_group.start_soon(self._writer)
 
     async def aclose(self) -> None:
+        if self.remote is not None:
+            try:
+                await self.remote.client.aclose()
+            except Exception:
+                pass
+            return
         if self._queue:
             await self._commit(self._take())
         await anyio.to_thread.run_sync(self.store.close, limiter=self._write_thread)
@@ -102,8 +126,11 @@ class SessionService:
 
     # -------------------------------------------------------------- writing
 
-    async def _persist(self, *ops: Op) -> None:
-        """Return once `ops` are committed (fsynced); raise StorageError if not."""
+    async def _persist(self, *ops: Op) -> list[int] | None:
+        """Return once `ops` are committed (fsynced, or applied by Redis); raise StorageError if not."""
+        if self.remote is not None:
+            with anyio.CancelScope(shield=True):  # once sent, the outcome must be known
+                return await self.remote.apply(ops)
         if self.store_error is not None:
             raise StorageError(f"the session store is unavailable: {self.store_error}")
         pending = _Pending(list(ops))
@@ -119,6 +146,7 @@ class SessionService:
             name = getattr(error, "sqlite_errorname", None)  # e.g. SQLITE_FULL, SQLITE_IOERR_WRITE
             raise StorageError(f"the session store could not save the change: {error}"
                                + (f" ({name})" if name else "")) from error
+        return None
 
     def _take(self) -> list[_Pending]:
         batch, self._queue = self._queue, []
@@ -193,13 +221,18 @@ class SessionService:
         return session
 
     def in_memory(self, session_id: str) -> Session | None:
-        """The session if memory holds it (a read: no I/O, no await), else None."""
+        """The session if memory holds it (a read: no I/O, no await), else None.
+        Never with a shared backend: there a memory copy is validated first (`get`)."""
+        if self.remote is not None:
+            return None
         session = self.lru.get(session_id)
         if session is not None:
             session.accessed = self.clock()
         return session
 
     async def get(self, session_id: str) -> Session:
+        if self.remote is not None:
+            return await self._get_remote(session_id)
         session = self.lru.get(session_id)
         if session is None:
             session = await self._read(self.store.load, session_id)
@@ -210,9 +243,39 @@ class SessionService:
         session.accessed = self.clock()
         return session
 
+    async def _get_remote(self, session_id: str) -> Session:
+        """The memory copy, validated against Redis (extended by what other
+        daemons appended), or the session loaded anew."""
+        assert self.remote is not None
+        session = self.lru.get(session_id)
+        if session is not None:
+            count = await self.remote.length(session_id)
+            if count is None:
+                self.lru.remove(session_id)
+                raise NotFound(f"no session {session_id!r}")
+            if count > len(session.messages):
+                session.messages.extend(await self.remote.tail(session_id, len(session.messages)))
+                self.lru.put(session)
+            if count == len(session.messages):
+                session.accessed = self.clock()
+                return session
+            self.lru.remove(session_id)  # shorter than our copy: not ours to trust
+        loaded = await self.remote.load(session_id)
+        if loaded is None:
+            raise NotFound(f"no session {session_id!r}")
+        self.loads += 1
+        self.lru.put(loaded)
+        loaded.accessed = self.clock()
+        return loaded
+
+    async def _exists(self, session_id: str) -> bool:
+        if self.remote is not None:
+            return await self.remote.exists(session_id)
+        return session_id in self.lru or bool(await self._read(self.store.exists, session_id))
+
     async def delete(self, session_id: str) -> None:
         async with self._lock(session_id):
-            if session_id not in self.lru and not await self._read(self.store.exists, session_id):
+            if not await self._exists(session_id):
                 raise NotFound(f"no session {session_id!r}")
             await self._persist(DeleteSession(session_id))
             self.lru.remove(session_id)
@@ -221,6 +284,8 @@ class SessionService:
     async def list(self, metadata: dict[str, Any] | None, offset: int, limit: int) -> tuple[int, list[SessionSummary]]:
         if offset < 0 or not 1 <= limit <= 10_000:
             raise BadRequest("offset must be >= 0 and limit between 1 and 10000")
+        if self.remote is not None:
+            return await self.remote.list(metadata, offset, limit)
         return await self._read(self.store.list, metadata, offset, limit)  # type: ignore[no-any-return]
 
     async def fork(self, session_id: str, at: int | None, title: str | None) -> Session:
@@ -241,7 +306,7 @@ class SessionService:
         except msgspec.ValidationError as exc:
             raise BadRequest(f"not a session document: {exc}") from exc
         session_id = imported.id
-        if not session_id or session_id in self.lru or await self._read(self.store.exists, session_id):
+        if not session_id or await self._exists(session_id):
             session_id = new_session_id()
         return await self.create(
             title=imported.title, model=imported.model, system=imported.system, metadata=imported.metadata,
@@ -277,16 +342,25 @@ class SessionService:
                 tokens=response.usage.output_tokens, model=response.model,
             )
             appended = [*new, reply]
-            await self._persist(AppendMessages(session_id, len(session.messages), appended, reply.time))
-            session.messages.extend(appended)
-            session.updated = session.accessed = reply.time
-            self.lru.put(session)  # re-accounted at its new size
-            info = {"session_id": session_id, "message_index": len(session.messages) - 1, "dropped": dropped,
-                    "model": response.model}
+            lengths = await self._persist(AppendMessages(session_id, len(session.messages), appended, reply.time))
+            expected = len(session.messages) + len(appended)
+            if lengths and lengths[0] != expected:
+                # Another daemon appended meanwhile: Redis keeps one order; our copy goes.
+                self.lru.remove(session_id)
+                index = lengths[0] - 1
+            else:
+                session.messages.extend(appended)
+                session.updated = session.accessed = reply.time
+                self.lru.put(session)  # re-accounted at its new size
+                index = len(session.messages) - 1
+            info = {"session_id": session_id, "message_index": index, "dropped": dropped, "model": response.model}
             return response, info
 
     async def probe(self) -> None:
-        """Write a row and read it back through the other connection (health)."""
+        """Write a row and read it back through the other connection, or ping Redis (health)."""
+        if self.remote is not None:
+            await self.remote.probe()
+            return
         at = self.clock()
         await anyio.to_thread.run_sync(self.store.probe_write, at, limiter=self._write_thread)
         seen = await self._read(self.store.probe_read)
@@ -313,6 +387,8 @@ class SessionService:
             "damaged": self.damaged,
             "quarantined": list(self.store.quarantined),
             "synchronous": self.store.synchronous,
+            "backend": self.config.backend,
+            "remote_error": self.remote.error if self.remote is not None else None,
         }
 
 
