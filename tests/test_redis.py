@@ -273,3 +273,29 @@ def test_sessions_when_redis_is_down_fail_clearly_and_lose_nothing_acknowledged(
             assert len(ca.session_get(sid)["messages"]) == 4
     finally:
         redis.stop()
+
+
+def test_switching_the_cache_backend_at_run_time(daemon_factory, sim: Sim, redis_server: RedisServer,  # type: ignore[no-untyped-def]
+                                                 short_tmp: Path) -> None:
+    a = daemon_factory(env=sim_env(sim, CLAIF_REDIS__URL=redis_server.url), start=False)
+    a.socket = short_tmp / "run" / "a.sock"
+    a.start()
+    with Client(a.socket) as ca:
+        assert ca.cache_stats()["backend"] == "local"
+        ca.config_set("cache.backend", "redis")
+        deadline = time.monotonic() + 5
+        while ca.cache_stats()["backend"] != "redis" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ca.cache_stats()["shared"] is not None
+        ca.complete("asked after the switch", model=MODEL)
+        ca.config_set("cache.backend", "local")
+        while ca.cache_stats()["backend"] != "local" and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
+        assert ca.cache_stats()["disk"] is not None
+    other = daemon_factory(env=sim_env(sim, CLAIF_CACHE__BACKEND="redis", CLAIF_REDIS__URL=redis_server.url),
+                           start=False)
+    other.socket = short_tmp / "run" / "o.sock"
+    other.start()
+    with Client(other.socket) as co:  # what A stored while on Redis is there for everyone
+        assert co.complete("asked after the switch", model=MODEL).cached == "exact"
+    assert a.stop() == 0 and other.stop() == 0

@@ -73,22 +73,17 @@ class ResponseCache:
         self.disk: DiskStore | None = None
         # The shared second tier (cache.backend = redis), instead of the disk tier.
         self.shared: RedisStore | None = None
+        self.redis_config = redis
         self.near_cache_ttl = float(redis.near_cache_ttl) if redis is not None else 0.0
         self.lock_ttl = float(redis.lock_ttl) if redis is not None else 10.0
+        # What the second tier was built from (a change rebuilds it: `_switch`).
+        self._tier_source = self._second_tier_source()
+        self._listener: anyio.CancelScope | None = None
+        self._switching = anyio.Lock()
         # Keys this daemon waits for another daemon to answer (set on its "put").
         self._remote_waits: dict[str, anyio.Event] = {}
         self.remote_coalesced = 0
-        try:
-            codec = Codec(config.compression)
-        except ValueError as exc:
-            log.warning("cache compression unavailable; using zlib", error=str(exc))
-            codec = Codec("zlib")
-        if config.backend == "redis" and redis is not None:
-            from .redis_store import RedisStore  # imports redis-py: only when configured
-
-            self.shared = RedisStore(redis.url, redis.prefix, codec, redis.max_connections, float(redis.timeout))
-        elif config.dir:
-            self.disk = DiskStore(Path(config.dir).expanduser(), int(config.max_size), codec)
+        self._build_second_tier()
         self.flights: dict[str, Flight] = {}
         self.hits_memory = 0
         self.hits_disk = 0
@@ -114,6 +109,77 @@ class ResponseCache:
         self.remote_embed: RemoteEmbed | None = None
         self._vectors: list[tuple[str, str, str, str, str, bytes]] = []
 
+    def _codec(self) -> Codec:
+        try:
+            return Codec(self.config.compression)
+        except ValueError as exc:
+            log.warning("cache compression unavailable; using zlib", error=str(exc))
+            return Codec("zlib")
+
+    def _second_tier_source(self) -> tuple[Any, ...]:
+        redis = self.redis_config
+        if self.config.backend == "redis" and redis is not None:
+            return ("redis", redis.url, redis.prefix, redis.max_connections, float(redis.timeout))
+        return ("local", self.config.dir)
+
+    def _build_second_tier(self) -> None:
+        """The disk tier or the Redis client, as the configuration says (nothing opened yet)."""
+        redis = self.redis_config
+        if self.config.backend == "redis" and redis is not None:
+            from .redis_store import RedisStore  # imports redis-py: only when configured
+
+            self.shared = RedisStore(redis.url, redis.prefix, self._codec(), redis.max_connections,
+                                     float(redis.timeout))
+        elif self.config.dir:
+            self.disk = DiskStore(Path(self.config.dir).expanduser(), int(self.config.max_size), self._codec())
+
+    async def _open_second_tier(self) -> None:
+        if self.disk is not None:
+            try:
+                await self._in_thread(self.disk.open)
+            except Exception as exc:  # an unusable directory, a file we cannot replace...
+                self.disk_error = f"{type(exc).__name__}: {exc}"
+                log.error("cache disk tier unavailable; serving from memory only",
+                          path=str(self.disk.path), error=self.disk_error)
+                self.disk = None
+                self.disk_errors += 1
+        if self.shared is not None and self._task_group is not None:
+            scope = self._listener = anyio.CancelScope()
+            shared = self.shared
+
+            async def listen() -> None:
+                with scope:
+                    await shared.listen(self._invalidated, self._resubscribed)
+
+            self._task_group.start_soon(listen)
+
+    async def _switch(self) -> None:
+        """`cache.backend`, `cache.dir` or where Redis is changed: the old second
+        tier is flushed and closed, the new one opened; the memory tier (a near
+        cache of the old one) and the semantic index start afresh."""
+        async with self._switching:
+            source = self._second_tier_source()
+            if source == self._tier_source:
+                return
+            old = self._tier_source
+            self._tier_source = source
+            await self._flush()
+            if self._listener is not None:
+                self._listener.cancel()
+                self._listener = None
+            if self.disk is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._in_thread(self.disk.close)
+            if self.shared is not None:
+                await self.shared.aclose()
+            self.disk = self.shared = None
+            self.memory.clear(None)
+            if self._semantic is not None:
+                self._semantic.clear(None)
+            self._build_second_tier()
+            await self._open_second_tier()
+            log.info("cache second tier switched", was=old[0], now=source[0])
+
     def __repr__(self) -> str:
         return (
             f"<ResponseCache memory={len(self.memory)} disk={self.disk.entries if self.disk else '-'} "
@@ -133,18 +199,8 @@ class ResponseCache:
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Open the disk tier (in the worker thread) and start the writer."""
         self._task_group = task_group
-        if self.disk is not None:
-            try:
-                await self._in_thread(self.disk.open)
-            except Exception as exc:  # an unusable directory, a file we cannot replace...
-                self.disk_error = f"{type(exc).__name__}: {exc}"
-                log.error("cache disk tier unavailable; serving from memory only",
-                          path=str(self.disk.path), error=self.disk_error)
-                self.disk = None
-                self.disk_errors += 1
+        await self._open_second_tier()
         task_group.start_soon(self._writer)
-        if self.shared is not None:
-            task_group.start_soon(self.shared.listen, self._invalidated, self._resubscribed)
         if self.config.semantic.enabled or self.config.semantic.namespaces:
             await (await self.load_semantic()).ready()
 
@@ -502,10 +558,10 @@ class ResponseCache:
     def reconfigure(self, config: CacheConfig) -> None:
         """A reloaded `cache` section. Smaller budgets evict at once; a shorter
         TTL applies to entries already stored (a longer one does not extend
-        them); `dir` and `compression` wait for the next start."""
-        restart_only = [key for key in ("dir", "compression") if getattr(config, key) != getattr(self.config, key)]
-        if restart_only:
-            log.warning("cache settings take effect at the next start", keys=[f"cache.{k}" for k in restart_only])
+        them); a new `backend` or `dir` switches the second tier (`_switch`);
+        `compression` waits for the next start."""
+        if config.compression != self.config.compression:
+            log.warning("cache settings take effect at the next start", keys=["cache.compression"])
         self.config = config
         if self._semantic is not None:
             self._semantic.reconfigure(config.semantic)
@@ -517,16 +573,19 @@ class ResponseCache:
             if not entry.fixed_ttl:
                 entry.ttl = min(entry.ttl, cap)
                 entry.expires_at = min(entry.expires_at, entry.created_at + cap)
-        if self.disk is not None and self._task_group is not None:
+        if self._second_tier_source() != self._tier_source and self._task_group is not None:
+            self._task_group.start_soon(self._switch)
+        elif self.disk is not None and self._task_group is not None:
             self._task_group.start_soon(self._in_thread, self.disk.resize, int(config.max_size))
 
     def reconfigure_redis(self, redis: RedisConfig) -> None:
-        """A reloaded `redis` section: the near cache's bound applies at once;
-        where Redis is, at the next start."""
+        """A reloaded `redis` section: the bounds apply at once; a new address
+        switches the second tier (see `_switch`)."""
+        self.redis_config = redis
         self.near_cache_ttl = float(redis.near_cache_ttl)
         self.lock_ttl = float(redis.lock_ttl)
-        if self.shared is not None and (redis.url != self.shared.url or redis.prefix != self.shared.prefix):
-            log.warning("redis settings take effect at the next start", keys=["redis.url", "redis.prefix"])
+        if self._second_tier_source() != self._tier_source and self._task_group is not None:
+            self._task_group.start_soon(self._switch)
 
     def set_prices(self, prices: dict[str, Price]) -> None:
         self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in prices.items()})
@@ -563,7 +622,7 @@ class ResponseCache:
                 "evictions": disk.evictions, "damaged": disk.damaged, "errors": self.disk_errors,
                 "pending_writes": len(self._write_queue),
             },
-            "backend": self.config.backend,
+            "backend": self._tier_source[0],
             "shared": None if self.shared is None else {
                 "url": _redact(self.shared.url), "errors": self.shared.errors, "error": self.shared.error,
                 "damaged": self.shared.damaged, "near_cache_ttl": self.near_cache_ttl,
