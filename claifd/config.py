@@ -217,6 +217,10 @@ class RedisConfig(_Section):
 
     # redis://, rediss:// or unix:// (e.g. unix:///run/redis/redis.sock).
     url: str = "redis://localhost:6379/0"
+    # Sentinel instead of `url`: ["host:port", ...] of the sentinels, and the
+    # name of the replica set they watch (claifd/redis_client.py).
+    sentinels: list[str] = []
+    service_name: str = "mymaster"
     # Every key the daemons write starts with this.
     prefix: str = "claif:"
     max_connections: int = 20
@@ -660,6 +664,10 @@ def build_config(merged: Mapping[str, Any]) -> Config:
         raise ConfigError(str(exc)) from exc
     problems = check_ranges(config)
     problems.extend(_embedder_problems(config.cache.semantic))
+    for sentinel in config.redis.sentinels:
+        host, sep, port = sentinel.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            problems.append(f"redis.sentinels entries must be HOST:PORT, got {sentinel!r}")
     for key, listen in (("metrics.listen", config.metrics.listen), ("server.http.listen", config.server.http.listen)):
         if listen:
             host, sep, port = listen.rpartition(":")

@@ -299,3 +299,59 @@ def test_switching_the_cache_backend_at_run_time(daemon_factory, sim: Sim, redis
     with Client(other.socket) as co:  # what A stored while on Redis is there for everyone
         assert co.complete("asked after the switch", model=MODEL).cached == "exact"
     assert a.stop() == 0 and other.stop() == 0
+
+
+def test_through_sentinel(daemon_factory, sim: Sim, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    """A master and a sentinel watching it (both real redis-server processes): the daemon finds
+    the master through the sentinel."""
+    import json
+    import socket as sk
+
+    def free_port() -> int:
+        with sk.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    assert REDIS is not None
+    directory = short_tmp / "sentinel"
+    directory.mkdir()
+    master_port, sentinel_port = free_port(), free_port()
+    conf = directory / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {directory}\n"
+                    f"sentinel monitor team 127.0.0.1 {master_port} 1\n")
+    procs = [subprocess.Popen([REDIS, "--port", str(master_port), "--bind", "127.0.0.1", "--save", "",
+                               "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+             subprocess.Popen([REDIS, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 10
+        for port in (master_port, sentinel_port):
+            while True:
+                try:
+                    sk.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "redis or its sentinel did not start"
+                    time.sleep(0.05)
+        d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__BACKEND="redis", CLAIF_SESSION__BACKEND="redis"),
+                           start=False)
+        (d.home / ".claif").mkdir(exist_ok=True)
+        (d.home / ".claif" / "config.json").write_text(json.dumps(
+            {"redis": {"sentinels": [f"127.0.0.1:{sentinel_port}"], "service_name": "team"}}))
+        d.start()
+        with Client(d.socket) as c:
+            first = c.complete("through the sentinel", model=MODEL)
+            assert c.complete("through the sentinel", model=MODEL).cached == "exact"
+            stats = c.cache_stats()["shared"]
+            assert stats["errors"] == 0 and stats["url"].startswith("sentinel team via 127.0.0.1:")
+            sid = c.session_create(model=MODEL)["id"]
+            c.session_send(sid, "kept in the master")
+        import redis as redis_py
+
+        keys = redis_py.Redis(port=master_port).keys("claif:*")
+        assert any(first.cache_key and first.cache_key.encode() in k for k in keys)
+        assert any(sid.encode() in k for k in keys)
+        assert d.stop() == 0
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)

@@ -65,15 +65,11 @@ _decode_vector = msgspec.msgpack.Decoder(tuple[str, str, str, bytes]).decode
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str, codec: Codec, max_connections: int, timeout: float) -> None:
-        import redis.asyncio as aioredis  # the `redis` extra: imported only when configured
-
-        self.url = url
+    def __init__(self, client: Any, where: str, prefix: str, codec: Codec) -> None:
+        self.url = where  # where Redis is, for status (no secrets)
         self.prefix = prefix
         self.codec = codec
-        self.client = aioredis.Redis.from_url(
-            url, max_connections=max_connections, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry_on_timeout=False)
+        self.client = client
         self.channel = f"{prefix}invalidate"
         # Who published: a daemon ignores its own messages.
         self.origin = secrets.token_hex(6)
@@ -282,7 +278,7 @@ class RedisStore:
                         if origin != self.origin:
                             on_message(kind, arg)
                 finally:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:

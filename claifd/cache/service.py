@@ -119,17 +119,18 @@ class ResponseCache:
     def _second_tier_source(self) -> tuple[Any, ...]:
         redis = self.redis_config
         if self.config.backend == "redis" and redis is not None:
-            return ("redis", redis.url, redis.prefix, redis.max_connections, float(redis.timeout))
+            return ("redis", redis.url, tuple(redis.sentinels), redis.service_name, redis.prefix,
+                    redis.max_connections, float(redis.timeout))
         return ("local", self.config.dir)
 
     def _build_second_tier(self) -> None:
         """The disk tier or the Redis client, as the configuration says (nothing opened yet)."""
         redis = self.redis_config
         if self.config.backend == "redis" and redis is not None:
-            from .redis_store import RedisStore  # imports redis-py: only when configured
+            from ..redis_client import describe, make_client  # imports redis-py: only when configured
+            from .redis_store import RedisStore
 
-            self.shared = RedisStore(redis.url, redis.prefix, self._codec(), redis.max_connections,
-                                     float(redis.timeout))
+            self.shared = RedisStore(make_client(redis), describe(redis), redis.prefix, self._codec())
         elif self.config.dir:
             self.disk = DiskStore(Path(self.config.dir).expanduser(), int(self.config.max_size), self._codec())
 
@@ -624,7 +625,7 @@ class ResponseCache:
             },
             "backend": self._tier_source[0],
             "shared": None if self.shared is None else {
-                "url": _redact(self.shared.url), "errors": self.shared.errors, "error": self.shared.error,
+                "url": self.shared.url, "errors": self.shared.errors, "error": self.shared.error,
                 "damaged": self.shared.damaged, "near_cache_ttl": self.near_cache_ttl,
                 "coalesced_across_daemons": self.remote_coalesced,
             },
@@ -660,9 +661,3 @@ class ResponseCache:
             "disk_error": self.disk_error,
             "quarantined": list(disk.quarantined) if disk is not None else [],
         }
-
-
-def _redact(url: str) -> str:
-    from .redis_store import redact_url
-
-    return redact_url(url)

@@ -62,12 +62,9 @@ class SessionService:
         # session.backend = redis: the sessions live there; memory is a validated cache.
         self.remote: RedisSessionStore | None = None
         if config.backend == "redis" and redis is not None:
-            import redis.asyncio as aioredis  # the `redis` extra: imported only when configured
+            from ..redis_client import make_client  # imports redis-py: only when configured
 
-            client = aioredis.Redis.from_url(redis.url, max_connections=redis.max_connections,
-                                             socket_timeout=float(redis.timeout),
-                                             socket_connect_timeout=float(redis.timeout))
-            self.remote = RedisSessionStore(client, redis.prefix)
+            self.remote = RedisSessionStore(make_client(redis), redis.prefix)
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self._queue: list[_Pending] = []
         self._wakeup = anyio.Event()

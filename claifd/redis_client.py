@@ -1,0 +1,46 @@
+"""The daemon's Redis client, as `redis.*` says (the `redis` extra: imported
+only when a backend uses Redis).
+
+A single Redis (`redis.url`: redis://, rediss://, unix://), or the master of
+a Sentinel-managed replica set (`redis.sentinels`: ["host:port", ...] and
+`redis.service_name`), which redis-py follows across failovers. Redis
+Cluster is not supported: an append to a session and its index update, and
+a store and its announcement, are single transactions that Cluster would
+split across slots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import RedisConfig
+
+__all__ = ["make_client", "describe"]
+
+
+def make_client(config: RedisConfig) -> Any:
+    """A `redis.asyncio.Redis` with a bounded pool and short timeouts."""
+    import redis.asyncio as aioredis
+
+    timeout = float(config.timeout)
+    if config.sentinels:
+        from redis.asyncio.sentinel import Sentinel
+
+        hosts = []
+        for item in config.sentinels:
+            host, _, port = item.rpartition(":")
+            hosts.append((host.strip("[]") or "127.0.0.1", int(port)))
+        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(config.service_name, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                   max_connections=config.max_connections)
+    return aioredis.Redis.from_url(config.url, max_connections=config.max_connections, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout, retry_on_timeout=False)
+
+
+def describe(config: RedisConfig) -> str:
+    """Where the daemon's Redis is, without secrets (status, logs)."""
+    if config.sentinels:
+        return f"sentinel {config.service_name} via {', '.join(config.sentinels)}"
+    from .cache.redis_store import redact_url
+
+    return redact_url(config.url)
