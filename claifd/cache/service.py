@@ -163,7 +163,6 @@ class ResponseCache:
             if source == self._tier_source:
                 return
             old = self._tier_source
-            self._tier_source = source
             await self._flush()
             if self._listener is not None:
                 self._listener.cancel()
@@ -179,6 +178,7 @@ class ResponseCache:
                 self._semantic.clear(None)
             self._build_second_tier()
             await self._open_second_tier()
+            self._tier_source = source  # `stats()["backend"]` says so once the new tier serves
             log.info("cache second tier switched", was=old[0], now=source[0])
 
     def __repr__(self) -> str:
