@@ -140,6 +140,7 @@ class App:
             attach("retry", provider.reconfigure_retry)
         attach("cache", self.cache.reconfigure)
         attach("redis", self.cache.reconfigure_redis)
+        attach("redis", self.sessions.reconfigure_redis)
         attach("prices", self.cache.set_prices)
         attach("session", self.sessions.reconfigure)
         attach("server", self.state.reconfigure)

@@ -355,3 +355,24 @@ def test_through_sentinel(daemon_factory, sim: Sim, short_tmp: Path) -> None:  #
         for p in procs:
             p.terminate()
             p.wait(10)
+
+
+def test_switching_the_session_backend_at_run_time(daemon_factory, sim: Sim, redis_server: RedisServer,  # type: ignore[no-untyped-def]
+                                                   short_tmp: Path) -> None:
+    d = daemon_factory(env=sim_env(sim, CLAIF_REDIS__URL=redis_server.url))
+    with Client(d.socket) as c:
+        local_id = c.session_create(title="on disk")["id"]
+
+        def wait_backend(name: str) -> None:
+            deadline = time.monotonic() + 5
+            while c.status()["sessions"]["backend"] != name and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        c.config_set("session.backend", "redis")
+        wait_backend("redis")
+        shared_id = c.session_create(title="in redis")["id"]
+        assert [s["id"] for s in c.session_list()["sessions"]] == [shared_id]
+        c.config_set("session.backend", "local")
+        wait_backend("local")
+        assert [s["id"] for s in c.session_list()["sessions"]] == [local_id]
+    assert d.stop() == 0

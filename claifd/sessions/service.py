@@ -61,10 +61,12 @@ class SessionService:
         self.store = SessionStore(Path(config.directory).expanduser())
         # session.backend = redis: the sessions live there; memory is a validated cache.
         self.remote: RedisSessionStore | None = None
-        if config.backend == "redis" and redis is not None:
-            from ..redis_client import make_client  # imports redis-py: only when configured
-
-            self.remote = RedisSessionStore(make_client(redis), redis.prefix)
+        self.redis_config = redis
+        self._source = self._backend_source()
+        self._switching = anyio.Lock()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        if self._source[0] == "redis":
+            self.remote = self._make_remote()
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self._queue: list[_Pending] = []
         self._wakeup = anyio.Event()
@@ -87,14 +89,33 @@ class SessionService:
 
     # ------------------------------------------------------------ lifecycle
 
+    def _backend_source(self) -> tuple[Any, ...]:
+        redis = self.redis_config
+        if self.config.backend == "redis" and redis is not None:
+            return ("redis", redis.url, tuple(redis.sentinels), redis.service_name, redis.prefix,
+                    redis.max_connections, float(redis.timeout))
+        return ("local", self.config.directory)
+
+    def _make_remote(self) -> RedisSessionStore:
+        from ..redis_client import make_client  # imports redis-py: only when configured
+
+        assert self.redis_config is not None
+        return RedisSessionStore(make_client(self.redis_config), self.redis_config.prefix)
+
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        self._task_group = task_group
+        task_group.start_soon(self._writer)
+        await self._open()
+
+    async def _open(self) -> None:
         if self.remote is not None:
             try:
                 self.total = await self.remote.count()
             except StorageError as exc:
-                log.warning("session store (redis) unavailable at start; session requests fail until it answers",
+                log.warning("session store (redis) unavailable; session requests fail until it answers",
                             error=str(exc))
             return
+        self.store_error = None
         try:
             await anyio.to_thread.run_sync(self.store.open, limiter=self._write_thread)
             self.total = (await self._read(self.store.counts))[0]
@@ -102,9 +123,8 @@ class SessionService:
             self.store_error = f"{type(exc).__name__}: {exc}"
             log.error("session store unavailable; session requests will fail until it is fixed and the "
                       "daemon restarted", path=str(self.store.path), error=self.store_error)
-        task_group.start_soon(self._writer)
 
-    async def aclose(self) -> None:
+    async def _close(self) -> None:
         if self.remote is not None:
             try:
                 await self.remote.client.aclose()
@@ -115,11 +135,45 @@ class SessionService:
             await self._commit(self._take())
         await anyio.to_thread.run_sync(self.store.close, limiter=self._write_thread)
 
+    async def _switch(self) -> None:
+        """`session.backend`, `session.directory` or where Redis is changed:
+        the old store is closed (after its pending writes), the new one opened,
+        memory copies dropped. Sessions are not copied between stores."""
+        async with self._switching:
+            source = self._backend_source()
+            if source == self._source:
+                return
+            with anyio.CancelScope(shield=True):
+                await self._close()
+                for session_id in self.lru.ids():
+                    self.lru.remove(session_id)
+                if source[0] == "redis":
+                    self.remote = self._make_remote()
+                else:
+                    self.remote = None
+                    self.store = SessionStore(Path(self.config.directory).expanduser())
+                await self._open()
+            log.info("session store switched", was=self._source[0], now=source[0])
+            self._source = source
+
+    def reconfigure_redis(self, redis: RedisConfig) -> None:
+        self.redis_config = redis
+        self._maybe_switch()
+
+    def _maybe_switch(self) -> None:
+        if self._backend_source() != self._source and self._task_group is not None:
+            self._task_group.start_soon(self._switch)
+
+    async def aclose(self) -> None:
+        await self._close()
+
     def reconfigure(self, config: SessionConfig) -> None:
         """A reloaded `session` section: a smaller budget evicts at once (the
-        store keeps every session); `directory` waits for the next start."""
+        store keeps every session); a new `backend` or `directory` switches
+        the store (`_switch`)."""
         self.config = config
         self.lru.resize(int(config.memory_budget))
+        self._maybe_switch()
 
     # -------------------------------------------------------------- writing
 
@@ -384,7 +438,7 @@ class SessionService:
             "damaged": self.damaged,
             "quarantined": list(self.store.quarantined),
             "synchronous": self.store.synchronous,
-            "backend": self.config.backend,
+            "backend": self._source[0],  # the store in use (a switch takes a moment)
             "remote_error": self.remote.error if self.remote is not None else None,
         }
 
