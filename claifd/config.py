@@ -221,6 +221,8 @@ class RedisConfig(_Section):
     # name of the replica set they watch (claifd/redis_client.py).
     sentinels: list[str] = []
     service_name: str = "mymaster"
+    # `url` names one node of a Redis Cluster (the others are discovered).
+    cluster: bool = False
     # Every key the daemons write starts with this.
     prefix: str = "claif:"
     max_connections: int = 20

@@ -1,12 +1,12 @@
 """The daemon's Redis client, as `redis.*` says (the `redis` extra: imported
 only when a backend uses Redis).
 
-A single Redis (`redis.url`: redis://, rediss://, unix://), or the master of
-a Sentinel-managed replica set (`redis.sentinels`: ["host:port", ...] and
-`redis.service_name`), which redis-py follows across failovers. Redis
-Cluster is not supported: an append to a session and its index update, and
-a store and its announcement, are single transactions that Cluster would
-split across slots.
+A single Redis (`redis.url`: redis://, rediss://, unix://), the master of a
+Sentinel-managed replica set (`redis.sentinels`: ["host:port", ...] and
+`redis.service_name`; redis-py follows it across failovers), or a Redis
+Cluster (`redis.cluster`: `redis.url` names one node). The key layout is
+Cluster-safe: every transaction touches one slot (a session's two keys share
+a hash tag), everything else is single-key or non-transactional.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ def make_client(config: RedisConfig) -> Any:
         sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call]
         return sentinel.master_for(config.service_name, socket_timeout=timeout, socket_connect_timeout=timeout,
                                    max_connections=config.max_connections)
+    if config.cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(config.url, max_connections=config.max_connections, socket_timeout=timeout,
+                                     socket_connect_timeout=timeout)
     return aioredis.Redis.from_url(config.url, max_connections=config.max_connections, socket_timeout=timeout,
                                    socket_connect_timeout=timeout, retry_on_timeout=False)
 

@@ -376,3 +376,87 @@ def test_switching_the_session_backend_at_run_time(daemon_factory, sim: Sim, red
         wait_backend("local")
         assert [s["id"] for s in c.session_list()["sessions"]] == [local_id]
     assert d.stop() == 0
+
+
+def test_on_a_redis_cluster(daemon_factory, sim: Sim, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    """Three real cluster nodes (redis-cli --cluster create): two daemons share hits, a session
+    and invalidations through it."""
+    import socket as sk
+
+    def free_port() -> int:
+        """A free port P with P + 10000 (the cluster bus) free too: below the ephemeral range."""
+        import random
+
+        while True:
+            port = random.randrange(20000, 30000)
+            try:
+                for p in (port, port + 10000):
+                    with sk.socket() as s:
+                        s.bind(("127.0.0.1", p))
+                return port
+            except OSError:
+                continue
+
+    cli = shutil.which("redis-cli")
+    assert REDIS is not None and cli is not None
+    directory = short_tmp / "cluster"
+    directory.mkdir()
+    ports = [free_port() for _ in range(3)]
+    procs = []
+    for port in ports:
+        node = directory / str(port)
+        node.mkdir()
+        procs.append(subprocess.Popen(
+            [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file",
+             str(node / "nodes.conf"), "--save", "", "--appendonly", "no", "--dir", str(node)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        deadline = time.monotonic() + 10
+        for port in ports:
+            while True:
+                try:
+                    sk.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "a cluster node did not start"
+                    time.sleep(0.05)
+        subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=30)
+        while "cluster_state:ok" not in subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"],
+                                                       capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline + 20, "the cluster did not come up"
+            time.sleep(0.1)
+        daemons = []
+        for name in ("a", "b"):
+            d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__BACKEND="redis", CLAIF_SESSION__BACKEND="redis",
+                                           CLAIF_REDIS__URL=f"redis://127.0.0.1:{ports[0]}",
+                                           CLAIF_REDIS__CLUSTER="true"), start=False)
+            d.socket = short_tmp / "run" / f"{name}.sock"
+            d.start()
+            daemons.append(d)
+        a, b = daemons
+        with Client(a.socket) as ca, Client(b.socket) as cb:
+            answers = [ca.complete(f"cluster question {i}", model=MODEL) for i in range(6)]  # keys on every node
+            for i, first in enumerate(answers):
+                r = cb.complete(f"cluster question {i}", model=MODEL)
+                assert r.cached == "exact", (ca.cache_stats()["shared"], cb.cache_stats()["shared"],
+                                             [x for x in a.logs() if x.get("level") != "info"][-3:])
+            assert answers[0].cache_key is not None and ca.cache_delete(answers[0].cache_key), (
+                ca.cache_stats()["shared"], [x for x in a.logs() if x.get("level") != "info"][-3:])
+            deadline = time.monotonic() + 5
+            while cb.complete("cluster question 0", model=MODEL).cached and time.monotonic() < deadline:
+                time.sleep(0.05)  # B heard of the delete through the cluster's pub/sub
+            assert sim.stats()["requests"] == 7, (cb.cache_stats()["shared"], [x for x in b.logs() if x.get("level") != "info"][-3:])
+            sid = ca.session_create(model=MODEL)["id"]
+            ca.session_send(sid, "on A")
+            cb.session_send(sid, "on B")
+            assert len(ca.session_get(sid)["messages"]) == 4
+            assert ca.session_list()["total"] == 1
+            assert cb.cache_clear() >= 5
+            assert ca.cache_stats()["shared"]["errors"] == 0 and cb.cache_stats()["shared"]["errors"] == 0, [
+                (x.get("during"), x.get("error")) for d in (a, b) for x in d.logs() if x.get("during")]
+        assert a.stop() == 0 and b.stop() == 0
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)

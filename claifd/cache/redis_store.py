@@ -121,11 +121,10 @@ class RedisStore:
             return False
         blob, checksum = self.codec.encode(entry)
         record = _Record(entry.namespace, entry.created_at, entry.ttl, entry.fixed_ttl, entry.hits, checksum, blob)
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.set(self._key(entry.namespace, entry.key), _encode(record), px=max(1, int(remaining * 1000)))
-                pipe.publish(self.channel, f"put {self.origin} {entry.key}")
-                await pipe.execute()
+        try:  # two commands: Cluster refuses PUBLISH in a pipeline
+            await self.client.set(self._key(entry.namespace, entry.key), _encode(record),
+                                  px=max(1, int(remaining * 1000)))
+            await self.client.publish(self.channel, f"put {self.origin} {entry.key}")
         except Exception as exc:
             self._failed("write", exc)
             return False
@@ -142,11 +141,9 @@ class RedisStore:
         living as long as its entry, announced to the other daemons."""
         key, scope, namespace, prompt, identity, vector = row
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.set(self._vector(identity, key), _encode_vector((scope, namespace, prompt, vector)),
-                         px=max(1, int(ttl * 1000)))
-                pipe.publish(self.channel, f"vec {self.origin} {key}")
-                await pipe.execute()
+            await self.client.set(self._vector(identity, key), _encode_vector((scope, namespace, prompt, vector)),
+                                  px=max(1, int(ttl * 1000)))
+            await self.client.publish(self.channel, f"vec {self.origin} {key}")
         except Exception as exc:
             self._failed("write", exc)
             return
@@ -224,16 +221,11 @@ class RedisStore:
             self._failed("unlock", exc)
 
     async def _scan_delete(self, pattern: str) -> int:
+        names = [name async for name in self.client.scan_iter(match=pattern, count=500)]
         removed = 0
-        batch: list[Any] = []
-        async for name in self.client.scan_iter(match=pattern, count=500):
-            batch.append(name)
-            if len(batch) >= 500:
-                removed += await self.client.unlink(*batch)
-                batch = []
-        if batch:
-            removed += await self.client.unlink(*batch)
-        return int(removed)
+        for start in range(0, len(names), 500):  # (redis-py splits a Cluster's UNLINK by slot)
+            removed += int(await self.client.unlink(*names[start:start + 500]))
+        return removed
 
     async def delete(self, key: str) -> bool:
         try:
@@ -267,6 +259,7 @@ class RedisStore:
         """Apply the other daemons' invalidations for as long as the daemon runs."""
         while True:
             try:
+                await self.client.ping()  # a Cluster client learns its slots map before it can subscribe
                 pubsub = self.client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
                 on_reconnect()  # whatever was missed while unsubscribed: start afresh

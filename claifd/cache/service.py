@@ -119,7 +119,7 @@ class ResponseCache:
     def _second_tier_source(self) -> tuple[Any, ...]:
         redis = self.redis_config
         if self.config.backend == "redis" and redis is not None:
-            return ("redis", redis.url, tuple(redis.sentinels), redis.service_name, redis.prefix,
+            return ("redis", redis.url, tuple(redis.sentinels), redis.service_name, redis.cluster, redis.prefix,
                     redis.max_connections, float(redis.timeout))
         return ("local", self.config.dir)
 

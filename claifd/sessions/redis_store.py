@@ -1,12 +1,14 @@
 """Sessions on Redis (`session.backend: redis`): a conversation follows its
 person between machines.
 
-    {prefix}s:{id}      hash: the session's document without its messages (msgpack)
-    {prefix}s:{id}:m    list: its messages, msgpack, in order
+    {prefix}s:{ID}      the session's document without its messages (msgpack)
+    {prefix}s:{ID}:m    list: its messages, msgpack, in order
     {prefix}sessions    sorted set: ids by last update (listing)
 
-An append is one MULTI/EXEC (RPUSH of the new messages, the update time):
-two daemons appending to one session lose nothing and keep one order, and
+({ID} in braces: a Redis Cluster hash tag, so a session's two keys share a
+slot and its changes are one transaction; the listing index is updated
+after it.) An append is one RPUSH of the new messages: two daemons
+appending to one session lose nothing and keep one order, and
 RPUSH's answer (the new length) tells a daemon whether someone else appended
 meanwhile (`AppendResult.conflict`), in which case its memory copy is dropped.
 A daemon's memory copy is validated on every read by the list's length
@@ -29,7 +31,7 @@ import msgspec
 
 from ..errors import StorageError
 from .model import Session, SessionMessage, SessionSummary
-from .store import AppendMessages, CreateSession, DeleteSession, Op
+from .store import AppendMessages, CreateSession, Op
 
 __all__ = ["RedisSessionStore"]
 
@@ -65,10 +67,10 @@ class RedisSessionStore:
         return f"<RedisSessionStore {self.prefix} errors={self.errors}>"
 
     def _meta(self, session_id: str) -> str:
-        return f"{self.prefix}s:{session_id}"
+        return f"{self.prefix}s:{{{session_id}}}"
 
     def _messages(self, session_id: str) -> str:
-        return f"{self.prefix}s:{session_id}:m"
+        return f"{self.prefix}s:{{{session_id}}}:m"
 
     async def _run(self, what: str, coro: Any) -> Any:
         try:
@@ -87,32 +89,30 @@ class RedisSessionStore:
     async def apply(self, ops: Sequence[Op]) -> list[int]:
         """Apply `ops` in one transaction; the list lengths RPUSH answered, one per append."""
         async def run() -> list[int]:
-            async with self.client.pipeline(transaction=True) as pipe:
-                appends: list[int] = []
-                position = 0
-                for op in ops:
+            lengths: list[int] = []
+            for op in ops:  # each a transaction on one session's keys (one slot), then the index
+                async with self.client.pipeline(transaction=True) as pipe:
                     if isinstance(op, CreateSession):
                         s = op.session
                         pipe.set(self._meta(s.id), _meta_enc(_Meta(s.title, s.model, s.system, s.metadata,
                                                                     s.created, s.updated)))
                         pipe.delete(self._messages(s.id))
-                        position += 2
                         if s.messages:
                             pipe.rpush(self._messages(s.id), *[_msg_enc(m) for m in s.messages])
-                            position += 1
-                        pipe.zadd(self.index, {s.id: s.updated})
-                        position += 1
                     elif isinstance(op, AppendMessages):
                         pipe.rpush(self._messages(op.session_id), *[_msg_enc(m) for m in op.messages])
-                        appends.append(position)
-                        pipe.zadd(self.index, {op.session_id: op.updated}, xx=True)
-                        position += 2
-                    elif isinstance(op, DeleteSession):
-                        pipe.delete(self._meta(op.session_id), self._messages(op.session_id))
-                        pipe.zrem(self.index, op.session_id)
-                        position += 2
-                results = await pipe.execute()
-            return [int(results[i]) for i in appends]
+                    else:
+                        pipe.delete(self._meta(op.session_id))
+                        pipe.delete(self._messages(op.session_id))
+                    results = await pipe.execute()
+                if isinstance(op, CreateSession):
+                    await self.client.zadd(self.index, {op.session.id: op.session.updated})
+                elif isinstance(op, AppendMessages):
+                    lengths.append(int(results[0]))
+                    await self.client.zadd(self.index, {op.session_id: op.updated}, xx=True)
+                else:
+                    await self.client.zrem(self.index, op.session_id)
+            return lengths
 
         result: list[int] = await self._run("save the change", run())
         return result
@@ -121,7 +121,7 @@ class RedisSessionStore:
 
     async def load(self, session_id: str) -> Session | None:
         async def run() -> Session | None:
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:
                 pipe.get(self._meta(session_id))
                 pipe.lrange(self._messages(session_id), 0, -1)
                 pipe.zscore(self.index, session_id)
