@@ -85,7 +85,7 @@ class App:
         anthropic = self.providers["anthropic"]
         assert isinstance(anthropic, AnthropicProvider)
         self.front = HttpFront(self.completions, lambda: self.catalog.list(), self.metrics_text, self.health.report,
-                               lambda: self.settings.config.server.allowed_uids, anthropic.count_tokens,
+                               lambda: self.state.allowed_uids, anthropic.count_tokens,
                                settings.global_path.parent)
         self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf)
         self.dispatch = Dispatch()

@@ -40,9 +40,7 @@ import hmac
 import itertools
 import os
 import secrets
-import socket
 import stat
-import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -75,6 +73,7 @@ from .errors import error_info
 from .metrics_http import parse_listen
 from .monitoring import CONTENT_TYPE
 from .providers import resolve_model
+from .server import peer_ids
 
 __all__ = ["HttpFront", "load_token", "TOKEN_FILE"]
 
@@ -84,7 +83,6 @@ MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
 IDLE_TIMEOUT = 300.0
 TOKEN_FILE = "http-token"
-_UCRED = struct.calcsize("3i")
 
 # The daemon's error codes, as HTTP statuses (an upstream's own status wins).
 _STATUS = {"bad_request": 400, "not_found": 404, "not_configured": 401, "rate_limited": 429, "timeout": 504,
@@ -369,7 +367,7 @@ class _TooLarge(Exception):
 class HttpFront:
     def __init__(self, completions: Completions, models: Callable[[], Awaitable[dict[str, Any]]],
                  metrics: Callable[[], str], health: Callable[[], Awaitable[dict[str, Any]]],
-                 allowed_uids: Callable[[], list[int]], count_tokens: Callable[[bytes], Awaitable[tuple[int, bytes]]],
+                 allowed_uids: Callable[[], frozenset[int]], count_tokens: Callable[[bytes], Awaitable[tuple[int, bytes]]],
                  config_dir: Path) -> None:
         self.completions = completions
         self.models = models
@@ -462,12 +460,12 @@ class HttpFront:
     # ---------------------------------------------------------- connections
 
     def peer_allowed(self, transport: Any) -> bool:
-        sock = transport.get_extra_info("socket")
+        """The main socket's rule: the daemon's own uid and `server.allowed_uids`."""
         try:
-            _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED))
+            _, uid = peer_ids(transport.get_extra_info("socket"))
         except OSError:
             return False
-        return uid == os.getuid() or uid in self.allowed_uids()
+        return uid in self.allowed_uids()
 
     def token_ok(self, headers: dict[str, str]) -> bool:
         token = self.token

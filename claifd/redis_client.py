@@ -15,7 +15,13 @@ from typing import Any
 
 from .config import RedisConfig
 
-__all__ = ["make_client", "describe"]
+__all__ = ["make_client", "describe", "connection_key"]
+
+
+def connection_key(config: RedisConfig) -> tuple[Any, ...]:
+    """What a client is built from: a change to any of it means a new client."""
+    return (config.url, tuple(config.sentinels), config.service_name, config.cluster, config.prefix,
+            config.max_connections, float(config.timeout))
 
 
 def make_client(config: RedisConfig) -> Any:

@@ -411,7 +411,7 @@ class Server:
         if sock is None:
             return None
         try:
-            pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED_SIZE))
+            pid, uid = peer_ids(sock)
         except OSError as exc:
             log.warning("cannot read the peer's credentials; refusing", conn=conn.cid, error=str(exc))
             return "the daemon could not verify who is connecting"
@@ -470,6 +470,12 @@ class Server:
 
 
 _UCRED_SIZE = struct.calcsize("3i")
+
+
+def peer_ids(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket, as the kernel says (SO_PEERCRED)."""
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED_SIZE))
+    return pid, uid
 _NO_LABELS = ("", "")
 # File descriptors are counted every few seconds; past this share of the
 # soft limit the daemon says so.

@@ -60,15 +60,21 @@ def redis_server(short_tmp: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def two_daemons(daemon_factory, sim: Sim, redis: RedisServer, short_tmp: Path) -> list[DaemonProcess]:  # type: ignore[no-untyped-def]
+def daemons_on(daemon_factory, sim: Sim, url: str, short_tmp: Path,  # type: ignore[no-untyped-def]
+               **env: str) -> list[DaemonProcess]:
+    """Two daemons (sockets a.sock and b.sock) on the Redis at `url`, with `env` on top."""
     daemons = []
     for name in ("a", "b"):
-        d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__BACKEND="redis", CLAIF_REDIS__URL=redis.url,
-                                       CLAIF_REDIS__NEAR_CACHE_TTL="30"), start=False)
+        d = daemon_factory(env=sim_env(sim, CLAIF_REDIS__URL=url, **env), start=False)
         d.socket = short_tmp / "run" / f"{name}.sock"
         d.start()
         daemons.append(d)
     return daemons
+
+
+def two_daemons(daemon_factory, sim: Sim, redis: RedisServer, short_tmp: Path) -> list[DaemonProcess]:  # type: ignore[no-untyped-def]
+    return daemons_on(daemon_factory, sim, redis.url, short_tmp, CLAIF_CACHE__BACKEND="redis",
+                      CLAIF_REDIS__NEAR_CACHE_TTL="30")
 
 
 def test_an_answer_made_on_one_daemon_is_a_hit_on_the_other(daemon_factory, sim: Sim, redis_server: RedisServer,  # type: ignore[no-untyped-def]
@@ -206,13 +212,7 @@ def test_a_semantic_hit_across_daemons(daemon_factory, sim: Sim, redis_server: R
 
 
 def session_daemons(daemon_factory, sim: Sim, redis: RedisServer, short_tmp: Path) -> list[DaemonProcess]:  # type: ignore[no-untyped-def]
-    daemons = []
-    for name in ("a", "b"):
-        d = daemon_factory(env=sim_env(sim, CLAIF_SESSION__BACKEND="redis", CLAIF_REDIS__URL=redis.url), start=False)
-        d.socket = short_tmp / "run" / f"{name}.sock"
-        d.start()
-        daemons.append(d)
-    return daemons
+    return daemons_on(daemon_factory, sim, redis.url, short_tmp, CLAIF_SESSION__BACKEND="redis")
 
 
 def test_a_session_follows_its_person_between_daemons(daemon_factory, sim: Sim, redis_server: RedisServer,  # type: ignore[no-untyped-def]
@@ -426,15 +426,8 @@ def test_on_a_redis_cluster(daemon_factory, sim: Sim, short_tmp: Path) -> None: 
                                                        capture_output=True, text=True).stdout:
             assert time.monotonic() < deadline + 20, "the cluster did not come up"
             time.sleep(0.1)
-        daemons = []
-        for name in ("a", "b"):
-            d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__BACKEND="redis", CLAIF_SESSION__BACKEND="redis",
-                                           CLAIF_REDIS__URL=f"redis://127.0.0.1:{ports[0]}",
-                                           CLAIF_REDIS__CLUSTER="true"), start=False)
-            d.socket = short_tmp / "run" / f"{name}.sock"
-            d.start()
-            daemons.append(d)
-        a, b = daemons
+        a, b = daemons_on(daemon_factory, sim, f"redis://127.0.0.1:{ports[0]}", short_tmp,
+                          CLAIF_CACHE__BACKEND="redis", CLAIF_SESSION__BACKEND="redis", CLAIF_REDIS__CLUSTER="true")
         with Client(a.socket) as ca, Client(b.socket) as cb:
             answers = [ca.complete(f"cluster question {i}", model=MODEL) for i in range(6)]  # keys on every node
             for i, first in enumerate(answers):

@@ -119,8 +119,9 @@ class ResponseCache:
     def _second_tier_source(self) -> tuple[Any, ...]:
         redis = self.redis_config
         if self.config.backend == "redis" and redis is not None:
-            return ("redis", redis.url, tuple(redis.sentinels), redis.service_name, redis.cluster, redis.prefix,
-                    redis.max_connections, float(redis.timeout))
+            from ..redis_client import connection_key
+
+            return ("redis", *connection_key(redis))
         return ("local", self.config.dir)
 
     def _build_second_tier(self) -> None:

@@ -92,8 +92,9 @@ class SessionService:
     def _backend_source(self) -> tuple[Any, ...]:
         redis = self.redis_config
         if self.config.backend == "redis" and redis is not None:
-            return ("redis", redis.url, tuple(redis.sentinels), redis.service_name, redis.cluster, redis.prefix,
-                    redis.max_connections, float(redis.timeout))
+            from ..redis_client import connection_key
+
+            return ("redis", *connection_key(redis))
         return ("local", self.config.directory)
 
     def _make_remote(self) -> RedisSessionStore:
