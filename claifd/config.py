@@ -148,13 +148,13 @@ class ProvidersConfig(_Section):
 
 
 class PoolConfig(_Section):
-    # The HTTP transport under the httpx clients: "aiohttp" (httpx-aiohttp,
-    # the faster one; the `fast` extra), "httpcore" (httpx's own), or "auto":
-    # aiohttp when installed, else httpcore.
+    # The upstream HTTP client: "aiohttp" (the faster one; the `fast` extra),
+    # "httpcore" (httpx's own), or "auto": aiohttp when installed, else httpcore.
     transport: Literal["auto", "aiohttp", "httpcore"] = "auto"
     max_connections: int = 100
     # A daemon sees bursts from many clients: keeping connections warm for
     # them is the point (idle ones still close after keepalive_expiry).
+    # httpcore only: aiohttp keeps every idle connection until keepalive_expiry.
     max_keepalive: int = 50
     keepalive_expiry: Duration = Duration(30.0)
     connect_timeout: Duration = Duration(10.0)

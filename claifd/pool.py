@@ -13,17 +13,22 @@ each its own `httpx.AsyncClient`; a request takes the least busy lane (the
 first on ties, so light traffic keeps reusing the same warm connections).
 The totals still honour `pool.max_connections` and `pool.max_keepalive`.
 
-Why transports and not `httpx.AsyncClient`: a lane sends a prebuilt
-`httpx.Request` straight to its httpx transport (httpcore's or aiohttp's).
-The client's `send` wraps that in auth, redirect, cookie, event-hook and
-default-header handling the daemon never uses -- measured at ~80 us of a
-~340 us call against the simulator. Requests, responses, transports and
-exceptions are httpx's, on either transport.
+Why lanes of our own and not `httpx.AsyncClient`: a lane is the small
+interface the providers call (`send` -> an `UpstreamResponse`: status,
+headers, `aread`, `aiter_text`, `aclose`). The httpcore lane sends a
+prebuilt `httpx.Request` straight to httpx's transport: the client's `send`
+wraps that in auth, redirect, cookie, event-hook and default-header handling
+the daemon never uses (measured at ~80 us of a ~340 us call against the
+simulator). The aiohttp lane (claifd/transport.py) talks to aiohttp without
+httpx's Request/Response layer at all (~135 us a call less). Failures are
+httpx's exceptions on both.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -33,18 +38,18 @@ import structlog
 from . import __version__
 from .config import PoolConfig
 
-__all__ = ["HttpPool", "LANE_CONNECTIONS", "resolve_transport"]
+__all__ = ["HttpPool", "LANE_CONNECTIONS", "UpstreamResponse", "resolve_transport"]
 
 log = structlog.get_logger("claifd.pool")
 
 
 def resolve_transport(wanted: str) -> str:
     """ "aiohttp" or "httpcore" for `pool.transport` (auto: aiohttp when installed)."""
-    available = importlib.util.find_spec("httpx_aiohttp") is not None
+    available = importlib.util.find_spec("aiohttp") is not None
     if wanted == "httpcore" or (wanted == "auto" and not available):
         return "httpcore"
     if not available:
-        log.warning("pool.transport is aiohttp but httpx-aiohttp is not installed; using httpcore "
+        log.warning("pool.transport is aiohttp but aiohttp is not installed; using httpcore "
                     "(pip install 'claifd[fast]')")
         return "httpcore"
     return "aiohttp"
@@ -64,23 +69,72 @@ def _split(total: int, parts: int) -> list[int]:
 DEFAULT_HEADERS = {"user-agent": f"claifd/{__version__}", "accept": "*/*", "accept-encoding": "gzip, deflate"}
 
 
-class _Lane:
-    __slots__ = ("transport", "in_flight", "max_connections", "extensions")
+class UpstreamResponse(Protocol):
+    """What a lane's `send` returns, on either transport (an `httpx.Response`
+    is one): the body unread until `aread` (which releases the connection)
+    or `aiter_text`; `aclose` always, which closes a connection whose body
+    was not read to its end."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport, max_connections: int, timeout: httpx.Timeout) -> None:
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+    async def aread(self) -> bytes: ...
+    def aiter_text(self) -> AsyncIterator[str]: ...
+    async def aclose(self) -> None: ...
+
+
+class Sender(Protocol):
+    async def send(self, method: str, url: str, headers: Mapping[str, str],
+                   content: bytes | None = None) -> UpstreamResponse: ...
+    async def aclose(self) -> None: ...
+
+
+class HttpcoreLane:
+    """httpx's own transport (httpcore), sent a prebuilt request."""
+
+    def __init__(self, transport: httpx.AsyncHTTPTransport, timeout: httpx.Timeout) -> None:
         self.transport = transport
-        self.in_flight = 0
-        self.max_connections = max_connections
         self.extensions = {"timeout": timeout.as_dict()}
+        self._urls: dict[str, httpx.URL] = {}
 
-    async def send(self, method: str, url: httpx.URL | str, headers: dict[str, str],
+    def _url(self, url: str) -> httpx.URL:
+        """Parsed once (httpx parses a string on every request: ~20 us a call)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) > 64:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        return parsed
+
+    async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> httpx.Response:
-        """The response with its body unread: read it (`aread` closes it) or
-        `aclose` it. Redirects are never followed (these APIs have none, and
-        following one could send the key to another host)."""
-        request = httpx.Request(method, url, headers={**DEFAULT_HEADERS, **headers}, content=content,
+        request = httpx.Request(method, self._url(url), headers=headers, content=content,
                                 extensions=self.extensions)
         return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+class _Lane:
+    __slots__ = ("sender", "in_flight", "max_connections")
+
+    def __init__(self, sender: Sender, max_connections: int) -> None:
+        self.sender = sender
+        self.in_flight = 0
+        self.max_connections = max_connections
+
+    async def send(self, method: str, url: str, headers: Mapping[str, str],
+                   content: bytes | None = None) -> UpstreamResponse:
+        """The response with its body unread: read it (`aread` releases the
+        connection) or `aclose` it. Redirects are never followed (these APIs
+        have none, and following one could send the key to another host)."""
+        return await self.sender.send(method, url, {**DEFAULT_HEADERS, **headers}, content)
 
 
 class HttpPool:
@@ -110,7 +164,7 @@ class HttpPool:
         while any(lane.in_flight for lane in lanes):
             await anyio.sleep(poll)
         for lane in lanes:
-            await lane.transport.aclose()
+            await lane.sender.aclose()
 
     def _build(self, config: PoolConfig) -> list[_Lane]:
         total = max(1, config.max_connections)
@@ -127,16 +181,18 @@ class HttpPool:
         self.transport = resolve_transport(config.transport)
         out = []
         for connections, keepalive in zip(_split(total, lanes), _split(max(0, config.max_keepalive), lanes)):
-            limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
-                                  keepalive_expiry=float(config.keepalive_expiry))
-            transport: httpx.AsyncBaseTransport
+            sender: Sender
             if self.transport == "aiohttp":
-                from .transport import Transport  # imports aiohttp: only when chosen
+                from .transport import AiohttpLane  # imports aiohttp: only when chosen
 
-                transport = Transport(limits=limits, verify=tls, trust_env=False)
+                # aiohttp keeps every idle connection until keepalive_expiry
+                # (it has no separate keep-alive count).
+                sender = AiohttpLane(connections, float(config.keepalive_expiry), tls, timeout)
             else:
-                transport = httpx.AsyncHTTPTransport(limits=limits, verify=tls, trust_env=False)
-            out.append(_Lane(transport, connections, timeout))
+                limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
+                                      keepalive_expiry=float(config.keepalive_expiry))
+                sender = HttpcoreLane(httpx.AsyncHTTPTransport(limits=limits, verify=tls, trust_env=False), timeout)
+            out.append(_Lane(sender, connections))
         return out
 
     def acquire(self) -> _Lane:
@@ -164,7 +220,7 @@ class HttpPool:
 
     async def aclose(self) -> None:
         for lane in self._lanes:
-            await lane.transport.aclose()
+            await lane.sender.aclose()
 
     def __repr__(self) -> str:
         return f"<HttpPool lanes={len(self._lanes)} in_flight={self.in_flight} max_connections={self.config.max_connections}>"

@@ -1,13 +1,18 @@
-"""The aiohttp transport under the daemon's httpx clients (`pool.transport`).
+"""The aiohttp lane (`pool.transport = aiohttp`): upstream calls on aiohttp's
+C-accelerated client, without httpx's Request/Response layer.
 
-httpx-aiohttp keeps the httpx API the providers are written against and
-moves the HTTP work to aiohttp's C-accelerated client. Its exception mapping
-is coarse: every `aiohttp.ClientConnectionError` -- a refused connection, a
-server that hung up mid-body -- becomes `httpx.ConnectTimeout`, so the
-daemon would call an unreachable or dropped upstream "timed out" and retry a
-stream it must not. This module maps aiohttp's errors to the httpx errors
-the httpcore transport raises for the same event, for requests and for
-response bodies read later (SSE streams):
+Why not httpx over an aiohttp transport (httpx-aiohttp, which the SDKs
+offer): measured side by side against `claif-sim --fast`, one call at a
+time, httpx's own layer costs ~75 us a call even over a transport that does
+nothing, and the adapter ~60 us more: httpx+aiohttp took ~265 us a call
+where aiohttp alone took ~130 us (bench/bench_transport.py, "legs"). That
+layer was the whole gap between a miss through the daemon and a user's own
+direct call. So a lane is the daemon's own small interface (`pool.Lane`:
+`send` -> an `UpstreamResponse`), and this one speaks aiohttp directly; the
+httpcore lane keeps httpx.
+
+Failures are raised as the httpx exceptions the httpcore lane raises for the
+same event, so the providers' retry rules are one set for both:
 
     aiohttp                                 httpx
     ClientConnectorError (refused, DNS)     ConnectError
@@ -16,6 +21,7 @@ response bodies read later (SSE streams):
     ServerDisconnectedError, PayloadError   RemoteProtocolError
     other ClientOSError                     ReadError
     asyncio.TimeoutError (total timeout)    ReadTimeout
+    InvalidURL                              UnsupportedProtocol
 
 Imported only when the aiohttp transport is chosen (it imports aiohttp).
 """
@@ -23,101 +29,140 @@ Imported only when the aiohttp transport is chosen (it imports aiohttp).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+import codecs
+import ssl
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import httpx
-from aiohttp import ClientSession
-from httpx_aiohttp.transport import AiohttpResponseStream, AiohttpTransport
+from yarl import URL
 
-__all__ = ["Transport", "map_error"]
+__all__ = ["AiohttpLane", "AiohttpResponse", "map_error"]
+
+_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 def map_error(exc: BaseException) -> BaseException:
     """The httpx error that httpcore would raise for this aiohttp one (or `exc`)."""
-    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) and exc.__cause__ is not None else exc
-    message = str(cause) or type(cause).__name__
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message)
-    if isinstance(cause, aiohttp.SocketTimeoutError):
+    if isinstance(exc, (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError)):
         return httpx.ReadTimeout(message)
-    if isinstance(cause, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(message)
-    if isinstance(cause, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return httpx.ConnectError(message)
-    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
         return httpx.RemoteProtocolError(message)
-    if isinstance(cause, aiohttp.ClientOSError):
+    if isinstance(exc, aiohttp.ClientOSError):
         return httpx.ReadError(message)
-    if isinstance(cause, asyncio.TimeoutError) and not isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.UnsupportedProtocol(message)
+    if isinstance(exc, asyncio.TimeoutError):
         return httpx.ReadTimeout(message)
+    if isinstance(exc, aiohttp.ClientError):
+        return httpx.TransportError(message)
     return exc
 
 
-class _Body(httpx.AsyncByteStream):
-    """A response body whose read errors are mapped like the request's."""
+class AiohttpResponse:
+    """An upstream answer with its body unread: `aread` it (the connection
+    goes back to the pool) or `aclose` it (a body not read to its end
+    closes the connection: the upstream stops generating)."""
 
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self.inner = inner
+    __slots__ = ("_response", "status_code", "headers", "reason_phrase", "_content")
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self.reason_phrase = response.reason or ""
+        self._content: bytes | None = None
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise httpx.ResponseNotRead()
+        return self._content
+
+    async def aread(self) -> bytes:
+        if self._content is None:
+            try:
+                self._content = await self._response.read()
+            except _ERRORS as exc:
+                self._response.close()
+                raise map_error(exc) from exc
+            finally:
+                self._response.release()
+        return self._content
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        """The body as text, chunk by chunk as it arrives (server-sent events)."""
+        decoder = codecs.getincrementaldecoder(self._response.get_encoding() or "utf-8")(errors="replace")
         try:
-            async for chunk in self.inner:
-                yield chunk
-        except (httpx.TransportError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            mapped = map_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            async for chunk in self._response.content.iter_any():
+                text = decoder.decode(chunk)
+                if text:
+                    yield text
+        except _ERRORS as exc:
+            self._response.close()
+            raise map_error(exc) from exc
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text
 
     async def aclose(self) -> None:
+        response = self._response
+        if response.content.is_eof():
+            response.release()
+        else:
+            response.close()
+
+
+class AiohttpLane:
+    """One aiohttp session (its own connector: `max_connections`, keep-alive
+    expiry, TLS) and the timeouts of every request it sends."""
+
+    def __init__(self, max_connections: int, keepalive_expiry: float, tls: ssl.SSLContext,
+                 timeout: httpx.Timeout) -> None:
+        self._limits = (max_connections, keepalive_expiry, tls)
+        # aiohttp has no write timeout; connect covers the wait for a
+        # pooled connection as well (httpx's pool timeout).
+        self._timeout = aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read,
+                                              connect=timeout.pool)
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        connections, keepalive, tls = self._limits
+        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, keepalive_timeout=keepalive, ssl=tls)
+        # No cookie jar: the APIs need none, and one user's cookie must not
+        # ride along with another's call (the jar would also parse every answer).
+        self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                              auto_decompress=True, skip_auto_headers=("user-agent",))
+        return self._session
+
+    def _url(self, url: str) -> URL:
+        """Parsed once: the providers send to a handful of URLs."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) > 64:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
+        return parsed
+
+    async def send(self, method: str, url: str, headers: Mapping[str, str],
+                   content: bytes | None = None) -> AiohttpResponse:
+        session = self._session or self._open()
         try:
-            await self.inner.aclose()
-        except (httpx.TransportError, aiohttp.ClientError):
-            pass  # closing a connection that already failed
-
-
-class Transport(AiohttpTransport):
-    """httpx-aiohttp's transport with the daemon's error mapping, and a
-    leaner request: the session keeps no cookies (aiohttp's jar parses every
-    response), and the aiohttp timeout is built once per timeout settings
-    rather than per request (the pool gives each lane one settings dict)."""
-
-    _timeout: tuple[object, aiohttp.ClientTimeout] | None = None
-
-    def get_client(self) -> ClientSession:
-        connector = aiohttp.TCPConnector(
-            keepalive_timeout=self.limits.keepalive_expiry, ssl=self.ssl_context,
-            limit=self.limits.max_connections or 0,
-        )
-        return ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-
-    def _client_timeout(self, settings: Any) -> aiohttp.ClientTimeout:
-        cached = self._timeout
-        if cached is None or cached[0] is not settings:
-            timeout = aiohttp.ClientTimeout(sock_connect=settings.get("connect"), sock_read=settings.get("read"),
-                                            connect=settings.get("pool"))
-            cached = self._timeout = (settings, timeout)
-        return cached[1]
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self.client
-        if not isinstance(session, ClientSession):
-            session = self.client = self.get_client()
-        try:
-            response = await session.request(
-                request.method, str(request.url), headers=request.headers.multi_items(),
-                data=request.content or None, allow_redirects=False, auto_decompress=False, compress=False,
-                timeout=self._client_timeout(request.extensions.get("timeout", {})),
-            ).__aenter__()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            response = await session.request(method, self._url(url), headers=headers, data=content,
+                                             allow_redirects=False, compress=False, timeout=self._timeout)
+        except _ERRORS as exc:
             mapped = map_error(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
-        extensions = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode()
-        return httpx.Response(response.status, headers=response.raw_headers,
-                              stream=_Body(AiohttpResponseStream(response)), request=request, extensions=extensions)
+        return AiohttpResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
