@@ -107,7 +107,6 @@ class App:
         """Start what runs in the background (the cache's disk writer, flights)."""
         self.task_group = task_group
         self.pool.start(task_group)
-        self.completions.start(task_group)
         await self.cache.start(task_group)
         await self.sessions.start(task_group)
         self.health.start(task_group)

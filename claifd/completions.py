@@ -137,7 +137,6 @@ class Completions:
         # Raw request bytes -> cache key, for requests already prepared once
         # under the configuration in force (the hot path's shortcut).
         self._hot_keys: dict[bytes, str] = {}
-        self._task_group: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
         return f"<Completions hot_keys={len(self._hot_keys)} flights={len(self.cache.flights)}>"
@@ -147,10 +146,6 @@ class Completions:
         defaults may all differ, so remembered keys are forgotten."""
         self.config = config
         self._hot_keys.clear()
-
-    def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Shared upstream calls run here: they outlive the request that started them."""
-        self._task_group = task_group
 
     def register(self, dispatch: Dispatch) -> None:
         # on_complete records its own requests (it knows the model of a hit).
@@ -366,9 +361,8 @@ class Completions:
         """Join the flight for the request's key; a new one is flown from here."""
         assert prepared.key is not None
         flight, leader = self.cache.join(prepared.key, streaming)
-        if leader:
-            assert self._task_group is not None, "completions not started"
-            self._task_group.start_soon(self._fly, prepared, flight)
+        if leader:  # a task of its own: the call outlives the request that started it
+            self.state.tasks.spawn(self._fly(prepared, flight))
         else:
             prepared.outcome = "coalesced"
         return flight
@@ -381,8 +375,10 @@ class Completions:
         error: BaseException | None = None
         shared = self.cache.shared is not None
         remote: MemEntry | None = None
+        scope = flight.scope
+        scope.deadline = anyio.current_time() + prepared.timeout
         try:
-            with flight.scope, anyio.fail_after(prepared.timeout):
+            with scope:
                 if shared:  # another daemon may be making this very call
                     remote = await self.cache.claim(prepared.key, prepared.namespace,
                                                     time.monotonic() + prepared.timeout)
@@ -395,6 +391,8 @@ class Completions:
                 else:
                     response = await self._call_upstream(prepared, flight, shared)
                     response = msgspec.structs.replace(response, cache_key=prepared.key)
+            if scope.cancelled_caught and anyio.current_time() >= scope.deadline:
+                error = UpstreamTimeout("request timed out in the daemon")
         except TimeoutError:
             error = UpstreamTimeout("request timed out in the daemon")
         except Exception as exc:

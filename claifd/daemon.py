@@ -242,6 +242,7 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path, activated: socket.
                     path.unlink(missing_ok=True)  # an activated socket is systemd's
                 await _drain(app, signals)
                 server.close_connections()
+                await app.state.tasks.cancel_all()
                 requests.cancel_scope.cancel()
             # Cancelling alone would leave watchfiles' thread in its wait
             # (up to its 5 s rust_timeout) and hold up the exit; this ends it

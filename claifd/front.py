@@ -479,8 +479,7 @@ class HttpFront:
         return f"req_{self._prefix}{next(self._ids):x}"
 
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        assert self._task_group is not None
-        self._task_group.start_soon(fn, *args)
+        self.completions.state.tasks.spawn(fn(*args))
 
     def inline(self, ex: _Exchange, authorized: bool) -> bytes | None:
         """A memory-tier hit answered at once, without a task (the hot path);

@@ -315,7 +315,7 @@ class Connection(asyncio.Protocol):
         if len(self.protocol.in_flight) >= self.state.max_in_flight_per_connection:
             self._tasks_full = True
             self._set_reading()
-        self.server.task_group.start_soon(self.run_request, msg, handler, arg, scope)
+        self.state.tasks.spawn(self.run_request(msg, handler, arg, scope))
 
     def _finish(self, rid: int) -> None:
         self.protocol.end(rid)

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from .config import ServerConfig
+from .tasks import TaskSet
 
 __all__ = ["DeltaCallback", "UpstreamCounters", "InFlight", "ServerState"]
 
@@ -65,7 +66,7 @@ class ServerState:
     its status: the server changes these, never the app's own fields."""
 
     __slots__ = ("requests_total", "connections", "draining", "in_flight", "max_in_flight_per_connection",
-                 "frame_timeout", "allowed_uids", "refused_peers", "closed_stalled", "open_fds")
+                 "frame_timeout", "allowed_uids", "refused_peers", "closed_stalled", "open_fds", "tasks")
 
     def __init__(self, config: ServerConfig) -> None:
         self.requests_total = 0
@@ -76,6 +77,8 @@ class ServerState:
         self.refused_peers = 0
         self.closed_stalled = 0
         self.open_fds = 0
+        # The request tasks and shared upstream calls in progress.
+        self.tasks = TaskSet()
         self.reconfigure(config)
 
     def reconfigure(self, config: ServerConfig) -> None:
