@@ -148,9 +148,10 @@ class ProvidersConfig(_Section):
 
 
 class PoolConfig(_Section):
-    # The upstream HTTP client: "aiohttp" (the faster one; the `fast` extra),
-    # "httpcore" (httpx's own), or "auto": aiohttp when installed, else httpcore.
-    transport: Literal["auto", "aiohttp", "httpcore"] = "auto"
+    # The upstream HTTP client: "native" (claifd/http1.py: llhttp on an asyncio
+    # protocol; the fastest), "aiohttp" (the `fast` extra), "httpcore" (httpx's
+    # own); "auto" is native.
+    transport: Literal["auto", "native", "aiohttp", "httpcore"] = "auto"
     max_connections: int = 100
     # A daemon sees bursts from many clients: keeping connections warm for
     # them is the point (idle ones still close after keepalive_expiry).

@@ -44,14 +44,13 @@ log = structlog.get_logger("claifd.pool")
 
 
 def resolve_transport(wanted: str) -> str:
-    """ "aiohttp" or "httpcore" for `pool.transport` (auto: aiohttp when installed)."""
-    available = importlib.util.find_spec("aiohttp") is not None
-    if wanted == "httpcore" or (wanted == "auto" and not available):
-        return "httpcore"
-    if not available:
-        log.warning("pool.transport is aiohttp but aiohttp is not installed; using httpcore "
+    """ "native", "aiohttp" or "httpcore" for `pool.transport` (auto: native)."""
+    if wanted in ("auto", "native", "httpcore"):
+        return "native" if wanted == "auto" else wanted
+    if importlib.util.find_spec("aiohttp") is None:
+        log.warning("pool.transport is aiohttp but aiohttp is not installed; using the native client "
                     "(pip install 'claifd[fast]')")
-        return "httpcore"
+        return "native"
     return "aiohttp"
 
 LANE_CONNECTIONS = 8
@@ -179,10 +178,16 @@ class HttpPool:
             pool=float(config.pool_timeout),
         )
         self.transport = resolve_transport(config.transport)
+        if self.transport == "native":
+            tls.set_alpn_protocols(["http/1.1"])  # the native lane speaks nothing else
         out = []
         for connections, keepalive in zip(_split(total, lanes), _split(max(0, config.max_keepalive), lanes)):
             sender: Sender
-            if self.transport == "aiohttp":
+            if self.transport == "native":
+                from .http1 import Http1Lane
+
+                sender = Http1Lane(connections, float(config.keepalive_expiry), tls, timeout)
+            elif self.transport == "aiohttp":
                 from .transport import AiohttpLane  # imports aiohttp: only when chosen
 
                 # aiohttp keeps every idle connection until keepalive_expiry

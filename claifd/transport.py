@@ -55,6 +55,8 @@ def map_error(exc: BaseException) -> BaseException:
         return httpx.RemoteProtocolError(message)
     if isinstance(exc, aiohttp.ClientOSError):
         return httpx.ReadError(message)
+    if isinstance(exc, aiohttp.ClientResponseError):  # a status line or headers aiohttp cannot parse
+        return httpx.RemoteProtocolError(message)
     if isinstance(exc, aiohttp.InvalidURL):
         return httpx.UnsupportedProtocol(message)
     if isinstance(exc, asyncio.TimeoutError):

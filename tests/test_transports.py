@@ -1,0 +1,345 @@
+"""The upstream lanes themselves (`pool.transport`: native, aiohttp,
+httpcore), each against the simulator and against small HTTP servers that
+misbehave on purpose, over real loopback sockets.
+
+The daemon-level suites (test_upstream, test_cache_e2e) show what the
+providers do with each lane; these show the lane's own promises: kept-alive
+connections reused and expired, the connection limit, the timeouts, the
+failures typed as httpx's, a half-read answer closing its connection, and
+HTTP's framings (chunked, read-until-close, interim answers, gzip) and TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+import trustme
+
+from claifd.config import build_config
+from claifd.pool import HttpPool
+
+from .conftest import Sim
+
+LANES = ["native", "aiohttp", "httpcore"]
+BODY = msgspec.json.encode({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi lane"}]})
+HEADERS = {"authorization": "Bearer sk-lane", "content-type": "application/json"}
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def make_pool(transport: str, **settings: object) -> HttpPool:
+    return HttpPool(build_config({"pool": {"transport": transport, **settings}}).pool)
+
+
+async def post(pool: HttpPool, url: str, body: bytes = BODY) -> tuple[int, bytes]:
+    lane = pool.acquire()
+    try:
+        resp = await lane.send("POST", url, HEADERS, body)
+        return resp.status_code, await resp.aread()
+    finally:
+        pool.release(lane)
+
+
+@asynccontextmanager
+async def raw_server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """An HTTP server of a few lines, on a free loopback port: its base URL."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return await reader.readexactly(length)
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_kept_alive_connections_are_reused(sim: Sim, transport: str) -> None:
+    async def run() -> None:
+        pool = make_pool(transport)
+        for _ in range(20):
+            status, body = await post(pool, sim.url + "/v1/chat/completions")
+            assert status == 200 and b"Simulated reply to: hi lane" in body
+        await pool.aclose()
+
+    asyncio.run(run())
+    stats = sim.stats()
+    assert stats["requests"] == 20 and stats["connections_opened"] == 1, stats
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_the_connection_limit_holds_and_waiters_get_a_turn(sim: Sim, transport: str) -> None:
+    sim.configure(latency_ms=150)
+
+    async def run() -> None:
+        pool = make_pool(transport, max_connections=2)
+        results = await asyncio.gather(*[post(pool, sim.url + "/v1/chat/completions") for _ in range(6)])
+        assert [status for status, _ in results] == [200] * 6
+        await pool.aclose()
+
+    asyncio.run(run())
+    stats = sim.stats()
+    assert stats["requests"] == 6 and stats["connections_opened"] == 2, stats
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_a_silent_upstream_is_a_read_timeout(sim: Sim, transport: str) -> None:
+    sim.configure(hold=True)
+
+    async def run() -> None:
+        pool = make_pool(transport, read_timeout=0.3)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpx.ReadTimeout):
+            await asyncio.wait_for(post(pool, sim.url + "/v1/chat/completions"), 5)
+        assert asyncio.get_running_loop().time() - started < 2.0
+        await pool.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        sim.http.post("/_sim/release")
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_a_refused_connection_is_a_connect_error(transport: str) -> None:
+    async def run() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        pool = make_pool(transport)
+        with pytest.raises(httpx.ConnectError):
+            await post(pool, f"http://127.0.0.1:{port}/v1/chat/completions")
+        await pool.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_a_tls_handshake_that_never_ends_is_a_connect_timeout(transport: str) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, never answers the ClientHello
+
+    async def run() -> None:
+        async with raw_server(silent) as url:
+            pool = make_pool(transport, connect_timeout=0.3)
+            with pytest.raises(httpx.ConnectTimeout):
+                await post(pool, url.replace("http://", "https://") + "/x")
+            await pool.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_waiting_too_long_for_a_free_connection_is_a_timeout(sim: Sim, transport: str) -> None:
+    sim.configure(latency_ms=800)
+
+    async def run() -> None:
+        pool = make_pool(transport, max_connections=1, pool_timeout=0.2)
+        first = asyncio.ensure_future(post(pool, sim.url + "/v1/chat/completions"))
+        await asyncio.sleep(0.1)
+        # aiohttp counts the wait for a pooled connection as connecting.
+        with pytest.raises(httpx.PoolTimeout if transport != "aiohttp" else httpx.ConnectTimeout):
+            await post(pool, sim.url + "/v1/chat/completions")
+        assert (await first)[0] == 200
+        await pool.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_an_answer_closed_half_read_closes_its_connection(sim: Sim, transport: str) -> None:
+    sim.configure(token_delay_ms=50)
+    stream = msgspec.json.encode({"model": "m", "stream": True, "messages": [
+        {"role": "user", "content": "one two three four five six seven eight nine ten"}]})
+
+    async def run() -> None:
+        pool = make_pool(transport)
+        lane = pool.acquire()
+        resp = await lane.send("POST", sim.url + "/v1/chat/completions", HEADERS, stream)
+        async for text in resp.aiter_text():
+            assert "data:" in text
+            break
+        await resp.aclose()
+        pool.release(lane)
+        await asyncio.sleep(0.1)
+        # The simulator saw the client go mid-stream, while the pool is still open.
+        stats = sim.wait_for(lambda s: s["disconnects"] == 1 and s["in_flight"] == 0)
+        assert stats["disconnects"] == 1 and stats["in_flight"] == 0, stats
+        await pool.aclose()
+
+    asyncio.run(run())
+
+
+async def _chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        try:
+            await read_request(reader)
+        except asyncio.IncompleteReadError:
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"5\r\n{\"a\":\r\n4\r\n 12}\r\n0\r\n\r\n")
+        await writer.drain()
+
+
+async def _until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"a\": ")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"12}")
+    writer.close()
+
+
+async def _interim_then_gzip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    body = gzip.compress(b'{"a": 12}')
+    while True:
+        try:
+            await read_request(reader)
+        except asyncio.IncompleteReadError:
+            return
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+
+@pytest.mark.parametrize("transport", LANES)
+@pytest.mark.parametrize("handler", [_chunked, _until_close, _interim_then_gzip], ids=["chunked", "until-close",
+                                                                                      "interim-and-gzip"])
+def test_http_framings(transport: str, handler: Handler) -> None:
+    async def run() -> None:
+        async with raw_server(handler) as url:
+            pool = make_pool(transport)
+            for _ in range(2):  # the second on a reused connection, or a new one after a close
+                status, body = await post(pool, url + "/x")
+                assert status == 200 and msgspec.json.decode(body) == {"a": 12}
+            await pool.aclose()
+
+    asyncio.run(run())
+
+
+async def _malformed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 two hundred OK\r\n\r\n")
+    await writer.drain()
+    await reader.read()
+
+
+async def _cut_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\": ")
+    await writer.drain()
+    writer.close()
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.close()
+
+
+@pytest.mark.parametrize("transport", LANES)
+@pytest.mark.parametrize("handler", [_malformed, _cut_mid_body, _hang_up], ids=["malformed", "cut-mid-body", "hang-up"])
+def test_broken_answers_are_protocol_errors(transport: str, handler: Handler) -> None:
+    async def run() -> None:
+        async with raw_server(handler) as url:
+            pool = make_pool(transport)
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                await post(pool, url + "/x")
+            await pool.aclose()
+
+    asyncio.run(run())
+
+
+def test_native_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    connections = 0
+
+    async def close_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.close()  # kept alive by the headers, closed by the server soon after
+
+    async def run() -> None:
+        async with raw_server(close_after_answer) as url:
+            pool = make_pool("native")
+            for _ in range(3):
+                assert await post(pool, url + "/x") == (200, b"ok")
+                await asyncio.sleep(0.1)
+            await pool.aclose()
+
+    asyncio.run(run())
+    assert connections == 3
+
+
+def test_native_idle_connections_close_after_keepalive_expiry(sim: Sim) -> None:
+    async def run() -> None:
+        pool = make_pool("native", keepalive_expiry=0.2)
+        before = sim.stats()["connections_open"]  # the stats client's own
+        await post(pool, sim.url + "/v1/chat/completions")
+        await asyncio.sleep(0.5)
+        stats = sim.stats()
+        assert stats["connections_open"] == before, stats
+        await post(pool, sim.url + "/v1/chat/completions")
+        await pool.aclose()
+
+    asyncio.run(run())
+    assert sim.stats()["connections_opened"] == 2
+
+
+def test_native_refuses_a_header_that_would_split_the_request(sim: Sim) -> None:
+    async def run() -> None:
+        pool = make_pool("native")
+        lane = pool.acquire()
+        with pytest.raises(httpx.LocalProtocolError):
+            await lane.send("POST", sim.url + "/v1/chat/completions",
+                            {"authorization": "Bearer sk\r\nx-injected: 1"}, BODY)
+        pool.release(lane)
+        await pool.aclose()
+
+    asyncio.run(run())
+    assert sim.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_tls(transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # the pool's context trusts the test CA
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                body = await read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    async def run() -> None:
+        async with raw_server(answer, tls=server_tls) as url:
+            pool = make_pool(transport)
+            assert await post(pool, url + "/echo", b"over tls") == (200, b"over tls")
+            assert await post(pool, url + "/echo", b"again") == (200, b"again")
+            await pool.aclose()
+
+    asyncio.run(run())
