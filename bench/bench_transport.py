@@ -1,10 +1,14 @@
-"""The upstream transport (`pool.transport`): httpcore vs aiohttp, all in one run,
-all against claif-sim over loopback HTTP.
+"""The upstream clients (`pool.transport`: native, aiohttp, httpcore), all in
+one run, all against claif-sim over loopback HTTP.
 
+0. Legs: one call at a time from this process, each HTTP client alone
+   (httpx, httpx over aiohttp, aiohttp, the daemon's native lane, and a
+   request written straight to an asyncio stream, the floor): what each
+   client costs, which is why the daemon has a lane of its own.
 1. A miss at 0 ms upstream, through the cache (every prompt new): the thin
    client -> claifd -> sim, with each transport, against a user's own direct
    `httpx.AsyncClient` -> sim with httpx's default transport and with the
-   aiohttp one, interleaved. Targets: claifd(aiohttp) <= 1.0 x direct httpx,
+   aiohttp one, interleaved. Targets: claifd <= 1.0 x direct httpx,
    <= 1.15 x direct httpx+aiohttp.
 2. Batches: 1000 x 50 ms at concurrency 50 (cache bypassed, and through the
    cache) and 5000 x 20 ms at concurrency 200, with each transport; wall time
@@ -33,6 +37,7 @@ from _common import cpu_seconds, daemon, daemon_process, print_table, start_sim
 
 from claif_client import Client
 
+TRANSPORTS = ("native", "aiohttp", "httpcore")
 N = int(os.environ.get("BENCH_N", "1200"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello bench"}]}
@@ -84,13 +89,85 @@ def through(client: Client, n: int, tag: str) -> list[float]:
     return samples
 
 
+def legs(url: str) -> list[dict[str, object]]:
+    """Each HTTP client alone, one call at a time on a kept-alive connection, interleaved."""
+    import asyncio
+
+    import aiohttp
+    from httpx_aiohttp import AiohttpTransport
+
+    from claifd.config import build_config
+    from claifd.pool import HttpPool
+
+    target = url + "/v1/chat/completions"
+
+    async def run() -> dict[str, list[float]]:
+        hx = httpx.AsyncClient()
+        hxa = httpx.AsyncClient(transport=AiohttpTransport())  # type: ignore[arg-type]
+        session = aiohttp.ClientSession()
+        pool = HttpPool(build_config({"pool": {"transport": "native"}}).pool)
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+
+        async def v_httpx(body: bytes) -> bytes:
+            return (await hx.post(target, content=body, headers=HEADERS)).content
+
+        async def v_httpx_aiohttp(body: bytes) -> bytes:
+            return (await hxa.post(target, content=body, headers=HEADERS)).content
+
+        async def v_aiohttp(body: bytes) -> bytes:
+            async with session.post(target, data=body, headers=HEADERS) as r:
+                return await r.read()
+
+        async def v_native(body: bytes) -> bytes:
+            lane = pool.acquire()
+            try:
+                return await (await lane.send("POST", target, HEADERS, body)).aread()
+            finally:
+                pool.release(lane)
+
+        async def v_floor(body: bytes) -> bytes:
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s\r\nauthorization: Bearer sk-bench\r\n"
+                         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (host.encode(), len(body), body))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            return await reader.readexactly(length)
+
+        variants = {"httpx (httpcore)": v_httpx, "httpx over aiohttp": v_httpx_aiohttp, "aiohttp": v_aiohttp,
+                    "claifd native lane": v_native, "asyncio stream, request written by hand": v_floor}
+        out: dict[str, list[float]] = {name: [] for name in variants}
+        for r in range(4):
+            for name, call in variants.items():
+                for i in range(N // 4 + 50):
+                    body = msgspec.json.encode({**BODY, "messages": [{"role": "user", "content": f"leg {r} {i}"}]})
+                    t0 = time.perf_counter()
+                    msgspec.json.decode(await call(body))
+                    if i >= 50:
+                        out[name].append(time.perf_counter() - t0)
+        await hx.aclose()
+        await hxa.aclose()
+        await session.close()
+        await pool.aclose()
+        writer.close()
+        return out
+
+    import uvloop
+
+    out = uvloop.run(run())
+    floor = statistics.median(out["asyncio stream, request written by hand"])
+    return [{"name": name, "p50_us": statistics.median(s) * 1e6, "vs_floor": statistics.median(s) / floor}
+            for name, s in out.items()]
+
+
 def misses(url: str, sim: psutil.Process) -> list[dict[str, object]]:
-    out: dict[str, list[float]] = {"direct httpx": [], "direct httpx+aiohttp": [], "claifd httpcore": [],
-                                   "claifd aiohttp": []}
+    out: dict[str, list[float]] = {"direct httpx": [], "direct httpx+aiohttp": [],
+                                   **{f"claifd {t}": [] for t in TRANSPORTS}}
     sim_cpu = 0.0
     sim_calls = 0
-    with daemon(env_for(url, "httpcore")) as s1, daemon(env_for(url, "aiohttp")) as s2:
-        clients = {"claifd httpcore": Client(s1), "claifd aiohttp": Client(s2)}
+    with daemon(env_for(url, "native")) as s1, daemon(env_for(url, "aiohttp")) as s2, \
+            daemon(env_for(url, "httpcore")) as s3:
+        clients = {"claifd native": Client(s1), "claifd aiohttp": Client(s2), "claifd httpcore": Client(s3)}
         for r in range(4):  # interleaved: machine drift hits every variant alike
             before = cpu_seconds(sim)
             out["direct httpx"] += direct(url, N // 4, "httpcore", r * N)
@@ -180,18 +257,20 @@ def run_against(fast: bool) -> list[dict[str, object]]:
     proc, url = start_sim(fast)
     try:
         sim = psutil.Process(proc.pid)
+        leg_rows = legs(url)
+        print_table(f"{label}: each HTTP client alone, one call at a time (a kept-alive connection)", leg_rows)
         rows = misses(url, sim)
-        print_table(f"{label}: a miss at 0 ms upstream, through the cache (targets: claifd aiohttp <= 1.0 x direct "
+        print_table(f"{label}: a miss at 0 ms upstream, through the cache (targets: claifd <= 1.0 x direct "
                     "httpx, <= 1.15 x direct httpx+aiohttp)", rows)
         b = [direct_batch(url, 1000, 50, 50)]
-        for transport in ("httpcore", "aiohttp"):
+        for transport in TRANSPORTS:
             b.append(batch(url, transport, 1000, 50, 50, cache=False))
             b.append(batch(url, transport, 1000, 50, 50, cache=True))
             b.append(batch(url, transport, 5000, 200, 20, cache=False))
         print_table(f"{label}: batches, best of {ROUNDS} (target for 1000 x 50 ms: ratio <= 1.10)", b)
-        for row in rows + b:
+        for row in leg_rows + rows + b:
             row["sim"] = "fast" if fast else "full"
-        return rows + b
+        return leg_rows + rows + b
     finally:
         proc.terminate()
         proc.wait()

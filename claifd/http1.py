@@ -192,7 +192,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.response = response
         self._last_data = time.monotonic()
-        self.transport.write(head + content if content else head)
+        try:
+            self.transport.write(head + content if content else head)
+        except (RuntimeError, OSError) as exc:  # closed under us (uvloop raises, asyncio logs)
+            raise httpx.WriteError(f"cannot send: {exc}") from exc
         self._arm_timer()
 
     def resume(self) -> None:
@@ -215,8 +218,13 @@ class _Connection(asyncio.Protocol):
             return
         timeout = self.lane.read_timeout
         assert timeout is not None
-        if self._paused or time.monotonic() - self._last_data < timeout:
-            self._arm_timer()  # the reader is slow, or data came: wait on from the last byte
+        uploading = self.transport is not None and self.transport.get_write_buffer_size() > 0
+        if self._paused or uploading or time.monotonic() - self._last_data < timeout:
+            # The reader is slow, the request is still going out, or data
+            # came: the timeout counts from the last byte (or from now).
+            if uploading:
+                self._last_data = time.monotonic()
+            self._arm_timer()
             return
         self._fail(httpx.ReadTimeout(f"no data for {timeout:g} s"))
 
