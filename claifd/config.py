@@ -155,7 +155,7 @@ class PoolConfig(_Section):
     max_connections: int = 100
     # A daemon sees bursts from many clients: keeping connections warm for
     # them is the point (idle ones still close after keepalive_expiry).
-    # httpcore only: aiohttp keeps every idle connection until keepalive_expiry.
+    # httpcore only: native and aiohttp keep every idle connection until keepalive_expiry.
     max_keepalive: int = 50
     keepalive_expiry: Duration = Duration(30.0)
     connect_timeout: Duration = Duration(10.0)
