@@ -45,6 +45,8 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
+from .pool import ParsedURLs, ReadOnce
+
 __all__ = ["Http1Lane", "Http1Response", "ResponseHeaders"]
 
 # A streamed body buffered beyond this (the reader is slower than the
@@ -263,7 +265,7 @@ class _Connection(asyncio.Protocol):
             self.lane._put_back(self)
 
 
-class Http1Response:
+class Http1Response(ReadOnce):
     """An upstream answer with its body unread: `aread` it (the connection
     goes back to the pool) or stream it with `aiter_text`; `aclose` always."""
 
@@ -346,12 +348,6 @@ class Http1Response:
 
     # ------------------------------------------------------ the reader's side
 
-    @property
-    def content(self) -> bytes:
-        if self._content is None:
-            raise httpx.ResponseNotRead()
-        return self._content
-
     async def aread(self) -> bytes:
         if self._content is not None:
             return self._content
@@ -428,7 +424,7 @@ class Http1Lane:
         self.open = 0  # connections open or opening
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._waiters: list[asyncio.Future[None]] = []
-        self._origins: dict[str, _Origin] = {}
+        self._origins = ParsedURLs(_Origin)
         self._sweep: asyncio.TimerHandle | None = None
         self._closing = False
 
@@ -436,17 +432,9 @@ class Http1Lane:
         idle = sum(len(v) for v in self._idle.values())
         return f"<Http1Lane open={self.open} idle={idle} max={self.max_connections}>"
 
-    def _origin(self, url: str) -> _Origin:
-        origin = self._origins.get(url)
-        if origin is None:
-            if len(self._origins) > 64:
-                self._origins.clear()
-            origin = self._origins[url] = _Origin(url)
-        return origin
-
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> Http1Response:
-        origin = self._origin(url)
+        origin = self._origins.get(url)
         head = _head(method, origin, headers, content)
         conn = await self._acquire(origin)
         response = Http1Response(conn)

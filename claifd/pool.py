@@ -27,8 +27,8 @@ httpx's exceptions on both.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -38,7 +38,7 @@ import structlog
 from . import __version__
 from .config import PoolConfig
 
-__all__ = ["HttpPool", "LANE_CONNECTIONS", "UpstreamResponse", "resolve_transport"]
+__all__ = ["HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "ReadOnce", "UpstreamResponse", "resolve_transport"]
 
 log = structlog.get_logger("claifd.pool")
 
@@ -87,10 +87,43 @@ class UpstreamResponse(Protocol):
     async def aclose(self) -> None: ...
 
 
+class ReadOnce:
+    """`content`: the body `aread` kept (httpx's ResponseNotRead before that)."""
+
+    __slots__ = ()
+    _content: bytes | None
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise httpx.ResponseNotRead()
+        return self._content
+
+
 class Sender(Protocol):
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> UpstreamResponse: ...
     async def aclose(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+class ParsedURLs(Generic[T]):
+    """Each URL parsed once (the providers send to a handful; parsing a
+    string costs ~10-20 us a request in httpx and yarl)."""
+
+    def __init__(self, parse: Callable[[str], T]) -> None:
+        self._parse = parse
+        self._parsed: dict[str, T] = {}
+
+    def get(self, url: str) -> T:
+        parsed = self._parsed.get(url)
+        if parsed is None:
+            if len(self._parsed) > 64:
+                self._parsed.clear()
+            parsed = self._parsed[url] = self._parse(url)
+        return parsed
 
 
 class HttpcoreLane:
@@ -99,20 +132,11 @@ class HttpcoreLane:
     def __init__(self, transport: httpx.AsyncHTTPTransport, timeout: httpx.Timeout) -> None:
         self.transport = transport
         self.extensions = {"timeout": timeout.as_dict()}
-        self._urls: dict[str, httpx.URL] = {}
-
-    def _url(self, url: str) -> httpx.URL:
-        """Parsed once (httpx parses a string on every request: ~20 us a call)."""
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) > 64:
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
-        return parsed
+        self._urls = ParsedURLs(httpx.URL)
 
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> httpx.Response:
-        request = httpx.Request(method, self._url(url), headers=headers, content=content,
+        request = httpx.Request(method, self._urls.get(url), headers=headers, content=content,
                                 extensions=self.extensions)
         return await self.transport.handle_async_request(request)
 

@@ -37,6 +37,8 @@ import aiohttp
 import httpx
 from yarl import URL
 
+from .pool import ParsedURLs, ReadOnce
+
 __all__ = ["AiohttpLane", "AiohttpResponse", "map_error"]
 
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
@@ -66,7 +68,7 @@ def map_error(exc: BaseException) -> BaseException:
     return exc
 
 
-class AiohttpResponse:
+class AiohttpResponse(ReadOnce):
     """An upstream answer with its body unread: `aread` it (the connection
     goes back to the pool) or `aclose` it (a body not read to its end
     closes the connection: the upstream stops generating)."""
@@ -79,12 +81,6 @@ class AiohttpResponse:
         self.headers: Mapping[str, str] = response.headers
         self.reason_phrase = response.reason or ""
         self._content: bytes | None = None
-
-    @property
-    def content(self) -> bytes:
-        if self._content is None:
-            raise httpx.ResponseNotRead()
-        return self._content
 
     async def aread(self) -> bytes:
         if self._content is None:
@@ -132,7 +128,7 @@ class AiohttpLane:
         self._timeout = aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read,
                                               connect=timeout.pool)
         self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}
+        self._urls = ParsedURLs(URL)
 
     def _open(self) -> aiohttp.ClientSession:
         connections, keepalive, tls = self._limits
@@ -143,20 +139,11 @@ class AiohttpLane:
                                               auto_decompress=True, skip_auto_headers=("user-agent",))
         return self._session
 
-    def _url(self, url: str) -> URL:
-        """Parsed once: the providers send to a handful of URLs."""
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) > 64:
-                self._urls.clear()
-            parsed = self._urls[url] = URL(url)
-        return parsed
-
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> AiohttpResponse:
         session = self._session or self._open()
         try:
-            response = await session.request(method, self._url(url), headers=headers, data=content,
+            response = await session.request(method, self._urls.get(url), headers=headers, data=content,
                                              allow_redirects=False, compress=False, timeout=self._timeout)
         except _ERRORS as exc:
             mapped = map_error(exc)
