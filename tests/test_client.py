@@ -240,13 +240,18 @@ def test_a_quick_reply_is_not_held_up_by_a_slow_request_on_the_same_client(daemo
         slow = threading.Thread(target=lambda: pytest.raises(Cancelled, c.complete, "w", extra={"delay_ms": 20_000}))
         slow.start()
         assert eventually(lambda: watcher.status()["in_flight"] == 1)
-        # The slow request's thread is the reader now, so the ping's reply
-        # must be handed over by it (the case that used to wait).
+        # The slow request's thread is the reader now, so the quick reply
+        # must be handed over by it (the case that used to wait). The quick
+        # request takes 200 ms, so its thread is surely waiting when its
+        # reply comes (a ping's reply could beat the thread to its wait).
         assert eventually(lambda: c._io.read_lock.locked())
-        pinger = threading.Thread(target=c.ping, daemon=True)  # daemon: a hung one must not hold up the run
+        quick: dict[str, str] = {}
+        pinger = threading.Thread(target=lambda: quick.update(text=c.complete("quick", extra={"delay_ms": 200}).text),
+                                  daemon=True)  # daemon: a hung one must not hold up the run
         pinger.start()
-        pinger.join(timeout=2.0)
-        assert not pinger.is_alive(), "the ping's reply waited behind the slow request"
+        pinger.join(timeout=3.0)
+        assert not pinger.is_alive(), "the quick reply waited behind the slow request"
+        assert quick["text"] == "echo: quick"
         watcher_status = watcher.status()
         assert watcher_status["in_flight"] == 1  # the slow one is still running
         c._send(Cancel(id=max(c._demux.mailboxes)))  # end it
