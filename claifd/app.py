@@ -104,7 +104,8 @@ class App:
         return self.settings.config
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Start what runs in the background (the cache's disk writer, flights)."""
+        """Start what runs in the background (the cache's disk writer, health checks, the HTTP front;
+        request tasks and flights are `state.tasks`)."""
         self.task_group = task_group
         self.pool.start(task_group)
         await self.cache.start(task_group)
