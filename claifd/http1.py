@@ -204,6 +204,7 @@ class _Connection(asyncio.Protocol):
         """The stream's reader caught up: read from the socket again."""
         if self._paused and self.transport is not None and not self.closed:
             self._paused = False
+            self._last_data = time.monotonic()  # the read timeout counts from now, not from before the pause
             self.transport.resume_reading()
 
     def _arm_timer(self) -> None:

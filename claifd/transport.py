@@ -95,7 +95,7 @@ class AiohttpResponse(ReadOnce):
 
     async def aiter_text(self) -> AsyncIterator[str]:
         """The body as text, chunk by chunk as it arrives (server-sent events)."""
-        decoder = codecs.getincrementaldecoder(self._response.get_encoding() or "utf-8")(errors="replace")
+        decoder = codecs.getincrementaldecoder(self._response.charset or "utf-8")(errors="replace")
         try:
             async for chunk in self._response.content.iter_any():
                 text = decoder.decode(chunk)

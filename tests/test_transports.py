@@ -343,3 +343,38 @@ def test_tls(transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             await pool.aclose()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_a_slow_reader_of_a_big_stream_is_no_read_timeout(transport: str) -> None:
+    """The upstream sends 4 MiB at once; the reader stops for twice the read
+    timeout after its first piece (reading pauses while it lags). No byte is
+    lost, and the read timeout counts from the last byte the socket gave,
+    not from the reader's pace."""
+    payload = b"".join(b"data: %07d\n\n" % i for i in range(4 * 1024 * 1024 // 15))
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n"
+                     % len(payload) + payload)
+        await writer.drain()
+        await reader.read()
+
+    async def run() -> None:
+        async with raw_server(flood) as url:
+            pool = make_pool(transport, read_timeout=0.3)
+            lane = pool.acquire()
+            resp = await lane.send("POST", url + "/x", HEADERS, BODY)
+            got = []
+            started = asyncio.get_running_loop().time()
+            async for text in resp.aiter_text():
+                if not got:
+                    await asyncio.sleep(0.6)  # a slow consumer, with the socket's data waiting
+                got.append(text)
+            assert asyncio.get_running_loop().time() - started > 0.6
+            await resp.aclose()
+            pool.release(lane)
+            assert "".join(got).encode() == payload
+            await pool.aclose()
+
+    asyncio.run(run())
