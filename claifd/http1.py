@@ -430,8 +430,12 @@ class Http1Lane:
         self._closing = False
 
     def __repr__(self) -> str:
-        idle = sum(len(v) for v in self._idle.values())
-        return f"<Http1Lane open={self.open} idle={idle} max={self.max_connections}>"
+        open_, idle = self.counts()
+        return f"<Http1Lane open={open_} idle={idle} max={self.max_connections}>"
+
+    def counts(self) -> tuple[int, int]:
+        """(connections open or opening, of which idle)."""
+        return self.open, sum(len(v) for v in self._idle.values())
 
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> Http1Response:

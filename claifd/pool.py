@@ -239,13 +239,18 @@ class HttpPool:
         return sum(lane.in_flight for lane in self._lanes)
 
     def stats(self) -> dict[str, int | str]:
-        return {
+        stats: dict[str, int | str] = {
             "transport": self.transport,
             "generation": self.generation,
             "lanes": len(self._lanes),
             "in_flight": self.in_flight,
             "max_connections": sum(lane.max_connections for lane in self._lanes),
         }
+        counts = [lane.sender.counts() for lane in self._lanes if hasattr(lane.sender, "counts")]
+        if counts:  # the native lanes count their connections (the others do not say)
+            stats["connections_open"] = sum(open_ for open_, _ in counts)
+            stats["connections_idle"] = sum(idle for _, idle in counts)
+        return stats
 
     async def aclose(self) -> None:
         for lane in self._lanes:

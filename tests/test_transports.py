@@ -90,6 +90,9 @@ def test_the_connection_limit_holds_and_waiters_get_a_turn(sim: Sim, transport: 
         pool = make_pool(transport, max_connections=2)
         results = await asyncio.gather(*[post(pool, sim.url + "/v1/chat/completions") for _ in range(6)])
         assert [status for status, _ in results] == [200] * 6
+        if transport == "native":
+            stats = pool.stats()
+            assert stats["connections_open"] == stats["connections_idle"] == 2, stats
         await pool.aclose()
 
     asyncio.run(run())
@@ -123,8 +126,11 @@ def test_a_refused_connection_is_a_connect_error(transport: str) -> None:
         server.close()
         await server.wait_closed()
         pool = make_pool(transport)
-        with pytest.raises(httpx.ConnectError):
-            await post(pool, f"http://127.0.0.1:{port}/v1/chat/completions")
+        for _ in range(3):
+            with pytest.raises(httpx.ConnectError):
+                await post(pool, f"http://127.0.0.1:{port}/v1/chat/completions")
+        if transport == "native":
+            assert pool.stats()["connections_open"] == 0  # a failed connect holds no place
         await pool.aclose()
 
     asyncio.run(run())
@@ -177,6 +183,8 @@ def test_an_answer_closed_half_read_closes_its_connection(sim: Sim, transport: s
             break
         await resp.aclose()
         pool.release(lane)
+        if transport == "native":
+            assert pool.stats()["connections_open"] == 0
         await asyncio.sleep(0.1)
         # The simulator saw the client go mid-stream, while the pool is still open.
         stats = sim.wait_for(lambda s: s["disconnects"] == 1 and s["in_flight"] == 0)
@@ -260,6 +268,8 @@ def test_broken_answers_are_protocol_errors(transport: str, handler: Handler) ->
             pool = make_pool(transport)
             with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
                 await post(pool, url + "/x")
+            if transport == "native":
+                assert pool.stats()["connections_open"] == 0  # the broken connection is gone
             await pool.aclose()
 
     asyncio.run(run())
