@@ -393,8 +393,6 @@ class Completions:
                     response = msgspec.structs.replace(response, cache_key=prepared.key)
             if scope.cancelled_caught and anyio.current_time() >= scope.deadline:
                 error = UpstreamTimeout("request timed out in the daemon")
-        except TimeoutError:
-            error = UpstreamTimeout("request timed out in the daemon")
         except Exception as exc:
             error = exc
         finally:

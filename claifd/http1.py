@@ -221,12 +221,11 @@ class _Connection(asyncio.Protocol):
             return
         timeout = self.lane.read_timeout
         assert timeout is not None
-        uploading = self.transport is not None and self.transport.get_write_buffer_size() > 0
-        if self._paused or uploading or time.monotonic() - self._last_data < timeout:
-            # The reader is slow, the request is still going out, or data
-            # came: the timeout counts from the last byte (or from now).
-            if uploading:
-                self._last_data = time.monotonic()
+        if self._paused or (self.transport is not None and self.transport.get_write_buffer_size() > 0):
+            # The reader is slow, or the request is still going out: nothing
+            # is due yet, the timeout counts from now.
+            self._last_data = time.monotonic()
+        if time.monotonic() - self._last_data < timeout:
             self._arm_timer()
             return
         self._fail(httpx.ReadTimeout(f"no data for {timeout:g} s"))
@@ -337,14 +336,10 @@ class Http1Response(ReadOnce):
         try:
             return decoder.decompress(data)
         except zlib.error as exc:
-            if self.raw_deflate and not decoder.unused_data and self.buffered == 0:
-                # "deflate" sent without its zlib wrapper, as some servers do.
-                self.decoder = decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            if self.raw_deflate:  # "deflate" sent without its zlib wrapper, as some servers do: once more, raw
                 self.raw_deflate = False
-                try:
-                    return decoder.decompress(data)
-                except zlib.error:
-                    pass
+                self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self._decode(data)
             raise httpx.DecodingError(f"cannot decode the {self.headers.get('content-encoding')} body: {exc}") from exc
 
     # ------------------------------------------------------ the reader's side

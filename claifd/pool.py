@@ -104,6 +104,8 @@ class Sender(Protocol):
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> UpstreamResponse: ...
     async def aclose(self) -> None: ...
+    def counts(self) -> tuple[int, int] | None:
+        """(connections open, of which idle), if the client says."""
 
 
 T = TypeVar("T")
@@ -142,6 +144,9 @@ class HttpcoreLane:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+    def counts(self) -> None:
+        return None  # httpcore does not say
 
 
 class _Lane:
@@ -246,7 +251,7 @@ class HttpPool:
             "in_flight": self.in_flight,
             "max_connections": sum(lane.max_connections for lane in self._lanes),
         }
-        counts = [lane.sender.counts() for lane in self._lanes if hasattr(lane.sender, "counts")]
+        counts = [c for lane in self._lanes if (c := lane.sender.counts()) is not None]
         if counts:  # the native lanes count their connections (the others do not say)
             stats["connections_open"] = sum(open_ for open_, _ in counts)
             stats["connections_idle"] = sum(idle for _, idle in counts)

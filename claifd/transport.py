@@ -155,3 +155,6 @@ class AiohttpLane:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def counts(self) -> None:
+        return None  # aiohttp does not say (without its private state)

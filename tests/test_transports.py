@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -226,9 +228,22 @@ async def _interim_then_gzip(reader: asyncio.StreamReader, writer: asyncio.Strea
         await writer.drain()
 
 
+async def _raw_deflate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)  # "deflate" without its zlib wrapper, as some servers send it
+    body = deflate.compress(b'{"a": 12}') + deflate.flush()
+    while True:
+        try:
+            await read_request(reader)
+        except asyncio.IncompleteReadError:
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: deflate\r\n"
+                     b"content-length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+
 @pytest.mark.parametrize("transport", LANES)
-@pytest.mark.parametrize("handler", [_chunked, _until_close, _interim_then_gzip], ids=["chunked", "until-close",
-                                                                                      "interim-and-gzip"])
+@pytest.mark.parametrize("handler", [_chunked, _until_close, _interim_then_gzip, _raw_deflate],
+                         ids=["chunked", "until-close", "interim-and-gzip", "raw-deflate"])
 def test_http_framings(transport: str, handler: Handler) -> None:
     async def run() -> None:
         async with raw_server(handler) as url:
@@ -379,7 +394,9 @@ def test_a_slow_reader_of_a_big_stream_is_no_read_timeout(transport: str) -> Non
             started = asyncio.get_running_loop().time()
             async for text in resp.aiter_text():
                 if not got:
+                    cpu = time.process_time()
                     await asyncio.sleep(0.6)  # a slow consumer, with the socket's data waiting
+                    assert time.process_time() - cpu < 0.2, "the wait was spent spinning"
                 got.append(text)
             assert asyncio.get_running_loop().time() - started > 0.6
             await resp.aclose()
