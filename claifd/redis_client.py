@@ -15,13 +15,21 @@ from typing import Any
 
 from .config import RedisConfig
 
-__all__ = ["make_client", "describe", "connection_key"]
+__all__ = ["make_client", "describe", "connection_key", "store_source"]
 
 
 def connection_key(config: RedisConfig) -> tuple[Any, ...]:
     """What a client is built from: a change to any of it means a new client."""
     return (config.url, tuple(config.sentinels), config.service_name, config.cluster, config.prefix,
             config.max_connections, float(config.timeout))
+
+
+def store_source(backend: str, redis: RedisConfig | None, directory: str) -> tuple[Any, ...]:
+    """Where a store (the cache's second tier, the sessions) lives: on Redis
+    or in a local directory. A change to it means a new store."""
+    if backend == "redis" and redis is not None:
+        return ("redis", *connection_key(redis))
+    return ("local", directory)
 
 
 def make_client(config: RedisConfig) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -48,6 +49,19 @@ class RedisServer:
             self.proc.wait(10)
             self.proc = None
         self.socket.unlink(missing_ok=True)
+
+
+def wait_for_ports(ports: list[int], what: str) -> None:
+    """Until each loopback TCP port accepts a connection (10 s at most)."""
+    deadline = time.monotonic() + 10
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{what} did not start"
+                time.sleep(0.05)
 
 
 @pytest.fixture
@@ -305,10 +319,9 @@ def test_through_sentinel(daemon_factory, sim: Sim, short_tmp: Path) -> None:  #
     """A master and a sentinel watching it (both real redis-server processes): the daemon finds
     the master through the sentinel."""
     import json
-    import socket as sk
 
     def free_port() -> int:
-        with sk.socket() as s:
+        with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
 
@@ -323,15 +336,7 @@ def test_through_sentinel(daemon_factory, sim: Sim, short_tmp: Path) -> None:  #
                                "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
              subprocess.Popen([REDIS, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        deadline = time.monotonic() + 10
-        for port in (master_port, sentinel_port):
-            while True:
-                try:
-                    sk.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "redis or its sentinel did not start"
-                    time.sleep(0.05)
+        wait_for_ports([master_port, sentinel_port], "redis or its sentinel")
         d = daemon_factory(env=sim_env(sim, CLAIF_CACHE__BACKEND="redis", CLAIF_SESSION__BACKEND="redis"),
                            start=False)
         (d.home / ".claif").mkdir(exist_ok=True)
@@ -381,7 +386,6 @@ def test_switching_the_session_backend_at_run_time(daemon_factory, sim: Sim, red
 def test_on_a_redis_cluster(daemon_factory, sim: Sim, short_tmp: Path) -> None:  # type: ignore[no-untyped-def]
     """Three real cluster nodes (redis-cli --cluster create): two daemons share hits, a session
     and invalidations through it."""
-    import socket as sk
 
     def free_port() -> int:
         """A free port P with P + 10000 (the cluster bus) free too: below the ephemeral range."""
@@ -391,7 +395,7 @@ def test_on_a_redis_cluster(daemon_factory, sim: Sim, short_tmp: Path) -> None: 
             port = random.randrange(20000, 30000)
             try:
                 for p in (port, port + 10000):
-                    with sk.socket() as s:
+                    with socket.socket() as s:
                         s.bind(("127.0.0.1", p))
                 return port
             except OSError:
@@ -411,20 +415,13 @@ def test_on_a_redis_cluster(daemon_factory, sim: Sim, short_tmp: Path) -> None: 
              str(node / "nodes.conf"), "--save", "", "--appendonly", "no", "--dir", str(node)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
-        deadline = time.monotonic() + 10
-        for port in ports:
-            while True:
-                try:
-                    sk.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "a cluster node did not start"
-                    time.sleep(0.05)
+        wait_for_ports(ports, "a cluster node")
         subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
                         "--cluster-yes"], check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 30
         while "cluster_state:ok" not in subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"],
                                                        capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline + 20, "the cluster did not come up"
+            assert time.monotonic() < deadline, "the cluster did not come up"
             time.sleep(0.1)
         a, b = daemons_on(daemon_factory, sim, f"redis://127.0.0.1:{ports[0]}", short_tmp,
                           CLAIF_CACHE__BACKEND="redis", CLAIF_SESSION__BACKEND="redis", CLAIF_REDIS__CLUSTER="true")

@@ -28,6 +28,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse
 
 from ..config import CacheConfig, Price, RedisConfig
 from ..fs import is_corruption
+from ..redis_client import store_source
 from .disk import DiskHit, DiskStore
 from .entry import Codec, MemEntry, make_entry
 from .flight import Flight
@@ -117,12 +118,7 @@ class ResponseCache:
             return Codec("zlib")
 
     def _second_tier_source(self) -> tuple[Any, ...]:
-        redis = self.redis_config
-        if self.config.backend == "redis" and redis is not None:
-            from ..redis_client import connection_key
-
-            return ("redis", *connection_key(redis))
-        return ("local", self.config.dir)
+        return store_source(self.config.backend, self.redis_config, self.config.dir)
 
     def _build_second_tier(self) -> None:
         """The disk tier or the Redis client, as the configuration says (nothing opened yet)."""

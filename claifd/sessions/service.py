@@ -29,6 +29,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Message
 
 from ..config import RedisConfig, SessionConfig
 from ..errors import BadRequest, NotFound, StorageError
+from ..redis_client import store_source
 from ..types import DeltaCallback
 from .context import estimate_tokens, trim
 from .lru import SessionLRU
@@ -90,12 +91,7 @@ class SessionService:
     # ------------------------------------------------------------ lifecycle
 
     def _backend_source(self) -> tuple[Any, ...]:
-        redis = self.redis_config
-        if self.config.backend == "redis" and redis is not None:
-            from ..redis_client import connection_key
-
-            return ("redis", *connection_key(redis))
-        return ("local", self.config.directory)
+        return store_source(self.config.backend, self.redis_config, self.config.directory)
 
     def _make_remote(self) -> RedisSessionStore:
         from ..redis_client import make_client  # imports redis-py: only when configured
