@@ -1,21 +1,42 @@
 # Two entry points for people (`make demo`, `make test`) and one for CI
 # (`.ci/run` calls `make test`). Each creates .venv/ on first use and installs
 # both distributions, editable, with everything they need.
+#
+# Every install here resolves from a committed lock of exact versions with
+# hashes: uv.lock for the project (uv sync --locked), bench/litellm/uv.lock for
+# the LiteLLM yardstick, requirements-uv.txt for uv itself (pip --require-hashes,
+# into .uv/). `make lock` refreshes them on purpose; tests/test_lock.py fails
+# when pyproject.toml and uv.lock disagree.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# The one place uv's version is chosen (`make lock` writes requirements-uv.txt from it).
+UV_VERSION := 0.13.9
+UV     := .uv/bin/uv
+# Never fetch a Python: use the machine's.
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test bench mutate stress install clean system-tools user-install
+.PHONY: demo test bench mutate stress install clean system-tools user-install lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml client/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e './client[progress,watch]' -e '.[test,all]'
+$(UV): requirements-uv.txt
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements-uv.txt
+	touch $(UV)
+
+$(STAMP): pyproject.toml client/pyproject.toml uv.lock $(UV)
+	$(UV) sync --quiet --locked --all-extras --python $(PYTHON)
 	touch $(STAMP)
+
+# Refresh the locks on purpose: every dependency to its newest release that
+# pyproject.toml allows (see README, "Upgrading a dependency").
+lock: $(UV)
+	echo 'uv==$(UV_VERSION)' | $(UV) pip compile --quiet --universal --generate-hashes --no-header - -o requirements-uv.txt
+	$(UV) lock --upgrade
+	$(UV) lock --upgrade --project bench/litellm
 
 demo: $(STAMP)
 	$(PY) -m claifd.demo
@@ -53,12 +74,11 @@ system-tools:
 LITELLM := bench/.litellm/bin/litellm
 
 bench: $(STAMP) $(LITELLM)
-	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/run.py
 
-$(LITELLM):
-	$(PYTHON) -m venv bench/.litellm
-	bench/.litellm/bin/pip install --quiet 'litellm[proxy]'
+$(LITELLM): bench/litellm/uv.lock $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/bench/.litellm $(UV) sync --quiet --locked --project bench/litellm --python $(PYTHON)
+	touch $(LITELLM)
 
 
 # The mutation guard: breaks each headline guarantee on purpose (the list is
@@ -76,13 +96,11 @@ stress: $(STAMP)
 # (a copy of this checkout: cleaning or moving it keeps them working; the
 # systemd unit from `claifd install-user-units` uses the same venv).
 USER_VENV := $(HOME)/.local/share/claifd/venv
-user-install:
-	$(PYTHON) -m venv $(USER_VENV)
-	$(USER_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(USER_VENV)/bin/python -m pip install --quiet './client[progress,watch]' '.[all]'
+user-install: $(UV)
+	UV_PROJECT_ENVIRONMENT=$(USER_VENV) $(UV) sync --quiet --locked --no-editable --extra all --python $(PYTHON)
 	mkdir -p $(HOME)/.local/bin
 	for p in claif claifd claif-sim; do ln -sf $(USER_VENV)/bin/$$p $(HOME)/.local/bin/$$p; done
 	@echo "claif, claifd and claif-sim are in ~/.local/bin (add it to PATH if your shell does not)"
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info client/*.egg-info
+	rm -rf $(VENV) .uv build dist *.egg-info client/*.egg-info

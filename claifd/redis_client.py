@@ -44,7 +44,7 @@ def make_client(config: RedisConfig) -> Any:
         for item in config.sentinels:
             host, _, port = item.rpartition(":")
             hosts.append((host.strip("[]") or "127.0.0.1", int(port)))
-        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(hosts, socket_timeout=timeout, socket_connect_timeout=timeout)
         return sentinel.master_for(config.service_name, socket_timeout=timeout, socket_connect_timeout=timeout,
                                    max_connections=config.max_connections)
     if config.cluster:

@@ -167,7 +167,8 @@ def install_user_units(*, dry_run: bool = False, exec_start: str | None = None) 
     else:
         venv = Path(STABLE_VENV.replace("~", str(_home()), 1))
         bin_dir = venv / "bin"
-        steps.append(f"create {venv} and install {checkout} into it (a copy: cleaning the checkout keeps it)")
+        steps.append(f"create {venv} and install {checkout} into it with `make user-install` "
+                     "(from its lock; a copy: cleaning the checkout keeps it)")
     service = render_service(str(bin_dir))
     if dry_run:
         for step in steps:
@@ -209,12 +210,11 @@ def install_user_units(*, dry_run: bool = False, exec_start: str | None = None) 
 
 
 def _install_stable_venv(checkout: Path, venv: Path) -> int:
-    print(f"installing claifd from {checkout} into {venv} ...", flush=True)
+    """The checkout's `make user-install`: the same versions, from its lock."""
+    print(f"installing claifd from {checkout} into {venv} (make user-install) ...", flush=True)
     try:
-        if not (venv / "bin" / "python").exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                        f"{checkout / 'client'}[progress,watch]", f"{checkout}[all]"], check=True)
+        subprocess.run(["make", "--no-print-directory", "-C", str(checkout), "user-install", f"USER_VENV={venv}"],
+                       check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"claifd: cannot install into {venv}: {exc}", file=sys.stderr)
         return 1
