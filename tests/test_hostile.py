@@ -176,6 +176,11 @@ BAD_PAYLOADS = {
     "invalid utf-8": b"\x82\xa4type\xa4p\xffng\xa2id\x07",
     "nesting 1000": b"\x82\xa4type\xa4ping\xa2id" + b"\x91" * 1000 + b"\x01",
     "nesting 100000": b"\x91" * 100_000 + b"\x01",
+    # Deep inside a field typed Any, the decoder itself runs out of depth
+    # (RecursionError, not a msgspec error, on every msgspec release).
+    "nesting in tool_choice": msgspec.msgpack.encode(
+        {"type": "complete", "id": 7, "request": {"messages": [{"role": "user", "content": "x"}],
+                                                  "tool_choice": None}})[:-1] + b"\x91" * 100_000 + b"\x01",
     "nan timeout": msgspec.msgpack.encode(
         {"type": "complete", "id": 7, "request": {"messages": [{"role": "user", "content": "x"}],
                                                   "timeout": float("nan")}}),
@@ -308,26 +313,49 @@ def test_a_socket_directory_owned_by_another_user_is_refused(daemon_factory) -> 
     assert any("belongs to uid" in str(line.get("error")) for line in d.logs()), d.logs()
 
 
+# Another user's `claif ping` (the sync client) or AsyncClient. "late" holds
+# the Hello back until the daemon has answered and closed (poll sees the hang-up):
+# the refusal is then waiting in the receive buffer and writing the Hello fails
+# with EPIPE -- the race a real client loses now and then, every time.
 _AS_NOBODY = """
-import os, sys
-from claif_client import Client, ClaifError
-import claif_client._sync_io, claif_client.paths
+import os, select, sys
+import anyio, anyio._backends._asyncio
+import claif_client._async_io, claif_client._sync_io
+from claif_client import AsyncClient, ClaifError
+from claif_client.cli import _build_parser, main
+sock, timing, api = sys.argv[1:]
+_build_parser().parse_args(["ping"])  # the stdlib is root's: what argparse imports late, now
 os.setgid({uid}); os.setuid({uid})
+if timing == "late":
+    for module in (claif_client._sync_io, claif_client._async_io):
+        def check_then_wait(raw, path, check=module.check_peer):
+            check(raw, path)
+            poller = select.poll()
+            poller.register(raw, select.POLLRDHUP)
+            assert poller.poll(10_000), "the daemon never closed"
+        module.check_peer = check_then_wait
+if api == "cli":
+    sys.exit(main(["--socket", sock, "--timeout", "5", "ping"]))
+async def ping():
+    async with AsyncClient(sock, timeout=5) as c:
+        await c.ping()
 try:
-    with Client(sys.argv[1], timeout=5) as c:
-        c.ping(); print("ok")
+    anyio.run(ping)
+    print("ok")
 except ClaifError as exc:
-    print(type(exc).__name__, exc)
+    print(f"claif: {{type(exc).__name__}}: {{exc}}", file=sys.stderr)
+    sys.exit(1)
 """
 
 
-def _ping_as_nobody(sock: Path, trusted: str | None) -> str:
+def _ping_as_nobody(sock: Path, trusted: str | None, timing: str = "now", api: str = "cli") -> tuple[int, str]:
+    """Exit code and what another user's ping printed."""
     env = {k: v for k, v in os.environ.items() if k != "CLAIF_TRUSTED_UIDS"}
     if trusted is not None:
         env["CLAIF_TRUSTED_UIDS"] = trusted
-    out = subprocess.run([sys.executable, "-c", _AS_NOBODY.format(uid=NOBODY), str(sock)],
+    out = subprocess.run([sys.executable, "-c", _AS_NOBODY.format(uid=NOBODY), str(sock), timing, api],
                          env=env, capture_output=True, text=True, timeout=30)
-    return out.stdout.strip() + out.stderr.strip()
+    return out.returncode, out.stdout.strip() + out.stderr.strip()
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user (CI runs as root)")
@@ -337,16 +365,25 @@ def test_peer_credentials_are_checked_on_both_sides(daemon: DaemonProcess) -> No
     os.chmod(daemon.socket.parent, 0o755)
     os.chmod(daemon.socket, 0o666)
     # The client refuses a daemon of another user before sending anything...
-    assert _ping_as_nobody(daemon.socket, None).startswith("UntrustedDaemon")
-    # ...and the daemon refuses a client of another user.
-    assert _ping_as_nobody(daemon.socket, "0").startswith("Forbidden")
+    code, said = _ping_as_nobody(daemon.socket, None)
+    assert (code, said.split(":")[:2]) == (3, ["claif", " UntrustedDaemon"]), said
+    # ...and the daemon refuses a client of another user, who is told so
+    # (exit 1), whether its Hello went out before the refusal came or after
+    # the daemon had closed (writing it failed: the refusal is read anyway).
+    tries = [(timing, api) for timing in ("now", "late") for api in ("cli", "async")]
+    for timing, api in tries:
+        code, said = _ping_as_nobody(daemon.socket, "0", timing, api)
+        assert (code, said.split(":")[:2]) == (1, ["claif", " Forbidden"]), (timing, api, said)
     with Client(daemon.socket) as c:
         assert c.status()["connections"] >= 1
         c.config_set("server.allowed_uids", [NOBODY])
-    assert _ping_as_nobody(daemon.socket, "0").startswith("ok")
+    for api in ("cli", "async"):
+        code, said = _ping_as_nobody(daemon.socket, "0", "now", api)
+        assert (code, said.split()[0]) == (0, "ok" if api == "async" else "pong"), (api, said)
     with Client(daemon.socket) as c:
-        assert c.status()["connections_refused"] == 2  # both tries before allowed_uids
-        assert 'claif_connections_closed_total{reason="forbidden_uid"} 2.0' in c.metrics()
+        refused = 1 + len(tries)  # every try before allowed_uids (UntrustedDaemon's connection too)
+        assert c.status()["connections_refused"] == refused
+        assert f'claif_connections_closed_total{{reason="forbidden_uid"}} {refused}.0' in c.metrics()
     assert any(line.get("event") == "refused a connection from another user" for line in daemon.logs())
 
 

@@ -123,9 +123,17 @@ class AsyncIO:
         try:
             check_peer(stream.extra(anyio.abc.SocketAttribute.raw_socket), self.socket_path)
             with anyio.fail_after(self.timeout):
-                await stream.send(self.protocol.connect())
+                try:
+                    await stream.send(self.protocol.connect())
+                    hello_sent = True
+                except anyio.BrokenResourceError:
+                    # The daemon may have answered (a refusal) and closed before
+                    # the Hello went out: its answer is still ours to read.
+                    hello_sent = False
                 while welcome is None:
                     welcome = self.protocol.receive_welcome(await stream.receive(RECV_SIZE))
+            if not hello_sent:
+                raise DaemonUnavailable("daemon closed the connection during the handshake")
         except BaseException as exc:
             await anyio.aclose_forcefully(stream)
             if isinstance(exc, TimeoutError):

@@ -147,12 +147,23 @@ class SyncIO:
         welcome: Welcome | None = None
         try:
             check_peer(sock, self.socket_path)
-            sock.sendall(self.protocol.connect())
+            try:
+                sock.sendall(self.protocol.connect())
+                hello_sent = True
+            except (BrokenPipeError, ConnectionResetError):
+                # The daemon may have answered (a refusal) and closed before
+                # the Hello went out: its answer is still ours to read.
+                hello_sent = False
             while welcome is None:
-                data = sock.recv(RECV_SIZE)
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except ConnectionResetError:  # closed with our Hello unread: its answer came first
+                    data = b""
                 if not data:
                     raise DaemonUnavailable("daemon closed the connection during the handshake")
                 welcome = self.protocol.receive_welcome(data)
+            if not hello_sent:
+                raise DaemonUnavailable("daemon closed the connection during the handshake")
         except TimeoutError as exc:
             sock.close()
             raise Timeout("daemon did not answer the handshake") from exc
