@@ -17,6 +17,9 @@ UV_VERSION := 0.13.9
 UV     := .uv/bin/uv
 # Never fetch a Python: use the machine's.
 export UV_PYTHON_DOWNLOADS := never
+# Byte-compile at install, as pip does: with PYTHONDONTWRITEBYTECODE set, every
+# daemon the tests start would otherwise compile its imports from source.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: demo test bench mutate stress install clean system-tools user-install lock
 
