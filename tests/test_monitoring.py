@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -279,17 +280,29 @@ def test_status_watch_renders_under_a_pseudo_terminal(daemon: DaemonProcess) -> 
         env.update(COLUMNS="120", LINES="40", TERM="xterm")
         os.execve(CLAIF, [CLAIF, "--socket", str(daemon.socket), "status", "--watch", "--interval", "0.2"], env)
     out = b""
-    deadline = time.monotonic() + 15
-    try:
-        while time.monotonic() < deadline and out.count(b"requests/s") < 3:
+
+    def read_while(going: Callable[[bytes], bool], seconds: float = 15) -> bytes:
+        got = b""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and going(got):
             ready, _, _ = select.select([fd], [], [], 0.5)
             if ready:
                 try:
-                    out += os.read(fd, 65536)
-                except OSError:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: the child's side of the terminal is closed
                     break
+                if not data:
+                    break
+                got += data
+        return got
+
+    try:
+        out += read_while(lambda got: got.count(b"requests/s") < 3)
     finally:
         os.kill(pid, 2)  # Ctrl-C ends it
+        # A terminal keeps reading while the program exits: rich's last frame
+        # must not block on a full pty (it hung there when the test stopped reading).
+        out += read_while(lambda got: True)
         _, code = os.waitpid(pid, 0)
     text = out.decode(errors="replace")
     assert text.count("requests/s") >= 3, text[-2000:]
