@@ -234,12 +234,13 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path, activated: socket.
                 log.info("claifd listening", socket=str(path), version=__version__, pid=os.getpid(),
                          activated=activated is not None)
                 signum = await _wait_for_stop(signals, opts, app)
-                log.info("draining", signal=signal.Signals(signum).name, in_flight=app.state.in_flight.count)
                 notifier.stopping()
                 app.state.draining = True
                 server.stop_accepting()
                 if activated is None:
                     path.unlink(missing_ok=True)  # an activated socket is systemd's
+                # Logged once it holds: no new connection gets in from here on.
+                log.info("draining", signal=signal.Signals(signum).name, in_flight=app.state.in_flight.count)
                 await _drain(app, signals)
                 server.close_connections()
                 await app.state.tasks.cancel_all()

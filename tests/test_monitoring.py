@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -274,11 +275,14 @@ def test_the_http_endpoint_serves_metrics_and_health(daemon_factory) -> None:  #
 def test_status_watch_renders_under_a_pseudo_terminal(daemon: DaemonProcess) -> None:
     with Client(daemon.socket) as c:
         c.complete("something to show")
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: claif on a terminal
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
-        env.update(COLUMNS="120", LINES="40", TERM="xterm")
-        os.execve(CLAIF, [CLAIF, "--socket", str(daemon.socket), "status", "--watch", "--interval", "0.2"], env)
+    # claif on a terminal, started by subprocess (no Python runs between fork
+    # and exec: a fork of this multi-threaded test process could hang there).
+    fd, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    env.update(COLUMNS="120", LINES="40", TERM="xterm")
+    proc = subprocess.Popen([CLAIF, "--socket", str(daemon.socket), "status", "--watch", "--interval", "0.2"],
+                            stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True)
+    os.close(terminal)
     out = b""
 
     def read_while(going: Callable[[bytes], bool], seconds: float = 15) -> bytes:
@@ -299,16 +303,22 @@ def test_status_watch_renders_under_a_pseudo_terminal(daemon: DaemonProcess) -> 
     try:
         out += read_while(lambda got: got.count(b"requests/s") < 3)
     finally:
-        os.kill(pid, 2)  # Ctrl-C ends it
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends it
         # A terminal keeps reading while the program exits: rich's last frame
         # must not block on a full pty (it hung there when the test stopped reading).
         out += read_while(lambda got: True)
-        _, code = os.waitpid(pid, 0)
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"claif status --watch did not end on Ctrl-C: {out[-2000:]!r}") from None
+        finally:
+            os.close(fd)
     text = out.decode(errors="replace")
     assert text.count("requests/s") >= 3, text[-2000:]
     for label in ("health", "latency", "in flight", "hit rate", "memory", "sessions"):
         assert label in text
-    assert os.waitstatus_to_exitcode(code) == 0
+    assert code == 0
 
 
 def test_status_watch_json_lines(daemon: DaemonProcess) -> None:

@@ -78,10 +78,13 @@ def test_continue_the_most_recent_session(daemon: DaemonProcess) -> None:
 
 def test_chat_continues_the_most_recent_session_under_a_terminal(daemon: DaemonProcess) -> None:
     ok("ask", "-c", "first", "turn", socket=daemon.socket)
-    pid, fd = pty.fork()
-    if pid == 0:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
-        os.execve(CLAIF, [CLAIF, "--socket", str(daemon.socket), "chat", "-c"], env)
+    # On a terminal, started by subprocess: no Python runs between fork and
+    # exec (a fork of this multi-threaded test process could hang there).
+    fd, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    proc = subprocess.Popen([CLAIF, "--socket", str(daemon.socket), "chat", "-c"],
+                            stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True)
+    os.close(terminal)
     out = b""
 
     def read_until(marker: bytes, timeout: float = 10) -> None:
@@ -99,8 +102,11 @@ def test_chat_continues_the_most_recent_session_under_a_terminal(daemon: DaemonP
     read_until(b"echo: second turn")
     os.write(fd, b"/exit\n")
     read_until(b"saved")
-    _, code = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(code) == 0, out
+    try:
+        assert proc.wait(timeout=10) == 0, out
+    finally:
+        proc.kill()
+        os.close(fd)
     with Client(daemon.socket) as c:
         sessions = c.session_list()["sessions"]
         assert len(sessions) == 1
