@@ -41,7 +41,8 @@ def daemon(extra_env: dict[str, str] | None = None, args: list[str] | None = Non
     """A real claifd on a temporary socket; yields the socket path."""
     tmp = short_tmpdir()
     sock = os.path.join(tmp, "d.sock")
-    env = dict(os.environ, HOME=tmp, **(extra_env or {}))
+    # The simulator is on loopback: never through a proxy of the environment.
+    env = dict(os.environ, HOME=tmp, CLAIF_POOL__PROXY="", **(extra_env or {}))
     proc = subprocess.Popen(
         [str(BIN / "claifd"), "--socket", sock, "--log-level", "warning", *(args or [])],
         env=env, cwd=tmp, stderr=subprocess.DEVNULL,

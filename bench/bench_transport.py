@@ -1,10 +1,13 @@
-"""The upstream clients (`pool.transport`: native, aiohttp, httpcore), all in
-one run, all against claif-sim over loopback HTTP.
+"""The upstream clients (`pool.transport`: aiohttp, httpcore), all in one
+run, all against claif-sim over loopback HTTP. `BENCH_BEFORE=REV` adds the
+daemon of an earlier commit (its claifd/, claif_sim/ and client code, run
+from `git archive` in this venv) as one more variant: before and after, in
+one run.
 
 0. Legs: one call at a time from this process, each HTTP client alone
-   (httpx, httpx over aiohttp, aiohttp, the daemon's native lane, and a
+   (httpx, httpx over aiohttp, aiohttp, the daemon's aiohttp lane, and a
    request written straight to an asyncio stream, the floor): what each
-   client costs, which is why the daemon has a lane of its own.
+   client costs.
 1. A miss at 0 ms upstream, through the cache (every prompt new): the thin
    client -> claifd -> sim, with each transport, against a user's own direct
    `httpx.AsyncClient` -> sim with httpx's default transport and with the
@@ -25,6 +28,7 @@ own share is visible. BENCH_SIM=full|fast runs one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -37,7 +41,8 @@ from _common import cpu_seconds, daemon, daemon_process, print_table, start_sim
 
 from claif_client import Client
 
-TRANSPORTS = ("native", "aiohttp", "httpcore")
+TRANSPORTS = ("aiohttp", "httpcore")
+BEFORE = os.environ.get("BENCH_BEFORE", "")
 N = int(os.environ.get("BENCH_N", "1200"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello bench"}]}
@@ -50,8 +55,33 @@ def sim_post(url: str, path: str, doc: object) -> None:
 
 
 def env_for(url: str, transport: str, **extra: str) -> dict[str, str]:
-    return {"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1", "OPENAI_API_KEY": "sk-bench",
-            "CLAIF_POOL__TRANSPORT": transport, **extra}
+    env = {"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1", "OPENAI_API_KEY": "sk-bench", **extra}
+    if transport.startswith("before"):
+        env["PYTHONPATH"] = f"{before_tree()}:{before_tree()}/client"  # the earlier commit's code, its default lane
+    else:
+        env["CLAIF_POOL__TRANSPORT"] = transport
+    return env
+
+
+_BEFORE_TREE: list[str] = []
+
+
+def before_tree() -> str:
+    """BENCH_BEFORE's code, unpacked once into a temporary directory."""
+    if not _BEFORE_TREE:
+        import subprocess
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="claif-before-")
+        archive = subprocess.run(["git", "archive", BEFORE, "claifd", "claif_sim", "client/claif_client"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        _BEFORE_TREE.append(tmp)
+    return _BEFORE_TREE[0]
+
+
+def variants() -> tuple[str, ...]:
+    return (f"before {BEFORE}", *TRANSPORTS) if BEFORE else TRANSPORTS
 
 
 
@@ -105,7 +135,7 @@ def legs(url: str) -> list[dict[str, object]]:
         hx = httpx.AsyncClient()
         hxa = httpx.AsyncClient(transport=AiohttpTransport())  # type: ignore[arg-type]
         session = aiohttp.ClientSession()
-        pool = HttpPool(build_config({"pool": {"transport": "native"}}).pool)
+        pool = HttpPool(build_config({"pool": {"transport": "aiohttp"}}).pool)
         host, port = url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
 
@@ -119,7 +149,7 @@ def legs(url: str) -> list[dict[str, object]]:
             async with session.post(target, data=body, headers=HEADERS) as r:
                 return await r.read()
 
-        async def v_native(body: bytes) -> bytes:
+        async def v_lane(body: bytes) -> bytes:
             lane = pool.acquire()
             try:
                 return await (await lane.send("POST", target, HEADERS, body)).aread()
@@ -135,7 +165,7 @@ def legs(url: str) -> list[dict[str, object]]:
             return await reader.readexactly(length)
 
         variants = {"httpx (httpcore)": v_httpx, "httpx over aiohttp": v_httpx_aiohttp, "aiohttp": v_aiohttp,
-                    "claifd native lane": v_native, "asyncio stream, request written by hand": v_floor}
+                    "claifd aiohttp lane": v_lane, "asyncio stream, request written by hand": v_floor}
         out: dict[str, list[float]] = {name: [] for name in variants}
         for r in range(4):
             for name, call in variants.items():
@@ -162,12 +192,11 @@ def legs(url: str) -> list[dict[str, object]]:
 
 def misses(url: str, sim: psutil.Process) -> list[dict[str, object]]:
     out: dict[str, list[float]] = {"direct httpx": [], "direct httpx+aiohttp": [],
-                                   **{f"claifd {t}": [] for t in TRANSPORTS}}
+                                   **{f"claifd {t}": [] for t in variants()}}
     sim_cpu = 0.0
     sim_calls = 0
-    with daemon(env_for(url, "native")) as s1, daemon(env_for(url, "aiohttp")) as s2, \
-            daemon(env_for(url, "httpcore")) as s3:
-        clients = {"claifd native": Client(s1), "claifd aiohttp": Client(s2), "claifd httpcore": Client(s3)}
+    with contextlib.ExitStack() as stack:
+        clients = {f"claifd {t}": Client(stack.enter_context(daemon(env_for(url, t)))) for t in variants()}
         for r in range(4):  # interleaved: machine drift hits every variant alike
             before = cpu_seconds(sim)
             out["direct httpx"] += direct(url, N // 4, "httpcore", r * N)
@@ -263,7 +292,7 @@ def run_against(fast: bool) -> list[dict[str, object]]:
         print_table(f"{label}: a miss at 0 ms upstream, through the cache (targets: claifd <= 1.0 x direct "
                     "httpx, <= 1.15 x direct httpx+aiohttp)", rows)
         b = [direct_batch(url, 1000, 50, 50)]
-        for transport in TRANSPORTS:
+        for transport in variants():
             b.append(batch(url, transport, 1000, 50, 50, cache=False))
             b.append(batch(url, transport, 1000, 50, 50, cache=True))
             b.append(batch(url, transport, 5000, 200, 20, cache=False))

@@ -17,12 +17,16 @@ import json
 import math
 import os
 import re
+import ssl
 import stat
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+
+from .redaction import redact_url
 
 __all__ = [
     "Config",
@@ -148,14 +152,13 @@ class ProvidersConfig(_Section):
 
 
 class PoolConfig(_Section):
-    # The upstream HTTP client: "native" (claifd/http1.py: llhttp on an asyncio
-    # protocol; the fastest), "aiohttp" (the `fast` extra), "httpcore" (httpx's
-    # own); "auto" is native.
-    transport: Literal["auto", "native", "aiohttp", "httpcore"] = "auto"
+    # The upstream HTTP client: "aiohttp" (the faster, measured in
+    # bench/bench_transport.py) or "httpcore" (httpx's own); "auto" is aiohttp.
+    transport: Literal["auto", "aiohttp", "httpcore"] = "auto"
     max_connections: int = 100
     # A daemon sees bursts from many clients: keeping connections warm for
     # them is the point (idle ones still close after keepalive_expiry).
-    # httpcore only: native and aiohttp keep every idle connection until keepalive_expiry.
+    # httpcore only: aiohttp keeps every idle connection until keepalive_expiry.
     max_keepalive: int = 50
     keepalive_expiry: Duration = Duration(30.0)
     connect_timeout: Duration = Duration(10.0)
@@ -164,6 +167,40 @@ class PoolConfig(_Section):
     write_timeout: Duration = Duration(30.0)
     # Longest wait for a free connection from the pool.
     pool_timeout: Duration = Duration(30.0)
+    # A forward proxy for every upstream call, "http://[user:pass@]host:port"
+    # (https upstreams go through CONNECT); "" means none. Unset (null), the
+    # daemon's HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY decide, as in httpx.
+    proxy: str | None = None
+    # A PEM bundle of CAs trusted besides the default ones (a company's
+    # TLS-inspecting gateway); SSL_CERT_FILE is honoured too.
+    ca_file: str = ""
+    # A client certificate (PEM) and its key, for gateways that want mTLS.
+    client_cert: str = ""
+    client_key: str = ""
+    # Check upstream certificates; false logs a warning every time it applies.
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        if self.proxy:
+            parts = urllib.parse.urlsplit(self.proxy)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"pool.proxy must be http://[user:pass@]host:port, not {redact_url(self.proxy)!r}")
+        if self.client_key and not self.client_cert:
+            raise ValueError("pool.client_key needs pool.client_cert")
+        # Loaded now, so a wrong path or a broken PEM is refused with the
+        # change that brought it (the last good configuration stays).
+        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.ca_file:
+            try:
+                probe.load_verify_locations(os.path.expanduser(self.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"pool.ca_file: cannot load {self.ca_file} ({exc})") from None
+        if self.client_cert:
+            try:
+                probe.load_cert_chain(os.path.expanduser(self.client_cert),
+                                      os.path.expanduser(self.client_key) if self.client_key else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"pool.client_cert/client_key: cannot load {self.client_cert} ({exc})") from None
 
 
 class RetryConfig(_Section):

@@ -51,6 +51,7 @@ from .config import (
     unknown_keys,
 )
 from .fs import ensure_private_dir
+from .redaction import redact_url
 
 __all__ = [
     "ConfigManager", "Change", "Source", "FileRead", "LAYERS", "SECRET_MARK",
@@ -126,6 +127,11 @@ def redact(value: Any, key: str = "") -> Any:
         return [SECRET_MARK if isinstance(v, str) and is_secret("", v) else v for v in value]
     if value is not None and is_secret(key, value):
         return SECRET_MARK
+    if isinstance(value, str) and "@" in value and "://" in value:  # a URL's password (pool.proxy, redis.url)
+        try:
+            return redact_url(value)
+        except ValueError:
+            return SECRET_MARK
     return value
 
 

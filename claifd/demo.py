@@ -80,6 +80,7 @@ def main() -> int:
         OPENAI_API_KEY="sk-demo-not-a-real-key",
         CLAIF_DEFAULT_MODEL="anthropic/claude-sonnet-4-5",
         CLAIF_RETRY__BASE_DELAY="0.05",
+        CLAIF_POOL__PROXY="",  # the simulator is on loopback: never through a proxy of the environment
     )
     log = open(tmp / "claifd.log", "wb")
     claifd = Path(sys.executable).with_name("claifd")

@@ -88,6 +88,12 @@ class UpstreamTimeout(UpstreamError):
     code = ErrorCode.TIMEOUT
 
 
+class TlsError(UpstreamError):
+    """A certificate refused, the upstream's or ours: no retry fixes it."""
+
+    code = ErrorCode.TLS_ERROR
+
+
 class StartupError(Exception):
     """The daemon cannot start (another daemon runs, the socket is unusable...)."""
 

@@ -86,7 +86,7 @@ TOKEN_FILE = "http-token"
 
 # The daemon's error codes, as HTTP statuses (an upstream's own status wins).
 _STATUS = {"bad_request": 400, "not_found": 404, "not_configured": 401, "rate_limited": 429, "timeout": 504,
-           "shutting_down": 503, "storage_error": 500, "upstream_error": 502, "cancelled": 499, "internal": 500}
+           "shutting_down": 503, "storage_error": 500, "upstream_error": 502, "tls_error": 502, "cancelled": 499, "internal": 500}
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
                     529: "overloaded_error", 503: "overloaded_error"}

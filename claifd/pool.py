@@ -26,7 +26,10 @@ httpx's exceptions on both.
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
@@ -37,23 +40,104 @@ import structlog
 
 from . import __version__
 from .config import PoolConfig
+from .redaction import redact_url
 
-__all__ = ["HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "ReadOnce", "UpstreamResponse", "resolve_transport"]
+__all__ = ["HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies", "ReadOnce", "UpstreamResponse",
+           "UpstreamTLSError", "resolve_transport", "tls_context"]
 
 log = structlog.get_logger("claifd.pool")
 
 
 def resolve_transport(wanted: str) -> str:
-    """ "native", "aiohttp" or "httpcore" for `pool.transport` (auto: native)."""
-    if wanted in ("auto", "native", "httpcore"):
-        return "native" if wanted == "auto" else wanted
-    if importlib.util.find_spec("aiohttp") is None:
-        log.warning("pool.transport is aiohttp but aiohttp is not installed; using the native client "
-                    "(pip install 'claifd[fast]')")
-        return "native"
-    return "aiohttp"
+    """ "aiohttp" or "httpcore" for `pool.transport` (auto: aiohttp)."""
+    return "httpcore" if wanted == "httpcore" else "aiohttp"
 
 LANE_CONNECTIONS = 8
+
+
+class UpstreamTLSError(httpx.ConnectError):
+    """The upstream's certificate was refused, or it refused ours: no retry
+    can fix it (the providers raise `tls_error`)."""
+
+
+def tls_error(exc: BaseException, host: str) -> UpstreamTLSError | None:
+    """The TLS failure behind a connect error, if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        # aiohttp's connector errors keep the ssl module's error apart.
+        seen = getattr(seen, "certificate_error", None) or getattr(seen, "os_error", None) or seen
+        reason = getattr(seen, "reason", None) or ""
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            detail = getattr(seen, "verify_message", None) or reason or str(seen)
+            return UpstreamTLSError(f"the certificate of {host} was refused: {detail}")
+        if isinstance(seen, ssl.SSLError) and "ALERT" in reason:
+            return UpstreamTLSError(f"{host} ended the TLS handshake ({reason}): does it want a client "
+                                    "certificate (pool.client_cert)?")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def tls_context(config: PoolConfig) -> ssl.SSLContext:
+    """The one TLS context of every lane: httpx's defaults (certifi, or
+    SSL_CERT_FILE), plus `pool.ca_file`, the client certificate, `pool.verify`."""
+    tls = httpx.create_ssl_context(trust_env=True)
+    if config.ca_file:
+        tls.load_verify_locations(os.path.expanduser(config.ca_file))
+    if config.client_cert:
+        tls.load_cert_chain(os.path.expanduser(config.client_cert),
+                            os.path.expanduser(config.client_key) if config.client_key else None)
+    if not config.verify:
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        log.warning("pool.verify is false: upstream certificates are not checked (anyone between this machine "
+                    "and the provider can read the API key)")
+    return tls
+
+
+# NO_PROXY's matching, as the standard library does it (not in typeshed's stubs).
+_proxy_bypass: Callable[[str, dict[str, str]], bool] = getattr(urllib.request, "proxy_bypass_environment")
+
+
+class Proxies:
+    """Which proxy each upstream URL goes through: `pool.proxy` when set ("" =
+    none), else the environment as httpx reads it (HTTP_PROXY, HTTPS_PROXY,
+    ALL_PROXY, NO_PROXY; loopback not exempt unless NO_PROXY says so), through
+    the standard library's own parsing of those variables."""
+
+    def __init__(self, configured: str | None) -> None:
+        self.configured = configured
+        # The environment is read when the pool is built (start-up, a config change).
+        self._env = urllib.request.getproxies_environment() if configured is None else {}
+        self._chosen: dict[str, str | None] = {}
+
+    def for_url(self, url: str) -> str | None:
+        """The proxy URL for `url` (None: connect directly); decided once per origin."""
+        split = urllib.parse.urlsplit(url)
+        origin = f"{split.scheme}://{split.netloc}"
+        try:
+            return self._chosen[origin]
+        except KeyError:
+            pass
+        if self.configured is not None:
+            chosen = self.configured or None
+        else:
+            chosen = self._env.get(split.scheme) or self._env.get("all")
+            if chosen and split.hostname and _proxy_bypass(split.netloc, self._env):
+                chosen = None
+        if chosen and "://" not in chosen:
+            chosen = "http://" + chosen  # HTTPS_PROXY=host:port, as curl and httpx accept it
+        if len(self._chosen) > 64:
+            self._chosen.clear()
+        self._chosen[origin] = chosen
+        return chosen
+
+    def describe(self) -> str:
+        """What is in use, without credentials (status, logs)."""
+        if self.configured is not None:
+            return redact_url(self.configured) if self.configured else "none"
+        names = {"http": "HTTP_PROXY", "https": "HTTPS_PROXY", "all": "ALL_PROXY", "no": "NO_PROXY"}
+        used = [f"{names[k]}={redact_url(v) if k != 'no' else v}" for k, v in self._env.items() if k in names]
+        return "environment: " + ", ".join(used) if used else "none"
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -104,8 +188,6 @@ class Sender(Protocol):
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> UpstreamResponse: ...
     async def aclose(self) -> None: ...
-    def counts(self) -> tuple[int, int] | None:
-        """(connections open, of which idle), if the client says."""
 
 
 T = TypeVar("T")
@@ -129,24 +211,36 @@ class ParsedURLs(Generic[T]):
 
 
 class HttpcoreLane:
-    """httpx's own transport (httpcore), sent a prebuilt request."""
+    """httpx's own transport (httpcore), sent a prebuilt request: one
+    transport for direct calls and one for each proxy in use."""
 
-    def __init__(self, transport: httpx.AsyncHTTPTransport, timeout: httpx.Timeout) -> None:
-        self.transport = transport
+    def __init__(self, make: Callable[[str | None], httpx.AsyncHTTPTransport], proxies: Proxies,
+                 timeout: httpx.Timeout) -> None:
+        self._make = make
+        self._proxies = proxies
+        self._transports: dict[str | None, httpx.AsyncHTTPTransport] = {}
         self.extensions = {"timeout": timeout.as_dict()}
         self._urls = ParsedURLs(httpx.URL)
 
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> httpx.Response:
-        request = httpx.Request(method, self._urls.get(url), headers=headers, content=content,
-                                extensions=self.extensions)
-        return await self.transport.handle_async_request(request)
+        proxy = self._proxies.for_url(url)
+        transport = self._transports.get(proxy)
+        if transport is None:
+            transport = self._transports[proxy] = self._make(proxy)
+        parsed = self._urls.get(url)
+        request = httpx.Request(method, parsed, headers=headers, content=content, extensions=self.extensions)
+        try:
+            return await transport.handle_async_request(request)
+        except httpx.ConnectError as exc:
+            tls = tls_error(exc, parsed.host)
+            if tls is None:
+                raise
+            raise tls from exc
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    def counts(self) -> None:
-        return None  # httpcore does not say
+        for transport in self._transports.values():
+            await transport.aclose()
 
 
 class _Lane:
@@ -199,7 +293,8 @@ class HttpPool:
         lanes = -(-total // LANE_CONNECTIONS)
         # One TLS context for every lane: building one loads the CA bundle,
         # about 20 ms each.
-        tls = httpx.create_ssl_context()
+        tls = tls_context(config)
+        self.proxies = proxies = Proxies(config.proxy)
         timeout = httpx.Timeout(
             connect=float(config.connect_timeout),
             read=float(config.read_timeout),
@@ -207,25 +302,23 @@ class HttpPool:
             pool=float(config.pool_timeout),
         )
         self.transport = resolve_transport(config.transport)
-        if self.transport == "native":
-            tls.set_alpn_protocols(["http/1.1"])  # the native lane speaks nothing else
         out = []
         for connections, keepalive in zip(_split(total, lanes), _split(max(0, config.max_keepalive), lanes)):
             sender: Sender
-            if self.transport == "native":
-                from .http1 import Http1Lane
-
-                sender = Http1Lane(connections, float(config.keepalive_expiry), tls, timeout)
-            elif self.transport == "aiohttp":
+            if self.transport == "aiohttp":
                 from .transport import AiohttpLane  # imports aiohttp: only when chosen
 
                 # aiohttp keeps every idle connection until keepalive_expiry
                 # (it has no separate keep-alive count).
-                sender = AiohttpLane(connections, float(config.keepalive_expiry), tls, timeout)
+                sender = AiohttpLane(connections, float(config.keepalive_expiry), tls, timeout, proxies)
             else:
                 limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
                                       keepalive_expiry=float(config.keepalive_expiry))
-                sender = HttpcoreLane(httpx.AsyncHTTPTransport(limits=limits, verify=tls, trust_env=False), timeout)
+
+                def make(proxy: str | None, limits: httpx.Limits = limits) -> httpx.AsyncHTTPTransport:
+                    return httpx.AsyncHTTPTransport(limits=limits, verify=tls, proxy=proxy, trust_env=False)
+
+                sender = HttpcoreLane(make, proxies, timeout)
             out.append(_Lane(sender, connections))
         return out
 
@@ -250,11 +343,8 @@ class HttpPool:
             "lanes": len(self._lanes),
             "in_flight": self.in_flight,
             "max_connections": sum(lane.max_connections for lane in self._lanes),
+            "proxy": self.proxies.describe(),
         }
-        counts = [c for lane in self._lanes if (c := lane.sender.counts()) is not None]
-        if counts:  # the native lanes count their connections (the others do not say)
-            stats["connections_open"] = sum(open_ for open_, _ in counts)
-            stats["connections_idle"] = sum(idle for _, idle in counts)
         return stats
 
     async def aclose(self) -> None:

@@ -12,9 +12,10 @@ are removed too, whoever's key they are.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable
 
-__all__ = ["redact_secrets", "MARK"]
+__all__ = ["redact_secrets", "redact_url", "MARK"]
 
 MARK = "[redacted]"
 # Runs of characters keys are made of, masks (*, .) included.
@@ -47,3 +48,12 @@ def redact_secrets(text: str, secrets: Iterable[str | None]) -> str:
         return token
 
     return _TOKEN.sub(check, text)
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (for status and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

@@ -60,6 +60,6 @@ def describe(config: RedisConfig) -> str:
     """Where the daemon's Redis is, without secrets (status, logs)."""
     if config.sentinels:
         return f"sentinel {config.service_name} via {', '.join(config.sentinels)}"
-    from .cache.redis_store import redact_url
+    from .redaction import redact_url
 
     return redact_url(config.url)

@@ -1,5 +1,5 @@
-"""The aiohttp lane (`pool.transport = aiohttp`): upstream calls on aiohttp's
-C-accelerated client, without httpx's Request/Response layer.
+"""The aiohttp lane (`pool.transport = aiohttp`, the default): upstream calls
+on aiohttp's C-accelerated client, without httpx's Request/Response layer.
 
 Why not httpx over an aiohttp transport (httpx-aiohttp, which the SDKs
 offer): measured side by side against `claif-sim --fast`, one call at a
@@ -23,12 +23,13 @@ same event, so the providers' retry rules are one set for both:
     asyncio.TimeoutError (total timeout)    ReadTimeout
     InvalidURL                              UnsupportedProtocol
 
-Imported only when the aiohttp transport is chosen (it imports aiohttp).
+Imported when the aiohttp transport is chosen (it imports aiohttp).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -37,16 +38,18 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from .pool import ParsedURLs, ReadOnce
+from .pool import ParsedURLs, Proxies, ReadOnce, tls_error
 
 __all__ = ["AiohttpLane", "AiohttpResponse", "map_error"]
 
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
-def map_error(exc: BaseException) -> BaseException:
+def map_error(exc: BaseException, host: str = "") -> BaseException:
     """The httpx error that httpcore would raise for this aiohttp one (or `exc`)."""
     message = str(exc) or type(exc).__name__
+    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ClientConnectorError)) and (tls := tls_error(exc, host)):
+        return tls
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(message)
     if isinstance(exc, (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError)):
@@ -121,8 +124,11 @@ class AiohttpLane:
     expiry, TLS) and the timeouts of every request it sends."""
 
     def __init__(self, max_connections: int, keepalive_expiry: float, tls: ssl.SSLContext,
-                 timeout: httpx.Timeout) -> None:
+                 timeout: httpx.Timeout, proxies: Proxies) -> None:
         self._limits = (max_connections, keepalive_expiry, tls)
+        self._proxies = proxies
+        # Each proxy URL once: aiohttp wants its credentials apart.
+        self._proxy_auth = ParsedURLs(_split_auth)
         # aiohttp has no write timeout; connect covers the wait for a
         # pooled connection as well (httpx's pool timeout).
         self._timeout = aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read,
@@ -142,11 +148,21 @@ class AiohttpLane:
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> AiohttpResponse:
         session = self._session or self._open()
+        target = self._urls.get(url)
+        proxy = self._proxies.for_url(url)
+        proxy_url, proxy_headers = None, None
+        if proxy:
+            proxy_url, credentials = self._proxy_auth.get(proxy)
+            if credentials and target.scheme == "https":  # on the CONNECT (aiohttp adds its Host to the dict)
+                proxy_headers = {"Proxy-Authorization": credentials}
+            elif credentials:  # on the request itself, which the proxy forwards
+                headers = {**headers, "Proxy-Authorization": credentials}
         try:
-            response = await session.request(method, self._urls.get(url), headers=headers, data=content,
-                                             allow_redirects=False, compress=False, timeout=self._timeout)
+            response = await session.request(method, target, headers=headers, data=content,
+                                             allow_redirects=False, compress=False, timeout=self._timeout,
+                                             proxy=proxy_url, proxy_headers=proxy_headers)
         except _ERRORS as exc:
-            mapped = map_error(exc)
+            mapped = map_error(exc, target.host or "")
             if mapped is exc:
                 raise
             raise mapped from exc
@@ -156,5 +172,11 @@ class AiohttpLane:
         if self._session is not None:
             await self._session.close()
 
-    def counts(self) -> None:
-        return None  # aiohttp does not say (without its private state)
+
+def _split_auth(proxy: str) -> tuple[URL, str | None]:
+    """The proxy's URL without credentials, and the Proxy-Authorization that carries them."""
+    url = URL(proxy)
+    if url.user is None:
+        return url, None
+    token = base64.b64encode(f"{url.user}:{url.password or ''}".encode()).decode()
+    return url.with_user(None), f"Basic {token}"

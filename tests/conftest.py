@@ -114,6 +114,19 @@ class DaemonProcess:
         return out
 
 
+# A proxy in the environment of whoever runs the tests would carry the tests'
+# loopback calls (the daemon honours these, loopback included): the tests that
+# are about proxies set their own.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 @pytest.fixture
 def daemon_factory(short_tmp: Path) -> Iterator[callable]:  # type: ignore[valid-type]
     started: list[DaemonProcess] = []

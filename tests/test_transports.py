@@ -1,5 +1,4 @@
-"""The upstream lanes themselves (`pool.transport`: native, aiohttp,
-httpcore), each against the simulator and against small HTTP servers that
+"""The upstream lanes themselves (`pool.transport`: aiohttp, httpcore), each against the simulator and against small HTTP servers that
 misbehave on purpose, over real loopback sockets.
 
 The daemon-level suites (test_upstream, test_cache_e2e) show what the
@@ -30,7 +29,7 @@ from claifd.pool import HttpPool
 
 from .conftest import Sim
 
-LANES = ["native", "aiohttp", "httpcore"]
+LANES = ["aiohttp", "httpcore"]
 BODY = msgspec.json.encode({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi lane"}]})
 HEADERS = {"authorization": "Bearer sk-lane", "content-type": "application/json"}
 
@@ -92,9 +91,6 @@ def test_the_connection_limit_holds_and_waiters_get_a_turn(sim: Sim, transport: 
         pool = make_pool(transport, max_connections=2)
         results = await asyncio.gather(*[post(pool, sim.url + "/v1/chat/completions") for _ in range(6)])
         assert [status for status, _ in results] == [200] * 6
-        if transport == "native":
-            stats = pool.stats()
-            assert stats["connections_open"] == stats["connections_idle"] == 2, stats
         await pool.aclose()
 
     asyncio.run(run())
@@ -131,8 +127,6 @@ def test_a_refused_connection_is_a_connect_error(transport: str) -> None:
         for _ in range(3):
             with pytest.raises(httpx.ConnectError):
                 await post(pool, f"http://127.0.0.1:{port}/v1/chat/completions")
-        if transport == "native":
-            assert pool.stats()["connections_open"] == 0  # a failed connect holds no place
         await pool.aclose()
 
     asyncio.run(run())
@@ -185,8 +179,6 @@ def test_an_answer_closed_half_read_closes_its_connection(sim: Sim, transport: s
             break
         await resp.aclose()
         pool.release(lane)
-        if transport == "native":
-            assert pool.stats()["connections_open"] == 0
         await asyncio.sleep(0.1)
         # The simulator saw the client go mid-stream, while the pool is still open.
         stats = sim.wait_for(lambda s: s["disconnects"] == 1 and s["in_flight"] == 0)
@@ -283,14 +275,13 @@ def test_broken_answers_are_protocol_errors(transport: str, handler: Handler) ->
             pool = make_pool(transport)
             with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
                 await post(pool, url + "/x")
-            if transport == "native":
-                assert pool.stats()["connections_open"] == 0  # the broken connection is gone
             await pool.aclose()
 
     asyncio.run(run())
 
 
-def test_native_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+@pytest.mark.parametrize("transport", LANES)
+def test_a_connection_the_server_closed_while_idle_is_not_reused(transport: str) -> None:
     connections = 0
 
     async def close_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -304,7 +295,7 @@ def test_native_a_connection_the_server_closed_while_idle_is_not_reused() -> Non
 
     async def run() -> None:
         async with raw_server(close_after_answer) as url:
-            pool = make_pool("native")
+            pool = make_pool(transport)
             for _ in range(3):
                 assert await post(pool, url + "/x") == (200, b"ok")
                 await asyncio.sleep(0.1)
@@ -314,14 +305,16 @@ def test_native_a_connection_the_server_closed_while_idle_is_not_reused() -> Non
     assert connections == 3
 
 
-def test_native_idle_connections_close_after_keepalive_expiry(sim: Sim) -> None:
+@pytest.mark.parametrize("transport", LANES)
+def test_idle_connections_close_after_keepalive_expiry(sim: Sim, transport: str) -> None:
     async def run() -> None:
-        pool = make_pool("native", keepalive_expiry=0.2)
+        pool = make_pool(transport, keepalive_expiry=0.2)
         before = sim.stats()["connections_open"]  # the stats client's own
         await post(pool, sim.url + "/v1/chat/completions")
         await asyncio.sleep(0.5)
-        stats = sim.stats()
-        assert stats["connections_open"] == before, stats
+        if transport == "aiohttp":  # httpcore closes an expired connection at its next use
+            stats = sim.stats()
+            assert stats["connections_open"] == before, stats
         await post(pool, sim.url + "/v1/chat/completions")
         await pool.aclose()
 
@@ -329,11 +322,12 @@ def test_native_idle_connections_close_after_keepalive_expiry(sim: Sim) -> None:
     assert sim.stats()["connections_opened"] == 2
 
 
-def test_native_refuses_a_header_that_would_split_the_request(sim: Sim) -> None:
+@pytest.mark.parametrize("transport", LANES)
+def test_a_header_that_would_split_the_request_is_refused(sim: Sim, transport: str) -> None:
     async def run() -> None:
-        pool = make_pool("native")
+        pool = make_pool(transport)
         lane = pool.acquire()
-        with pytest.raises(httpx.LocalProtocolError):
+        with pytest.raises((httpx.LocalProtocolError, ValueError)):
             await lane.send("POST", sim.url + "/v1/chat/completions",
                             {"authorization": "Bearer sk\r\nx-injected: 1"}, BODY)
         pool.release(lane)

@@ -423,11 +423,11 @@ def test_no_task_or_connection_leak_after_many_cancellations(upstream_daemon: Da
 
 
 def test_the_transport_is_a_live_choice(upstream_daemon: DaemonProcess, sim: Sim) -> None:
-    expected = os.environ.get("CLAIF_TEST_TRANSPORT") or "native"  # auto: native
+    expected = os.environ.get("CLAIF_TEST_TRANSPORT") or "aiohttp"  # auto: aiohttp
     with Client(upstream_daemon.socket) as c:
         assert c.status()["pool"]["transport"] == expected
         assert c.complete("one", model="openai/m").text.startswith("Simulated reply")
-        for other in [t for t in ("native", "aiohttp", "httpcore") if t != expected] + [expected]:
+        for other in [t for t in ("aiohttp", "httpcore") if t != expected] + [expected]:
             c.config_set("pool.transport", other)
             assert c.status()["pool"]["transport"] == other
             assert c.complete(f"two {other}", model="openai/m").text.startswith("Simulated reply")

@@ -23,7 +23,6 @@ command. Size is Redis' business: set `maxmemory` and
 from __future__ import annotations
 
 import secrets
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -34,18 +33,9 @@ import structlog
 from .disk import DiskHit
 from .entry import Codec, DamagedEntry, MemEntry
 
-__all__ = ["RedisStore", "redact_url"]
+__all__ = ["RedisStore"]
 
 log = structlog.get_logger("claifd.cache.redis")
-
-
-def redact_url(url: str) -> str:
-    """`url` without its password (for status and logs)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 class _Record(msgspec.Struct, array_like=True):

@@ -31,11 +31,12 @@ from ..errors import (
     ClaifdError,
     NotConfigured,
     RateLimited,
+    TlsError,
     UpstreamError,
     UpstreamTimeout,
 )
 from ..perf import Perf
-from ..pool import HttpPool, UpstreamResponse
+from ..pool import HttpPool, UpstreamResponse, UpstreamTLSError
 from ..redaction import redact_secrets
 from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
 from ..types import DeltaCallback, UpstreamCounters
@@ -165,6 +166,8 @@ class HttpProvider:
         """The health check: ("ok" | "warning" | "unhealthy", detail). The caller times it."""
         try:
             resp, _ = await self._get_models()
+        except UpstreamTLSError as exc:
+            return "unhealthy", f"tls_error: {exc}"
         except httpx.HTTPError as exc:
             return "unhealthy", f"cannot reach {_host(self.url(self.config))}: {type(exc).__name__}"
         status = resp.status_code
@@ -273,6 +276,9 @@ class HttpProvider:
                 return self._checked(await self._consume(resp, model, on_delta))
             finally:
                 await resp.aclose()
+        except UpstreamTLSError as exc:
+            log.warning("TLS failure", provider=self.name, error=str(exc))
+            raise TlsError(f"{self.name}: {exc} (pool.ca_file adds a CA)") from exc
         except httpx.ConnectError as exc:
             raise RetryableFailure(UpstreamError(f"cannot connect to {self.name} ({_host(url)})")) from exc
         except httpx.ConnectTimeout as exc:

@@ -11,7 +11,8 @@
         ├── NotFound           not_found
         ├── NotConfigured      not_configured (e.g. no API key for the provider)
         ├── UpstreamError      upstream_error
-        │   └── RateLimited    rate_limited (see .retry_after)
+        │   ├── RateLimited    rate_limited (see .retry_after)
+        │   └── TlsError       tls_error (a certificate refused either way: never retried)
         ├── UpstreamTimeout    timeout
         ├── Cancelled          cancelled
         ├── ShuttingDown       shutting_down
@@ -51,6 +52,7 @@ __all__ = [
     "NotFound",
     "NotConfigured",
     "RateLimited",
+    "TlsError",
     "UpstreamError",
     "UpstreamTimeout",
     "Cancelled",
@@ -171,6 +173,10 @@ class RateLimited(UpstreamError, RateLimitError):
     pass
 
 
+class TlsError(UpstreamError):
+    pass
+
+
 class UpstreamTimeout(RemoteError, APITimeoutError):
     status_code = 504
 
@@ -229,6 +235,7 @@ _BY_CODE: dict[str, type[RemoteError]] = {
     "not_found": NotFound,
     "not_configured": NotConfigured,
     "rate_limited": RateLimited,
+    "tls_error": TlsError,
     "upstream_error": UpstreamError,
     "timeout": UpstreamTimeout,
     "cancelled": Cancelled,

@@ -140,6 +140,7 @@ class ErrorCode:
     NOT_CONFIGURED: Final = "not_configured"
     STORAGE_ERROR: Final = "storage_error"
     FORBIDDEN: Final = "forbidden"
+    TLS_ERROR: Final = "tls_error"
 
 
 # --------------------------------------------------------------------------
