@@ -179,6 +179,9 @@ class PoolConfig(_Section):
     client_key: str = ""
     # Check upstream certificates; false logs a warning every time it applies.
     verify: bool = True
+    # The largest answer read from an upstream, counted after decompression
+    # (a compressed "bomb" stops here); a stream counts as a whole.
+    max_response_bytes: ByteSize = ByteSize(64 * 1024**2)
 
     def __post_init__(self) -> None:
         if self.proxy:

@@ -26,11 +26,13 @@ httpx's exceptions on both.
 
 from __future__ import annotations
 
+import codecs
 import os
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 import anyio
@@ -42,8 +44,8 @@ from . import __version__
 from .config import PoolConfig
 from .redaction import redact_url
 
-__all__ = ["HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies", "ReadOnce", "UpstreamResponse",
-           "UpstreamTLSError", "resolve_transport", "tls_context"]
+__all__ = ["AnswerTooLarge", "BoundedBody", "HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies",
+           "UpstreamResponse", "UpstreamTLSError", "resolve_transport", "tls_context"]
 
 log = structlog.get_logger("claifd.pool")
 
@@ -171,17 +173,96 @@ class UpstreamResponse(Protocol):
     async def aclose(self) -> None: ...
 
 
-class ReadOnce:
-    """`content`: the body `aread` kept (httpx's ResponseNotRead before that)."""
+class AnswerTooLarge(httpx.TransportError):
+    """An answer past a limit (`pool.max_response_bytes` after decompression,
+    one server-sent-events line, the head): its connection is closed, and no
+    retry would make it smaller."""
 
-    __slots__ = ()
-    _content: bytes | None
+
+# One server-sent-events line (a provider's largest event is a few KiB).
+MAX_SSE_LINE = 1024 * 1024
+# An answer's head: its size and its header lines (aiohttp's and h11's own
+# limits stop a longer one sooner, at a bounded cost).
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_LINES = 128
+# What one step of inflating a body may produce (a bomb is inflated a step at
+# a time and stopped at pool.max_response_bytes).
+INFLATE_STEP = 64 * 1024
+
+
+def check_head(raw: Iterable[tuple[bytes, bytes]]) -> AnswerTooLarge | None:
+    """An answer's header lines against MAX_HEAD_BYTES and MAX_HEAD_LINES."""
+    lines = size = 0
+    for name, value in raw:
+        lines += 1
+        size += len(name) + len(value) + 4
+    if lines > MAX_HEAD_LINES or size > MAX_HEAD_BYTES:
+        return AnswerTooLarge(f"the answer's head passed {MAX_HEAD_LINES} lines or {MAX_HEAD_BYTES} bytes "
+                              f"({lines} lines, {size} bytes)")
+    return None
+
+
+class BoundedBody:
+    """`aread`, `aiter_text` and `content` over a lane's decoded chunks
+    (`_chunks`), counted against `max_bytes` as they arrive: an answer past
+    the limit is cut there, whatever it was on the wire (a gzip bomb stops at
+    the limit). `_abort` closes the connection."""
+
+    __slots__ = ("_content", "max_bytes", "charset")
+
+    def __init__(self, max_bytes: int, charset: str) -> None:
+        self._content: bytes | None = None
+        self.max_bytes = max_bytes
+        self.charset = charset
+
+    def _chunks(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        raise NotImplementedError
+
+    def _too_large(self, what: str) -> AnswerTooLarge:
+        self._abort()
+        return AnswerTooLarge(what)
 
     @property
     def content(self) -> bytes:
         if self._content is None:
             raise httpx.ResponseNotRead()
         return self._content
+
+    async def aread(self) -> bytes:
+        if self._content is None:
+            body = bytearray()
+            limit = self.max_bytes
+            async for chunk in self._chunks():
+                body += chunk
+                if len(body) > limit:
+                    raise self._too_large(f"the answer passed pool.max_response_bytes ({limit} bytes)")
+            self._content = bytes(body)
+        return self._content
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        """The body as text, chunk by chunk as it arrives (server-sent
+        events), no line longer than MAX_SSE_LINE characters."""
+        decoder = codecs.getincrementaldecoder(self.charset)(errors="replace")
+        total = 0
+        line = 0  # characters since the last line break
+        limit = self.max_bytes
+        async for chunk in self._chunks():
+            total += len(chunk)
+            if total > limit:
+                raise self._too_large(f"the answer passed pool.max_response_bytes ({limit} bytes)")
+            text = decoder.decode(chunk)
+            end = max(text.rfind("\n"), text.rfind("\r"))
+            line = len(text) - end - 1 if end >= 0 else line + len(text)
+            if line > MAX_SSE_LINE:
+                raise self._too_large(f"a line of the stream passed {MAX_SSE_LINE} characters")
+            if text:
+                yield text
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text
 
 
 class Sender(Protocol):
@@ -210,20 +291,74 @@ class ParsedURLs(Generic[T]):
         return parsed
 
 
+class HttpcoreResponse(BoundedBody):
+    """An httpx answer, its body inflated here a step at a time (httpx would
+    inflate each chunk whole, however large it grows)."""
+
+    __slots__ = ("_response", "status_code", "headers", "reason_phrase")
+
+    def __init__(self, response: httpx.Response, max_bytes: int) -> None:
+        super().__init__(max_bytes, response.charset_encoding or "utf-8")
+        self._response = response
+        self.status_code = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+        self.reason_phrase = response.reason_phrase
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "identity":
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+            return
+        if encoding not in ("gzip", "deflate"):
+            self._abort()
+            raise httpx.DecodingError(f"the answer's content-encoding {encoding!r} was not asked for")
+        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+        inflater = None
+        produced = 0
+        async for data in self._response.aiter_raw():
+            if inflater is None and data:
+                # "deflate" without its zlib wrapper, as some servers send it.
+                inflater = zlib.decompressobj(wbits if encoding == "gzip" or data[0] & 0x0F == 8 else -zlib.MAX_WBITS)
+            while data and inflater is not None:
+                try:
+                    out = inflater.decompress(data, INFLATE_STEP)
+                except zlib.error as exc:
+                    self._abort()
+                    raise httpx.DecodingError(f"the answer's {encoding} body is broken: {exc}") from exc
+                data = inflater.unconsumed_tail
+                if inflater.eof and inflater.unused_data:  # a gzip of several members
+                    data, inflater = inflater.unused_data, zlib.decompressobj(wbits)
+                if out:
+                    yield out
+                    produced += len(out)
+                    if produced >= 16 * INFLATE_STEP:  # let the loop run between megabytes
+                        produced = 0
+                        await anyio.sleep(0)
+
+    def _abort(self) -> None:
+        """Nothing here: `aclose`, which every caller awaits, closes the
+        connection of a body not read to its end."""
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
 class HttpcoreLane:
     """httpx's own transport (httpcore), sent a prebuilt request: one
     transport for direct calls and one for each proxy in use."""
 
     def __init__(self, make: Callable[[str | None], httpx.AsyncHTTPTransport], proxies: Proxies,
-                 timeout: httpx.Timeout) -> None:
+                 timeout: httpx.Timeout, max_bytes: int) -> None:
         self._make = make
+        self._max_bytes = max_bytes
         self._proxies = proxies
         self._transports: dict[str | None, httpx.AsyncHTTPTransport] = {}
         self.extensions = {"timeout": timeout.as_dict()}
         self._urls = ParsedURLs(httpx.URL)
 
     async def send(self, method: str, url: str, headers: Mapping[str, str],
-                   content: bytes | None = None) -> httpx.Response:
+                   content: bytes | None = None) -> HttpcoreResponse:
         proxy = self._proxies.for_url(url)
         transport = self._transports.get(proxy)
         if transport is None:
@@ -231,12 +366,21 @@ class HttpcoreLane:
         parsed = self._urls.get(url)
         request = httpx.Request(method, parsed, headers=headers, content=content, extensions=self.extensions)
         try:
-            return await transport.handle_async_request(request)
+            response = await transport.handle_async_request(request)
         except httpx.ConnectError as exc:
             tls = tls_error(exc, parsed.host)
             if tls is None:
                 raise
             raise tls from exc
+        except httpx.RemoteProtocolError as exc:
+            if "too long" in str(exc):  # h11's bound on a head it is still reading
+                raise AnswerTooLarge(f"the answer's head passed {MAX_HEAD_BYTES} bytes ({exc})") from exc
+            raise
+        too_large = check_head(response.headers.raw)
+        if too_large is not None:
+            await response.aclose()
+            raise too_large
+        return HttpcoreResponse(response, self._max_bytes)
 
     async def aclose(self) -> None:
         for transport in self._transports.values():
@@ -310,7 +454,8 @@ class HttpPool:
 
                 # aiohttp keeps every idle connection until keepalive_expiry
                 # (it has no separate keep-alive count).
-                sender = AiohttpLane(connections, float(config.keepalive_expiry), tls, timeout, proxies)
+                sender = AiohttpLane(connections, float(config.keepalive_expiry), tls, timeout, proxies,
+                                     int(config.max_response_bytes))
             else:
                 limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
                                       keepalive_expiry=float(config.keepalive_expiry))
@@ -318,7 +463,7 @@ class HttpPool:
                 def make(proxy: str | None, limits: httpx.Limits = limits) -> httpx.AsyncHTTPTransport:
                     return httpx.AsyncHTTPTransport(limits=limits, verify=tls, proxy=proxy, trust_env=False)
 
-                sender = HttpcoreLane(make, proxies, timeout)
+                sender = HttpcoreLane(make, proxies, timeout, int(config.max_response_bytes))
             out.append(_Lane(sender, connections))
         return out
 

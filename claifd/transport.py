@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import codecs
 import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import httpx
+from aiohttp.http_exceptions import LineTooLong
 from yarl import URL
 
-from .pool import ParsedURLs, Proxies, ReadOnce, tls_error
+from .pool import MAX_HEAD_BYTES, AnswerTooLarge, BoundedBody, ParsedURLs, Proxies, check_head, tls_error
 
 __all__ = ["AiohttpLane", "AiohttpResponse", "map_error"]
 
@@ -61,6 +61,9 @@ def map_error(exc: BaseException, host: str = "") -> BaseException:
     if isinstance(exc, aiohttp.ClientOSError):
         return httpx.ReadError(message)
     if isinstance(exc, aiohttp.ClientResponseError):  # a status line or headers aiohttp cannot parse
+        if "Too many headers" in message or "Got more than" in message or isinstance(exc.__cause__, LineTooLong):
+            return AnswerTooLarge(f"the answer's head passed aiohttp's limits (at most {MAX_HEAD_BYTES} bytes "
+                                  f"are read): {message}")
         return httpx.RemoteProtocolError(message)
     if isinstance(exc, aiohttp.InvalidURL):
         return httpx.UnsupportedProtocol(message)
@@ -71,45 +74,32 @@ def map_error(exc: BaseException, host: str = "") -> BaseException:
     return exc
 
 
-class AiohttpResponse(ReadOnce):
+class AiohttpResponse(BoundedBody):
     """An upstream answer with its body unread: `aread` it (the connection
     goes back to the pool) or `aclose` it (a body not read to its end
-    closes the connection: the upstream stops generating)."""
+    closes the connection: the upstream stops generating). aiohttp inflates
+    a compressed body a bounded piece at a time as it is read."""
 
-    __slots__ = ("_response", "status_code", "headers", "reason_phrase", "_content")
+    __slots__ = ("_response", "status_code", "headers", "reason_phrase")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, max_bytes: int) -> None:
+        super().__init__(max_bytes, response.charset or "utf-8")
         self._response = response
         self.status_code = response.status
         self.headers: Mapping[str, str] = response.headers
         self.reason_phrase = response.reason or ""
-        self._content: bytes | None = None
 
-    async def aread(self) -> bytes:
-        if self._content is None:
-            try:
-                self._content = await self._response.read()
-            except _ERRORS as exc:
-                self._response.close()
-                raise map_error(exc) from exc
-            finally:
-                self._response.release()
-        return self._content
-
-    async def aiter_text(self) -> AsyncIterator[str]:
-        """The body as text, chunk by chunk as it arrives (server-sent events)."""
-        decoder = codecs.getincrementaldecoder(self._response.charset or "utf-8")(errors="replace")
+    async def _chunks(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._response.content.iter_any():
-                text = decoder.decode(chunk)
-                if text:
-                    yield text
+                yield chunk
         except _ERRORS as exc:
             self._response.close()
             raise map_error(exc) from exc
-        text = decoder.decode(b"", final=True)
-        if text:
-            yield text
+        self._response.release()
+
+    def _abort(self) -> None:
+        self._response.close()
 
     async def aclose(self) -> None:
         response = self._response
@@ -124,7 +114,8 @@ class AiohttpLane:
     expiry, TLS) and the timeouts of every request it sends."""
 
     def __init__(self, max_connections: int, keepalive_expiry: float, tls: ssl.SSLContext,
-                 timeout: httpx.Timeout, proxies: Proxies) -> None:
+                 timeout: httpx.Timeout, proxies: Proxies, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
         self._limits = (max_connections, keepalive_expiry, tls)
         self._proxies = proxies
         # Each proxy URL once: aiohttp wants its credentials apart.
@@ -166,7 +157,11 @@ class AiohttpLane:
             if mapped is exc:
                 raise
             raise mapped from exc
-        return AiohttpResponse(response)
+        too_large = check_head(response.raw_headers)
+        if too_large is not None:
+            response.close()
+            raise too_large
+        return AiohttpResponse(response, self._max_bytes)
 
     async def aclose(self) -> None:
         if self._session is not None:

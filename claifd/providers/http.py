@@ -36,7 +36,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..perf import Perf
-from ..pool import HttpPool, UpstreamResponse, UpstreamTLSError
+from ..pool import AnswerTooLarge, HttpPool, UpstreamResponse, UpstreamTLSError
 from ..redaction import redact_secrets
 from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
 from ..types import DeltaCallback, UpstreamCounters
@@ -157,7 +157,10 @@ class HttpProvider:
         lane = self.pool.acquire()
         try:
             resp = await lane.send("GET", self.models_url(config), self.headers(config, key))
-            await resp.aread()
+            try:
+                await resp.aread()
+            finally:
+                await resp.aclose()
             return resp, key
         finally:
             self.pool.release(lane)
@@ -279,6 +282,10 @@ class HttpProvider:
         except UpstreamTLSError as exc:
             log.warning("TLS failure", provider=self.name, error=str(exc))
             raise TlsError(f"{self.name}: {exc} (pool.ca_file adds a CA)") from exc
+        except AnswerTooLarge as exc:
+            log.warning("upstream answer over a limit", provider=self.name, error=str(exc))
+            raise UpstreamError(f"{self.name}: {exc}; the connection was closed",
+                                details={"provider": self.name, "limit": True}) from exc
         except httpx.ConnectError as exc:
             raise RetryableFailure(UpstreamError(f"cannot connect to {self.name} ({_host(url)})")) from exc
         except httpx.ConnectTimeout as exc:

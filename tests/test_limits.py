@@ -1,0 +1,247 @@
+"""Limits on everything an upstream sends, on both lanes, against small
+hostile servers on loopback: a body counted after decompression
+(`pool.max_response_bytes`: a gzip bomb stops there), one server-sent-events
+line, the head (its size and its lines). Each ends in a typed error that is
+not retried, the connection is closed, and the daemon's peak memory stays
+bounded (its VmHWM, asserted for the bomb and the header flood).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from claif_client import Client, UpstreamError
+from claifd.pool import AnswerTooLarge
+
+from .conftest import DaemonProcess
+from .test_transports import LANES, make_pool, post, raw_server, read_request
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+MiB = 1024 * 1024
+
+
+@contextmanager
+def serving(handler: Handler) -> Iterator[str]:
+    """`handler` as an HTTP server in a thread of its own (for a daemon to call)."""
+    loop = asyncio.new_event_loop()
+    box: list[str] = []
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with raw_server(handler) as url:
+            box.append(url)
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        while not box:
+            threading.Event().wait(0.01)
+        yield box[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(5)
+
+
+_BOMB: list[bytes] = []
+
+
+def gzip_bomb() -> bytes:
+    """2 GiB of zeros, gzip-compressed (about 2 MB), made once."""
+    if not _BOMB:
+        deflate = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        zeros = bytes(MiB)
+        _BOMB.append(b"".join(deflate.compress(zeros) for _ in range(2048)) + deflate.flush())
+    return _BOMB[0]
+
+
+async def _bomb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        asked = await read_request(reader)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return
+    if not asked:
+        return _answer_the_probe(writer)
+    body = gzip_bomb()
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+                 b"content-length: %d\r\n\r\n" % len(body))
+    try:
+        writer.write(body)
+        await writer.drain()
+        await reader.read()
+    except ConnectionError:
+        pass
+
+
+def _answer_the_probe(writer: asyncio.StreamWriter) -> None:
+    """The health probe's GET (no body) gets a small answer: the daemon's
+    peak memory is measured around the POST alone."""
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{\"data\": []}")
+    writer.close()
+
+
+async def _header_flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        if not await read_request(reader):
+            return _answer_the_probe(writer)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+        line = b"x-filler: %06d\r\n"
+        for start in range(0, 200_000, 1000):
+            writer.write(b"".join(line % i for i in range(start, start + 1000)))
+            await writer.drain()
+        writer.write(b"content-length: 2\r\n\r\n{}")
+        await writer.drain()
+        await reader.read()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+
+
+async def _wide_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """100 header lines of 1 KiB: each within aiohttp's and h11's own limits, 100 KiB in all."""
+    try:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-wide-%03d: %s\r\n" % (i, b"w" * 1024) for i in range(100))
+                     + b"content-length: 2\r\n\r\n{}")
+        await writer.drain()
+        await reader.read()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+
+
+async def _endless_header_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        for _ in range(64):  # 64 MiB, if nobody stops reading
+            writer.write(b"a" * MiB)
+            await writer.drain()
+        await reader.read()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+
+
+async def _endless_sse_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"6\r\ndata: \r\n")
+        for _ in range(64):  # a line of 64 MiB, then the end of the stream
+            writer.write(b"%x\r\n%s\r\n" % (MiB, b"a" * MiB))
+            await writer.drain()
+        writer.write(b"2\r\n\n\n\r\n0\r\n\r\n")
+        await reader.read()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+
+
+async def _big_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(64):  # 64 MiB of body, then its end
+            writer.write(b"%x\r\n%s\r\n" % (MiB, b" " * MiB))
+            await writer.drain()
+        writer.write(b"2\r\n{}\r\n0\r\n\r\n")
+        await reader.read()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+
+
+def peak_rss(d: DaemonProcess) -> int:
+    assert d.proc is not None
+    for line in Path(f"/proc/{d.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+# ------------------------------------------------------------- the lanes
+
+
+@pytest.mark.parametrize("transport", LANES)
+@pytest.mark.parametrize("handler", [_bomb, _big_chunked, _header_flood, _endless_header_line, _wide_head],
+                         ids=["gzip-bomb", "64-MiB-body", "200k-header-lines", "endless-header-line", "100-KiB-head"])
+def test_an_answer_past_a_limit_is_cut_there(transport: str, handler: Handler) -> None:
+    async def run() -> None:
+        async with raw_server(handler) as url:
+            pool = make_pool(transport, max_response_bytes=8 * MiB)
+            with pytest.raises(AnswerTooLarge):
+                await post(pool, url + "/x")
+            await pool.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_a_stream_line_that_never_ends_is_cut_at_a_mebibyte(transport: str) -> None:
+    async def run() -> None:
+        async with raw_server(_endless_sse_line) as url:
+            pool = make_pool(transport)
+            lane = pool.acquire()
+            resp = await lane.send("POST", url + "/x", {"content-type": "application/json"}, b"{}")
+            got = 0
+            with pytest.raises(AnswerTooLarge, match="line"):
+                async for text in resp.aiter_text():
+                    got += len(text)
+            assert got <= 1024 * 1024 + 64 * 1024
+            await resp.aclose()
+            pool.release(lane)
+            await pool.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_a_bomb_is_inflated_a_step_at_a_time(transport: str) -> None:
+    """No single step of inflating makes more than a mebibyte: the event loop
+    runs between them (a step of ~1 ms), and the count stops the bomb."""
+
+    async def run() -> None:
+        async with raw_server(_bomb) as url:
+            pool = make_pool(transport)
+            lane = pool.acquire()
+            resp = await lane.send("POST", url + "/x", {"content-type": "application/json"}, b"{}")
+            largest = total = 0
+            async for chunk in resp._chunks():  # type: ignore[attr-defined]
+                largest = max(largest, len(chunk))
+                total += len(chunk)
+                if total > 64 * MiB:
+                    break
+            await resp.aclose()
+            pool.release(lane)
+            await pool.aclose()
+            assert largest <= MiB
+
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------ the daemon
+
+
+@pytest.mark.parametrize("transport", LANES)
+@pytest.mark.parametrize("handler, bound", [(_bomb, 300 * MiB), (_header_flood, 100 * MiB)],
+                         ids=["2-GiB-gzip-bomb", "200k-header-lines"])
+def test_the_daemons_memory_stays_bounded(daemon_factory, handler: Handler, bound: int, transport: str) -> None:  # type: ignore[no-untyped-def]
+    gzip_bomb()  # made before the clock of any timeout starts
+    with serving(handler) as url:
+        d: DaemonProcess = daemon_factory(env={"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1",
+                                                "OPENAI_API_KEY": "sk-test-limits-0000",
+                                                "CLAIF_POOL__TRANSPORT": transport})
+        with Client(d.socket, timeout=60) as c:
+            c.ping()
+            before = peak_rss(d)
+            with pytest.raises(UpstreamError, match="passed") as cut:
+                c.complete("a big answer", model="openai/gpt-4o-mini")
+            assert "connection was closed" in str(cut.value)
+            grew = peak_rss(d) - before
+            print(f"{transport}: peak RSS grew {grew / MiB:.1f} MiB")
+            assert grew <= bound, f"peak RSS grew {grew / MiB:.0f} MiB"
+            assert c.status()["upstream"]["retries"] == 0  # a limit is not retried
+            assert c.complete("still serving", model="echo/x").text == "echo: still serving"
