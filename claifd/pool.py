@@ -44,7 +44,7 @@ from . import __version__
 from .config import PoolConfig
 from .redaction import redact_url
 
-__all__ = ["AnswerTooLarge", "BoundedBody", "HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies",
+__all__ = ["AnswerTooLarge", "BoundedBody", "StaleConnection", "HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies",
            "UpstreamResponse", "UpstreamTLSError", "resolve_transport", "tls_context"]
 
 log = structlog.get_logger("claifd.pool")
@@ -171,6 +171,24 @@ class UpstreamResponse(Protocol):
     async def aread(self) -> bytes: ...
     def aiter_text(self) -> AsyncIterator[str]: ...
     async def aclose(self) -> None: ...
+
+
+class StaleConnection(httpx.ReadError):
+    """The connection ended (reset, a broken pipe, or closed) before any byte
+    of the answer: the server had closed it while it sat idle in the pool."""
+
+
+def stale_connection(exc: BaseException) -> bool:
+    """Whether a failure before the answer's head means the request never
+    reached a server (the peer had already closed the connection)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ConnectionResetError, BrokenPipeError)):
+            return True
+        if "without sending a response" in str(seen) or "Server disconnected" in str(seen):
+            return True  # httpcore's and aiohttp's words for the end before any byte
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class AnswerTooLarge(httpx.TransportError):
@@ -375,6 +393,12 @@ class HttpcoreLane:
         except httpx.RemoteProtocolError as exc:
             if "too long" in str(exc):  # h11's bound on a head it is still reading
                 raise AnswerTooLarge(f"the answer's head passed {MAX_HEAD_BYTES} bytes ({exc})") from exc
+            if stale_connection(exc):
+                raise StaleConnection(str(exc) or "the server closed the connection") from exc
+            raise
+        except (httpx.ReadError, httpx.WriteError) as exc:
+            if stale_connection(exc):
+                raise StaleConnection(str(exc) or "the server closed the connection") from exc
             raise
         too_large = check_head(response.headers.raw)
         if too_large is not None:
@@ -387,25 +411,44 @@ class HttpcoreLane:
             await transport.aclose()
 
 
+# How many kept-alive connections found dead one request may skip at once,
+# before its failure goes to the providers' retry policy (with its backoff).
+STALE_RETRIES = 2
+
+
 class _Lane:
-    __slots__ = ("sender", "in_flight", "max_connections")
+    __slots__ = ("sender", "in_flight", "max_connections", "stale")
 
     def __init__(self, sender: Sender, max_connections: int) -> None:
         self.sender = sender
         self.in_flight = 0
         self.max_connections = max_connections
+        self.stale = 0  # requests sent again at once: their connection was found dead
 
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> UpstreamResponse:
         """The response with its body unread: read it (`aread` releases the
         connection) or `aclose` it. Redirects are never followed (these APIs
-        have none, and following one could send the key to another host)."""
-        return await self.sender.send(method, url, {**DEFAULT_HEADERS, **headers}, content)
+        have none, and following one could send the key to another host).
+
+        A kept-alive connection the server had closed (reset, a broken pipe,
+        or the end before any byte of an answer) never got the request: it is
+        sent again at once, no backoff, outside the retry budget."""
+        headers = {**DEFAULT_HEADERS, **headers}
+        for tries_left in range(STALE_RETRIES, -1, -1):
+            try:
+                return await self.sender.send(method, url, headers, content)
+            except StaleConnection:
+                if not tries_left:
+                    raise
+                self.stale += 1
+        raise AssertionError("unreachable")
 
 
 class HttpPool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
+        self._retired_stale = 0
         self._lanes = self._build(config)
         self.generation = 1
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -418,6 +461,7 @@ class HttpPool:
         """New lanes for new requests (config reload); the old ones keep
         serving the requests they carry and close when idle (once started),
         so no request in flight fails. Returns the retired lanes."""
+        self._retired_stale += sum(lane.stale for lane in self._lanes)
         retired, self._lanes = self._lanes, self._build(config)
         self.config = config
         self.generation += 1
@@ -478,6 +522,11 @@ class HttpPool:
         lane.in_flight -= 1
 
     @property
+    def stale_reconnects(self) -> int:
+        """Requests sent again at once because their kept-alive connection was dead."""
+        return self._retired_stale + sum(lane.stale for lane in self._lanes)
+
+    @property
     def in_flight(self) -> int:
         return sum(lane.in_flight for lane in self._lanes)
 
@@ -489,6 +538,7 @@ class HttpPool:
             "in_flight": self.in_flight,
             "max_connections": sum(lane.max_connections for lane in self._lanes),
             "proxy": self.proxies.describe(),
+            "stale_reconnects": self.stale_reconnects,
         }
         return stats
 

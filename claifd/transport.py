@@ -38,7 +38,17 @@ import httpx
 from aiohttp.http_exceptions import LineTooLong
 from yarl import URL
 
-from .pool import MAX_HEAD_BYTES, AnswerTooLarge, BoundedBody, ParsedURLs, Proxies, check_head, tls_error
+from .pool import (
+    MAX_HEAD_BYTES,
+    AnswerTooLarge,
+    BoundedBody,
+    ParsedURLs,
+    Proxies,
+    StaleConnection,
+    check_head,
+    stale_connection,
+    tls_error,
+)
 
 __all__ = ["AiohttpLane", "AiohttpResponse", "map_error"]
 
@@ -156,6 +166,8 @@ class AiohttpLane:
             mapped = map_error(exc, target.host or "")
             if mapped is exc:
                 raise
+            if isinstance(mapped, (httpx.RemoteProtocolError, httpx.ReadError)) and stale_connection(exc):
+                raise StaleConnection(str(mapped)) from exc
             raise mapped from exc
         too_large = check_head(response.raw_headers)
         if too_large is not None:

@@ -399,3 +399,71 @@ def test_a_slow_reader_of_a_big_stream_is_no_read_timeout(transport: str) -> Non
             await pool.aclose()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_a_kept_alive_connection_found_dead_is_replaced_at_once(transport: str) -> None:
+    """The server answers the first request on a connection and closes on the
+    second without a byte (the idle-timeout race, every time): the request is
+    sent again at once on a new connection, no backoff."""
+    connections = 0
+
+    async def one_answer_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            await read_request(reader)  # the reuse: closed before any byte of its answer
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def run() -> None:
+        async with raw_server(one_answer_per_connection) as url:
+            pool = make_pool(transport)
+            started = asyncio.get_running_loop().time()
+            for _ in range(4):
+                assert await post(pool, url + "/x") == (200, b"ok")
+            assert asyncio.get_running_loop().time() - started < 1.0  # no backoff anywhere
+            assert pool.stats()["stale_reconnects"] == 3
+            await pool.aclose()
+
+    asyncio.run(run())
+    assert connections == 4  # the first, and a new one for each reuse found dead
+
+
+@pytest.mark.parametrize("transport", LANES)
+def test_idle_connections_closed_by_the_server_cost_no_backoff(daemon_factory, transport: str) -> None:  # type: ignore[no-untyped-def]
+    """A server that closes idle connections after 1 s, called every ~1 s
+    (the reuse races the close): every call answered, 0 backoff retries."""
+
+    async def idle_timeout(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                body = await asyncio.wait_for(read_request(reader), 1.0)
+                doc = msgspec.json.encode({"id": "x", "object": "chat.completion", "model": "m", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": body.decode()[-20:]},
+                     "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                             % len(doc) + doc)
+                await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    from claif_client import Client
+
+    from .test_limits import serving
+
+    with serving(idle_timeout) as url:
+        d = daemon_factory(env={"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1",
+                                "OPENAI_API_KEY": "sk-test-stale-0000", "CLAIF_HEALTH__INTERVAL": "3600",
+                                "CLAIF_POOL__TRANSPORT": transport})
+        with Client(d.socket) as c:
+            for i in range(5):
+                c.complete(f"call {i}", model="openai/m", cache=False)
+                time.sleep(0.95 + 0.02 * i)  # around the server's idle timeout
+            status = c.status()
+        assert status["upstream"]["retries"] == 0, status["upstream"]
