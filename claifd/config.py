@@ -167,6 +167,9 @@ class PoolConfig(_Section):
     write_timeout: Duration = Duration(30.0)
     # Longest wait for a free connection from the pool.
     pool_timeout: Duration = Duration(30.0)
+    # Longest time for a whole answer, head and body (read_timeout bounds the
+    # gap between two reads; this, a server that drips a byte at a time).
+    answer_timeout: Duration = Duration(600.0)
     # A forward proxy for every upstream call, "http://[user:pass@]host:port"
     # (https upstreams go through CONNECT); "" means none. Unset (null), the
     # daemon's HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY decide, as in httpx.

@@ -26,7 +26,9 @@ httpx's exceptions on both.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import math
 import os
 import ssl
 import urllib.parse
@@ -44,7 +46,7 @@ from . import __version__
 from .config import PoolConfig
 from .redaction import redact_url
 
-__all__ = ["AnswerTooLarge", "BoundedBody", "StaleConnection", "HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies",
+__all__ = ["AnswerTimeout", "AnswerTooLarge", "BoundedBody", "StaleConnection", "HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies",
            "UpstreamResponse", "UpstreamTLSError", "resolve_transport", "tls_context"]
 
 log = structlog.get_logger("claifd.pool")
@@ -155,10 +157,10 @@ DEFAULT_HEADERS = {"user-agent": f"claifd/{__version__}", "accept": "*/*", "acce
 
 
 class UpstreamResponse(Protocol):
-    """What a lane's `send` returns, on either transport (an `httpx.Response`
-    is one): the body unread until `aread` (which releases the connection)
-    or `aiter_text`; `aclose` always, which closes a connection whose body
-    was not read to its end."""
+    """What a lane's `send` returns, on either transport (a `BoundedBody`):
+    the body unread until `aread` (which releases the connection) or
+    `aiter_text`; `aclose` always, which closes a connection whose body was
+    not read to its end."""
 
     @property
     def status_code(self) -> int: ...
@@ -189,6 +191,11 @@ def stale_connection(exc: BaseException) -> bool:
             return True  # httpcore's and aiohttp's words for the end before any byte
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+class AnswerTimeout(httpx.ReadTimeout):
+    """The whole answer, head and body, took longer than `pool.answer_timeout`
+    (a server that drips a byte at a time, or sends interim answers without end)."""
 
 
 class AnswerTooLarge(httpx.TransportError):
@@ -226,17 +233,41 @@ class BoundedBody:
     the limit is cut there, whatever it was on the wire (a gzip bomb stops at
     the limit). `_abort` closes the connection."""
 
-    __slots__ = ("_content", "max_bytes", "charset")
+    __slots__ = ("_content", "max_bytes", "charset", "deadline")
+    # Set by each lane's answer (in its own slots).
+    status_code: int
+    headers: Mapping[str, str]
+    reason_phrase: str
 
     def __init__(self, max_bytes: int, charset: str) -> None:
         self._content: bytes | None = None
         self.max_bytes = max_bytes
         self.charset = charset
+        self.deadline = math.inf  # the loop's clock: when the whole answer must be in (_Lane.send sets it)
+
+    async def _timed_chunks(self) -> AsyncIterator[bytes]:
+        """`_chunks`, each read by the answer's deadline (the read timeout
+        bounds the gap between reads; this, the answer as a whole)."""
+        chunks = self._chunks()
+        while True:
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                self._abort()
+                raise AnswerTimeout("the answer took longer than pool.answer_timeout") from None
+            yield chunk
 
     def _chunks(self) -> AsyncIterator[bytes]:
         raise NotImplementedError
 
     def _abort(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Give the connection back (the body read to its end) or close it."""
         raise NotImplementedError
 
     def _too_large(self, what: str) -> AnswerTooLarge:
@@ -253,7 +284,7 @@ class BoundedBody:
         if self._content is None:
             body = bytearray()
             limit = self.max_bytes
-            async for chunk in self._chunks():
+            async for chunk in self._timed_chunks():
                 body += chunk
                 if len(body) > limit:
                     raise self._too_large(f"the answer passed pool.max_response_bytes ({limit} bytes)")
@@ -267,7 +298,7 @@ class BoundedBody:
         total = 0
         line = 0  # characters since the last line break
         limit = self.max_bytes
-        async for chunk in self._chunks():
+        async for chunk in self._timed_chunks():
             total += len(chunk)
             if total > limit:
                 raise self._too_large(f"the answer passed pool.max_response_bytes ({limit} bytes)")
@@ -285,7 +316,7 @@ class BoundedBody:
 
 class Sender(Protocol):
     async def send(self, method: str, url: str, headers: Mapping[str, str],
-                   content: bytes | None = None) -> UpstreamResponse: ...
+                   content: bytes | None = None) -> BoundedBody: ...
     async def aclose(self) -> None: ...
 
 
@@ -417,10 +448,11 @@ STALE_RETRIES = 2
 
 
 class _Lane:
-    __slots__ = ("sender", "in_flight", "max_connections", "stale")
+    __slots__ = ("sender", "in_flight", "max_connections", "stale", "answer_timeout")
 
-    def __init__(self, sender: Sender, max_connections: int) -> None:
+    def __init__(self, sender: Sender, max_connections: int, answer_timeout: float) -> None:
         self.sender = sender
+        self.answer_timeout = answer_timeout
         self.in_flight = 0
         self.max_connections = max_connections
         self.stale = 0  # requests sent again at once: their connection was found dead
@@ -435,13 +467,21 @@ class _Lane:
         or the end before any byte of an answer) never got the request: it is
         sent again at once, no backoff, outside the retry budget."""
         headers = {**DEFAULT_HEADERS, **headers}
+        deadline = asyncio.get_running_loop().time() + self.answer_timeout
         for tries_left in range(STALE_RETRIES, -1, -1):
             try:
-                return await self.sender.send(method, url, headers, content)
+                # Interim answers (1xx) without end count here, with the head.
+                async with asyncio.timeout_at(deadline):
+                    response = await self.sender.send(method, url, headers, content)
             except StaleConnection:
                 if not tries_left:
                     raise
                 self.stale += 1
+            except TimeoutError:
+                raise AnswerTimeout("the answer's head took longer than pool.answer_timeout") from None
+            else:
+                response.deadline = deadline
+                return response
         raise AssertionError("unreachable")
 
 
@@ -508,7 +548,7 @@ class HttpPool:
                     return httpx.AsyncHTTPTransport(limits=limits, verify=tls, proxy=proxy, trust_env=False)
 
                 sender = HttpcoreLane(make, proxies, timeout, int(config.max_response_bytes))
-            out.append(_Lane(sender, connections))
+            out.append(_Lane(sender, connections, float(config.answer_timeout)))
         return out
 
     def acquire(self) -> _Lane:

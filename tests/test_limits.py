@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from claif_client import Client, UpstreamError
-from claifd.pool import AnswerTooLarge
+from claifd.pool import AnswerTimeout, AnswerTooLarge
 
 from .conftest import DaemonProcess
 from .test_transports import LANES, make_pool, post, raw_server, read_request
@@ -245,3 +245,47 @@ def test_the_daemons_memory_stays_bounded(daemon_factory, handler: Handler, boun
             assert grew <= bound, f"peak RSS grew {grew / MiB:.0f} MiB"
             assert c.status()["upstream"]["retries"] == 0  # a limit is not retried
             assert c.complete("still serving", model="echo/x").text == "echo: still serving"
+
+
+# ----------------------------------------------------- the answer's deadline
+
+
+async def _drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A byte every 0.05 s, for ever: each read is well inside the read timeout."""
+    try:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n")
+        while True:
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+
+
+async def _continue_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Interim answers (100 Continue) without end: no final answer ever comes."""
+    try:
+        await read_request(reader)
+        while True:
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.01)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+
+
+@pytest.mark.parametrize("transport", LANES)
+@pytest.mark.parametrize("handler", [_drip, _continue_forever], ids=["drip", "100-continue-forever"])
+def test_the_whole_answer_has_a_deadline(transport: str, handler: Handler) -> None:
+    async def run() -> None:
+        async with raw_server(handler) as url:
+            pool = make_pool(transport, read_timeout=0.5, answer_timeout=1.0)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(AnswerTimeout):
+                await asyncio.wait_for(post(pool, url + "/x"), 5)  # a TimeoutError here: no deadline
+            took = asyncio.get_running_loop().time() - started
+            assert 0.9 < took < 3.0, took
+            await pool.aclose()
+
+    asyncio.run(run())
