@@ -35,6 +35,8 @@ from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import httpx
+import structlog
+from aiohttp.connector import Connection
 from aiohttp.http_exceptions import LineTooLong
 from yarl import URL
 
@@ -53,6 +55,7 @@ from .pool import (
 __all__ = ["AiohttpLane", "AiohttpResponse", "map_error"]
 
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+log = structlog.get_logger("claifd.upstream")
 
 
 def map_error(exc: BaseException, host: str = "") -> BaseException:
@@ -119,6 +122,23 @@ class AiohttpResponse(BoundedBody):
             response.close()
 
 
+class _CheckedRequest(aiohttp.ClientRequest):
+    """A request that is never written to a kept-alive connection holding
+    bytes nobody asked for (an answer the server sent unrequested, after the
+    last one or while the connection sat idle): aiohttp would read those as
+    this request's answer. The connection is closed instead, and the request
+    goes on a fresh one at once (`StaleConnection`)."""
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        protocol = conn.protocol
+        if protocol is not None and protocol.should_close:
+            log.warning("an upstream sent bytes nobody asked for on a kept-alive connection: closed it",
+                        host=self.url.host)
+            conn.close()
+            raise StaleConnection("the kept-alive connection held an answer nobody asked for")
+        return await super().send(conn)
+
+
 class AiohttpLane:
     """One aiohttp session (its own connector: `max_connections`, keep-alive
     expiry, TLS) and the timeouts of every request it sends."""
@@ -143,7 +163,8 @@ class AiohttpLane:
         # No cookie jar: the APIs need none, and one user's cookie must not
         # ride along with another's call (the jar would also parse every answer).
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                              auto_decompress=True, skip_auto_headers=("user-agent",))
+                                              auto_decompress=True, skip_auto_headers=("user-agent",),
+                                              request_class=_CheckedRequest)
         return self._session
 
     async def send(self, method: str, url: str, headers: Mapping[str, str],
