@@ -1,15 +1,22 @@
 """The daemon's one HTTP connection pool to the providers.
 
-Every upstream request from every client goes through the `httpx` clients
-this object owns: connections are kept alive and reused across clients. It
-is created at start-up and closed at shutdown by the app.
+Every upstream request from every client goes through the HTTP clients
+this object owns (aiohttp sessions, or httpx transports): connections are
+kept alive and reused across clients. It is created at start-up and closed
+at shutdown by the app.
+
+What the pool itself adds, the same on both lanes: the proxy each URL goes
+through (`Proxies`), the TLS context (`tls_context`), the limits on an
+answer (`BoundedBody`: its size after decompression, one stream line, its
+head, its deadline), a certificate failure told apart (`UpstreamTLSError`),
+and a kept-alive connection found dead replaced at once (`_Lane.send`).
 
 Why lanes: httpcore's pool scans every connection it holds -- polling each
 idle socket -- whenever a request starts or ends, so its cost per request
 grows with the number of connections. At 50 concurrent requests that scan
 was most of the daemon's CPU (measured: 7.8 s of CPU for 1000 requests). The
 pool is therefore split into lanes of at most `LANE_CONNECTIONS` connections,
-each its own `httpx.AsyncClient`; a request takes the least busy lane (the
+each its own client; a request takes the least busy lane (the
 first on ties, so light traffic keeps reusing the same warm connections).
 The totals still honour `pool.max_connections` and `pool.max_keepalive`.
 
@@ -28,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import math
 import os
 import ssl
 import urllib.parse
@@ -233,7 +239,7 @@ class BoundedBody:
     the limit is cut there, whatever it was on the wire (a gzip bomb stops at
     the limit). `_abort` closes the connection."""
 
-    __slots__ = ("_content", "max_bytes", "charset", "deadline")
+    __slots__ = ("_content", "max_bytes", "charset")
     # Set by each lane's answer (in its own slots).
     status_code: int
     headers: Mapping[str, str]
@@ -243,22 +249,6 @@ class BoundedBody:
         self._content: bytes | None = None
         self.max_bytes = max_bytes
         self.charset = charset
-        self.deadline = math.inf  # the loop's clock: when the whole answer must be in (_Lane.send sets it)
-
-    async def _timed_chunks(self) -> AsyncIterator[bytes]:
-        """`_chunks`, each read by the answer's deadline (the read timeout
-        bounds the gap between reads; this, the answer as a whole)."""
-        chunks = self._chunks()
-        while True:
-            try:
-                async with asyncio.timeout_at(self.deadline):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                self._abort()
-                raise AnswerTimeout("the answer took longer than pool.answer_timeout") from None
-            yield chunk
 
     def _chunks(self) -> AsyncIterator[bytes]:
         raise NotImplementedError
@@ -284,7 +274,7 @@ class BoundedBody:
         if self._content is None:
             body = bytearray()
             limit = self.max_bytes
-            async for chunk in self._timed_chunks():
+            async for chunk in self._chunks():
                 body += chunk
                 if len(body) > limit:
                     raise self._too_large(f"the answer passed pool.max_response_bytes ({limit} bytes)")
@@ -298,7 +288,7 @@ class BoundedBody:
         total = 0
         line = 0  # characters since the last line break
         limit = self.max_bytes
-        async for chunk in self._timed_chunks():
+        async for chunk in self._chunks():
             total += len(chunk)
             if total > limit:
                 raise self._too_large(f"the answer passed pool.max_response_bytes ({limit} bytes)")
@@ -344,19 +334,34 @@ class HttpcoreResponse(BoundedBody):
     """An httpx answer, its body inflated here a step at a time (httpx would
     inflate each chunk whole, however large it grows)."""
 
-    __slots__ = ("_response", "status_code", "headers", "reason_phrase")
+    __slots__ = ("_response", "status_code", "headers", "reason_phrase", "_deadline")
 
-    def __init__(self, response: httpx.Response, max_bytes: int) -> None:
+    def __init__(self, response: httpx.Response, max_bytes: int, deadline: float) -> None:
         super().__init__(max_bytes, response.charset_encoding or "utf-8")
+        self._deadline = deadline  # the loop's clock: when the whole answer must be in
         self._response = response
         self.status_code = response.status_code
         self.headers: Mapping[str, str] = response.headers
         self.reason_phrase = response.reason_phrase
 
+    async def _raw(self) -> AsyncIterator[bytes]:
+        """The body as sent, each piece read by the answer's deadline (the
+        read timeout bounds each gap; this, the answer as a whole)."""
+        raw = self._response.aiter_raw()
+        while True:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    chunk = await anext(raw)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise AnswerTimeout("the answer took longer than pool.answer_timeout") from None
+            yield chunk
+
     async def _chunks(self) -> AsyncIterator[bytes]:
         encoding = self.headers.get("content-encoding", "identity").strip().lower()
         if encoding == "identity":
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._raw():
                 yield chunk
             return
         if encoding not in ("gzip", "deflate"):
@@ -365,7 +370,7 @@ class HttpcoreResponse(BoundedBody):
         wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
         inflater = None
         produced = 0
-        async for data in self._response.aiter_raw():
+        async for data in self._raw():
             if inflater is None and data:
                 # "deflate" without its zlib wrapper, as some servers send it.
                 inflater = zlib.decompressobj(wbits if encoding == "gzip" or data[0] & 0x0F == 8 else -zlib.MAX_WBITS)
@@ -398,9 +403,10 @@ class HttpcoreLane:
     transport for direct calls and one for each proxy in use."""
 
     def __init__(self, make: Callable[[str | None], httpx.AsyncHTTPTransport], proxies: Proxies,
-                 timeout: httpx.Timeout, max_bytes: int) -> None:
+                 timeout: httpx.Timeout, max_bytes: int, answer_timeout: float) -> None:
         self._make = make
         self._max_bytes = max_bytes
+        self._answer_timeout = answer_timeout
         self._proxies = proxies
         self._transports: dict[str | None, httpx.AsyncHTTPTransport] = {}
         self.extensions = {"timeout": timeout.as_dict()}
@@ -414,8 +420,13 @@ class HttpcoreLane:
             transport = self._transports[proxy] = self._make(proxy)
         parsed = self._urls.get(url)
         request = httpx.Request(method, parsed, headers=headers, content=content, extensions=self.extensions)
+        deadline = asyncio.get_running_loop().time() + self._answer_timeout
         try:
-            response = await transport.handle_async_request(request)
+            # Interim answers (1xx) without end count here, with the head.
+            async with asyncio.timeout_at(deadline):
+                response = await transport.handle_async_request(request)
+        except TimeoutError:
+            raise AnswerTimeout("the answer's head took longer than pool.answer_timeout") from None
         except httpx.ConnectError as exc:
             tls = tls_error(exc, parsed.host)
             if tls is None:
@@ -435,7 +446,7 @@ class HttpcoreLane:
         if too_large is not None:
             await response.aclose()
             raise too_large
-        return HttpcoreResponse(response, self._max_bytes)
+        return HttpcoreResponse(response, self._max_bytes, deadline)
 
     async def aclose(self) -> None:
         for transport in self._transports.values():
@@ -448,11 +459,10 @@ STALE_RETRIES = 2
 
 
 class _Lane:
-    __slots__ = ("sender", "in_flight", "max_connections", "stale", "answer_timeout")
+    __slots__ = ("sender", "in_flight", "max_connections", "stale")
 
-    def __init__(self, sender: Sender, max_connections: int, answer_timeout: float) -> None:
+    def __init__(self, sender: Sender, max_connections: int) -> None:
         self.sender = sender
-        self.answer_timeout = answer_timeout
         self.in_flight = 0
         self.max_connections = max_connections
         self.stale = 0  # requests sent again at once: their connection was found dead
@@ -467,21 +477,13 @@ class _Lane:
         or the end before any byte of an answer) never got the request: it is
         sent again at once, no backoff, outside the retry budget."""
         headers = {**DEFAULT_HEADERS, **headers}
-        deadline = asyncio.get_running_loop().time() + self.answer_timeout
         for tries_left in range(STALE_RETRIES, -1, -1):
             try:
-                # Interim answers (1xx) without end count here, with the head.
-                async with asyncio.timeout_at(deadline):
-                    response = await self.sender.send(method, url, headers, content)
+                return await self.sender.send(method, url, headers, content)
             except StaleConnection:
                 if not tries_left:
                     raise
                 self.stale += 1
-            except TimeoutError:
-                raise AnswerTimeout("the answer's head took longer than pool.answer_timeout") from None
-            else:
-                response.deadline = deadline
-                return response
         raise AssertionError("unreachable")
 
 
@@ -539,7 +541,7 @@ class HttpPool:
                 # aiohttp keeps every idle connection until keepalive_expiry
                 # (it has no separate keep-alive count).
                 sender = AiohttpLane(connections, float(config.keepalive_expiry), tls, timeout, proxies,
-                                     int(config.max_response_bytes))
+                                     int(config.max_response_bytes), float(config.answer_timeout))
             else:
                 limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
                                       keepalive_expiry=float(config.keepalive_expiry))
@@ -547,8 +549,9 @@ class HttpPool:
                 def make(proxy: str | None, limits: httpx.Limits = limits) -> httpx.AsyncHTTPTransport:
                     return httpx.AsyncHTTPTransport(limits=limits, verify=tls, proxy=proxy, trust_env=False)
 
-                sender = HttpcoreLane(make, proxies, timeout, int(config.max_response_bytes))
-            out.append(_Lane(sender, connections, float(config.answer_timeout)))
+                sender = HttpcoreLane(make, proxies, timeout, int(config.max_response_bytes),
+                                      float(config.answer_timeout))
+            out.append(_Lane(sender, connections))
         return out
 
     def acquire(self) -> _Lane:

@@ -42,6 +42,7 @@ from yarl import URL
 
 from .pool import (
     MAX_HEAD_BYTES,
+    AnswerTimeout,
     AnswerTooLarge,
     BoundedBody,
     ParsedURLs,
@@ -80,8 +81,8 @@ def map_error(exc: BaseException, host: str = "") -> BaseException:
         return httpx.RemoteProtocolError(message)
     if isinstance(exc, aiohttp.InvalidURL):
         return httpx.UnsupportedProtocol(message)
-    if isinstance(exc, asyncio.TimeoutError):
-        return httpx.ReadTimeout(message)
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's total deadline (sock_read's is a SocketTimeoutError)
+        return AnswerTimeout("the answer took longer than pool.answer_timeout")
     if isinstance(exc, aiohttp.ClientError):
         return httpx.TransportError(message)
     return exc
@@ -114,6 +115,23 @@ class AiohttpResponse(BoundedBody):
     def _abort(self) -> None:
         self._response.close()
 
+    async def aread(self) -> bytes:
+        """A body of a declared length, not compressed (most JSON answers),
+        in one read: its length is checked before a byte is read, and aiohttp
+        reads no more than it declares. Anything else, chunk by chunk."""
+        response = self._response
+        length = response.content_length
+        if self._content is not None or length is None or "content-encoding" in response.headers:
+            return await super().aread()
+        if length > self.max_bytes:
+            raise self._too_large(f"the answer passed pool.max_response_bytes ({self.max_bytes} bytes)")
+        try:
+            self._content = await response.read()
+        except _ERRORS as exc:
+            response.close()
+            raise map_error(exc) from exc
+        return self._content
+
     async def aclose(self) -> None:
         response = self._response
         if response.content.is_eof():
@@ -144,7 +162,7 @@ class AiohttpLane:
     expiry, TLS) and the timeouts of every request it sends."""
 
     def __init__(self, max_connections: int, keepalive_expiry: float, tls: ssl.SSLContext,
-                 timeout: httpx.Timeout, proxies: Proxies, max_bytes: int) -> None:
+                 timeout: httpx.Timeout, proxies: Proxies, max_bytes: int, answer_timeout: float) -> None:
         self._max_bytes = max_bytes
         self._limits = (max_connections, keepalive_expiry, tls)
         self._proxies = proxies
@@ -152,8 +170,10 @@ class AiohttpLane:
         self._proxy_auth = ParsedURLs(_split_auth)
         # aiohttp has no write timeout; connect covers the wait for a
         # pooled connection as well (httpx's pool timeout).
-        self._timeout = aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read,
-                                              connect=timeout.pool)
+        # `total` is pool.answer_timeout: aiohttp's own deadline for the whole
+        # answer, interim answers and the body read included.
+        self._timeout = aiohttp.ClientTimeout(total=answer_timeout, sock_connect=timeout.connect,
+                                              sock_read=timeout.read, connect=timeout.pool)
         self._session: aiohttp.ClientSession | None = None
         self._urls = ParsedURLs(URL)
 

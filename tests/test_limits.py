@@ -103,6 +103,19 @@ async def _header_flood(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         pass
 
 
+async def _big_declared(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """64 MiB, plain, of a declared length."""
+    try:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % (64 * MiB))
+        for _ in range(64):
+            writer.write(b" " * MiB)
+            await writer.drain()
+        await reader.read()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+
+
 async def _wide_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """100 header lines of 1 KiB: each within aiohttp's and h11's own limits, 100 KiB in all."""
     try:
@@ -166,8 +179,10 @@ def peak_rss(d: DaemonProcess) -> int:
 
 
 @pytest.mark.parametrize("transport", LANES)
-@pytest.mark.parametrize("handler", [_bomb, _big_chunked, _header_flood, _endless_header_line, _wide_head],
-                         ids=["gzip-bomb", "64-MiB-body", "200k-header-lines", "endless-header-line", "100-KiB-head"])
+@pytest.mark.parametrize("handler", [_bomb, _big_chunked, _big_declared, _header_flood, _endless_header_line,
+                                     _wide_head],
+                         ids=["gzip-bomb", "64-MiB-body", "64-MiB-declared", "200k-header-lines", "endless-header-line",
+                              "100-KiB-head"])
 def test_an_answer_past_a_limit_is_cut_there(transport: str, handler: Handler) -> None:
     async def run() -> None:
         async with raw_server(handler) as url:
