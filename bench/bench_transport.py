@@ -43,6 +43,8 @@ from claif_client import Client
 
 TRANSPORTS = ("aiohttp", "httpcore")
 BEFORE = os.environ.get("BENCH_BEFORE", "")
+# That commit's pool.transport (its default when unset).
+BEFORE_TRANSPORT = os.environ.get("BENCH_BEFORE_TRANSPORT", "")
 N = int(os.environ.get("BENCH_N", "1200"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello bench"}]}
@@ -57,7 +59,9 @@ def sim_post(url: str, path: str, doc: object) -> None:
 def env_for(url: str, transport: str, **extra: str) -> dict[str, str]:
     env = {"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1", "OPENAI_API_KEY": "sk-bench", **extra}
     if transport.startswith("before"):
-        env["PYTHONPATH"] = f"{before_tree()}:{before_tree()}/client"  # the earlier commit's code, its default lane
+        env["PYTHONPATH"] = f"{before_tree()}:{before_tree()}/client"  # the earlier commit's code
+        if BEFORE_TRANSPORT:
+            env["CLAIF_POOL__TRANSPORT"] = BEFORE_TRANSPORT
     else:
         env["CLAIF_POOL__TRANSPORT"] = transport
     return env
@@ -81,7 +85,7 @@ def before_tree() -> str:
 
 
 def variants() -> tuple[str, ...]:
-    return (f"before {BEFORE}", *TRANSPORTS) if BEFORE else TRANSPORTS
+    return (f"before {BEFORE} {BEFORE_TRANSPORT or 'default'}", *TRANSPORTS) if BEFORE else TRANSPORTS
 
 
 
