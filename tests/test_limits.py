@@ -9,10 +9,8 @@ bounded (its VmHWM, asserted for the bomb and the header flood).
 from __future__ import annotations
 
 import asyncio
-import threading
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -21,33 +19,10 @@ from claif_client import Client, UpstreamError
 from claifd.pool import AnswerTimeout, AnswerTooLarge
 
 from .conftest import DaemonProcess
-from .test_transports import LANES, make_pool, post, raw_server, read_request
+from .test_transports import LANES, in_thread, make_pool, post, raw_server, read_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MiB = 1024 * 1024
-
-
-@contextmanager
-def serving(handler: Handler) -> Iterator[str]:
-    """`handler` as an HTTP server in a thread of its own (for a daemon to call)."""
-    loop = asyncio.new_event_loop()
-    box: list[str] = []
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        async with raw_server(handler) as url:
-            box.append(url)
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    try:
-        while not box:
-            threading.Event().wait(0.01)
-        yield box[0]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(5)
 
 
 _BOMB: list[bytes] = []
@@ -245,7 +220,7 @@ def test_a_bomb_is_inflated_a_step_at_a_time(transport: str) -> None:
                          ids=["2-GiB-gzip-bomb", "200k-header-lines"])
 def test_the_daemons_memory_stays_bounded(daemon_factory, handler: Handler, bound: int, transport: str) -> None:  # type: ignore[no-untyped-def]
     gzip_bomb()  # made before the clock of any timeout starts
-    with serving(handler) as url:
+    with in_thread(raw_server(handler)) as url:
         d: DaemonProcess = daemon_factory(env={"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1",
                                                 "OPENAI_API_KEY": "sk-test-limits-0000",
                                                 "CLAIF_POOL__TRANSPORT": transport})

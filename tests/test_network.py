@@ -23,7 +23,7 @@ import trustme
 from claif_client import Client, TlsError
 
 from .conftest import DaemonProcess, Sim
-from .test_transports import LANES, make_pool, post, raw_server, read_request
+from .test_transports import LANES, in_thread, make_pool, post, raw_server, read_request
 
 USER, PASSWORD = "proxyuser", "s3cret-proxy-pass"
 
@@ -222,23 +222,8 @@ def test_no_proxy_and_pool_proxy_decide_over_the_environment(sim: Sim, transport
 
 
 def test_the_daemon_uses_its_environments_proxy_and_redacts_it(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
-    async def serve(ready: asyncio.Event, stop: asyncio.Event, box: list[object]) -> None:
-        async with forward_proxy(f"{USER}:{PASSWORD}") as (proxy, url):
-            box.extend([proxy, url])
-            ready.set()
-            await stop.wait()
-
-    import threading
-
-    loop = asyncio.new_event_loop()
-    ready, stop, box = asyncio.Event(), asyncio.Event(), []  # type: ignore[var-annotated]
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(ready, stop, box),), daemon=True)
-    thread.start()
-    try:
-        while not box:
-            pass
-        proxy, url = box
-        d: DaemonProcess = daemon_factory(env={"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": str(url),
+    with in_thread(forward_proxy(f"{USER}:{PASSWORD}")) as (proxy, url):
+        d: DaemonProcess = daemon_factory(env={"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": url,
                                                 "CLAIF_PROVIDERS__OPENAI__BASE_URL": sim.url + "/v1",
                                                 "OPENAI_API_KEY": "sk-test-proxy-0000"})
         with Client(d.socket) as c:
@@ -247,11 +232,8 @@ def test_the_daemon_uses_its_environments_proxy_and_redacts_it(daemon_factory, s
             assert PASSWORD not in shown and "HTTP_PROXY=http://proxyuser:***@127.0.0.1" in shown, shown
             c.config_set("pool.proxy", f"http://{USER}:{PASSWORD}@127.0.0.1:9")
             assert PASSWORD not in str(c.config_get("pool.proxy")) and PASSWORD not in c.status()["pool"]["proxy"]
-        assert "POST" in [m for m, _, _ in proxy.seen]  # type: ignore[attr-defined] # (and the health probe's GET)
+        assert "POST" in [m for m, _, _ in proxy.seen]  # (and the health probe's GET)
         assert PASSWORD not in d.log_path.read_text()
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(5)
 
 
 # --------------------------------------------------------------------- TLS
@@ -303,23 +285,8 @@ def test_a_refused_certificate_is_tls_error_never_retried(daemon_factory, ca: tr
         connections += 1
         await _echo(reader, writer)
 
-    import threading
-
-    loop = asyncio.new_event_loop()
-    box: list[str] = []
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        async with raw_server(counted, tls=server_tls(ca)) as url:
-            box.append(url)
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    try:
-        while not box:
-            pass
-        d: DaemonProcess = daemon_factory(env={"CLAIF_PROVIDERS__OPENAI__BASE_URL": box[0] + "/v1",
+    with in_thread(raw_server(counted, tls=server_tls(ca))) as url:
+        d: DaemonProcess = daemon_factory(env={"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1",
                                                 "OPENAI_API_KEY": "sk-test-tls-00000000"})
         with Client(d.socket) as c:
             with pytest.raises(TlsError) as refused:
@@ -332,9 +299,6 @@ def test_a_refused_certificate_is_tls_error_never_retried(daemon_factory, ca: tr
             assert "tls_error" in checks["provider:openai"]["detail"], checks["provider:openai"]
         assert connections <= 2  # the call's one attempt (and the health probe's), never 4
         assert any(line.get("event") == "TLS failure" for line in d.logs())
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(5)
 
 
 def test_a_ca_file_that_does_not_load_is_refused_with_the_change(daemon: DaemonProcess, tmp_path: Path) -> None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import queue
 import ssl
+import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import msgspec
@@ -58,6 +61,32 @@ async def raw_server(handler: Handler, tls: ssl.SSLContext | None = None) -> Asy
         yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.close()
+
+
+T = TypeVar("T")
+
+
+@contextmanager
+def in_thread(server: AbstractAsyncContextManager[T]) -> Iterator[T]:
+    """An async server (`raw_server(...)`, a proxy) run in a thread of its own
+    with its own loop, for a daemon in another process to call: what it yields."""
+    loop = asyncio.new_event_loop()
+    ready: queue.Queue[T] = queue.Queue()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with server as value:
+            ready.put(value)
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        yield ready.get(timeout=10)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(5)
+        loop.close()
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
@@ -455,9 +484,7 @@ def test_idle_connections_closed_by_the_server_cost_no_backoff(daemon_factory, t
 
     from claif_client import Client
 
-    from .test_limits import serving
-
-    with serving(idle_timeout) as url:
+    with in_thread(raw_server(idle_timeout)) as url:
         d = daemon_factory(env={"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1",
                                 "OPENAI_API_KEY": "sk-test-stale-0000", "CLAIF_HEALTH__INTERVAL": "3600",
                                 "CLAIF_POOL__TRANSPORT": transport})
