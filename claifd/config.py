@@ -614,6 +614,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "pool.read_timeout": (0.001, None),
     "pool.write_timeout": (0.001, None),
     "pool.pool_timeout": (0.001, None),
+    "pool.answer_timeout": (0.001, None),
+    # At least a mebibyte: no provider's answer is smaller than that limit.
+    "pool.max_response_bytes": (1024 * 1024, None),
     "retry.max_attempts": (1, 100),
     "retry.base_delay": (0, None),
     "retry.max_delay": (0, None),

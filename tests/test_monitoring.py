@@ -280,8 +280,15 @@ def test_status_watch_renders_under_a_pseudo_terminal(daemon: DaemonProcess) -> 
     fd, terminal = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
     env.update(COLUMNS="120", LINES="40", TERM="xterm")
-    proc = subprocess.Popen([CLAIF, "--socket", str(daemon.socket), "status", "--watch", "--interval", "0.2"],
-                            stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True)
+    # A program started with SIGINT ignored (as a shell's background job is)
+    # keeps it ignored, and Python then installs no Ctrl-C handler: give claif
+    # the terminal's default, whoever started this test.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([CLAIF, "--socket", str(daemon.socket), "status", "--watch", "--interval", "0.2"],
+                                stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     os.close(terminal)
     out = b""
 
