@@ -52,8 +52,8 @@ from . import __version__
 from .config import PoolConfig
 from .redaction import redact_url
 
-__all__ = ["AnswerTimeout", "AnswerTooLarge", "BoundedBody", "StaleConnection", "HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies",
-           "UpstreamResponse", "UpstreamTLSError", "resolve_transport", "tls_context"]
+__all__ = ["AnswerTimeout", "AnswerTooLarge", "BoundedBody", "HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies",
+           "StaleConnection", "UpstreamResponse", "UpstreamTLSError", "resolve_transport", "tls_context"]
 
 log = structlog.get_logger("claifd.pool")
 
@@ -118,28 +118,20 @@ class Proxies:
         self.configured = configured
         # The environment is read when the pool is built (start-up, a config change).
         self._env = urllib.request.getproxies_environment() if configured is None else {}
-        self._chosen: dict[str, str | None] = {}
+        self._chosen = ParsedURLs(self._choose)
 
     def for_url(self, url: str) -> str | None:
-        """The proxy URL for `url` (None: connect directly); decided once per origin."""
-        split = urllib.parse.urlsplit(url)
-        origin = f"{split.scheme}://{split.netloc}"
-        try:
-            return self._chosen[origin]
-        except KeyError:
-            pass
+        """The proxy URL for `url` (None: connect directly), decided once per URL."""
+        return self._chosen.get(url)
+
+    def _choose(self, url: str) -> str | None:
         if self.configured is not None:
-            chosen = self.configured or None
-        else:
-            chosen = self._env.get(split.scheme) or self._env.get("all")
-            if chosen and split.hostname and _proxy_bypass(split.netloc, self._env):
-                chosen = None
-        if chosen and "://" not in chosen:
-            chosen = "http://" + chosen  # HTTPS_PROXY=host:port, as curl and httpx accept it
-        if len(self._chosen) > 64:
-            self._chosen.clear()
-        self._chosen[origin] = chosen
-        return chosen
+            return self.configured or None
+        split = urllib.parse.urlsplit(url)
+        chosen = self._env.get(split.scheme) or self._env.get("all")
+        if not chosen or (split.hostname and _proxy_bypass(split.netloc, self._env)):
+            return None
+        return chosen if "://" in chosen else "http://" + chosen  # HTTPS_PROXY=host:port, as curl and httpx accept
 
     def describe(self) -> str:
         """What is in use, without credentials (status, logs)."""
@@ -160,25 +152,6 @@ def _split(total: int, parts: int) -> list[int]:
 # adds Host and Content-Length). No cookies: the APIs need none, and one
 # user's cookie must not ride along with another's call.
 DEFAULT_HEADERS = {"user-agent": f"claifd/{__version__}", "accept": "*/*", "accept-encoding": "gzip, deflate"}
-
-
-class UpstreamResponse(Protocol):
-    """What a lane's `send` returns, on either transport (a `BoundedBody`):
-    the body unread until `aread` (which releases the connection) or
-    `aiter_text`; `aclose` always, which closes a connection whose body was
-    not read to its end."""
-
-    @property
-    def status_code(self) -> int: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-    @property
-    def reason_phrase(self) -> str: ...
-    @property
-    def content(self) -> bytes: ...
-    async def aread(self) -> bytes: ...
-    def aiter_text(self) -> AsyncIterator[str]: ...
-    async def aclose(self) -> None: ...
 
 
 class StaleConnection(httpx.ReadError):
@@ -304,6 +277,12 @@ class BoundedBody:
             yield text
 
 
+# What a lane's `send` returns, on either transport: the body unread until
+# `aread` (which releases the connection) or `aiter_text`; `aclose` always,
+# which closes a connection whose body was not read to its end.
+UpstreamResponse = BoundedBody
+
+
 class Sender(Protocol):
     async def send(self, method: str, url: str, headers: Mapping[str, str],
                    content: bytes | None = None) -> BoundedBody: ...
@@ -314,20 +293,21 @@ T = TypeVar("T")
 
 
 class ParsedURLs(Generic[T]):
-    """Each URL parsed once (the providers send to a handful; parsing a
-    string costs ~10-20 us a request in httpx and yarl)."""
+    """What is derived from a URL, once per URL (the providers send to a
+    handful; parsing a string costs ~10-20 us a request in httpx and yarl)."""
 
     def __init__(self, parse: Callable[[str], T]) -> None:
         self._parse = parse
         self._parsed: dict[str, T] = {}
 
     def get(self, url: str) -> T:
-        parsed = self._parsed.get(url)
-        if parsed is None:
+        try:
+            return self._parsed[url]
+        except KeyError:  # (a result may be None: no proxy for that URL)
             if len(self._parsed) > 64:
                 self._parsed.clear()
             parsed = self._parsed[url] = self._parse(url)
-        return parsed
+            return parsed
 
 
 class HttpcoreResponse(BoundedBody):
@@ -432,13 +412,9 @@ class HttpcoreLane:
             if tls is None:
                 raise
             raise tls from exc
-        except httpx.RemoteProtocolError as exc:
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             if "too long" in str(exc):  # h11's bound on a head it is still reading
                 raise AnswerTooLarge(f"the answer's head passed {MAX_HEAD_BYTES} bytes ({exc})") from exc
-            if stale_connection(exc):
-                raise StaleConnection(str(exc) or "the server closed the connection") from exc
-            raise
-        except (httpx.ReadError, httpx.WriteError) as exc:
             if stale_connection(exc):
                 raise StaleConnection(str(exc) or "the server closed the connection") from exc
             raise
