@@ -46,8 +46,6 @@ demo: $(STAMP)
 
 test: $(STAMP) system-tools
 	$(PY) -m pytest
-	@echo "the upstream suite again on the other upstream client (pool.transport = httpcore):"
-	CLAIF_TEST_TRANSPORT=httpcore $(PY) -m pytest -q tests/test_upstream.py tests/test_cache_e2e.py
 
 # The unit checks need systemd's tools (systemd-analyze, systemd-socket-activate):
 # installed with apt when missing and run as root, else their tests say why they skip.

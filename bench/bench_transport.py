@@ -1,4 +1,4 @@
-"""The upstream clients (`pool.transport`: aiohttp, httpcore), all in one
+"""The upstream client (aiohttp; httpcore until it was measured out), all in one
 run, all against claif-sim over loopback HTTP. `BENCH_BEFORE=REV` adds the
 daemon of an earlier commit (its claifd/, claif_sim/ and client code, run
 from `git archive` in this venv) as one more variant: before and after, in
@@ -41,7 +41,7 @@ from _common import cpu_seconds, daemon, daemon_process, print_table, start_sim
 
 from claif_client import Client
 
-TRANSPORTS = ("aiohttp", "httpcore")
+TRANSPORTS = ("aiohttp",)
 BEFORE = os.environ.get("BENCH_BEFORE", "")
 # That commit's pool.transport (its default when unset).
 BEFORE_TRANSPORT = os.environ.get("BENCH_BEFORE_TRANSPORT", "")

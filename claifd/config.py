@@ -152,13 +152,14 @@ class ProvidersConfig(_Section):
 
 
 class PoolConfig(_Section):
-    # The upstream HTTP client: "aiohttp" (the faster, measured in
-    # bench/bench_transport.py) or "httpcore" (httpx's own); "auto" is aiohttp.
-    transport: Literal["auto", "aiohttp", "httpcore"] = "auto"
+    # The upstream HTTP client: aiohttp, the only one since httpx's httpcore
+    # was measured against it (bench/bench_transport.py); "auto" is aiohttp.
+    transport: Literal["auto", "aiohttp"] = "auto"
     max_connections: int = 100
     # A daemon sees bursts from many clients: keeping connections warm for
     # them is the point (idle ones still close after keepalive_expiry).
-    # httpcore only: aiohttp keeps every idle connection until keepalive_expiry.
+    # aiohttp keeps every idle connection until keepalive_expiry (it counts
+    # no idle ones); 0 turns keep-alive off.
     max_keepalive: int = 50
     keepalive_expiry: Duration = Duration(30.0)
     connect_timeout: Duration = Duration(10.0)

@@ -1,45 +1,36 @@
 """The daemon's one HTTP connection pool to the providers.
 
-Every upstream request from every client goes through the HTTP clients
-this object owns (aiohttp sessions, or httpx transports): connections are
-kept alive and reused across clients. It is created at start-up and closed
-at shutdown by the app.
+Every upstream request from every client goes through the aiohttp session
+this object owns (claifd/transport.py): connections are kept alive and
+reused across clients. It is created at start-up and closed at shutdown by
+the app; a configuration change builds a new session for new requests while
+the old one finishes the requests it carries.
 
-What the pool itself adds, the same on both lanes: the proxy each URL goes
-through (`Proxies`), the TLS context (`tls_context`), the limits on an
-answer (`BoundedBody`: its size after decompression, one stream line, its
-head, its deadline), a certificate failure told apart (`UpstreamTLSError`),
-and a kept-alive connection found dead replaced at once (`_Lane.send`).
+What the pool itself adds to aiohttp: the proxy each URL goes through
+(`Proxies`), the TLS context (`tls_context`), the limits on an answer
+(`BoundedBody`: its size after decompression, one stream line, its head),
+a certificate failure told apart (`UpstreamTLSError`), and a kept-alive
+connection found dead replaced at once (`_Lane.send`).
 
-Why lanes: httpcore's pool scans every connection it holds -- polling each
-idle socket -- whenever a request starts or ends, so its cost per request
-grows with the number of connections. At 50 concurrent requests that scan
-was most of the daemon's CPU (measured: 7.8 s of CPU for 1000 requests). The
-pool is therefore split into lanes of at most `LANE_CONNECTIONS` connections,
-each its own client; a request takes the least busy lane (the
-first on ties, so light traffic keeps reusing the same warm connections).
-The totals still honour `pool.max_connections` and `pool.max_keepalive`.
-
-Why lanes of our own and not `httpx.AsyncClient`: a lane is the small
-interface the providers call (`send` -> an `UpstreamResponse`: status,
-headers, `aread`, `aiter_text`, `aclose`). The httpcore lane sends a
-prebuilt `httpx.Request` straight to httpx's transport: the client's `send`
-wraps that in auth, redirect, cookie, event-hook and default-header handling
-the daemon never uses (measured at ~80 us of a ~340 us call against the
-simulator). The aiohttp lane (claifd/transport.py) talks to aiohttp without
-httpx's Request/Response layer at all (~135 us a call less). Failures are
-httpx's exceptions on both.
+Why aiohttp alone, and not httpx: measured side by side (bench/bench_transport.py),
+httpx's Request/Response layer costs ~75 us a call and its httpcore pool
+scans every connection it holds on each request (at concurrency 50 that
+scan was most of the daemon's CPU); a miss through the daemon on httpcore
+was 1.43 x a user's own direct httpx call, on aiohttp 0.92 x. httpcore also
+read an unrequested answer glued to a real one as the next answer, which
+no public interface can prevent. A lane is the daemon's own small interface
+(`Sender.send` -> an `UpstreamResponse`: status, headers, `aread`,
+`aiter_text`, `aclose`); failures are httpx's exceptions, the providers'
+one vocabulary for retry rules.
 """
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import os
 import ssl
 import urllib.parse
 import urllib.request
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Generic, Protocol, TypeVar
 
@@ -52,17 +43,10 @@ from . import __version__
 from .config import PoolConfig
 from .redaction import redact_url
 
-__all__ = ["AnswerTimeout", "AnswerTooLarge", "BoundedBody", "HttpPool", "LANE_CONNECTIONS", "ParsedURLs", "Proxies",
-           "StaleConnection", "UpstreamResponse", "UpstreamTLSError", "resolve_transport", "tls_context"]
+__all__ = ["AnswerTimeout", "AnswerTooLarge", "BoundedBody", "HttpPool", "ParsedURLs", "Proxies",
+           "StaleConnection", "UpstreamResponse", "UpstreamTLSError", "tls_context"]
 
 log = structlog.get_logger("claifd.pool")
-
-
-def resolve_transport(wanted: str) -> str:
-    """ "aiohttp" or "httpcore" for `pool.transport` (auto: aiohttp)."""
-    return "httpcore" if wanted == "httpcore" else "aiohttp"
-
-LANE_CONNECTIONS = 8
 
 
 class UpstreamTLSError(httpx.ConnectError):
@@ -142,12 +126,6 @@ class Proxies:
         return "environment: " + ", ".join(used) if used else "none"
 
 
-def _split(total: int, parts: int) -> list[int]:
-    """`total` spread over `parts` as evenly as whole numbers allow."""
-    base, extra = divmod(total, parts)
-    return [base + (1 if i < extra else 0) for i in range(parts)]
-
-
 # What every upstream request carries besides its provider's headers (httpx
 # adds Host and Content-Length). No cookies: the APIs need none, and one
 # user's cookie must not ride along with another's call.
@@ -189,11 +167,6 @@ MAX_SSE_LINE = 1024 * 1024
 # limits stop a longer one sooner, at a bounded cost).
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEAD_LINES = 128
-# What one step of inflating a body may produce (a bomb is inflated a step at
-# a time and stopped at pool.max_response_bytes).
-INFLATE_STEP = 64 * 1024
-
-
 def check_head(raw: Iterable[tuple[bytes, bytes]]) -> AnswerTooLarge | None:
     """An answer's header lines against MAX_HEAD_BYTES and MAX_HEAD_LINES."""
     lines = size = 0
@@ -310,125 +283,6 @@ class ParsedURLs(Generic[T]):
             return parsed
 
 
-class HttpcoreResponse(BoundedBody):
-    """An httpx answer, its body inflated here a step at a time (httpx would
-    inflate each chunk whole, however large it grows)."""
-
-    __slots__ = ("_response", "status_code", "headers", "reason_phrase", "_deadline")
-
-    def __init__(self, response: httpx.Response, max_bytes: int, deadline: float) -> None:
-        super().__init__(max_bytes, response.charset_encoding or "utf-8")
-        self._deadline = deadline  # the loop's clock: when the whole answer must be in
-        self._response = response
-        self.status_code = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-        self.reason_phrase = response.reason_phrase
-
-    async def _raw(self) -> AsyncIterator[bytes]:
-        """The body as sent, each piece read by the answer's deadline (the
-        read timeout bounds each gap; this, the answer as a whole)."""
-        raw = self._response.aiter_raw()
-        while True:
-            try:
-                async with asyncio.timeout_at(self._deadline):
-                    chunk = await anext(raw)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise AnswerTimeout("the answer took longer than pool.answer_timeout") from None
-            yield chunk
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        encoding = self.headers.get("content-encoding", "identity").strip().lower()
-        if encoding == "identity":
-            async for chunk in self._raw():
-                yield chunk
-            return
-        if encoding not in ("gzip", "deflate"):
-            self._abort()
-            raise httpx.DecodingError(f"the answer's content-encoding {encoding!r} was not asked for")
-        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-        inflater = None
-        produced = 0
-        async for data in self._raw():
-            if inflater is None and data:
-                # "deflate" without its zlib wrapper, as some servers send it.
-                inflater = zlib.decompressobj(wbits if encoding == "gzip" or data[0] & 0x0F == 8 else -zlib.MAX_WBITS)
-            while data and inflater is not None:
-                try:
-                    out = inflater.decompress(data, INFLATE_STEP)
-                except zlib.error as exc:
-                    self._abort()
-                    raise httpx.DecodingError(f"the answer's {encoding} body is broken: {exc}") from exc
-                data = inflater.unconsumed_tail
-                if inflater.eof and inflater.unused_data:  # a gzip of several members
-                    data, inflater = inflater.unused_data, zlib.decompressobj(wbits)
-                if out:
-                    yield out
-                    produced += len(out)
-                    if produced >= 16 * INFLATE_STEP:  # let the loop run between megabytes
-                        produced = 0
-                        await anyio.sleep(0)
-
-    def _abort(self) -> None:
-        """Nothing here: `aclose`, which every caller awaits, closes the
-        connection of a body not read to its end."""
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
-class HttpcoreLane:
-    """httpx's own transport (httpcore), sent a prebuilt request: one
-    transport for direct calls and one for each proxy in use."""
-
-    def __init__(self, make: Callable[[str | None], httpx.AsyncHTTPTransport], proxies: Proxies,
-                 timeout: httpx.Timeout, max_bytes: int, answer_timeout: float) -> None:
-        self._make = make
-        self._max_bytes = max_bytes
-        self._answer_timeout = answer_timeout
-        self._proxies = proxies
-        self._transports: dict[str | None, httpx.AsyncHTTPTransport] = {}
-        self.extensions = {"timeout": timeout.as_dict()}
-        self._urls = ParsedURLs(httpx.URL)
-
-    async def send(self, method: str, url: str, headers: Mapping[str, str],
-                   content: bytes | None = None) -> HttpcoreResponse:
-        proxy = self._proxies.for_url(url)
-        transport = self._transports.get(proxy)
-        if transport is None:
-            transport = self._transports[proxy] = self._make(proxy)
-        parsed = self._urls.get(url)
-        request = httpx.Request(method, parsed, headers=headers, content=content, extensions=self.extensions)
-        deadline = asyncio.get_running_loop().time() + self._answer_timeout
-        try:
-            # Interim answers (1xx) without end count here, with the head.
-            async with asyncio.timeout_at(deadline):
-                response = await transport.handle_async_request(request)
-        except TimeoutError:
-            raise AnswerTimeout("the answer's head took longer than pool.answer_timeout") from None
-        except httpx.ConnectError as exc:
-            tls = tls_error(exc, parsed.host)
-            if tls is None:
-                raise
-            raise tls from exc
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            if "too long" in str(exc):  # h11's bound on a head it is still reading
-                raise AnswerTooLarge(f"the answer's head passed {MAX_HEAD_BYTES} bytes ({exc})") from exc
-            if stale_connection(exc):
-                raise StaleConnection(str(exc) or "the server closed the connection") from exc
-            raise
-        too_large = check_head(response.headers.raw)
-        if too_large is not None:
-            await response.aclose()
-            raise too_large
-        return HttpcoreResponse(response, self._max_bytes, deadline)
-
-    async def aclose(self) -> None:
-        for transport in self._transports.values():
-            await transport.aclose()
-
-
 # How many kept-alive connections found dead one request may skip at once,
 # before its failure goes to the providers' retry policy (with its backoff).
 STALE_RETRIES = 2
@@ -467,20 +321,20 @@ class HttpPool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
         self._retired_stale = 0
-        self._lanes = self._build(config)
+        self._lane = self._build(config)
         self.generation = 1
         self._task_group: anyio.abc.TaskGroup | None = None
 
     def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Where retired lanes wait for their last request before closing."""
+        """Where a retired lane waits for its last request before closing."""
         self._task_group = task_group
 
-    def reconfigure(self, config: PoolConfig) -> list[_Lane]:
-        """New lanes for new requests (config reload); the old ones keep
-        serving the requests they carry and close when idle (once started),
-        so no request in flight fails. Returns the retired lanes."""
-        self._retired_stale += sum(lane.stale for lane in self._lanes)
-        retired, self._lanes = self._lanes, self._build(config)
+    def reconfigure(self, config: PoolConfig) -> _Lane:
+        """A new lane for new requests (config reload); the old one keeps
+        serving the requests it carries and closes when idle (once started),
+        so no request in flight fails. Returns the retired lane."""
+        self._retired_stale += self._lane.stale
+        retired, self._lane = self._lane, self._build(config)
         self.config = config
         self.generation += 1
         if self._task_group is not None:
@@ -488,18 +342,14 @@ class HttpPool:
         return retired
 
     @staticmethod
-    async def close_when_idle(lanes: list[_Lane], poll: float = 0.05) -> None:
-        while any(lane.in_flight for lane in lanes):
+    async def close_when_idle(lane: _Lane, poll: float = 0.05) -> None:
+        while lane.in_flight:
             await anyio.sleep(poll)
-        for lane in lanes:
-            await lane.sender.aclose()
+        await lane.sender.aclose()
 
-    def _build(self, config: PoolConfig) -> list[_Lane]:
-        total = max(1, config.max_connections)
-        lanes = -(-total // LANE_CONNECTIONS)
-        # One TLS context for every lane: building one loads the CA bundle,
-        # about 20 ms each.
-        tls = tls_context(config)
+    def _build(self, config: PoolConfig) -> _Lane:
+        from .transport import AiohttpLane  # imports aiohttp
+
         self.proxies = proxies = Proxies(config.proxy)
         timeout = httpx.Timeout(
             connect=float(config.connect_timeout),
@@ -507,32 +357,17 @@ class HttpPool:
             write=float(config.write_timeout),
             pool=float(config.pool_timeout),
         )
-        self.transport = resolve_transport(config.transport)
-        out = []
-        for connections, keepalive in zip(_split(total, lanes), _split(max(0, config.max_keepalive), lanes)):
-            sender: Sender
-            if self.transport == "aiohttp":
-                from .transport import AiohttpLane  # imports aiohttp: only when chosen
-
-                # aiohttp keeps every idle connection until keepalive_expiry
-                # (it has no separate keep-alive count).
-                sender = AiohttpLane(connections, float(config.keepalive_expiry), tls, timeout, proxies,
-                                     int(config.max_response_bytes), float(config.answer_timeout))
-            else:
-                limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
-                                      keepalive_expiry=float(config.keepalive_expiry))
-
-                def make(proxy: str | None, limits: httpx.Limits = limits) -> httpx.AsyncHTTPTransport:
-                    return httpx.AsyncHTTPTransport(limits=limits, verify=tls, proxy=proxy, trust_env=False)
-
-                sender = HttpcoreLane(make, proxies, timeout, int(config.max_response_bytes),
-                                      float(config.answer_timeout))
-            out.append(_Lane(sender, connections))
-        return out
+        connections = max(1, config.max_connections)
+        # aiohttp keeps every idle connection until keepalive_expiry (it has
+        # no count of idle ones): pool.max_keepalive 0 turns keep-alive off.
+        sender = AiohttpLane(connections, float(config.keepalive_expiry), tls_context(config), timeout, proxies,
+                             int(config.max_response_bytes), float(config.answer_timeout),
+                             keepalive=config.max_keepalive > 0)
+        return _Lane(sender, connections)
 
     def acquire(self) -> _Lane:
-        """The least busy lane, for one request; give it back with `release`."""
-        lane = min(self._lanes, key=_busy)
+        """The lane for one request; give it back with `release`."""
+        lane = self._lane
         lane.in_flight += 1
         return lane
 
@@ -543,32 +378,24 @@ class HttpPool:
     @property
     def stale_reconnects(self) -> int:
         """Requests sent again at once because their kept-alive connection was dead."""
-        return self._retired_stale + sum(lane.stale for lane in self._lanes)
+        return self._retired_stale + self._lane.stale
 
     @property
     def in_flight(self) -> int:
-        return sum(lane.in_flight for lane in self._lanes)
+        return self._lane.in_flight
 
     def stats(self) -> dict[str, int | str]:
-        stats: dict[str, int | str] = {
-            "transport": self.transport,
+        return {
+            "transport": "aiohttp",
             "generation": self.generation,
-            "lanes": len(self._lanes),
             "in_flight": self.in_flight,
-            "max_connections": sum(lane.max_connections for lane in self._lanes),
+            "max_connections": self._lane.max_connections,
             "proxy": self.proxies.describe(),
             "stale_reconnects": self.stale_reconnects,
         }
-        return stats
 
     async def aclose(self) -> None:
-        for lane in self._lanes:
-            await lane.sender.aclose()
+        await self._lane.sender.aclose()
 
     def __repr__(self) -> str:
-        return f"<HttpPool lanes={len(self._lanes)} in_flight={self.in_flight} max_connections={self.config.max_connections}>"
-
-
-def _busy(lane: _Lane) -> float:
-    # Fill ratio, so a smaller last lane is not overloaded.
-    return lane.in_flight / lane.max_connections
+        return f"<HttpPool in_flight={self.in_flight} max_connections={self.config.max_connections}>"

@@ -1,5 +1,5 @@
-"""The aiohttp lane (`pool.transport = aiohttp`, the default): upstream calls
-on aiohttp's C-accelerated client, without httpx's Request/Response layer.
+"""The aiohttp lane (`pool.transport`: aiohttp): upstream calls on aiohttp's
+C-accelerated client, without httpx's Request/Response layer.
 
 Why not httpx over an aiohttp transport (httpx-aiohttp, which the SDKs
 offer): measured side by side against `claif-sim --fast`, one call at a
@@ -8,11 +8,10 @@ nothing, and the adapter ~60 us more: httpx+aiohttp took ~265 us a call
 where aiohttp alone took ~130 us (bench/bench_transport.py, "legs"). That
 layer was the whole gap between a miss through the daemon and a user's own
 direct call. So a lane is the daemon's own small interface (`pool.Lane`:
-`send` -> an `UpstreamResponse`), and this one speaks aiohttp directly; the
-httpcore lane keeps httpx.
+`send` -> an `UpstreamResponse`), and this one speaks aiohttp directly.
 
-Failures are raised as the httpx exceptions the httpcore lane raises for the
-same event, so the providers' retry rules are one set for both:
+Failures are raised as the httpx exceptions httpx would raise for the same
+event, the providers' one vocabulary for their retry rules:
 
     aiohttp                                 httpx
     ClientConnectorError (refused, DNS)     ConnectError
@@ -20,10 +19,9 @@ same event, so the providers' retry rules are one set for both:
     SocketTimeoutError                      ReadTimeout
     ServerDisconnectedError, PayloadError   RemoteProtocolError
     other ClientOSError                     ReadError
-    asyncio.TimeoutError (total timeout)    ReadTimeout
+    asyncio.TimeoutError (total timeout)    ReadTimeout (AnswerTimeout)
+    the request unsent in write_timeout     WriteTimeout
     InvalidURL                              UnsupportedProtocol
-
-Imported when the aiohttp transport is chosen (it imports aiohttp).
 """
 
 from __future__ import annotations
@@ -36,6 +34,8 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 import httpx
 import structlog
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
 from aiohttp.http_exceptions import LineTooLong
 from yarl import URL
@@ -145,7 +145,26 @@ class _CheckedRequest(aiohttp.ClientRequest):
     bytes nobody asked for (an answer the server sent unrequested, after the
     last one or while the connection sat idle): aiohttp would read those as
     this request's answer. The connection is closed instead, and the request
-    goes on a fresh one at once (`StaleConnection`)."""
+    goes on a fresh one at once (`StaleConnection`).
+
+    Its body is written within `write_timeout` (aiohttp has no write
+    timeout, and starts the read timeout only once the body is out: a server
+    that never reads would hold the call until pool.answer_timeout). As in
+    httpx, the bound is on each write, and a request's body is one write."""
+
+    write_timeout = 30.0  # set per lane (`_request_class`)
+
+    async def write_bytes(self, writer: AbstractStreamWriter, conn: Connection,
+                          content_length: int | None = None) -> None:
+        protocol = conn.protocol
+        task = asyncio.current_task()
+        assert task is not None and protocol is not None
+        timer = asyncio.get_running_loop().call_later(self.write_timeout, _write_timed_out, task, protocol,
+                                                      self.write_timeout)
+        try:
+            await super().write_bytes(writer, conn, content_length)
+        finally:
+            timer.cancel()
 
     async def send(self, conn: Connection) -> aiohttp.ClientResponse:
         protocol = conn.protocol
@@ -157,19 +176,33 @@ class _CheckedRequest(aiohttp.ClientRequest):
         return await super().send(conn)
 
 
+def _write_timed_out(task: asyncio.Task[None], protocol: ResponseHandler, timeout: float) -> None:
+    """The request's body is still not out: the answer's reader gets
+    WriteTimeout, and the write is cancelled (aiohttp closes the connection)."""
+    protocol.set_exception(httpx.WriteTimeout(f"the request was not sent within pool.write_timeout ({timeout:g} s): "
+                                              "the upstream is not reading"))
+    task.cancel()
+
+
+def _request_class(write_timeout: float) -> type[_CheckedRequest]:
+    return type("CheckedRequest", (_CheckedRequest,), {"write_timeout": write_timeout})
+
+
 class AiohttpLane:
     """One aiohttp session (its own connector: `max_connections`, keep-alive
     expiry, TLS) and the timeouts of every request it sends."""
 
     def __init__(self, max_connections: int, keepalive_expiry: float, tls: ssl.SSLContext,
-                 timeout: httpx.Timeout, proxies: Proxies, max_bytes: int, answer_timeout: float) -> None:
+                 timeout: httpx.Timeout, proxies: Proxies, max_bytes: int, answer_timeout: float,
+                 keepalive: bool = True) -> None:
         self._max_bytes = max_bytes
-        self._limits = (max_connections, keepalive_expiry, tls)
+        self._limits = (max_connections, keepalive_expiry, tls, keepalive)
+        self._write_timeout = float(timeout.write or 30.0)
         self._proxies = proxies
         # Each proxy URL once: aiohttp wants its credentials apart.
         self._proxy_auth = ParsedURLs(_split_auth)
-        # aiohttp has no write timeout; connect covers the wait for a
-        # pooled connection as well (httpx's pool timeout).
+        # connect covers the wait for a pooled connection as well (httpx's
+        # pool timeout); the write timeout is the request's own (_CheckedRequest).
         # `total` is pool.answer_timeout: aiohttp's own deadline for the whole
         # answer, interim answers and the body read included.
         self._timeout = aiohttp.ClientTimeout(total=answer_timeout, sock_connect=timeout.connect,
@@ -178,13 +211,16 @@ class AiohttpLane:
         self._urls = ParsedURLs(URL)
 
     def _open(self) -> aiohttp.ClientSession:
-        connections, keepalive, tls = self._limits
-        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, keepalive_timeout=keepalive, ssl=tls)
+        connections, expiry, tls, keepalive = self._limits
+        if keepalive:
+            connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ssl=tls, keepalive_timeout=expiry)
+        else:  # pool.max_keepalive 0: a connection a request
+            connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ssl=tls, force_close=True)
         # No cookie jar: the APIs need none, and one user's cookie must not
         # ride along with another's call (the jar would also parse every answer).
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                                               auto_decompress=True, skip_auto_headers=("user-agent",),
-                                              request_class=_CheckedRequest)
+                                              request_class=_request_class(self._write_timeout))
         return self._session
 
     async def send(self, method: str, url: str, headers: Mapping[str, str],

@@ -136,9 +136,6 @@ def daemon_factory(short_tmp: Path) -> Iterator[callable]:  # type: ignore[valid
         home.mkdir()
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAIF_", "ANTHROPIC_", "OPENAI_"))}
         base_env.update(HOME=str(home), PYTHONUNBUFFERED="1")
-        # `make test` runs the upstream suite once more on the other transport.
-        if os.environ.get("CLAIF_TEST_TRANSPORT"):
-            base_env["CLAIF_POOL__TRANSPORT"] = os.environ["CLAIF_TEST_TRANSPORT"]
         base_env.update(env or {})
         d = DaemonProcess(
             home=home, socket=short_tmp / "run" / "d.sock", log_path=home / "daemon.log",

@@ -1,25 +1,28 @@
-"""Limits on everything an upstream sends, on both lanes, against small
+"""Limits on everything an upstream sends (and on a request it will not take), against small
 hostile servers on loopback: a body counted after decompression
 (`pool.max_response_bytes`: a gzip bomb stops there), one server-sent-events
 line, the head (its size and its lines). Each ends in a typed error that is
 not retried, the connection is closed, and the daemon's peak memory stays
-bounded (its VmHWM, asserted for the bomb and the header flood).
+bounded (its VmHWM, asserted for the bomb and the header flood). A server
+that never reads the request is a WriteTimeout within pool.write_timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from claif_client import Client, UpstreamError
 from claifd.pool import AnswerTimeout, AnswerTooLarge
 
 from .conftest import DaemonProcess
-from .test_transports import LANES, in_thread, make_pool, post, raw_server, read_request
+from .test_transports import in_thread, make_pool, post, raw_server, read_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MiB = 1024 * 1024
@@ -153,15 +156,14 @@ def peak_rss(d: DaemonProcess) -> int:
 # ------------------------------------------------------------- the lanes
 
 
-@pytest.mark.parametrize("transport", LANES)
 @pytest.mark.parametrize("handler", [_bomb, _big_chunked, _big_declared, _header_flood, _endless_header_line,
                                      _wide_head],
                          ids=["gzip-bomb", "64-MiB-body", "64-MiB-declared", "200k-header-lines", "endless-header-line",
                               "100-KiB-head"])
-def test_an_answer_past_a_limit_is_cut_there(transport: str, handler: Handler) -> None:
+def test_an_answer_past_a_limit_is_cut_there(handler: Handler) -> None:
     async def run() -> None:
         async with raw_server(handler) as url:
-            pool = make_pool(transport, max_response_bytes=8 * MiB)
+            pool = make_pool(max_response_bytes=8 * MiB)
             with pytest.raises(AnswerTooLarge):
                 await post(pool, url + "/x")
             await pool.aclose()
@@ -169,11 +171,10 @@ def test_an_answer_past_a_limit_is_cut_there(transport: str, handler: Handler) -
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_stream_line_that_never_ends_is_cut_at_a_mebibyte(transport: str) -> None:
+def test_a_stream_line_that_never_ends_is_cut_at_a_mebibyte() -> None:
     async def run() -> None:
         async with raw_server(_endless_sse_line) as url:
-            pool = make_pool(transport)
+            pool = make_pool()
             lane = pool.acquire()
             resp = await lane.send("POST", url + "/x", {"content-type": "application/json"}, b"{}")
             got = 0
@@ -188,14 +189,13 @@ def test_a_stream_line_that_never_ends_is_cut_at_a_mebibyte(transport: str) -> N
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_bomb_is_inflated_a_step_at_a_time(transport: str) -> None:
+def test_a_bomb_is_inflated_a_step_at_a_time() -> None:
     """No single step of inflating makes more than a mebibyte: the event loop
     runs between them (a step of ~1 ms), and the count stops the bomb."""
 
     async def run() -> None:
         async with raw_server(_bomb) as url:
-            pool = make_pool(transport)
+            pool = make_pool()
             lane = pool.acquire()
             resp = await lane.send("POST", url + "/x", {"content-type": "application/json"}, b"{}")
             largest = total = 0
@@ -215,15 +215,13 @@ def test_a_bomb_is_inflated_a_step_at_a_time(transport: str) -> None:
 # ------------------------------------------------------------ the daemon
 
 
-@pytest.mark.parametrize("transport", LANES)
 @pytest.mark.parametrize("handler, bound", [(_bomb, 300 * MiB), (_header_flood, 100 * MiB)],
                          ids=["2-GiB-gzip-bomb", "200k-header-lines"])
-def test_the_daemons_memory_stays_bounded(daemon_factory, handler: Handler, bound: int, transport: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_daemons_memory_stays_bounded(daemon_factory, handler: Handler, bound: int) -> None:  # type: ignore[no-untyped-def]
     gzip_bomb()  # made before the clock of any timeout starts
     with in_thread(raw_server(handler)) as url:
         d: DaemonProcess = daemon_factory(env={"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1",
-                                                "OPENAI_API_KEY": "sk-test-limits-0000",
-                                                "CLAIF_POOL__TRANSPORT": transport})
+                                                "OPENAI_API_KEY": "sk-test-limits-0000"})
         with Client(d.socket, timeout=60) as c:
             c.ping()
             before = peak_rss(d)
@@ -231,7 +229,7 @@ def test_the_daemons_memory_stays_bounded(daemon_factory, handler: Handler, boun
                 c.complete("a big answer", model="openai/gpt-4o-mini")
             assert "connection was closed" in str(cut.value)
             grew = peak_rss(d) - before
-            print(f"{transport}: peak RSS grew {grew / MiB:.1f} MiB")
+            print(f"peak RSS grew {grew / MiB:.1f} MiB")
             assert grew <= bound, f"peak RSS grew {grew / MiB:.0f} MiB"
             assert c.status()["upstream"]["retries"] == 0  # a limit is not retried
             assert c.complete("still serving", model="echo/x").text == "echo: still serving"
@@ -265,17 +263,47 @@ async def _continue_forever(reader: asyncio.StreamReader, writer: asyncio.Stream
         pass
 
 
-@pytest.mark.parametrize("transport", LANES)
 @pytest.mark.parametrize("handler", [_drip, _continue_forever], ids=["drip", "100-continue-forever"])
-def test_the_whole_answer_has_a_deadline(transport: str, handler: Handler) -> None:
+def test_the_whole_answer_has_a_deadline(handler: Handler) -> None:
     async def run() -> None:
         async with raw_server(handler) as url:
-            pool = make_pool(transport, read_timeout=0.5, answer_timeout=1.0)
+            pool = make_pool(read_timeout=0.5, answer_timeout=1.0)
             started = asyncio.get_running_loop().time()
             with pytest.raises(AnswerTimeout):
                 await asyncio.wait_for(post(pool, url + "/x"), 5)  # a TimeoutError here: no deadline
             took = asyncio.get_running_loop().time() - started
             assert 0.9 < took < 3.0, took
             await pool.aclose()
+
+    asyncio.run(run())
+
+
+# ------------------------------------------------------- a peer that never reads
+
+
+def test_a_server_that_never_reads_is_a_write_timeout() -> None:
+    """The request's 64 MiB body cannot all go out: the server accepts the
+    connection and never reads. The write timeout ends the call (the read
+    timeout, far longer here, never started: the request was not sent)."""
+
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+        writer.close()
+
+    async def run() -> None:
+        server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
+        for sock in server.sockets:  # a small receive window, so the sender fills it soon
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        pool = make_pool(write_timeout=0.5, read_timeout=60, answer_timeout=60)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(httpx.WriteTimeout, match="write_timeout"):
+            await asyncio.wait_for(post(pool, url + "/x", b"x" * (64 * MiB)), 10)  # a TimeoutError: no write timeout
+        took = loop.time() - started
+        assert 0.4 < took < 3.0, took
+        # The lane still serves: a fresh connection for the next call.
+        await pool.aclose()
+        server.close()
 
     asyncio.run(run())

@@ -23,7 +23,7 @@ import trustme
 from claif_client import Client, TlsError
 
 from .conftest import DaemonProcess, Sim
-from .test_transports import LANES, in_thread, make_pool, post, raw_server, read_request
+from .test_transports import in_thread, make_pool, post, raw_server, read_request
 
 USER, PASSWORD = "proxyuser", "s3cret-proxy-pass"
 
@@ -161,13 +161,12 @@ def blocking_tls_server(tls: ssl.SSLContext) -> Iterator[str]:
 # ------------------------------------------------------------------ proxies
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_an_http_upstream_goes_through_the_environments_proxy(sim: Sim, transport: str,
+def test_an_http_upstream_goes_through_the_environments_proxy(sim: Sim,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     async def run() -> None:
         async with forward_proxy() as (proxy, url):
             monkeypatch.setenv("HTTP_PROXY", url)  # loopback is not exempt: NO_PROXY does not name it
-            pool = make_pool(transport)
+            pool = make_pool()
             assert pool.stats()["proxy"] == f"environment: HTTP_PROXY={url}"
             for _ in range(2):
                 status, body = await post(pool, sim.url + "/v1/chat/completions")
@@ -178,14 +177,13 @@ def test_an_http_upstream_goes_through_the_environments_proxy(sim: Sim, transpor
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_an_https_upstream_goes_through_connect_with_credentials(ca: trustme.CA, tmp_path: Path, transport: str,
+def test_an_https_upstream_goes_through_connect_with_credentials(ca: trustme.CA, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     async def run() -> None:
         async with raw_server(_echo, tls=server_tls(ca)) as url, \
                 forward_proxy(f"{USER}:{PASSWORD}") as (proxy, proxy_url):
             monkeypatch.setenv("HTTPS_PROXY", proxy_url)
-            pool = make_pool(transport, ca_file=str(tmp_path / "ca.pem"))
+            pool = make_pool(ca_file=str(tmp_path / "ca.pem"))
             assert PASSWORD not in str(pool.stats()["proxy"]) and USER in str(pool.stats()["proxy"])
             assert await post(pool, url + "/echo", b"through the tunnel") == (200, b"through the tunnel")
             assert await post(pool, url + "/echo", b"again") == (200, b"again")
@@ -196,23 +194,22 @@ def test_an_https_upstream_goes_through_connect_with_credentials(ca: trustme.CA,
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_no_proxy_and_pool_proxy_decide_over_the_environment(sim: Sim, transport: str,
+def test_no_proxy_and_pool_proxy_decide_over_the_environment(sim: Sim,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     async def run() -> None:
         async with forward_proxy() as (proxy, url), forward_proxy() as (other, other_url):
             monkeypatch.setenv("HTTP_PROXY", url)
             monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
-            pool = make_pool(transport)
+            pool = make_pool()
             assert (await post(pool, sim.url + "/v1/chat/completions"))[0] == 200
             await pool.aclose()
             assert proxy.seen == []  # NO_PROXY names the host: direct
-            pool = make_pool(transport, proxy=other_url)  # pool.proxy overrides the environment, NO_PROXY too
+            pool = make_pool(proxy=other_url)  # pool.proxy overrides the environment, NO_PROXY too
             assert (await post(pool, sim.url + "/v1/chat/completions"))[0] == 200
             await pool.aclose()
             assert proxy.seen == [] and len(other.seen) == 1
             monkeypatch.delenv("NO_PROXY")
-            pool = make_pool(transport, proxy="")  # "" means none, whatever the environment says
+            pool = make_pool(proxy="")  # "" means none, whatever the environment says
             assert pool.stats()["proxy"] == "none"
             assert (await post(pool, sim.url + "/v1/chat/completions"))[0] == 200
             await pool.aclose()
@@ -239,36 +236,34 @@ def test_the_daemon_uses_its_environments_proxy_and_redacts_it(daemon_factory, s
 # --------------------------------------------------------------------- TLS
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_company_ca_from_pool_ca_file(ca: trustme.CA, tmp_path: Path, transport: str) -> None:
+def test_a_company_ca_from_pool_ca_file(ca: trustme.CA, tmp_path: Path) -> None:
     async def run() -> None:
         async with raw_server(_echo, tls=server_tls(ca)) as url:
-            pool = make_pool(transport)  # the default store alone does not know the CA
+            pool = make_pool()  # the default store alone does not know the CA
             with pytest.raises(Exception) as refused:
                 await post(pool, url + "/echo", b"x")
             assert "UpstreamTLSError" in type(refused.value).__name__ and "127.0.0.1" in str(refused.value)
             await pool.aclose()
-            pool = make_pool(transport, ca_file=str(tmp_path / "ca.pem"))
+            pool = make_pool(ca_file=str(tmp_path / "ca.pem"))
             assert await post(pool, url + "/echo", b"trusted") == (200, b"trusted")
             await pool.aclose()
-            pool = make_pool(transport, verify=False)
+            pool = make_pool(verify=False)
             assert await post(pool, url + "/echo", b"unchecked") == (200, b"unchecked")
             await pool.aclose()
 
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_client_certificate_for_mtls(ca: trustme.CA, tmp_path: Path, transport: str) -> None:
+def test_a_client_certificate_for_mtls(ca: trustme.CA, tmp_path: Path) -> None:
     mine = ca.issue_cert("claifd@example.com")
     mine.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
 
     async def run() -> None:
         with blocking_tls_server(server_tls(ca, want_client_cert=True)) as url:
-            pool = make_pool(transport, ca_file=str(tmp_path / "ca.pem"), client_cert=str(tmp_path / "client.pem"))
+            pool = make_pool(ca_file=str(tmp_path / "ca.pem"), client_cert=str(tmp_path / "client.pem"))
             assert await post(pool, url + "/echo", b"mutual") == (200, b"mutual")
             await pool.aclose()
-            pool = make_pool(transport, ca_file=str(tmp_path / "ca.pem"))  # no certificate of ours
+            pool = make_pool(ca_file=str(tmp_path / "ca.pem"))  # no certificate of ours
             with pytest.raises(Exception) as refused:
                 await post(pool, url + "/echo", b"x")
             await pool.aclose()

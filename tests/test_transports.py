@@ -1,8 +1,9 @@
-"""The upstream lanes themselves (`pool.transport`: aiohttp, httpcore), each against the simulator and against small HTTP servers that
-misbehave on purpose, over real loopback sockets.
+"""The upstream lane itself (aiohttp, under the pool), against the simulator
+and against small HTTP servers that misbehave on purpose, over real loopback
+sockets.
 
 The daemon-level suites (test_upstream, test_cache_e2e) show what the
-providers do with each lane; these show the lane's own promises: kept-alive
+providers do with the lane; these show the lane's own promises: kept-alive
 connections reused and expired, the connection limit, the timeouts, the
 failures typed as httpx's, a half-read answer closing its connection, and
 HTTP's framings (chunked, read-until-close, interim answers, gzip) and TLS.
@@ -32,15 +33,14 @@ from claifd.pool import HttpPool
 
 from .conftest import Sim
 
-LANES = ["aiohttp", "httpcore"]
 BODY = msgspec.json.encode({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi lane"}]})
 HEADERS = {"authorization": "Bearer sk-lane", "content-type": "application/json"}
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def make_pool(transport: str, **settings: object) -> HttpPool:
-    return HttpPool(build_config({"pool": {"transport": transport, **settings}}).pool)
+def make_pool(**settings: object) -> HttpPool:
+    return HttpPool(build_config({"pool": settings}).pool)
 
 
 async def post(pool: HttpPool, url: str, body: bytes = BODY) -> tuple[int, bytes]:
@@ -98,10 +98,9 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_kept_alive_connections_are_reused(sim: Sim, transport: str) -> None:
+def test_kept_alive_connections_are_reused(sim: Sim) -> None:
     async def run() -> None:
-        pool = make_pool(transport)
+        pool = make_pool()
         for _ in range(20):
             status, body = await post(pool, sim.url + "/v1/chat/completions")
             assert status == 200 and b"Simulated reply to: hi lane" in body
@@ -112,12 +111,11 @@ def test_kept_alive_connections_are_reused(sim: Sim, transport: str) -> None:
     assert stats["requests"] == 20 and stats["connections_opened"] == 1, stats
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_the_connection_limit_holds_and_waiters_get_a_turn(sim: Sim, transport: str) -> None:
+def test_the_connection_limit_holds_and_waiters_get_a_turn(sim: Sim) -> None:
     sim.configure(latency_ms=150)
 
     async def run() -> None:
-        pool = make_pool(transport, max_connections=2)
+        pool = make_pool(max_connections=2)
         results = await asyncio.gather(*[post(pool, sim.url + "/v1/chat/completions") for _ in range(6)])
         assert [status for status, _ in results] == [200] * 6
         await pool.aclose()
@@ -127,12 +125,11 @@ def test_the_connection_limit_holds_and_waiters_get_a_turn(sim: Sim, transport: 
     assert stats["requests"] == 6 and stats["connections_opened"] == 2, stats
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_silent_upstream_is_a_read_timeout(sim: Sim, transport: str) -> None:
+def test_a_silent_upstream_is_a_read_timeout(sim: Sim) -> None:
     sim.configure(hold=True)
 
     async def run() -> None:
-        pool = make_pool(transport, read_timeout=0.3)
+        pool = make_pool(read_timeout=0.3)
         started = asyncio.get_running_loop().time()
         with pytest.raises(httpx.ReadTimeout):
             await asyncio.wait_for(post(pool, sim.url + "/v1/chat/completions"), 5)
@@ -145,14 +142,13 @@ def test_a_silent_upstream_is_a_read_timeout(sim: Sim, transport: str) -> None:
         sim.http.post("/_sim/release")
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_refused_connection_is_a_connect_error(transport: str) -> None:
+def test_a_refused_connection_is_a_connect_error() -> None:
     async def run() -> None:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        pool = make_pool(transport)
+        pool = make_pool()
         for _ in range(3):
             with pytest.raises(httpx.ConnectError):
                 await post(pool, f"http://127.0.0.1:{port}/v1/chat/completions")
@@ -161,14 +157,13 @@ def test_a_refused_connection_is_a_connect_error(transport: str) -> None:
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_tls_handshake_that_never_ends_is_a_connect_timeout(transport: str) -> None:
+def test_a_tls_handshake_that_never_ends_is_a_connect_timeout() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # accepts, never answers the ClientHello
 
     async def run() -> None:
         async with raw_server(silent) as url:
-            pool = make_pool(transport, connect_timeout=0.3)
+            pool = make_pool(connect_timeout=0.3)
             with pytest.raises(httpx.ConnectTimeout):
                 await post(pool, url.replace("http://", "https://") + "/x")
             await pool.aclose()
@@ -176,16 +171,15 @@ def test_a_tls_handshake_that_never_ends_is_a_connect_timeout(transport: str) ->
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_waiting_too_long_for_a_free_connection_is_a_timeout(sim: Sim, transport: str) -> None:
+def test_waiting_too_long_for_a_free_connection_is_a_timeout(sim: Sim) -> None:
     sim.configure(latency_ms=800)
 
     async def run() -> None:
-        pool = make_pool(transport, max_connections=1, pool_timeout=0.2)
+        pool = make_pool(max_connections=1, pool_timeout=0.2)
         first = asyncio.ensure_future(post(pool, sim.url + "/v1/chat/completions"))
         await asyncio.sleep(0.1)
         # aiohttp counts the wait for a pooled connection as connecting.
-        with pytest.raises(httpx.PoolTimeout if transport != "aiohttp" else httpx.ConnectTimeout):
+        with pytest.raises(httpx.ConnectTimeout):
             await post(pool, sim.url + "/v1/chat/completions")
         assert (await first)[0] == 200
         await pool.aclose()
@@ -193,14 +187,13 @@ def test_waiting_too_long_for_a_free_connection_is_a_timeout(sim: Sim, transport
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_an_answer_closed_half_read_closes_its_connection(sim: Sim, transport: str) -> None:
+def test_an_answer_closed_half_read_closes_its_connection(sim: Sim) -> None:
     sim.configure(token_delay_ms=50)
     stream = msgspec.json.encode({"model": "m", "stream": True, "messages": [
         {"role": "user", "content": "one two three four five six seven eight nine ten"}]})
 
     async def run() -> None:
-        pool = make_pool(transport)
+        pool = make_pool()
         lane = pool.acquire()
         resp = await lane.send("POST", sim.url + "/v1/chat/completions", HEADERS, stream)
         async for text in resp.aiter_text():
@@ -262,13 +255,12 @@ async def _raw_deflate(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         await writer.drain()
 
 
-@pytest.mark.parametrize("transport", LANES)
 @pytest.mark.parametrize("handler", [_chunked, _until_close, _interim_then_gzip, _raw_deflate],
                          ids=["chunked", "until-close", "interim-and-gzip", "raw-deflate"])
-def test_http_framings(transport: str, handler: Handler) -> None:
+def test_http_framings(handler: Handler) -> None:
     async def run() -> None:
         async with raw_server(handler) as url:
-            pool = make_pool(transport)
+            pool = make_pool()
             for _ in range(2):  # the second on a reused connection, or a new one after a close
                 status, body = await post(pool, url + "/x")
                 assert status == 200 and msgspec.json.decode(body) == {"a": 12}
@@ -296,12 +288,11 @@ async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     writer.close()
 
 
-@pytest.mark.parametrize("transport", LANES)
 @pytest.mark.parametrize("handler", [_malformed, _cut_mid_body, _hang_up], ids=["malformed", "cut-mid-body", "hang-up"])
-def test_broken_answers_are_protocol_errors(transport: str, handler: Handler) -> None:
+def test_broken_answers_are_protocol_errors(handler: Handler) -> None:
     async def run() -> None:
         async with raw_server(handler) as url:
-            pool = make_pool(transport)
+            pool = make_pool()
             with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
                 await post(pool, url + "/x")
             await pool.aclose()
@@ -309,8 +300,7 @@ def test_broken_answers_are_protocol_errors(transport: str, handler: Handler) ->
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_connection_the_server_closed_while_idle_is_not_reused(transport: str) -> None:
+def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
     connections = 0
 
     async def close_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -324,7 +314,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(transport: str)
 
     async def run() -> None:
         async with raw_server(close_after_answer) as url:
-            pool = make_pool(transport)
+            pool = make_pool()
             for _ in range(3):
                 assert await post(pool, url + "/x") == (200, b"ok")
                 await asyncio.sleep(0.1)
@@ -334,16 +324,14 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(transport: str)
     assert connections == 3
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_idle_connections_close_after_keepalive_expiry(sim: Sim, transport: str) -> None:
+def test_idle_connections_close_after_keepalive_expiry(sim: Sim) -> None:
     async def run() -> None:
-        pool = make_pool(transport, keepalive_expiry=0.2)
+        pool = make_pool(keepalive_expiry=0.2)
         before = sim.stats()["connections_open"]  # the stats client's own
         await post(pool, sim.url + "/v1/chat/completions")
         await asyncio.sleep(0.5)
-        if transport == "aiohttp":  # httpcore closes an expired connection at its next use
-            stats = sim.stats()
-            assert stats["connections_open"] == before, stats
+        stats = sim.stats()
+        assert stats["connections_open"] == before, stats
         await post(pool, sim.url + "/v1/chat/completions")
         await pool.aclose()
 
@@ -351,10 +339,21 @@ def test_idle_connections_close_after_keepalive_expiry(sim: Sim, transport: str)
     assert sim.stats()["connections_opened"] == 2
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_header_that_would_split_the_request_is_refused(sim: Sim, transport: str) -> None:
+def test_max_keepalive_zero_opens_a_connection_a_request(sim: Sim) -> None:
     async def run() -> None:
-        pool = make_pool(transport)
+        pool = make_pool(max_keepalive=0)
+        for _ in range(3):
+            assert (await post(pool, sim.url + "/v1/chat/completions"))[0] == 200
+        await pool.aclose()
+
+    before = sim.stats()["connections_opened"]
+    asyncio.run(run())
+    assert sim.stats()["connections_opened"] - before == 3  # the stats client keeps its one
+
+
+def test_a_header_that_would_split_the_request_is_refused(sim: Sim) -> None:
+    async def run() -> None:
+        pool = make_pool()
         lane = pool.acquire()
         with pytest.raises((httpx.LocalProtocolError, ValueError)):
             await lane.send("POST", sim.url + "/v1/chat/completions",
@@ -366,8 +365,7 @@ def test_a_header_that_would_split_the_request_is_refused(sim: Sim, transport: s
     assert sim.stats()["requests"] == 0
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_tls(transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = trustme.CA()
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_tls)
@@ -385,7 +383,7 @@ def test_tls(transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     async def run() -> None:
         async with raw_server(answer, tls=server_tls) as url:
-            pool = make_pool(transport)
+            pool = make_pool()
             assert await post(pool, url + "/echo", b"over tls") == (200, b"over tls")
             assert await post(pool, url + "/echo", b"again") == (200, b"again")
             await pool.aclose()
@@ -393,8 +391,7 @@ def test_tls(transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_slow_reader_of_a_big_stream_is_no_read_timeout(transport: str) -> None:
+def test_a_slow_reader_of_a_big_stream_is_no_read_timeout() -> None:
     """The upstream sends 4 MiB at once; the reader stops for twice the read
     timeout after its first piece (reading pauses while it lags). No byte is
     lost, and the read timeout counts from the last byte the socket gave,
@@ -410,7 +407,7 @@ def test_a_slow_reader_of_a_big_stream_is_no_read_timeout(transport: str) -> Non
 
     async def run() -> None:
         async with raw_server(flood) as url:
-            pool = make_pool(transport, read_timeout=0.3)
+            pool = make_pool(read_timeout=0.3)
             lane = pool.acquire()
             resp = await lane.send("POST", url + "/x", HEADERS, BODY)
             got = []
@@ -430,8 +427,7 @@ def test_a_slow_reader_of_a_big_stream_is_no_read_timeout(transport: str) -> Non
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_a_kept_alive_connection_found_dead_is_replaced_at_once(transport: str) -> None:
+def test_a_kept_alive_connection_found_dead_is_replaced_at_once() -> None:
     """The server answers the first request on a connection and closes on the
     second without a byte (the idle-timeout race, every time): the request is
     sent again at once on a new connection, no backoff."""
@@ -451,7 +447,7 @@ def test_a_kept_alive_connection_found_dead_is_replaced_at_once(transport: str) 
 
     async def run() -> None:
         async with raw_server(one_answer_per_connection) as url:
-            pool = make_pool(transport)
+            pool = make_pool()
             started = asyncio.get_running_loop().time()
             for _ in range(4):
                 assert await post(pool, url + "/x") == (200, b"ok")
@@ -463,8 +459,7 @@ def test_a_kept_alive_connection_found_dead_is_replaced_at_once(transport: str) 
     assert connections == 4  # the first, and a new one for each reuse found dead
 
 
-@pytest.mark.parametrize("transport", LANES)
-def test_idle_connections_closed_by_the_server_cost_no_backoff(daemon_factory, transport: str) -> None:  # type: ignore[no-untyped-def]
+def test_idle_connections_closed_by_the_server_cost_no_backoff(daemon_factory) -> None:  # type: ignore[no-untyped-def]
     """A server that closes idle connections after 1 s, called every ~1 s
     (the reuse races the close): every call answered, 0 backoff retries."""
 
@@ -486,8 +481,7 @@ def test_idle_connections_closed_by_the_server_cost_no_backoff(daemon_factory, t
 
     with in_thread(raw_server(idle_timeout)) as url:
         d = daemon_factory(env={"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1",
-                                "OPENAI_API_KEY": "sk-test-stale-0000", "CLAIF_HEALTH__INTERVAL": "3600",
-                                "CLAIF_POOL__TRANSPORT": transport})
+                                "OPENAI_API_KEY": "sk-test-stale-0000", "CLAIF_HEALTH__INTERVAL": "3600"})
         with Client(d.socket) as c:
             for i in range(5):
                 c.complete(f"call {i}", model="openai/m", cache=False)
@@ -523,15 +517,11 @@ def _stray_server(glued: bool) -> Handler:
     return handler
 
 
-@pytest.mark.parametrize("transport, glued", [("aiohttp", True), ("aiohttp", False), ("httpcore", False)],
-                         ids=["aiohttp-glued", "aiohttp-50ms-later", "httpcore-50ms-later"])
-def test_an_answer_nobody_asked_for_is_never_served(transport: str, glued: bool) -> None:
-    """(httpcore keeps a stray answer glued to the real one in h11's buffer and
-    reads it as the next answer: a gap of that lane, see the README.)"""
-
+@pytest.mark.parametrize("glued", [True, False], ids=["glued", "50ms-later"])
+def test_an_answer_nobody_asked_for_is_never_served(glued: bool) -> None:
     async def run() -> None:
         async with raw_server(_stray_server(glued)) as url:
-            pool = make_pool(transport)
+            pool = make_pool()
             for i in range(6):
                 assert await post(pool, url + "/x", b"asked %d" % i) == (200, b"asked %d" % i)
                 await asyncio.sleep(0.1)  # the late stray answer is in by now

@@ -307,8 +307,8 @@ class HttpProvider:
     async def _consume(self, resp: UpstreamResponse, model: str, on_delta: DeltaCallback) -> CompletionResponse:
         assembler = self.assembler(model)
         try:
-            # EventSource reads only `headers` and `aiter_text()`, which every
-            # lane's response has (an httpx.Response on the httpcore lane).
+            # EventSource reads only `headers` and `aiter_text()`, which the
+            # lane's response has.
             async for event in EventSource(cast(httpx.Response, resp)).aiter_sse():
                 text = assembler.feed(event)
                 if text:
