@@ -154,3 +154,19 @@ def cpu_seconds(proc: Any) -> float:
     """User + system CPU seconds of a psutil.Process so far."""
     times = proc.cpu_times()
     return float(times.user + times.system)
+
+
+_TREES: dict[str, str] = {}
+
+
+def code_of(rev: str) -> dict[str, str]:
+    """The environment that runs an earlier commit's daemon (its claifd/,
+    claif_sim/ and client code, unpacked once from `git archive` and put
+    first on PYTHONPATH) in this venv: a "before" in the same run."""
+    if rev not in _TREES:
+        tmp = tempfile.mkdtemp(prefix="claif-before-")
+        archive = subprocess.run(["git", "archive", rev, "claifd", "claif_sim", "client/claif_client"],
+                                 check=True, capture_output=True, cwd=ROOT).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        _TREES[rev] = tmp
+    return {"PYTHONPATH": f"{_TREES[rev]}:{_TREES[rev]}/client"}

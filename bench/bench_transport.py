@@ -37,7 +37,7 @@ import anyio
 import httpx
 import msgspec
 import psutil
-from _common import cpu_seconds, daemon, daemon_process, print_table, start_sim
+from _common import code_of, cpu_seconds, daemon, daemon_process, print_table, start_sim
 
 from claif_client import Client
 
@@ -59,29 +59,12 @@ def sim_post(url: str, path: str, doc: object) -> None:
 def env_for(url: str, transport: str, **extra: str) -> dict[str, str]:
     env = {"CLAIF_PROVIDERS__OPENAI__BASE_URL": url + "/v1", "OPENAI_API_KEY": "sk-bench", **extra}
     if transport.startswith("before"):
-        env["PYTHONPATH"] = f"{before_tree()}:{before_tree()}/client"  # the earlier commit's code
+        env.update(code_of(BEFORE))  # the earlier commit's code
         if BEFORE_TRANSPORT:
             env["CLAIF_POOL__TRANSPORT"] = BEFORE_TRANSPORT
     else:
         env["CLAIF_POOL__TRANSPORT"] = transport
     return env
-
-
-_BEFORE_TREE: list[str] = []
-
-
-def before_tree() -> str:
-    """BENCH_BEFORE's code, unpacked once into a temporary directory."""
-    if not _BEFORE_TREE:
-        import subprocess
-        import tempfile
-
-        tmp = tempfile.mkdtemp(prefix="claif-before-")
-        archive = subprocess.run(["git", "archive", BEFORE, "claifd", "claif_sim", "client/claif_client"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        _BEFORE_TREE.append(tmp)
-    return _BEFORE_TREE[0]
 
 
 def variants() -> tuple[str, ...]:
