@@ -163,7 +163,7 @@ class Completions:
         key = self.hot_key(msg.request)
         if key is not None and (entry := self.cache.lookup_memory(key)) is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry))
-            self.record_hit(entry, started)
+            self._record_hit(entry, started)
             return None
         try:
             request = _request_decoder.decode(msg.request)
@@ -172,48 +172,35 @@ class Completions:
                                  started)
         complete = Complete(id=msg.id, request=request, stream=msg.stream)
         if request.session is not None:
-            conn.start(complete, self.session_task, None, self.request_timeout(request))
+            conn.start(complete, self.session_task, None, self.request_timeout(request), recorded=True)
             return None
         try:
             prepared = self.prepare(request)
         except ClaifdError as exc:  # anything else is the server's to log as internal
             return self._refused(error_frame(msg.id, exc), started)
         self.remember_key(msg.request, prepared)
-        entry = self.cached_reply(prepared)
+        entry = self.try_hit(prepared, started)
         if entry is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry, prepared.optimized))
-            self.record_hit(entry, started)
             return None
-        conn.start(complete, self.complete_task, prepared, prepared.timeout)
+        conn.start(complete, self.complete_task, prepared, prepared.timeout, recorded=True)
         return None
 
-    def record_hit(self, entry: MemEntry, started: float) -> None:
-        perf = self.perf
-        if perf.enabled:
-            provider, model = perf.labels(entry.model)
-            seconds = time.perf_counter() - started
-            perf.request("complete", provider, model, "cached-exact", seconds)
-            perf.completion("complete", provider, model, "cached-exact", seconds, entry.input_tokens,
-                            entry.output_tokens)
-
     def _refused(self, error: Error, started: float) -> Error:
-        self.perf.request("complete", "", "", error.code, time.perf_counter() - started)
+        self.refused(error.code, started)
         return error
 
-    async def complete_task(self, msg: Complete, conn: Conn, prepared: Prepared) -> Done:
-        if not msg.stream:
-            return Done(id=msg.id, response=await self.complete(prepared, memory_probed=True))
+    async def complete_task(self, msg: Complete, conn: Conn, prepared: Prepared) -> None:
+        on_delta = None
+        if msg.stream:
 
-        first = True
+            async def on_delta(text: str) -> None:
+                await conn.send(Chunk(id=msg.id, text=text))
 
-        async def on_delta(text: str) -> None:
-            nonlocal first
-            if first:
-                first = False
-                self.perf.first_token(prepared.provider.name, prepared.model, time.perf_counter() - prepared.started)
-            await conn.send(Chunk(id=msg.id, text=text))
+        async def deliver(response: CompletionResponse) -> None:
+            await conn.send(Done(id=msg.id, response=response))
 
-        return Done(id=msg.id, response=await self.stream(prepared, on_delta, memory_probed=True))
+        await self.run(prepared, on_delta, memory_probed=True, deliver=deliver)
 
     async def session_task(self, msg: Complete, conn: Conn, _: None) -> Done:
         on_delta = None
@@ -293,59 +280,100 @@ class Completions:
             self._hot_keys.clear()
         self._hot_keys[bytes(raw)] = prepared.key
 
-    def cached_reply(self, prepared: Prepared) -> MemEntry | None:
-        """A memory-tier hit for `prepared`, without blocking (the hot path)."""
+    # ------------------------------------------- the pipeline, for every front
+
+    def try_hit(self, prepared: Prepared, started: float) -> MemEntry | None:
+        """The synchronous fast path: a memory-tier hit for `prepared`,
+        recorded (metrics, request log), or None. No I/O, no await."""
         if prepared.key is None or prepared.mode == "refresh":
             return None
-        return self.cache.lookup_memory(prepared.key)
+        entry = self.cache.lookup_memory(prepared.key)
+        if entry is not None:
+            self._record_hit(entry, started)
+        return entry
 
-    # ------------------------------------------------------------- running
+    def _record_hit(self, entry: MemEntry, started: float) -> None:
+        perf = self.perf
+        if perf.enabled:
+            provider, model = perf.labels(entry.model)
+            self._record(provider, model, "cached-exact", time.perf_counter() - started, entry.input_tokens,
+                         entry.output_tokens)
 
-    async def complete(self, prepared: Prepared, memory_probed: bool = False) -> CompletionResponse:
-        response = await self._complete(prepared, memory_probed)
-        return response if prepared.optimized is None else _report(response, prepared.optimized)
+    def refused(self, code: str, started: float) -> None:
+        """A completion request refused before it ran (invalid, unroutable, draining)."""
+        self.perf.request("complete", "", "", code, time.perf_counter() - started)
 
-    async def stream(self, prepared: Prepared, on_delta: DeltaCallback, memory_probed: bool = False) -> CompletionResponse:
-        response = await self._stream(prepared, on_delta, memory_probed)
-        return response if prepared.optimized is None else _report(response, prepared.optimized)
+    async def run(self, prepared: Prepared, on_delta: DeltaCallback | None = None,
+                  memory_probed: bool = False,
+                  deliver: Callable[[CompletionResponse], Awaitable[None]] | None = None) -> CompletionResponse:
+        """Everything but a memory-tier hit, for every front: the answer whole
+        (`on_delta` None) or streamed through `on_delta` (socket frames,
+        OpenAI or Anthropic server-sent events). `deliver`, when given,
+        sends the answer before it is recorded (the metrics and the request
+        log, here whichever front asked), so recording adds no latency."""
+        response = None
+        outcome = "ok"
+        try:
+            if on_delta is not None:
+                on_delta = self._first_token(prepared, on_delta)
+            response = await self._answer(prepared, on_delta, memory_probed)
+            if prepared.optimized is not None:
+                response = _report(response, prepared.optimized)
+            if deliver is not None:
+                await deliver(response)
+            return response
+        except BaseException as exc:
+            outcome = _outcome(exc, prepared.started, prepared.timeout)
+            raise
+        finally:
+            if self.perf.enabled:
+                usage = response.usage if response is not None else None
+                self._record(prepared.provider.name, prepared.model, prepared.outcome if outcome == "ok" else outcome,
+                             time.perf_counter() - prepared.started, usage.input_tokens if usage else 0,
+                             usage.output_tokens if usage else 0)
 
-    async def _complete(self, prepared: Prepared, memory_probed: bool) -> CompletionResponse:
+    def _record(self, provider: str, model: str, outcome: str, seconds: float, tokens_in: int,
+                tokens_out: int) -> None:
+        self.perf.request("complete", provider, model, outcome, seconds)
+        self.perf.completion("complete", provider, model, outcome, seconds, tokens_in, tokens_out)
+
+    def _first_token(self, prepared: Prepared, on_delta: DeltaCallback) -> DeltaCallback:
+        """`on_delta`, timing the first piece of text (time to first token)."""
+        first = True
+
+        async def timed(text: str) -> None:
+            nonlocal first
+            if first:
+                first = False
+                self.perf.first_token(prepared.provider.name, prepared.model, time.perf_counter() - prepared.started)
+            await on_delta(text)
+
+        return timed
+
+    async def _answer(self, prepared: Prepared, on_delta: DeltaCallback | None,
+                      memory_probed: bool) -> CompletionResponse:
+        """The cache tiers, then the flight that shares one upstream call."""
         if prepared.key is None:
-            return await prepared.provider.complete(prepared.request, prepared.model)
+            return await _upstream(prepared, on_delta)
         if prepared.mode != "refresh":
             entry = await self.cache.lookup(prepared.key, memory_probed, prepared.namespace)
             if entry is not None:
                 prepared.outcome = "cached-exact"
+                if on_delta is not None:
+                    for piece in replay_chunks(entry):
+                        await on_delta(piece)
                 return entry.response()
             similar = await self._semantic_hit(prepared)
             if similar is not None:
+                if on_delta is not None:
+                    for piece in split_for_replay(similar.text):
+                        await on_delta(piece)
                 return similar
             if prepared.mode == "only":
                 raise NotFound("no cached answer for this request (cache mode 'only')")
-        flight = self._board(prepared, streaming=False)
+        flight = self._board(prepared, streaming=on_delta is not None)
         async with flight.subscription():
-            return await flight.result()
-
-    async def _stream(self, prepared: Prepared, on_delta: DeltaCallback, memory_probed: bool) -> CompletionResponse:
-        if prepared.key is None:
-            return await prepared.provider.stream(prepared.request, prepared.model, on_delta)
-        if prepared.mode != "refresh":
-            entry = await self.cache.lookup(prepared.key, memory_probed, prepared.namespace)
-            if entry is not None:
-                prepared.outcome = "cached-exact"
-                for piece in replay_chunks(entry):
-                    await on_delta(piece)
-                return entry.response()
-            similar = await self._semantic_hit(prepared)
-            if similar is not None:
-                for piece in split_for_replay(similar.text):
-                    await on_delta(piece)
-                return similar
-            if prepared.mode == "only":
-                raise NotFound("no cached answer for this request (cache mode 'only')")
-        flight = self._board(prepared, streaming=True)
-        async with flight.subscription():
-            return await flight.follow(on_delta)
+            return await flight.answer(on_delta)
 
     async def _semantic_hit(self, prepared: Prepared) -> CompletionResponse | None:
         """An earlier answer to a prompt asking the same (semantic tier), or None."""
@@ -424,9 +452,7 @@ class Completions:
         return response
 
     async def _provider_call(self, prepared: Prepared, flight: Flight) -> CompletionResponse:
-        if flight.streaming:
-            return await prepared.provider.stream(prepared.request, prepared.model, flight.record)
-        return await prepared.provider.complete(prepared.request, prepared.model)
+        return await _upstream(prepared, flight.record if flight.streaming else None)
 
     async def _index(self, prepared: Prepared) -> None:
         """Make a stored answer findable by meaning, before its reply is delivered."""
@@ -441,20 +467,29 @@ class Completions:
         self, request: CompletionRequest, on_delta: DeltaCallback | None
     ) -> tuple[CompletionResponse, dict[str, Any]]:
         """`complete` within a session: its context goes upstream, the new
-        message and the reply are saved before the reply is returned."""
+        message and the reply are saved before the reply is returned. The
+        upstream part is `run` (recorded there); a refusal before it is
+        recorded here."""
         assert request.session is not None
-        _validate(request)
-        context = self.config.session.context
+        started = time.perf_counter()
+        ran = False
 
         async def complete(upstream: CompletionRequest, deltas: DeltaCallback | None) -> CompletionResponse:
+            nonlocal ran
             prepared = self.prepare(upstream)
-            if deltas is None:
-                return await self.complete(prepared)
-            return await self.stream(prepared, deltas)
+            ran = True
+            return await self.run(prepared, deltas)
 
-        return await self.sessions.send(
-            request.session, request, complete, on_delta, context.max_tokens, context.recent
-        )
+        try:
+            _validate(request)
+            context = self.config.session.context
+            return await self.sessions.send(
+                request.session, request, complete, on_delta, context.max_tokens, context.recent
+            )
+        except BaseException as exc:
+            if not ran:
+                self.refused(_outcome(exc, started, self.request_timeout(request)), started)
+            raise
 
     async def batch(
         self, requests: list[CompletionRequest], concurrency: int | None, on_progress: ProgressCallback,
@@ -486,7 +521,7 @@ class Completions:
                         raise BadRequest("a request within a session is sent with `complete`, not in a batch")
                     prepared = self.prepare(request)
                     with anyio.fail_after(prepared.timeout):
-                        item = BatchItem(index=index, response=await self.complete(prepared))
+                        item = BatchItem(index=index, response=await self.run(prepared))
                 except Exception as exc:
                     item = BatchItem(index=index, error=error_info(exc))
                     if item.error is not None and item.error.code == ErrorCode.INTERNAL:
@@ -504,6 +539,25 @@ class Completions:
             for index, request in enumerate(requests):
                 tg.start_soon(run_one, index, request)
         return [r for r in results if r is not None]
+
+
+async def _upstream(prepared: Prepared, on_delta: DeltaCallback | None) -> CompletionResponse:
+    """The provider's call, whole or streamed."""
+    if on_delta is None:
+        return await prepared.provider.complete(prepared.request, prepared.model)
+    return await prepared.provider.stream(prepared.request, prepared.model, on_delta)
+
+
+# A cancellation this close to the deadline is the deadline's (uvloop's clock ticks in whole ms).
+_DEADLINE_SLACK = 0.01
+
+
+def _outcome(exc: BaseException, started: float, timeout: float) -> str:
+    """A failed completion's outcome for the metrics: its error code, or
+    timeout / cancelled for a cancellation (a deadline, a Cancel, a client gone)."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return "timeout" if time.perf_counter() - started >= timeout - _DEADLINE_SLACK else "cancelled"
+    return error_info(exc).code
 
 
 def replay_chunks(entry: MemEntry) -> list[str] | tuple[str, ...]:

@@ -45,8 +45,11 @@ class Conn(Protocol):
     async def send(self, msg: msgspec.Struct) -> None:
         """Write, waiting while the client is not reading (backpressure)."""
 
-    def start(self, msg: Any, handler: TaskHandler, arg: Any = None, timeout: float | None = None) -> None:
-        """Run `handler(msg, conn, arg)` as a task; `timeout`: its deadline in seconds."""
+    def start(self, msg: Any, handler: TaskHandler, arg: Any = None, timeout: float | None = None,
+              recorded: bool = False) -> None:
+        """Run `handler(msg, conn, arg)` as a task; `timeout`: its deadline in
+        seconds; `recorded`: the handler records the request in the metrics
+        itself (the completion pipeline does), the server does not."""
 
 
 # (msg, conn) -> the reply to write, or None.

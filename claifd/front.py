@@ -45,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
@@ -74,6 +74,7 @@ from .metrics_http import parse_listen
 from .monitoring import CONTENT_TYPE
 from .providers import resolve_model
 from .server import peer_ids
+from .types import DeltaCallback
 
 __all__ = ["HttpFront", "load_token", "TOKEN_FILE"]
 
@@ -92,6 +93,9 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     529: "overloaded_error", 503: "overloaded_error"}
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 429: "rate_limit_exceeded"}
+_COMPLETION_PATHS = ("/v1/chat/completions", "/v1/messages")
+# A refusal decided in the front, as the daemon's error code (for the metrics).
+_REPLY_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
 _OUTCOME_STATUS = {"cached-exact": "hit-exact", "cached-semantic": "hit-semantic", "coalesced": "coalesced"}
 # OpenAI-only request fields an Anthropic model cannot take: dropped (and named
 # in x-claif-ignored) when the request crosses wires.
@@ -137,10 +141,22 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"
             529: "Overloaded"}
 
 
+class _Ask(NamedTuple):
+    """A completion request read from either wire, in the daemon's shape,
+    with the x-claif-* headers applied."""
+
+    request: CompletionRequest
+    stream: bool
+    n: int = 1
+    include_usage: bool = False
+    ignored: tuple[str, ...] = ()  # OpenAI-only fields the target cannot take
+
+
 class _Exchange:
     """One request on a kept-alive connection, and how its answer is written."""
 
-    __slots__ = ("conn", "method", "path", "headers", "body", "rid", "started", "keep_alive", "prepared")
+    __slots__ = ("conn", "method", "path", "headers", "body", "rid", "started", "keep_alive", "prepared", "ask",
+                 "t0", "recorded")
 
     def __init__(self, conn: _Connection, method: str, path: str, headers: dict[str, str], body: bytes,
                  rid: str, keep_alive: bool) -> None:
@@ -152,8 +168,13 @@ class _Exchange:
         self.rid = rid
         self.started = False
         self.keep_alive = keep_alive
-        # Set by the inline attempt, so a miss is not prepared twice.
+        # Set by the inline attempt, so a miss is not read, translated and
+        # prepared twice: the request in the daemon's shape, then prepared.
+        self.ask: _Ask | None = None
         self.prepared: Prepared | None = None
+        self.t0 = time.perf_counter()
+        # The pipeline has the request (it records it in the metrics).
+        self.recorded = False
 
     @property
     def anthropic(self) -> bool:
@@ -486,37 +507,31 @@ class HttpFront:
         None: the request is answered in a task (`serve`)."""
         if not authorized or ex.method != "POST" or "x-claif-session" in ex.headers:
             return None
-        started = time.perf_counter()
+        started = ex.t0
         try:
             if ex.path == "/v1/chat/completions":
-                ask = openai_request(self._decode(ex))
-                request, stream, wire = ask.request, ask.stream or ask.n > 1, "openai"
+                ask = self._read_chat(ex)
             elif ex.path == "/v1/messages":
-                request, stream = anthropic_request(self._decode(ex))
-                wire = "anthropic"
-                if request.max_tokens is None:
-                    return None
+                ask = self._read_messages(ex)
             else:
                 return None
-            if stream:
+            if ask.stream or ask.n > 1:
                 return None
-            request, ignored = self._steer(ex, request, wire)
-            prepared = self.completions.prepare(request)
+            prepared = ex.prepared = self.completions.prepare(ask.request)
         except Exception:
             return None  # answered (with its error) by `serve`
-        ex.prepared = prepared
-        entry = self.completions.cached_reply(prepared)
+        entry = self.completions.try_hit(prepared, started)
         if entry is None:
             return None
+        ex.recorded = True
         response = entry.response()
         if prepared.optimized is not None:
             response = msgspec.structs.replace(response, optimized=prepared.optimized)
-        self.completions.record_hit(entry, started)
-        model = request.model or response.model
+        model = ask.request.model or response.model
         headers = [("x-claif-cache-status", "hit-exact")]
-        if wire == "openai":
-            if ignored:
-                headers.append(("x-claif-ignored", ",".join(ignored)))
+        if ex.path == "/v1/chat/completions":
+            if ask.ignored:
+                headers.append(("x-claif-ignored", ",".join(ask.ignored)))
             doc = openai_response(response, model, "chatcmpl-" + ex.rid, int(time.time()))
         else:
             doc = anthropic_response(response, model, "msg_" + ex.rid)
@@ -531,11 +546,20 @@ class HttpFront:
                     if not unix else "this daemon serves its own user only"))
             await self._route(ex)
         except _Reply as reply:
+            self._refused(ex, _REPLY_CODES.get(reply.status, "bad_request"))
             await ex.respond(reply.status, reply.doc, reply.headers)
         except _Gone:
             raise
         except Exception as exc:
+            self._refused(ex, error_info(exc).code)
             await self._fail(ex, exc)
+
+    def _refused(self, ex: _Exchange, code: str) -> None:
+        """A completion request that failed before the pipeline had it is
+        counted too (the pipeline records the rest)."""
+        if not ex.recorded and ex.method == "POST" and ex.path in _COMPLETION_PATHS:
+            ex.recorded = True
+            self.completions.refused(code, ex.t0)
 
     async def _fail(self, ex: _Exchange, exc: BaseException) -> None:
         info = error_info(exc)
@@ -597,6 +621,29 @@ class HttpFront:
         except (msgspec.DecodeError, RecursionError) as exc:
             raise _Reply(400, self._error_doc(ex, 400, f"the body is not JSON: {exc}")) from None
 
+    def _read_chat(self, ex: _Exchange) -> _Ask:
+        """An OpenAI chat request, read once per exchange."""
+        if ex.ask is None:
+            try:
+                chat = openai_request(self._decode(ex))
+            except WireError as exc:
+                raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
+            request, ignored = self._steer(ex, chat.request, "openai")
+            ex.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, tuple(ignored))
+        return ex.ask
+
+    def _read_messages(self, ex: _Exchange) -> _Ask:
+        """An Anthropic Messages request, read once per exchange."""
+        if ex.ask is None:
+            try:
+                request, stream = anthropic_request(self._decode(ex))
+            except WireError as exc:
+                raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
+            if request.max_tokens is None:
+                raise _Reply(400, self._error_doc(ex, 400, "max_tokens: Field required"))
+            ex.ask = _Ask(self._steer(ex, request, "anthropic")[0], stream)
+        return ex.ask
+
     def _steer(self, ex: _Exchange, request: CompletionRequest, wire: str) -> tuple[CompletionRequest, list[str]]:
         """Apply the x-claif-* headers; drop what the target's wire cannot take."""
         h = ex.headers
@@ -624,37 +671,37 @@ class HttpFront:
         name = request.model or config.client.model
         return "" if name == "auto" else resolve_model(name, config.client.model, config.models)[0]
 
-    async def _run(self, request: CompletionRequest, stream: bool, on_delta: Callable[[str], Awaitable[None]],
+    async def _run(self, ex: _Exchange, request: CompletionRequest, on_delta: DeltaCallback | None,
                    outcome: list[Prepared] | None = None,
                    prepared: Prepared | None = None) -> tuple[CompletionResponse, str]:
-        """The completion (streamed through `on_delta` when `stream`), and its
-        x-claif-cache-status. `outcome` gets the prepared request, whose
-        outcome a stream's headers report before the answer is complete."""
+        """The completion (streamed through `on_delta` when given) on the one
+        pipeline, and its x-claif-cache-status. `outcome` gets the prepared
+        request, whose outcome a stream's headers report before the answer
+        is complete."""
         completions = self.completions
+        ex.recorded = True
         if request.session is not None:
-            response, _ = await completions.session_send(request, on_delta if stream else None)
+            response, _ = await completions.session_send(request, on_delta)
             return response, _cache_status(response, "ok")
-        if prepared is None:
-            prepared = completions.prepare(request)
+        try:
+            if prepared is None:
+                prepared = completions.prepare(request)
+        except Exception as exc:
+            completions.refused(error_info(exc).code, ex.t0)
+            raise
         if outcome is not None:
             outcome.append(prepared)
         with anyio.fail_after(prepared.timeout):
-            if stream:
-                response = await completions.stream(prepared, on_delta)
-            else:
-                response = await completions.complete(prepared)
+            response = await completions.run(prepared, on_delta, memory_probed=prepared is ex.prepared)
         return response, _cache_status(response, prepared.outcome)
 
     # ------------------------------------------------------------- OpenAI
 
     async def _chat(self, ex: _Exchange) -> None:
-        try:
-            ask = openai_request(self._decode(ex))
-        except WireError as exc:
-            raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
-        request, ignored = self._steer(ex, ask.request, "openai")
+        ask = self._read_chat(ex)
+        request = ask.request
         model = request.model or ""
-        extra = [("x-claif-ignored", ",".join(ignored))] if ignored else []
+        extra = [("x-claif-ignored", ",".join(ask.ignored))] if ask.ignored else []
         rid = "chatcmpl-" + ex.rid
         created = int(time.time())
         requests = [choice_request(request, i) for i in range(ask.n)]
@@ -664,8 +711,7 @@ class HttpFront:
 
             async def run(i: int) -> None:
                 nonlocal status
-                responses[i], got = await self._run(requests[i], False, _no_delta,
-                                                    prepared=ex.prepared if i == 0 else None)
+                responses[i], got = await self._run(ex, requests[i], None, prepared=ex.prepared if i == 0 else None)
                 if i == 0:
                     status = got
 
@@ -699,7 +745,7 @@ class HttpFront:
                 await begin(i)
                 await ex.sse(chunk(i, {"content": text}))
 
-            response, _ = await self._run(requests[i], True, on_delta, outcome if i == 0 else None)
+            response, _ = await self._run(ex, requests[i], on_delta, outcome if i == 0 else None)
             responses[i] = response
             await begin(i)
             calls = tool_calls_of(response)
@@ -719,17 +765,12 @@ class HttpFront:
     # ---------------------------------------------------------- Anthropic
 
     async def _messages(self, ex: _Exchange) -> None:
-        try:
-            request, stream = anthropic_request(self._decode(ex))
-        except WireError as exc:
-            raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
-        if request.max_tokens is None:
-            raise _Reply(400, self._error_doc(ex, 400, "max_tokens: Field required"))
-        request, _ = self._steer(ex, request, "anthropic")
+        ask = self._read_messages(ex)
+        request = ask.request
         model = request.model or ""
         rid = "msg_" + ex.rid
-        if not stream:
-            response, status = await self._run(request, False, _no_delta, prepared=ex.prepared)
+        if not ask.stream:
+            response, status = await self._run(ex, request, None, prepared=ex.prepared)
             await ex.respond(200, anthropic_response(response, model or response.model, rid),
                              [("x-claif-cache-status", status)])
             return
@@ -756,7 +797,7 @@ class HttpFront:
             await ex.sse({"type": "content_block_delta", "index": 0,
                           "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
 
-        response, _ = await self._run(request, True, on_delta, outcome)
+        response, _ = await self._run(ex, request, on_delta, outcome)
         await begin()
         if text_open:
             await ex.sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
@@ -788,10 +829,6 @@ async def _each(n: int, run: Callable[[int], Coroutine[Any, Any, None]]) -> None
     async with anyio.create_task_group() as tg:
         for i in range(n):
             tg.start_soon(run, i)
-
-
-async def _no_delta(text: str) -> None:
-    raise AssertionError("not streaming")
 
 
 def _streamed_status(outcome: list[Prepared]) -> str:

@@ -297,7 +297,8 @@ class Connection(asyncio.Protocol):
 
     # --------------------------------------------------- requests as tasks
 
-    def start(self, msg: Any, handler: TaskHandler, arg: Any = None, timeout: float | None = None) -> None:
+    def start(self, msg: Any, handler: TaskHandler, arg: Any = None, timeout: float | None = None,
+              recorded: bool = False) -> None:
         if self.state.draining:
             self.write(Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down"))
             return
@@ -315,7 +316,7 @@ class Connection(asyncio.Protocol):
         if len(self.protocol.in_flight) >= self.state.max_in_flight_per_connection:
             self._tasks_full = True
             self._set_reading()
-        self.state.tasks.spawn(self.run_request(msg, handler, arg, scope))
+        self.state.tasks.spawn(self.run_request(msg, handler, arg, scope, recorded))
 
     def _finish(self, rid: int) -> None:
         self.protocol.end(rid)
@@ -327,13 +328,13 @@ class Connection(asyncio.Protocol):
                 self._tasks_full = False
                 self._unblocked()
 
-    async def run_request(self, msg: Any, handler: TaskHandler, arg: Any, scope: anyio.CancelScope) -> None:
+    async def run_request(self, msg: Any, handler: TaskHandler, arg: Any, scope: anyio.CancelScope,
+                          recorded: bool = False) -> None:
         """Run one request as a task; every path ends with one terminal frame."""
         rid = msg.id
         structlog.contextvars.bind_contextvars(request_id=f"{self.cid}.{rid}")
         started = time.perf_counter()  # the loop clock ticks in whole ms under uvloop
         outcome = "ok"
-        reply = None
         try:
             with scope:
                 reply = await handler(msg, self, arg)
@@ -353,22 +354,8 @@ class Connection(asyncio.Protocol):
         finally:
             self._finish(rid)
             duration = time.perf_counter() - started
-            perf = self.perf
-            if perf.enabled:
-                # A completion's `arg` is its Prepared: provider, model and
-                # how the answer came (cached-exact, coalesced).
-                provider, model = getattr(arg, "labels", _NO_LABELS)
-                if outcome == "ok":
-                    outcome = getattr(arg, "outcome", "ok")
-                method = msg.__struct_config__.tag
-                response = getattr(reply, "response", None)
-                if response is not None and not provider:  # a session send: the answer says which model
-                    provider, model = perf.labels(response.model)
-                perf.request(method, provider, model, outcome, duration)
-                if method == "complete":
-                    usage = response.usage if response is not None else None
-                    perf.completion(method, provider, model, outcome, duration,
-                                    usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
+            if not recorded:  # (a completion is recorded by its pipeline, with its model)
+                self.perf.request(msg.__struct_config__.tag, "", "", outcome, duration)
             log.debug("request done", method=type(msg).__name__.lower(), outcome=outcome,
                       duration_ms=round(duration * 1000, 3))
 
@@ -476,7 +463,6 @@ def peer_ids(sock: socket.socket) -> tuple[int, int]:
     """(pid, uid) of the process at the other end of a Unix socket, as the kernel says (SO_PEERCRED)."""
     pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED_SIZE))
     return pid, uid
-_NO_LABELS = ("", "")
 # File descriptors are counted every few seconds; past this share of the
 # soft limit the daemon says so.
 FD_CHECK_INTERVAL = 2.0

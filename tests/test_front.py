@@ -18,6 +18,7 @@ import pytest
 from claif_client import Client
 
 from .conftest import DaemonProcess, Sim, sim_env
+from .test_monitoring import samples_of
 
 GPT = "openai/gpt-4o-mini"
 CLAUDE = "anthropic/claude-sonnet-4-5"
@@ -394,3 +395,42 @@ def test_the_http_unix_socket_refuses_another_user(front: Front) -> None:
     out = subprocess.run([sys.executable, "-c", _HTTP_AS_NOBODY, front.socket], capture_output=True, text=True,
                          timeout=30)
     assert out.stdout.strip() == "200", out.stderr
+
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_every_request_through_the_front_is_counted_and_logged(front: Front, wire: str, stream: bool) -> None:
+    """The HTTP front runs on the socket's pipeline: its requests are in
+    claif_requests_total, the latency (and, streamed, the first-token)
+    histograms and the request log, like the socket's own."""
+    h = {"authorization": f"Bearer {front.token}"}
+
+    def ask(prompt: str, **body: object) -> httpx.Response:
+        if wire == "openai":
+            doc = {"model": GPT, "messages": [{"role": "user", "content": prompt}], "stream": stream, **body}
+            return httpx.post(front.url + "/v1/chat/completions", json=doc, headers=h)
+        doc = {"model": GPT, "max_tokens": 50, "messages": [{"role": "user", "content": prompt}], "stream": stream,
+               **body}
+        return httpx.post(front.url + "/v1/messages", json=doc, headers=h)
+
+    assert ask("count me").status_code == 200  # a miss
+    assert ask("count me").headers["x-claif-cache-status"] == "hit-exact"
+    assert ask("count me", messages=[]).status_code == 400  # refused before it ran
+    with Client(front.daemon.socket) as c:
+        metrics = c.metrics()
+        log = c.request_log(10)
+    samples = samples_of(metrics)
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    these = {"method": "complete", "provider": "openai", "model": "gpt-4o-mini"}
+    assert value("claif_requests_total", **these, outcome="ok") == 1
+    assert value("claif_requests_total", **these, outcome="cached-exact") == 1
+    assert value("claif_requests_total", method="complete", provider="", model="", outcome="bad_request") == 1
+    assert value("claif_request_duration_seconds_count", **these) == 2  # (the refusal has no model)
+    assert value("claif_time_to_first_token_seconds_count", provider="openai",
+                 model="gpt-4o-mini") == (2 if stream else 0)
+    assert [(row["model"], row["outcome"], row["output_tokens"]) for row in log] == [
+        ("gpt-4o-mini", "ok", 5), ("gpt-4o-mini", "cached-exact", 5)]

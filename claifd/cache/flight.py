@@ -90,24 +90,23 @@ class Flight:
             if self.subscribers == 0 and not self.done.is_set():
                 self.scope.cancel()
 
-    async def result(self) -> CompletionResponse:
-        await self.done.wait()
+    async def answer(self, on_delta: DeltaCallback | None = None) -> CompletionResponse:
+        """The call's response; with `on_delta`, its text too, as it arrives
+        (a flight that is not streaming is replayed in pieces at its end)."""
+        if on_delta is None:
+            await self.done.wait()
+        else:
+            sent = 0
+            while True:
+                while sent < len(self.chunks):
+                    await on_delta(self.chunks[sent])
+                    sent += 1
+                if self.done.is_set():
+                    break
+                await self._progress.wait()
         if self.response is None:
             raise _clone(self.error or UpstreamError("no response"))
-        return self.response
-
-    async def follow(self, on_delta: DeltaCallback) -> CompletionResponse:
-        sent = 0
-        while True:
-            while sent < len(self.chunks):
-                await on_delta(self.chunks[sent])
-                sent += 1
-            if self.done.is_set():
-                break
-            await self._progress.wait()
-        if self.response is None:
-            raise _clone(self.error or UpstreamError("no response"))
-        if not self.streaming:
+        if on_delta is not None and not self.streaming:
             for piece in split_for_replay(self.response.text):
                 await on_delta(piece)
         return self.response
