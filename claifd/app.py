@@ -23,15 +23,16 @@ from . import __version__, monitoring
 from .cache import ResponseCache
 from .cache import requests as cache_requests
 from .catalog import ModelCatalog
+from .completion_requests import CompletionRequests
 from .completions import Completions
 from .config import Config, MetricsConfig
 from .config_manager import Change, ConfigManager
 from .config_requests import LiveConfig
 from .dispatch import Dispatch
-from .front import HttpFront
 from .health import HealthMonitor
+from .http.front import HttpFront
+from .http.metrics import MetricsEndpoint
 from .logs import set_level
-from .metrics_http import MetricsHTTP
 from .perf import Perf
 from .pool import HttpPool
 from .providers import AnthropicProvider, EchoProvider, OpenAIProvider, Provider
@@ -81,7 +82,7 @@ class App:
         http_providers = {name: p for name, p in self.providers.items() if isinstance(p, HttpProvider)}
         self.health = HealthMonitor(lambda: self.settings.config, self.state, self.perf, http_providers,
                                     self.cache, self.sessions, lambda: self.settings.last_error)
-        self.metrics_http = MetricsHTTP(self.metrics_text, self.health.report)
+        self.metrics_http = MetricsEndpoint(self.metrics_text, self.health.report, self.state.tasks.spawn)
         anthropic = self.providers["anthropic"]
         assert isinstance(anthropic, AnthropicProvider)
         self.front = HttpFront(self.completions, lambda: self.catalog.list(), self.metrics_text, self.health.report,
@@ -89,7 +90,8 @@ class App:
                                settings.global_path.parent)
         self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf)
         self.dispatch = Dispatch()
-        self.completions.register(self.dispatch)
+        self.completion_requests = CompletionRequests(self.completions)
+        self.completion_requests.register(self.dispatch)
         cache_requests.register(self.dispatch, self.cache)
         session_requests.register(self.dispatch, self.sessions)
         self.live_config.register(self.dispatch)
@@ -111,7 +113,7 @@ class App:
         await self.cache.start(task_group)
         await self.sessions.start(task_group)
         self.health.start(task_group)
-        await self.metrics_http.start(task_group, self.config.metrics.listen)
+        await self.metrics_http.server.start(task_group, "", self.config.metrics.listen)
         await self.front.start(task_group, self.config.server.http,
                                str(Path(self.socket_path).with_name("claifd-http.sock")) if self.socket_path else "")
 
@@ -149,10 +151,11 @@ class App:
         attach("server.http", self.front.reconfigure)
         attach("prices", lambda _: self.perf.set_prices(_price_table(self.config)))
         attach("", self.completions.reconfigure)
+        attach("", self.completion_requests.reconfigure)
 
     def _reconfigure_metrics(self, section: MetricsConfig) -> None:
         self.perf.enabled = section.enabled
-        self.metrics_http.want(section.listen)
+        self.metrics_http.server.want("", section.listen)
 
     def metrics_text(self) -> str:
         return monitoring.metrics_text(self.status, self.cache.stats, self.perf)

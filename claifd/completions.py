@@ -1,26 +1,35 @@
-"""The completion pipeline: every front (the Unix-socket server, batch,
-sessions, the HTTP front) runs a completion through this one object.
+"""The completion pipeline: every front (the Unix-socket server's complete
+and batch, sessions, the HTTP front's two wires) runs a completion through
+this one object.
 
     request -> prepare (validate, route, optimize, cache key, deadline: decided once)
-            -> memory tier           (inline, in the server's data_received)
-            -> disk tier             (the memory tier is not probed again)
-            -> single-flight join    (the cache hands back a flight; the
-                                      leader's call is flown here, not by the cache)
-            -> upstream provider     (retries, limits: providers/)
-            -> store                 (memory now, disk write-behind)
+            -> try_hit               the memory tier, synchronously (the fast
+                                     path: no task, no await; recorded)
+            -> run(prepared, sink)   everything else, recorded whichever front
+                                     asked (metrics, first token, request log):
+               -> disk tier          (the memory tier is not probed again)
+               -> semantic tier      (opt-in)
+               -> single-flight join (the cache hands back a flight; the
+                                     leader's call is flown here, not by the cache)
+               -> upstream provider  (retries, limits: providers/)
+               -> store              (memory now, disk write-behind)
+               -> the sink           (its text as it arrives when it streams,
+                                     then the answer, before it is recorded)
 
-A session send is the same path with the session's context as the request
-(`SessionService.send` builds it and saves the new messages once the reply
-is in). The draining check is made at the door (the inline handler) and in
-`prepare` for requests that reach upstream later (batch items, queued
-session sends).
+A sink is where the answer goes: socket frames (completion_requests.py),
+OpenAI or Anthropic JSON and server-sent events (http/sinks.py); None
+collects (batch items, sessions). A session send is the same path with the
+session's context as the request (`SessionService.send` builds it and saves
+the new messages once the reply is in). The draining check is made at the
+door and in `prepare` for requests that reach upstream later (batch items,
+queued session sends).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -28,18 +37,11 @@ import msgspec
 import structlog
 
 from claif_client.protocol import (
-    Batch,
     BatchItem,
     BatchProgress,
-    Chunk,
-    Complete,
     CompletionRequest,
     CompletionResponse,
-    Done,
-    Error,
     ErrorCode,
-    Result,
-    encode_frame,
 )
 
 from .auto import AUTO, choose_model
@@ -48,15 +50,14 @@ from .cache.entry import MemEntry
 from .cache.flight import Flight
 from .config import Config
 from .config_manager import ConfigManager
-from .dispatch import Conn, Dispatch
-from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_frame, error_info
+from .errors import BadRequest, NotFound, ShuttingDown, UpstreamTimeout, error_info
 from .optimizer import Optimized, optimize
 from .perf import Perf
 from .providers import Provider, resolve_model
 from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
 
-__all__ = ["Completions", "Prepared", "MAX_BATCH_ITEMS", "CACHE_MODES", "replay_chunks"]
+__all__ = ["Completions", "Prepared", "Sink", "MAX_BATCH_ITEMS", "CACHE_MODES", "replay_chunks", "report"]
 
 log = structlog.get_logger("claifd.completions")
 
@@ -102,25 +103,15 @@ class Prepared:
         return f"<Prepared {self.provider.name}/{self.model} mode={self.mode} key={(self.key or '-')[:12]}>"
 
 
-class _CompleteRaw(msgspec.Struct, tag="complete", tag_field="type"):
-    """`Complete` with its request left undecoded: on a repeated request the
-    raw bytes alone find the cache key (see `hot_key`), so a hit skips
-    decoding, validating, routing and hashing the request."""
+class Sink(Protocol):
+    """Where an answer goes: its text as it arrives (`delta`, when
+    `streaming`), then the answer (`done`)."""
 
-    id: int
-    request: msgspec.Raw
-    stream: bool = False
+    streaming: bool
 
+    async def delta(self, text: str) -> None: ...
 
-class _DoneRaw(msgspec.Struct, tag="done", tag_field="type"):
-    """`Done` with a response that is already msgpack (a cache hit): the
-    same bytes on the wire as `Done`, without encoding the response again."""
-
-    id: int
-    response: msgspec.Raw
-
-
-_request_decoder = msgspec.msgpack.Decoder(CompletionRequest)
+    async def done(self, response: CompletionResponse) -> None: ...
 
 
 class Completions:
@@ -134,94 +125,12 @@ class Completions:
         self.state = state
         # How often `model: "auto"` chose each model.
         self.auto_selected: dict[str, int] = {}
-        # Raw request bytes -> cache key, for requests already prepared once
-        # under the configuration in force (the hot path's shortcut).
-        self._hot_keys: dict[bytes, str] = {}
 
     def __repr__(self) -> str:
-        return f"<Completions hot_keys={len(self._hot_keys)} flights={len(self.cache.flights)}>"
+        return f"<Completions flights={len(self.cache.flights)}>"
 
     def reconfigure(self, config: Config) -> None:
-        """Any configuration change: routes, aliases, cache settings and
-        defaults may all differ, so remembered keys are forgotten."""
         self.config = config
-        self._hot_keys.clear()
-
-    def register(self, dispatch: Dispatch) -> None:
-        # on_complete records its own requests (it knows the model of a hit).
-        dispatch.inline(_CompleteRaw, self.on_complete, records=True)
-        dispatch.task(Batch, self.batch_task)
-
-    # ------------------------------------------------------- the socket front
-
-    def on_complete(self, msg: _CompleteRaw, conn: Conn) -> Error | None:
-        """The hot path: a memory-tier hit is answered right here."""
-        started = time.perf_counter()
-        if self.state.draining:
-            return self._refused(Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down"),
-                                 started)
-        key = self.hot_key(msg.request)
-        if key is not None and (entry := self.cache.lookup_memory(key)) is not None:
-            conn.write_raw(cached_frames(msg.id, msg.stream, entry))
-            self._record_hit(entry, started)
-            return None
-        try:
-            request = _request_decoder.decode(msg.request)
-        except msgspec.DecodeError as exc:
-            return self._refused(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"invalid request: {exc}"),
-                                 started)
-        complete = Complete(id=msg.id, request=request, stream=msg.stream)
-        if request.session is not None:
-            conn.start(complete, self.session_task, None, self.request_timeout(request), recorded=True)
-            return None
-        try:
-            prepared = self.prepare(request)
-        except ClaifdError as exc:  # anything else is the server's to log as internal
-            return self._refused(error_frame(msg.id, exc), started)
-        self.remember_key(msg.request, prepared)
-        entry = self.try_hit(prepared, started)
-        if entry is not None:
-            conn.write_raw(cached_frames(msg.id, msg.stream, entry, prepared.optimized))
-            return None
-        conn.start(complete, self.complete_task, prepared, prepared.timeout, recorded=True)
-        return None
-
-    def _refused(self, error: Error, started: float) -> Error:
-        self.refused(error.code, started)
-        return error
-
-    async def complete_task(self, msg: Complete, conn: Conn, prepared: Prepared) -> None:
-        on_delta = None
-        if msg.stream:
-
-            async def on_delta(text: str) -> None:
-                await conn.send(Chunk(id=msg.id, text=text))
-
-        async def deliver(response: CompletionResponse) -> None:
-            await conn.send(Done(id=msg.id, response=response))
-
-        await self.run(prepared, on_delta, memory_probed=True, deliver=deliver)
-
-    async def session_task(self, msg: Complete, conn: Conn, _: None) -> Done:
-        on_delta = None
-        if msg.stream:
-
-            async def on_delta(text: str) -> None:
-                await conn.send(Chunk(id=msg.id, text=text))
-
-        response, info = await self.session_send(msg.request, on_delta)
-        return Done(id=msg.id, response=response, value=info)
-
-    async def batch_task(self, msg: Batch, conn: Conn, _: None) -> Result:
-        async def on_progress(progress: BatchProgress) -> None:
-            await conn.send(Chunk(id=msg.id, data=progress))
-
-        items = await self.batch(msg.requests, msg.concurrency, on_progress, msg.stream_results)
-        if msg.stream_results:
-            failed = sum(1 for item in items if item.error is not None)
-            return Result(id=msg.id, value={"total": len(msg.requests), "ok": len(msg.requests) - failed,
-                                            "failed": failed})
-        return Result(id=msg.id, value=items)
 
     # ------------------------------------------------------------ decisions
 
@@ -263,23 +172,6 @@ class Completions:
     def request_timeout(self, request: CompletionRequest) -> float:
         return request.timeout if request.timeout is not None else float(self.config.client.timeout)
 
-    def hot_key(self, raw: msgspec.Raw) -> str | None:
-        """The cache key of a request seen before, from its bytes alone.
-
-        Identical bytes under the same configuration validate, route and hash
-        identically, so the key is reused; a config change clears the table.
-        """
-        if not self._hot_keys:
-            return None
-        return self._hot_keys.get(bytes(raw))
-
-    def remember_key(self, raw: msgspec.Raw, prepared: Prepared) -> None:
-        if prepared.key is None or prepared.mode not in ("use", "only") or prepared.optimized is not None:
-            return  # only plain cache reads take the shortcut; an optimized request is reported each time
-        if len(self._hot_keys) >= HOT_KEYS:
-            self._hot_keys.clear()
-        self._hot_keys[bytes(raw)] = prepared.key
-
     # ------------------------------------------- the pipeline, for every front
 
     def try_hit(self, prepared: Prepared, started: float) -> MemEntry | None:
@@ -289,10 +181,10 @@ class Completions:
             return None
         entry = self.cache.lookup_memory(prepared.key)
         if entry is not None:
-            self._record_hit(entry, started)
+            self.record_hit(entry, started)
         return entry
 
-    def _record_hit(self, entry: MemEntry, started: float) -> None:
+    def record_hit(self, entry: MemEntry, started: float) -> None:
         perf = self.perf
         if perf.enabled:
             provider, model = perf.labels(entry.model)
@@ -303,24 +195,20 @@ class Completions:
         """A completion request refused before it ran (invalid, unroutable, draining)."""
         self.perf.request("complete", "", "", code, time.perf_counter() - started)
 
-    async def run(self, prepared: Prepared, on_delta: DeltaCallback | None = None,
-                  memory_probed: bool = False,
-                  deliver: Callable[[CompletionResponse], Awaitable[None]] | None = None) -> CompletionResponse:
-        """Everything but a memory-tier hit, for every front: the answer whole
-        (`on_delta` None) or streamed through `on_delta` (socket frames,
-        OpenAI or Anthropic server-sent events). `deliver`, when given,
-        sends the answer before it is recorded (the metrics and the request
-        log, here whichever front asked), so recording adds no latency."""
+    async def run(self, prepared: Prepared, sink: Sink | None = None, memory_probed: bool = False) -> CompletionResponse:
+        """Everything but a memory-tier hit, for every front, into `sink`
+        (None: the answer is only returned). The sink has the answer before
+        it is recorded (the metrics and the request log, here whichever
+        front asked), so recording adds no latency."""
         response = None
         outcome = "ok"
         try:
-            if on_delta is not None:
-                on_delta = self._first_token(prepared, on_delta)
+            on_delta = self._first_token(prepared, sink.delta) if sink is not None and sink.streaming else None
             response = await self._answer(prepared, on_delta, memory_probed)
             if prepared.optimized is not None:
-                response = _report(response, prepared.optimized)
-            if deliver is not None:
-                await deliver(response)
+                response = report(response, prepared.optimized)
+            if sink is not None:
+                await sink.done(response)
             return response
         except BaseException as exc:
             outcome = _outcome(exc, prepared.started, prepared.timeout)
@@ -478,7 +366,7 @@ class Completions:
             nonlocal ran
             prepared = self.prepare(upstream)
             ran = True
-            return await self.run(prepared, deltas)
+            return await self.run(prepared, _Deltas(deltas) if deltas is not None else None)
 
         try:
             _validate(request)
@@ -541,6 +429,23 @@ class Completions:
         return [r for r in results if r is not None]
 
 
+class _Deltas:
+    """A sink of text pieces only (a session's stream: the session service
+    has the answer itself)."""
+
+    __slots__ = ("_on_delta",)
+    streaming = True
+
+    def __init__(self, on_delta: DeltaCallback) -> None:
+        self._on_delta = on_delta
+
+    async def delta(self, text: str) -> None:
+        await self._on_delta(text)
+
+    async def done(self, response: CompletionResponse) -> None:
+        pass
+
+
 async def _upstream(prepared: Prepared, on_delta: DeltaCallback | None) -> CompletionResponse:
     """The provider's call, whole or streamed."""
     if on_delta is None:
@@ -568,24 +473,10 @@ def replay_chunks(entry: MemEntry) -> list[str] | tuple[str, ...]:
     return split_for_replay(entry.response().text)
 
 
-def _report(response: CompletionResponse, optimized: Optimized) -> CompletionResponse:
+def report(response: CompletionResponse, optimized: Optimized) -> CompletionResponse:
     """The reply with what the optimizer changed in its request (never stored:
     another request may reach the same answer with other changes)."""
     return msgspec.structs.replace(response, optimized=optimized)
-
-
-def cached_frames(rid: int, stream: bool, entry: MemEntry, optimized: Optimized | None = None) -> bytes:
-    """A cache hit's reply: the stored response bytes spliced into `Done`,
-    after its chunks when the request streams."""
-    if optimized is None:
-        done = encode_frame(_DoneRaw(id=rid, response=entry.raw))
-    else:
-        done = encode_frame(Done(id=rid, response=_report(entry.response(), optimized)))
-    if not stream:
-        return done  # type: ignore[return-value]
-    frames = [encode_frame(Chunk(id=rid, text=piece)) for piece in replay_chunks(entry)]
-    frames.append(done)
-    return b"".join(frames)
 
 
 def _validate(request: CompletionRequest) -> None:

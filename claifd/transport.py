@@ -212,10 +212,9 @@ class AiohttpLane:
 
     def _open(self) -> aiohttp.ClientSession:
         connections, expiry, tls, keepalive = self._limits
-        if keepalive:
-            connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ssl=tls, keepalive_timeout=expiry)
-        else:  # pool.max_keepalive 0: a connection a request
-            connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ssl=tls, force_close=True)
+        # pool.max_keepalive 0 (not `keepalive`): a connection a request.
+        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ssl=tls, force_close=not keepalive,
+                                         keepalive_timeout=expiry if keepalive else None)
         # No cookie jar: the APIs need none, and one user's cookie must not
         # ride along with another's call (the jar would also parse every answer).
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),

@@ -4,12 +4,11 @@ the daemon's shape, both ways (the HTTP front and the providers use them)."""
 from __future__ import annotations
 
 from claif_client.protocol import CompletionResponse, Message, Usage
+from claif_client.shapes import anthropic_response, openai_response
 from claif_client.wire import (
-    anthropic_response,
     content_to_anthropic,
     messages_to_openai,
     openai_request,
-    openai_response,
     tool_choice_to_anthropic,
     tool_choice_to_openai,
     tools_to_anthropic,

@@ -32,16 +32,8 @@ import msgspec
 from ._requests import _cache_control
 from .errors import InvalidRequest
 from .protocol import CompletionRequest, CompletionResponse
-from .wire import (
-    FINISH_REASONS,
-    WireError,
-    anthropic_request,
-    anthropic_response,
-    choice_request,
-    openai_choices,
-    openai_request,
-    tool_calls_of,
-)
+from .shapes import anthropic_response, openai_choices, openai_chunk, openai_finish, openai_usage, openai_usage_chunk
+from .wire import WireError, anthropic_request, choice_request, openai_request
 
 if TYPE_CHECKING:
     from ._async import AsyncClient, AsyncCompletionStream
@@ -175,11 +167,8 @@ class _Chunks:
         self.include_usage = include_usage
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> SDKObject:
-        delta = {**_DELTA, **delta}
-        doc: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "service_tier": None, "system_fingerprint": None,
-                               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                               "usage": None}
+        doc = openai_chunk(self.id, self.created, self.model, 0, {**_DELTA, **delta}, finish, usage_field=True)
+        doc["service_tier"] = None
         return SDKObject(doc)
 
     def first(self) -> SDKObject:
@@ -191,18 +180,12 @@ class _Chunks:
     def last(self, response: CompletionResponse | None) -> list[SDKObject]:
         if response is None:
             return [self.chunk({}, "stop")]
-        out = []
-        calls = tool_calls_of(response)
-        if calls:
-            out.append(self.chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))
-        out.append(self.chunk({}, FINISH_REASONS.get(response.stop_reason or "end_turn", "stop")))
+        deltas, finish = openai_finish(response)
+        out = [self.chunk(delta) for delta in deltas]
+        out.append(self.chunk({}, finish))
         if self.include_usage:
-            u = response.usage
-            out.append(SDKObject({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                                  "model": self.model, "service_tier": None, "system_fingerprint": None,
-                                  "choices": [],
-                                  "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-                                            "total_tokens": u.input_tokens + u.output_tokens}}))
+            last = openai_usage_chunk(self.id, self.created, self.model, openai_usage([response]))
+            out.append(SDKObject({**last, "service_tier": None}))
         return out
 
 

@@ -10,7 +10,7 @@ reason. So:
     Anthropic request (HTTP front)-> anthropic_request()   -> CompletionRequest
     CompletionRequest -> messages_to_openai(), tools_to_openai()... (openai provider)
     CompletionRequest -> tools_to_anthropic()...                    (anthropic provider)
-    CompletionResponse -> openai_response() / anthropic_response()  (HTTP front)
+    CompletionResponse -> shapes.py: each API's answer, whole or streamed (HTTP front)
 
 Tools and tool choices already in the target's format pass through
 unchanged, so a client that speaks one provider's dialect to that provider
@@ -23,13 +23,12 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .protocol import CacheControl, CompletionRequest, CompletionResponse, Message
+from .protocol import CacheControl, CompletionRequest, Message
 
 __all__ = [
     "WireError", "openai_request", "anthropic_request", "messages_to_openai", "tools_to_openai",
     "tools_to_anthropic", "tool_choice_to_openai", "tool_choice_to_anthropic", "content_to_anthropic",
-    "openai_response", "anthropic_response", "FINISH_REASONS", "STOP_REASONS", "OpenAIAsk", "choice_request",
-    "openai_choices", "MAX_CHOICES",
+    "FINISH_REASONS", "STOP_REASONS", "OpenAIAsk", "choice_request", "MAX_CHOICES",
 ]
 
 # Anthropic stop reason -> OpenAI finish reason, and back.
@@ -294,19 +293,6 @@ def choice_request(request: CompletionRequest, index: int) -> CompletionRequest:
     return msgspec.structs.replace(request, cache=msgspec.structs.replace(cache, namespace=namespace))
 
 
-def openai_choices(responses: list[CompletionResponse], model: str, rid: str, created: int) -> dict[str, Any]:
-    """One Chat Completion of n choices (usage summed)."""
-    doc = openai_response(responses[0], model, rid, created)
-    for i, response in enumerate(responses[1:], start=1):
-        extra = openai_response(response, model, rid, created)
-        choice = extra["choices"][0]
-        choice["index"] = i
-        doc["choices"].append(choice)
-        for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            doc["usage"][field] += extra["usage"][field]
-    return doc
-
-
 def anthropic_request(body: Any) -> tuple[CompletionRequest, bool]:
     if not isinstance(body, dict):
         raise WireError("the body must be a JSON object")
@@ -325,51 +311,3 @@ def anthropic_request(body: Any) -> tuple[CompletionRequest, bool]:
     except msgspec.ValidationError as exc:
         raise WireError(str(exc)) from exc
     return request, bool(body.get("stream"))
-
-
-# ---------------------------------------------------------------- responses
-
-
-def tool_calls_of(response: CompletionResponse) -> list[dict[str, Any]]:
-    return [
-        {"id": b.get("id", ""), "type": "function",
-         "function": {"name": b.get("name", ""), "arguments": msgspec.json.encode(b.get("input", {})).decode()}}
-        for b in response.content if b.get("type") == "tool_use"
-    ]
-
-
-def openai_response(response: CompletionResponse, model: str, rid: str, created: int) -> dict[str, Any]:
-    calls = tool_calls_of(response)
-    message: dict[str, Any] = {"role": "assistant", "content": response.text or (None if calls else ""),
-                               "refusal": None}
-    if calls:
-        message["tool_calls"] = calls
-    usage = response.usage
-    return {
-        "id": rid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": FINISH_REASONS.get(response.stop_reason or "end_turn", "stop")}],
-        "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                  "total_tokens": usage.input_tokens + usage.output_tokens,
-                  **({"prompt_tokens_details": {"cached_tokens": usage.cache_read_input_tokens}}
-                     if usage.cache_read_input_tokens else {})},
-    }
-
-
-def anthropic_blocks(response: CompletionResponse) -> list[dict[str, Any]]:
-    blocks = [b for b in response.content if b.get("type") in ("text", "tool_use", "thinking")]
-    if not blocks and response.text:
-        blocks = [{"type": "text", "text": response.text}]
-    return blocks
-
-
-def anthropic_response(response: CompletionResponse, model: str, rid: str) -> dict[str, Any]:
-    usage = response.usage
-    return {
-        "id": rid, "type": "message", "role": "assistant", "model": model,
-        "content": anthropic_blocks(response), "stop_reason": response.stop_reason or "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                  "cache_read_input_tokens": usage.cache_read_input_tokens,
-                  "cache_creation_input_tokens": usage.cache_creation_input_tokens},
-    }

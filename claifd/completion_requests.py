@@ -1,0 +1,196 @@
+"""The main socket's completion requests: `complete` (the hot path) and
+`batch`, on the one pipeline (completions.py).
+
+A repeated `complete` is answered in `data_received` itself: its raw bytes
+find the cache key (`hot_key`: no decoding, validating, routing or hashing),
+the memory tier the answer, whose stored msgpack is spliced into the reply
+frame (`cached_frames`). Anything else runs as a task into a `FrameSink`:
+`Chunk` frames as text arrives, then `Done`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from claif_client.protocol import (
+    Batch,
+    BatchProgress,
+    Chunk,
+    Complete,
+    CompletionRequest,
+    CompletionResponse,
+    Done,
+    Error,
+    ErrorCode,
+    Result,
+    encode_frame,
+)
+
+from .cache.entry import MemEntry
+from .completions import Completions, Prepared, replay_chunks, report
+from .config import Config
+from .dispatch import Conn, Dispatch
+from .errors import ClaifdError, error_frame
+from .optimizer import Optimized
+
+__all__ = ["CompletionRequests", "cached_frames"]
+
+# Distinct recent requests whose cache keys the hot path remembers.
+HOT_KEYS = 4096
+
+
+class _CompleteRaw(msgspec.Struct, tag="complete", tag_field="type"):
+    """`Complete` with its request left undecoded: on a repeated request the
+    raw bytes alone find the cache key (see `hot_key`), so a hit skips
+    decoding, validating, routing and hashing the request."""
+
+    id: int
+    request: msgspec.Raw
+    stream: bool = False
+
+
+class _DoneRaw(msgspec.Struct, tag="done", tag_field="type"):
+    """`Done` with a response that is already msgpack (a cache hit): the
+    same bytes on the wire as `Done`, without encoding the response again."""
+
+    id: int
+    response: msgspec.Raw
+
+
+_request_decoder = msgspec.msgpack.Decoder(CompletionRequest)
+
+
+class FrameSink:
+    """A socket request's answer: `Chunk` frames as text arrives (when it
+    streams), then `Done`."""
+
+    __slots__ = ("conn", "rid", "streaming")
+
+    def __init__(self, conn: Conn, rid: int, streaming: bool) -> None:
+        self.conn = conn
+        self.rid = rid
+        self.streaming = streaming
+
+    async def delta(self, text: str) -> None:
+        await self.conn.send(Chunk(id=self.rid, text=text))
+
+    async def done(self, response: CompletionResponse) -> None:
+        await self.conn.send(Done(id=self.rid, response=response))
+
+
+class CompletionRequests:
+    def __init__(self, completions: Completions) -> None:
+        self.completions = completions
+        self.state = completions.state
+        self.cache = completions.cache
+        # Raw request bytes -> cache key, for requests already prepared once
+        # under the configuration in force (the hot path's shortcut).
+        self._hot_keys: dict[bytes, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<CompletionRequests hot_keys={len(self._hot_keys)}>"
+
+    def reconfigure(self, config: Config) -> None:
+        """Any configuration change: routes, aliases, cache settings and
+        defaults may all differ, so remembered keys are forgotten."""
+        self._hot_keys.clear()
+
+    def register(self, dispatch: Dispatch) -> None:
+        # on_complete records its own requests (it knows the model of a hit).
+        dispatch.inline(_CompleteRaw, self.on_complete, records=True)
+        dispatch.task(Batch, self.batch_task)
+
+    def on_complete(self, msg: _CompleteRaw, conn: Conn) -> Error | None:
+        """The hot path: a memory-tier hit is answered right here."""
+        started = time.perf_counter()
+        if self.state.draining:
+            return self._refused(Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down"),
+                                 started)
+        key = self.hot_key(msg.request)
+        if key is not None and (entry := self.cache.lookup_memory(key)) is not None:
+            conn.write_raw(cached_frames(msg.id, msg.stream, entry))
+            self.completions.record_hit(entry, started)
+            return None
+        try:
+            request = _request_decoder.decode(msg.request)
+        except msgspec.DecodeError as exc:
+            return self._refused(Error(id=msg.id, code=ErrorCode.BAD_REQUEST, message=f"invalid request: {exc}"),
+                                 started)
+        complete = Complete(id=msg.id, request=request, stream=msg.stream)
+        if request.session is not None:
+            conn.start(complete, self.session_task, None, self.completions.request_timeout(request), recorded=True)
+            return None
+        try:
+            prepared = self.completions.prepare(request)
+        except ClaifdError as exc:  # anything else is the server's to log as internal
+            return self._refused(error_frame(msg.id, exc), started)
+        self.remember_key(msg.request, prepared)
+        entry = self.completions.try_hit(prepared, started)
+        if entry is not None:
+            conn.write_raw(cached_frames(msg.id, msg.stream, entry, prepared.optimized))
+            return None
+        conn.start(complete, self.complete_task, prepared, prepared.timeout, recorded=True)
+        return None
+
+    def _refused(self, error: Error, started: float) -> Error:
+        self.completions.refused(error.code, started)
+        return error
+
+    async def complete_task(self, msg: Complete, conn: Conn, prepared: Prepared) -> None:
+        await self.completions.run(prepared, FrameSink(conn, msg.id, msg.stream), memory_probed=True)
+
+    async def session_task(self, msg: Complete, conn: Conn, _: None) -> Done:
+        on_delta = None
+        if msg.stream:
+
+            async def on_delta(text: str) -> None:
+                await conn.send(Chunk(id=msg.id, text=text))
+
+        response, info = await self.completions.session_send(msg.request, on_delta)
+        return Done(id=msg.id, response=response, value=info)
+
+    async def batch_task(self, msg: Batch, conn: Conn, _: None) -> Result:
+        async def on_progress(progress: BatchProgress) -> None:
+            await conn.send(Chunk(id=msg.id, data=progress))
+
+        items = await self.completions.batch(msg.requests, msg.concurrency, on_progress, msg.stream_results)
+        if msg.stream_results:
+            failed = sum(1 for item in items if item.error is not None)
+            return Result(id=msg.id, value={"total": len(msg.requests), "ok": len(msg.requests) - failed,
+                                            "failed": failed})
+        return Result(id=msg.id, value=items)
+
+    def hot_key(self, raw: msgspec.Raw) -> str | None:
+        """The cache key of a request seen before, from its bytes alone.
+
+        Identical bytes under the same configuration validate, route and hash
+        identically, so the key is reused; a config change clears the table.
+        """
+        if not self._hot_keys:
+            return None
+        return self._hot_keys.get(bytes(raw))
+
+    def remember_key(self, raw: msgspec.Raw, prepared: Prepared) -> None:
+        if prepared.key is None or prepared.mode not in ("use", "only") or prepared.optimized is not None:
+            return  # only plain cache reads take the shortcut; an optimized request is reported each time
+        if len(self._hot_keys) >= HOT_KEYS:
+            self._hot_keys.clear()
+        self._hot_keys[bytes(raw)] = prepared.key
+
+
+def cached_frames(rid: int, stream: bool, entry: MemEntry, optimized: Optimized | None = None) -> bytes:
+    """A cache hit's reply: the stored response bytes spliced into `Done`,
+    after its chunks when the request streams."""
+    if optimized is None:
+        done = encode_frame(_DoneRaw(id=rid, response=entry.raw))
+    else:
+        done = encode_frame(Done(id=rid, response=report(entry.response(), optimized)))
+    if not stream:
+        return done  # type: ignore[return-value]
+    frames = [encode_frame(Chunk(id=rid, text=piece)) for piece in replay_chunks(entry)]
+    frames.append(done)
+    return b"".join(frames)
+
+

@@ -1,0 +1,418 @@
+"""The HTTP front: the OpenAI and Anthropic HTTP APIs, served by the daemon
+on the one completion pipeline, so the official SDKs, curl and agent tools
+use the daemon's cache, pool and sessions by changing a base URL.
+
+    POST /v1/chat/completions      OpenAI Chat Completions (JSON; SSE with "stream": true)
+    POST /v1/messages              Anthropic Messages (JSON; SSE, the documented event sequence)
+    POST /v1/messages/count_tokens passed through to Anthropic
+    GET  /v1/models                both shapes (Anthropic's when anthropic-version is sent)
+    GET  /metrics, GET /health     as `metrics.listen`
+
+Any model through either wire: a request is read into the daemon's shape
+(claif_client/wire.py), routed like any other, run on the pipeline into a
+sink of the shape it was asked in (sinks.py). Errors come in each API's own
+body and status, so the SDKs raise their own classes (400 BadRequestError
+... 429 RateLimitError with retry-after, 504 on a timeout).
+
+Where it listens (`server.http.*`, off by default): a Unix socket beside the
+daemon's (peer credentials checked as on the main socket), and optionally a
+loopback TCP port whose callers present the local token (auth.py).
+
+Per request, headers steer the cache: `x-claif-cache: use|refresh|bypass|only`,
+`x-claif-namespace`, `x-claif-ttl`, `x-claif-session`; every answer carries
+`x-claif-cache-status: hit-exact|hit-semantic|coalesced|miss` and
+`x-claif-request-id`. A cache hit is answered inline, in `data_received`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import anyio
+import msgspec
+import structlog
+
+from claif_client.protocol import CacheControl, CompletionRequest, CompletionResponse
+from claif_client.shapes import anthropic_response, openai_response
+from claif_client.wire import WireError, anthropic_request, choice_request, openai_request
+
+from ..completions import Completions, Prepared, Sink
+from ..config import HttpFrontConfig
+from ..errors import error_info
+from ..monitoring import CONTENT_TYPE
+from ..providers import resolve_model
+from .auth import TOKEN_FILE, load_token, peer_uid_in, token_matches
+from .server import Connection, Exchange, Gone, HttpServer, Limits
+from .sinks import AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
+
+__all__ = ["HttpFront"]
+
+log = structlog.get_logger("claifd.front")
+
+# The daemon's error codes, as HTTP statuses (an upstream's own status wins).
+_STATUS = {"bad_request": 400, "not_found": 404, "not_configured": 401, "rate_limited": 429, "timeout": 504,
+           "shutting_down": 503, "storage_error": 500, "upstream_error": 502, "tls_error": 502, "cancelled": 499,
+           "internal": 500}
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    529: "overloaded_error", 503: "overloaded_error"}
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 429: "rate_limit_exceeded"}
+_CHAT, _MESSAGES = "/v1/chat/completions", "/v1/messages"
+# A refusal decided in the front, as the daemon's error code (for the metrics).
+_REPLY_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
+# OpenAI-only request fields an Anthropic model cannot take: dropped (and named
+# in x-claif-ignored) when the request crosses wires.
+_OPENAI_ONLY = ("seed", "user", "response_format", "logprobs", "top_logprobs", "presence_penalty",
+                "frequency_penalty", "logit_bias", "parallel_tool_calls", "service_tier", "reasoning_effort",
+                "modalities", "prediction", "audio", "web_search_options")
+
+
+class _Reply(Exception):
+    """A complete HTTP answer decided before any byte was sent."""
+
+    def __init__(self, status: int, doc: Any, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.doc = doc
+        self.headers = headers or []
+
+
+class _Ask(NamedTuple):
+    """A completion request read from either wire, in the daemon's shape,
+    with the x-claif-* headers applied."""
+
+    request: CompletionRequest
+    stream: bool
+    n: int = 1
+    include_usage: bool = False
+    ignored: tuple[str, ...] = ()  # OpenAI-only fields the target cannot take
+
+
+class _Exchange(Exchange):
+    """A front request, with what the inline attempt learned (so a miss is
+    not read, translated and prepared twice) and whether the pipeline has
+    recorded it."""
+
+    __slots__ = ("ask", "prepared", "recorded")
+
+    def __init__(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes,
+                 rid: str, keep_alive: bool) -> None:
+        super().__init__(conn, method, path, headers, body, rid, keep_alive)
+        self.ask: _Ask | None = None
+        self.prepared: Prepared | None = None
+        self.recorded = False
+
+    @property
+    def anthropic(self) -> bool:
+        return self.path.startswith(_MESSAGES) or (self.path == "/v1/models" and "anthropic-version" in self.headers)
+
+
+class HttpFront:
+    limits = Limits(max_head=64 * 1024, max_body=16 * 1024 * 1024, idle_timeout=300.0)
+
+    def __init__(self, completions: Completions, models: Callable[[], Awaitable[dict[str, Any]]],
+                 metrics: Callable[[], str], health: Callable[[], Awaitable[dict[str, Any]]],
+                 allowed_uids: Callable[[], frozenset[int]], count_tokens: Callable[[bytes], Awaitable[tuple[int, bytes]]],
+                 config_dir: Path) -> None:
+        self.completions = completions
+        self.models = models
+        self.metrics = metrics
+        self.health = health
+        self.allowed_uids = allowed_uids
+        self.count_tokens = count_tokens
+        self.config_dir = config_dir
+        self.server = HttpServer(self, "front")
+        self.token: str | None = None
+        self.enabled = False
+        self.served = 0
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(4)
+        self._default_socket = ""
+
+    def __repr__(self) -> str:
+        return f"<HttpFront {self.server!r} served={self.served}>"
+
+    def info(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "socket": self.server.socket_path, "listen": self.server.address,
+                "token_file": str(self.config_dir / TOKEN_FILE) if self.token else None, "served": self.served}
+
+    async def start(self, task_group: anyio.abc.TaskGroup, config: HttpFrontConfig, default_socket: str) -> None:
+        self._default_socket = default_socket
+        await self.server.start(task_group, *self._listeners(config))
+
+    def reconfigure(self, config: HttpFrontConfig) -> None:
+        self.server.want(*self._listeners(config))
+
+    def _listeners(self, config: HttpFrontConfig) -> tuple[str, str]:
+        self.enabled = bool(config.enabled)
+        if not self.enabled:
+            return "", ""
+        listen = config.listen
+        try:
+            self.token = load_token(self.config_dir)
+        except OSError as exc:
+            log.error("cannot read or make the HTTP front's token; the TCP listener stays closed", error=str(exc))
+            listen = ""
+        return config.socket or self._default_socket, listen
+
+    # ----------------------------------------------------- the server's App
+
+    def peer_allowed(self, transport: Any) -> bool:
+        return peer_uid_in(transport, self.allowed_uids())
+
+    def authorized(self, headers: dict[str, str]) -> bool:
+        return token_matches(headers, self.token)
+
+    def exchange(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes,
+                 keep_alive: bool) -> Exchange:
+        self.served += 1
+        return _Exchange(conn, method, path, headers, body, f"req_{self._prefix}{next(self._ids):x}", keep_alive)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.completions.state.tasks.spawn(coro)
+
+    def inline(self, ex: Exchange, authorized: bool) -> bytes | None:
+        """A memory-tier hit answered at once, without a task (the hot path);
+        None: the request is answered in a task (`serve`)."""
+        assert isinstance(ex, _Exchange)
+        if not authorized or ex.method != "POST" or "x-claif-session" in ex.headers:
+            return None
+        try:
+            if ex.path == _CHAT:
+                ask = self._read_chat(ex)
+            elif ex.path == _MESSAGES:
+                ask = self._read_messages(ex)
+            else:
+                return None
+            if ask.stream or ask.n > 1:
+                return None
+            prepared = ex.prepared = self.completions.prepare(ask.request)
+        except Exception:
+            return None  # answered (with its error) by `serve`
+        entry = self.completions.try_hit(prepared, ex.t0)
+        if entry is None:
+            return None
+        ex.recorded = True
+        response = entry.response()
+        if prepared.optimized is not None:
+            response = msgspec.structs.replace(response, optimized=prepared.optimized)
+        model = ask.request.model or response.model
+        headers = [("x-claif-cache-status", "hit-exact")]
+        if ex.path == _CHAT:
+            if ask.ignored:
+                headers.append(("x-claif-ignored", ",".join(ask.ignored)))
+            doc = openai_response(response, model, "chatcmpl-" + ex.rid, int(time.time()))
+        else:
+            doc = anthropic_response(response, model, "msg_" + ex.rid)
+        return ex.response(200, doc, headers)
+
+    async def serve(self, ex: Exchange, authorized: bool, unix: bool) -> None:
+        assert isinstance(ex, _Exchange)
+        try:
+            if not authorized:
+                raise _Reply(401 if not unix else 403, self._error_doc(
+                    ex, 401 if not unix else 403,
+                    "a local token is required (claif token): Authorization: Bearer TOKEN or x-api-key: TOKEN"
+                    if not unix else "this daemon serves its own user only"))
+            await self._route(ex)
+        except _Reply as reply:
+            self._refused(ex, _REPLY_CODES.get(reply.status, "bad_request"))
+            await ex.respond(reply.status, reply.doc, reply.headers)
+        except Gone:
+            raise
+        except Exception as exc:
+            self._refused(ex, error_info(exc).code)
+            await self._fail(ex, exc)
+
+    def _refused(self, ex: _Exchange, code: str) -> None:
+        """A completion request that failed before the pipeline had it is
+        counted too (the pipeline records the rest)."""
+        if not ex.recorded and ex.method == "POST" and ex.path in (_CHAT, _MESSAGES):
+            ex.recorded = True
+            self.completions.refused(code, ex.t0)
+
+    async def _fail(self, ex: _Exchange, exc: BaseException) -> None:
+        info = error_info(exc)
+        if info.code == "internal":
+            log.error("HTTP front request failed", path=ex.path, exc_info=exc)
+        status = _STATUS.get(info.code, 500)
+        upstream = (info.details or {}).get("status")
+        if info.code == "upstream_error" and isinstance(upstream, int) and 400 <= upstream < 600:
+            status = upstream
+        if ex.started:  # mid-stream: an error event in the stream's own shape
+            doc = self._error_doc(ex, status, info.message)
+            await ex.sse(doc, "error" if ex.anthropic else None)
+            await ex.end()
+            return
+        headers = [("retry-after", f"{info.retry_after:g}")] if info.retry_after is not None else []
+        await ex.respond(status, self._error_doc(ex, status, info.message), headers)
+
+    @staticmethod
+    def _error_doc(ex: _Exchange, status: int, message: str) -> dict[str, Any]:
+        if ex.anthropic:
+            return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+        kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+    # -------------------------------------------------------------- routes
+
+    async def _route(self, ex: _Exchange) -> None:
+        method, path = ex.method, ex.path
+        if method == "POST" and path == _CHAT:
+            await self._chat(ex)
+        elif method == "POST" and path == _MESSAGES:
+            await self._messages(ex)
+        elif method == "POST" and path == "/v1/messages/count_tokens":
+            status, body = await self.count_tokens(ex.body)
+            await ex.respond(status, body, [])
+        elif method == "GET" and path == "/v1/models":
+            await ex.respond(200, await self._models(ex), [])
+        elif method == "GET" and path == "/metrics":
+            await ex.respond(200, self.metrics().encode(), [], CONTENT_TYPE)
+        elif method == "GET" and path == "/health":
+            doc = await self.health()
+            await ex.respond(503 if doc["status"] == "unhealthy" else 200, doc, [])
+        else:
+            raise _Reply(404, self._error_doc(ex, 404, f"no route for {method} {path}"))
+
+    async def _models(self, ex: _Exchange) -> dict[str, Any]:
+        listing = await self.models()
+        ids = [m["id"] for m in listing["models"]]
+        if ex.anthropic:
+            data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"} for i in ids]
+            return {"data": data, "has_more": False, "first_id": ids[0] if ids else None,
+                    "last_id": ids[-1] if ids else None}
+        return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": i.split("/")[0]}
+                                           for i in ids]}
+
+    # ------------------------------------------------- reading a request
+
+    def _decode(self, ex: _Exchange) -> Any:
+        try:
+            return msgspec.json.decode(ex.body)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise _Reply(400, self._error_doc(ex, 400, f"the body is not JSON: {exc}")) from None
+
+    def _read_chat(self, ex: _Exchange) -> _Ask:
+        """An OpenAI chat request, read once per exchange."""
+        if ex.ask is None:
+            try:
+                chat = openai_request(self._decode(ex))
+            except WireError as exc:
+                raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
+            request, ignored = self._steer(ex, chat.request, "openai")
+            ex.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, tuple(ignored))
+        return ex.ask
+
+    def _read_messages(self, ex: _Exchange) -> _Ask:
+        """An Anthropic Messages request, read once per exchange."""
+        if ex.ask is None:
+            try:
+                request, stream = anthropic_request(self._decode(ex))
+            except WireError as exc:
+                raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
+            if request.max_tokens is None:
+                raise _Reply(400, self._error_doc(ex, 400, "max_tokens: Field required"))
+            ex.ask = _Ask(self._steer(ex, request, "anthropic")[0], stream)
+        return ex.ask
+
+    def _steer(self, ex: _Exchange, request: CompletionRequest, wire: str) -> tuple[CompletionRequest, list[str]]:
+        """Apply the x-claif-* headers; drop what the target's wire cannot take."""
+        h = ex.headers
+        mode, namespace, ttl = h.get("x-claif-cache"), h.get("x-claif-namespace"), h.get("x-claif-ttl")
+        changes: dict[str, Any] = {}
+        if mode or namespace or ttl:
+            try:
+                changes["cache"] = CacheControl(mode=mode or "use", namespace=namespace or None,
+                                                ttl=float(ttl) if ttl else None)
+            except ValueError:
+                raise _Reply(400, self._error_doc(ex, 400, f"x-claif-ttl must be seconds, got {ttl!r}")) from None
+        if h.get("x-claif-session"):
+            changes["session"] = h["x-claif-session"]
+        ignored: list[str] = []
+        if wire == "openai" and request.extra and self._provider_of(request) != "openai":
+            ignored = [k for k in request.extra if k in _OPENAI_ONLY]
+            kept = {k: v for k, v in request.extra.items() if k not in _OPENAI_ONLY}
+            changes["extra"] = kept or None
+        if changes:
+            request = msgspec.structs.replace(request, **changes)
+        return request, ignored
+
+    def _provider_of(self, request: CompletionRequest) -> str:
+        config = self.completions.config
+        name = request.model or config.client.model
+        return "" if name == "auto" else resolve_model(name, config.client.model, config.models)[0]
+
+    # ------------------------------------------------------------ running
+
+    async def _run(self, ex: _Exchange, request: CompletionRequest, sink: Sink | None,
+                   status: OpenAIStream | OpenAIChoices | None = None) -> CompletionResponse:
+        """The completion on the one pipeline, into `sink`. `status`: the
+        answer whose x-claif-cache-status this request's outcome decides
+        (choice 0's), when it is not the sink itself."""
+        completions = self.completions
+        ex.recorded = True
+        if request.session is not None:
+            response, _ = await completions.session_send(request, sink.delta if sink and sink.streaming else None)
+            if sink is not None:
+                await sink.done(response)
+            return response
+        assert ex.ask is not None
+        try:
+            # The inline attempt prepared the request itself (choice 0's is the request).
+            prepared = ex.prepared if request is ex.ask.request else None
+            if prepared is None:
+                prepared = completions.prepare(request)
+        except Exception as exc:
+            completions.refused(error_info(exc).code, ex.t0)
+            raise
+        if status is not None:
+            status.prepared = prepared
+        elif isinstance(sink, (OpenAIJSON, AnthropicJSON, AnthropicStream)):
+            sink.prepared = prepared
+        with anyio.fail_after(prepared.timeout):
+            return await completions.run(prepared, sink, memory_probed=prepared is ex.prepared)
+
+    async def _chat(self, ex: _Exchange) -> None:
+        ask = self._read_chat(ex)
+        model = ask.request.model or ""
+        extra = [("x-claif-ignored", ",".join(ask.ignored))] if ask.ignored else []
+        rid = "chatcmpl-" + ex.rid
+        requests = [choice_request(ask.request, i) for i in range(ask.n)]
+        if ask.stream:
+            stream = OpenAIStream(ex, model, rid, extra, ask.n, ask.include_usage)
+            await _each(ask.n, lambda i: self._run(ex, requests[i], stream.choice(i), stream if i == 0 else None))
+            await stream.finish()
+        elif ask.n == 1:
+            await self._run(ex, requests[0], OpenAIJSON(ex, model, rid, extra))
+        else:
+            choices = OpenAIChoices(ex, model, rid, extra)
+            responses: list[CompletionResponse | None] = [None] * ask.n
+
+            async def run(i: int) -> None:
+                responses[i] = await self._run(ex, requests[i], None, choices if i == 0 else None)
+
+            await _each(ask.n, run)
+            await choices.finish([r for r in responses if r is not None])
+
+    async def _messages(self, ex: _Exchange) -> None:
+        ask = self._read_messages(ex)
+        model, rid = ask.request.model or "", "msg_" + ex.rid
+        sink = AnthropicStream(ex, model, rid, []) if ask.stream else AnthropicJSON(ex, model, rid, [])
+        await self._run(ex, ask.request, sink)
+
+
+async def _each(n: int, run: Callable[[int], Coroutine[Any, Any, Any]]) -> None:
+    """run(0) .. run(n-1), concurrently when n > 1 (the first failure fails them all)."""
+    if n == 1:
+        await run(0)
+        return
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(run, i)
