@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import psutil
 
-from . import __version__, monitoring
+from . import __version__, monitoring, providers
 from .cache import ResponseCache
 from .cache import requests as cache_requests
 from .catalog import ModelCatalog
@@ -35,7 +35,7 @@ from .http.metrics import MetricsEndpoint
 from .logs import set_level
 from .perf import Perf
 from .pool import HttpPool
-from .providers import AnthropicProvider, EchoProvider, OpenAIProvider, Provider
+from .providers import AnthropicProvider, OpenAIProvider, Provider
 from .providers.http import HttpProvider
 from .sessions import requests as session_requests
 from .sessions.service import SessionService
@@ -65,13 +65,7 @@ class App:
         self.upstream = UpstreamCounters()
         self.pool = HttpPool(config.pool)
         self.task_group: anyio.abc.TaskGroup | None = None
-        self.providers: dict[str, Provider] = {
-            "echo": EchoProvider(self.upstream),
-            "anthropic": AnthropicProvider(self.pool, self.upstream, config.providers.anthropic, config.retry,
-                                           clock=clock, perf=self.perf),
-            "openai": OpenAIProvider(self.pool, self.upstream, config.providers.openai, config.retry,
-                                     clock=clock, perf=self.perf),
-        }
+        self.providers: dict[str, Provider] = providers.build(self.pool, self.upstream, config, clock, self.perf)
         self.cache = ResponseCache(config.cache, config.prices, redis=config.redis)
         openai = self.providers["openai"]
         assert isinstance(openai, OpenAIProvider)
@@ -136,10 +130,10 @@ class App:
         attach = self.settings.attach
         attach("logging", lambda section: set_level(section.level))
         attach("pool", self.pool.reconfigure)
-        for provider in (self.providers["anthropic"], self.providers["openai"]):
-            assert isinstance(provider, (AnthropicProvider, OpenAIProvider))
-            attach(f"providers.{provider.name}", provider.reconfigure)
-            attach("retry", provider.reconfigure_retry)
+        for provider in self.providers.values():
+            if isinstance(provider, HttpProvider):
+                attach(f"providers.{provider.name}", provider.reconfigure)
+                attach("retry", provider.reconfigure_retry)
         attach("cache", self.cache.reconfigure)
         attach("redis", self.cache.reconfigure_redis)
         attach("redis", self.sessions.reconfigure_redis)

@@ -77,7 +77,8 @@ def _fit(request: CompletionRequest, provider: str, model: str, config: Config,
         return request
     answer = request.max_tokens
     if answer is None:
-        answer = config.providers.anthropic.default_max_tokens if provider == "anthropic" else DEFAULT_ANSWER_TOKENS
+        # A provider whose API requires max_tokens sends its section's default.
+        answer = getattr(getattr(config.providers, provider, None), "default_max_tokens", DEFAULT_ANSWER_TOKENS)
     system = request.system if isinstance(request.system, str) or request.system is None \
         else msgspec.json.encode(request.system).decode()
     tools = estimate_text(msgspec.json.encode(request.tools).decode()) if request.tools else 0

@@ -1,10 +1,13 @@
-"""Upstream providers: where completions come from."""
+"""Upstream providers: where completions come from. A provider type is a
+module here and a line of registry.py."""
 
 from __future__ import annotations
 
 from .anthropic import AnthropicProvider
-from .base import DeltaCallback, Provider, resolve_model
+from .base import DeltaCallback, Provider
 from .echo import EchoProvider
 from .openai import OpenAIProvider
+from .registry import TYPES, build, provider_of, resolve_model, section_of
 
-__all__ = ["Provider", "DeltaCallback", "resolve_model", "EchoProvider", "AnthropicProvider", "OpenAIProvider"]
+__all__ = ["Provider", "DeltaCallback", "resolve_model", "provider_of", "EchoProvider", "AnthropicProvider",
+           "OpenAIProvider", "TYPES", "build", "section_of"]
