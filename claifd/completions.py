@@ -289,7 +289,7 @@ class Completions:
         assert prepared.key is not None
         response: CompletionResponse | None = None
         error: BaseException | None = None
-        shared = self.cache.shared is not None
+        shared = self.cache.shared
         remote: MemEntry | None = None
         scope = flight.scope
         scope.deadline = anyio.current_time() + prepared.timeout
@@ -317,7 +317,7 @@ class Completions:
             if response is not None and remote is None:
                 stored = self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
                                           flight.chunks if flight.streaming else None)
-                if stored is not None and self.cache.shared is not None:
+                if stored is not None and self.cache.shared:
                     await self.cache.share(stored)  # in Redis before any daemon's reply goes out
                 if stored is not None and self.cache.semantic_wanted(prepared.request, prepared.namespace):
                     await self._index(prepared)

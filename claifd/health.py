@@ -45,6 +45,7 @@ import psutil
 import structlog
 
 from .cache.service import ResponseCache
+from .cache.tier import NoTier
 from .config import Config
 from .perf import Perf
 from .providers.http import HttpProvider
@@ -167,13 +168,13 @@ class HealthMonitor:
     async def _probe_cache(self) -> tuple[str, str]:
         if not self.cache.config.enabled:
             return "ok", "cache disabled"
-        if self.cache.shared is not None:
+        if self.cache.shared:
             try:
                 await self.cache.probe()
             except Exception as exc:
                 return "warning", f"redis unavailable ({type(exc).__name__}: {exc}); serving without the shared cache"
             return "ok", "redis answers"
-        if self.cache.disk is None:
+        if isinstance(self.cache.tier, NoTier):
             if not self.cache.config.dir:
                 return "ok", "memory only (cache.dir is empty)"
             return "warning", f"disk tier unavailable; memory only ({self.cache.disk_error})"
@@ -275,16 +276,18 @@ class HealthMonitor:
         probe = self.probes.get("cache_disk")
         if not cache.config.enabled:
             return _check("cache_disk", "ok", "cache disabled")
-        if cache.shared is not None:
-            if cache.shared.error:
+        tier = cache.tier
+        if tier.shared:
+            error = tier.stats()["error"]
+            if error:
                 return _check("cache_disk", "warning", f"redis unavailable; serving without the shared cache "
-                                                       f"({cache.shared.error})")
+                                                       f"({error})")
             return probe if probe is not None else _check("cache_disk", "ok", "redis")
-        if cache.disk is None and cache.config.dir:
+        if isinstance(tier, NoTier) and cache.config.dir:
             return _check("cache_disk", "warning", f"disk tier unavailable; memory only ({cache.disk_error})")
         if cache.disk_error:
             return _check("cache_disk", "warning", f"last disk operation failed: {cache.disk_error}")
-        recent = _recent(cache.disk.quarantined if cache.disk is not None else [], now)
+        recent = _recent(tier.quarantined(), now)
         if recent is not None:
             return _check("cache_disk", "warning", f"damaged cache database moved aside to {recent['path']}: "
                                                    f"{recent['reason']}")

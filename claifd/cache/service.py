@@ -1,11 +1,12 @@
-"""The response cache as the daemon uses it: tiers, TTLs, single-flight, stats.
+"""The response cache as the daemon uses it: the memory tier, a second tier
+behind it, TTLs, single-flight, stats.
 
 The memory tier is consulted synchronously (the server answers memory hits
-inside `data_received`, without a task). Everything that touches SQLite runs
-in one worker thread: lookups on a memory miss are awaited; writes are
-write-behind, queued and committed in batches by a writer task, so storing an
-answer never delays the reply. Hits seen in memory are written back to the
-disk tier (hit counts, expiry, last access) by the same writer.
+inside `data_received`, without a task). The second tier is the disk
+(SQLite) or Redis, behind one interface (tier.py: `SecondTier`); a memory
+miss awaits it, a stored answer is kept there behind the reply (disk) or
+before it (Redis, where the other daemons look), and a change of
+`cache.backend`, `cache.dir` or the Redis address switches it live.
 
 Only complete successful responses are stored: the providers raise on any
 error and on a stream that ended early, so a response object exists only
@@ -21,41 +22,27 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 import structlog
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
 from ..config import CacheConfig, Price, RedisConfig
-from ..fs import is_corruption
 from ..redis_client import store_source
-from .disk import DiskHit, DiskStore
+from .disk import DiskHit
 from .entry import Codec, MemEntry, make_entry
 from .flight import Flight
 from .memory import MemoryLRU
 from .policy import base_ttl, effective_ttl
 from .prices import PriceTable
+from .tier import DiskTier, NoTier, SecondTier, StoredVector, VectorRow
 
 if TYPE_CHECKING:
     from ..semantic.embed import RemoteEmbed
     from ..semantic.tier import SemanticTier
-    from .redis_store import RedisStore
 
 __all__ = ["ResponseCache"]
 
 log = structlog.get_logger("claifd.cache")
-
-# `on_delta` for a streamed call, None for a plain one.
-
-# How often hits seen in memory are written back to the disk tier.
-TOUCH_INTERVAL = 5.0
-# New entries wait this long (or until WRITE_BATCH of them are queued) so that
-# one transaction in the worker thread stores many: a thread hop and a SQLite
-# commit per answer cost a sequential miss ~170 us (measured), mostly in GIL
-# contention with the loop. They are in memory meanwhile; a crash in that
-# window costs those cache entries, never an answer.
-WRITE_DELAY = 0.05
-WRITE_BATCH = 256
 
 
 class ResponseCache:
@@ -71,20 +58,11 @@ class ResponseCache:
         self.clock = clock
         self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in (prices or {}).items()})
         self.memory = MemoryLRU(int(config.memory_max_bytes))
-        self.disk: DiskStore | None = None
-        # The shared second tier (cache.backend = redis), instead of the disk tier.
-        self.shared: RedisStore | None = None
         self.redis_config = redis
-        self.near_cache_ttl = float(redis.near_cache_ttl) if redis is not None else 0.0
-        self.lock_ttl = float(redis.lock_ttl) if redis is not None else 10.0
         # What the second tier was built from (a change rebuilds it: `_switch`).
         self._tier_source = self._second_tier_source()
-        self._listener: anyio.CancelScope | None = None
         self._switching = anyio.Lock()
-        # Keys this daemon waits for another daemon to answer (set on its "put").
-        self._remote_waits: dict[str, anyio.Event] = {}
-        self.remote_coalesced = 0
-        self._build_second_tier()
+        self.tier: SecondTier = self._build_tier()
         self.flights: dict[str, Flight] = {}
         self.hits_memory = 0
         self.hits_disk = 0
@@ -99,16 +77,10 @@ class ResponseCache:
         self.saved_output_tokens = 0
         self.saved_cost_usd = 0.0
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._thread = anyio.CapacityLimiter(1)
-        self._write_queue: list[MemEntry] = []
-        self._touched: dict[str, MemEntry] = {}
-        self._wakeup = anyio.Event()
-        self._full = anyio.Event()
         # The semantic tier: built on first use (it imports numpy).
         self._semantic: SemanticTier | None = None
         # How the openai embedder reaches /v1/embeddings (set by the app: the openai provider).
         self.remote_embed: RemoteEmbed | None = None
-        self._vectors: list[tuple[str, str, str, str, str, bytes]] = []
 
     def _codec(self) -> Codec:
         try:
@@ -120,36 +92,30 @@ class ResponseCache:
     def _second_tier_source(self) -> tuple[Any, ...]:
         return store_source(self.config.backend, self.redis_config, self.config.dir)
 
-    def _build_second_tier(self) -> None:
-        """The disk tier or the Redis client, as the configuration says (nothing opened yet)."""
+    def _build_tier(self) -> SecondTier:
+        """The disk tier or the Redis one, as the configuration says (nothing opened yet)."""
         redis = self.redis_config
         if self.config.backend == "redis" and redis is not None:
             from ..redis_client import describe, make_client  # imports redis-py: only when configured
-            from .redis_store import RedisStore
+            from .redis_tier import RedisTier
 
-            self.shared = RedisStore(make_client(redis), describe(redis), redis.prefix, self._codec())
-        elif self.config.dir:
-            self.disk = DiskStore(Path(self.config.dir).expanduser(), int(self.config.max_size), self._codec())
+            return RedisTier(make_client(redis), describe(redis), redis, self._codec())
+        if self.config.dir:
+            return DiskTier(Path(self.config.dir).expanduser(), int(self.config.max_size), self._codec(), self.clock)
+        return NoTier()
 
-    async def _open_second_tier(self) -> None:
-        if self.disk is not None:
-            try:
-                await self._in_thread(self.disk.open)
-            except Exception as exc:  # an unusable directory, a file we cannot replace...
-                self.disk_error = f"{type(exc).__name__}: {exc}"
-                log.error("cache disk tier unavailable; serving from memory only",
-                          path=str(self.disk.path), error=self.disk_error)
-                self.disk = None
-                self.disk_errors += 1
-        if self.shared is not None and self._task_group is not None:
-            scope = self._listener = anyio.CancelScope()
-            shared = self.shared
-
-            async def listen() -> None:
-                with scope:
-                    await shared.listen(self._invalidated, self._resubscribed)
-
-            self._task_group.start_soon(listen)
+    async def _open_tier(self) -> None:
+        tier = self.tier
+        if self._task_group is None:
+            return
+        try:
+            await tier.open(self._task_group, self)
+        except Exception as exc:  # an unusable directory, a file we cannot replace...
+            self.disk_error = f"{type(exc).__name__}: {exc}"
+            log.error("cache second tier unavailable; serving from memory only", backend=tier.backend,
+                      error=self.disk_error)
+            self.tier = NoTier()
+            self.disk_errors += 1
 
     async def _switch(self) -> None:
         """`cache.backend`, `cache.dir` or where Redis is changed: the old second
@@ -160,29 +126,55 @@ class ResponseCache:
             if source == self._tier_source:
                 return
             old = self._tier_source
-            await self._flush()
-            if self._listener is not None:
-                self._listener.cancel()
-                self._listener = None
-            if self.disk is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._in_thread(self.disk.close)
-            if self.shared is not None:
-                await self.shared.aclose()
-            self.disk = self.shared = None
+            await self.tier.aclose()
             self.memory.clear(None)
             if self._semantic is not None:
                 self._semantic.clear(None)
-            self._build_second_tier()
-            await self._open_second_tier()
+            self.tier = self._build_tier()
+            await self._open_tier()
             self._tier_source = source  # `stats()["backend"]` says so once the new tier serves
             log.info("cache second tier switched", was=old[0], now=source[0])
 
+    # ------------------------------------------------- what the tier says
+
+    def invalidated(self, kind: str, arg: str) -> None:
+        """Another daemon stored (put), deleted (del), indexed (vec) or
+        cleared (clear) answers: our near-cache copies of them go."""
+        if kind in ("put", "del"):
+            self.memory.delete(arg)
+            if kind == "del" and self._semantic is not None:
+                self._semantic.forget(arg)
+        elif kind == "vec" and self._semantic is not None and self._task_group is not None:
+            self._task_group.start_soon(self._fetch_vector, arg)
+        elif kind == "clear":
+            namespace = None if arg == "*" else arg
+            self.memory.clear(namespace)
+            if self._semantic is not None:
+                self._semantic.clear(namespace)
+
+    def resubscribed(self) -> None:
+        """Invalidations may have been missed while unsubscribed: the near cache starts afresh."""
+        self.memory.clear(None)
+
+    def evicted(self, keys: list[str]) -> None:
+        if self._semantic is not None:
+            for key in keys:
+                self._semantic.forget(key)
+
+    def failed(self, what: str, exc: Exception, lost: bool) -> None:
+        # A full disk or a broken file costs the second tier, never a request.
+        self.disk_errors += 1
+        self.disk_error = f"{what}: {type(exc).__name__}: {exc}"
+        log.warning(f"cache disk {what} failed; serving from memory", error=f"{type(exc).__name__}: {exc}")
+        if lost:
+            self.tier = NoTier()
+
+    def recovered(self) -> None:
+        self.disk_error = None  # it works again: the warning ends
+
     def __repr__(self) -> str:
-        return (
-            f"<ResponseCache memory={len(self.memory)} disk={self.disk.entries if self.disk else '-'} "
-            f"flights={len(self.flights)} hits={self.hits} misses={self.misses}>"
-        )
+        return (f"<ResponseCache memory={len(self.memory)} tier={self.tier!r} flights={len(self.flights)} "
+                f"hits={self.hits} misses={self.misses}>")
 
     @property
     def enabled(self) -> bool:
@@ -195,10 +187,9 @@ class ResponseCache:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Open the disk tier (in the worker thread) and start the writer."""
+        """Open the second tier."""
         self._task_group = task_group
-        await self._open_second_tier()
-        task_group.start_soon(self._writer)
+        await self._open_tier()
         if self.config.semantic.enabled or self.config.semantic.namespaces:
             await (await self.load_semantic()).ready()
 
@@ -211,75 +202,37 @@ class ResponseCache:
             self._semantic = SemanticTier(self.config.semantic, self, self.remote_embed)
         return self._semantic
 
-    def _invalidated(self, kind: str, arg: str) -> None:
-        """Another daemon stored (put), deleted (del) or cleared (clear) answers:
-        our near-cache copies of them go."""
-        if kind in ("put", "del"):
-            self.memory.delete(arg)
-            waiting = self._remote_waits.get(arg)
-            if waiting is not None:
-                waiting.set()
-            if kind == "del" and self._semantic is not None:
-                self._semantic.forget(arg)
-        elif kind == "vec" and self._semantic is not None and self._task_group is not None:
-            self._task_group.start_soon(self._fetch_vector, arg)
-        elif kind == "clear":
-            namespace = None if arg == "*" else arg
-            self.memory.clear(namespace)
-            if self._semantic is not None:
-                self._semantic.clear(namespace)
-
-    def _resubscribed(self) -> None:
-        """Invalidations may have been missed while unsubscribed: the near cache starts afresh."""
-        self.memory.clear(None)
+    # ------------------------------------------ single flight across daemons
 
     async def claim(self, key: str, namespace: str, deadline: float) -> MemEntry | None:
-        """Single-flight across daemons: None when this daemon makes the
-        upstream call for `key` (it holds the lease), or the answer another
-        daemon made meanwhile. A leader that crashes leaves a lease that
-        expires within `redis.lock_ttl`; its followers then claim it."""
-        shared = self.shared
-        assert shared is not None
-        while True:
-            if await shared.try_lock(key, self.lock_ttl):
-                return None
-            event = self._remote_waits.setdefault(key, anyio.Event())
-            try:
-                with anyio.move_on_after(min(0.25, max(0.0, deadline - time.monotonic()))):
-                    await event.wait()  # its "put", or a look again in a moment
-            finally:
-                if self._remote_waits.get(key) is event:
-                    del self._remote_waits[key]
-            found = await shared.get(key, namespace, self.clock())
-            if found is not None:
-                self.remote_coalesced += 1
-                return self._promote(found)
-            if time.monotonic() >= deadline:
-                return None  # waited as long as the request may: call upstream without the lease
-            if not await shared.locked(key):
-                continue  # the leader failed or died: claim it ourselves
+        """None when this daemon makes the upstream call for `key`, or the
+        answer another daemon (on a shared tier) made meanwhile."""
+        found = await self.tier.claim(key, namespace, deadline, self.clock)
+        return self._promote(found) if found is not None else None
 
     async def renew(self, key: str) -> None:
         """Keep the lease on `key` while its upstream call runs."""
-        assert self.shared is not None
-        while True:
-            await anyio.sleep(self.lock_ttl / 3)
-            await self.shared.renew(key, self.lock_ttl)
+        await self.tier.renew(key)
 
     async def release(self, key: str) -> None:
-        if self.shared is not None:
-            await self.shared.unlock(key)
+        await self.tier.release(key)
+
+    @property
+    def shared(self) -> bool:
+        """Other daemons read and write the second tier."""
+        return self.tier.shared
 
     async def share(self, entry: MemEntry) -> None:
-        """Put a stored answer in the shared tier (awaited before its reply
+        """Put a stored answer in a shared tier (awaited before its reply
         goes out, so every daemon can find it); the memory copy becomes a near
-        cache whose life is bounded by `redis.near_cache_ttl`."""
-        if self.shared is None:
+        cache whose life is bounded by the tier's `near_cache_ttl`."""
+        tier = self.tier
+        if not tier.shared:
             return
         now = self.clock()
-        await self.shared.put(entry, now)
-        if self.near_cache_ttl:
-            entry.expires_at = min(entry.expires_at, now + self.near_cache_ttl)
+        await tier.share(entry, now)
+        if tier.near_cache_ttl:
+            entry.expires_at = min(entry.expires_at, now + tier.near_cache_ttl)
 
     @property
     def task_group(self) -> anyio.abc.TaskGroup | None:
@@ -294,15 +247,9 @@ class ResponseCache:
     async def _warm_semantic(self) -> None:
         await (await self.load_semantic()).ready()
 
-    async def load_vectors(self, tier: SemanticTier, identity: str) -> None:
-        """Put the vectors stored by earlier runs for embedder `identity` into the tier's index."""
-        if self.shared is not None:
-            await tier.load(await self.shared.load_vectors(identity))
-        elif self.disk is not None:
-            try:
-                await tier.load(await self._in_thread(self.disk.load_vectors, identity, self.clock()))
-            except Exception as exc:
-                await self._disk_failed("read", exc)
+    async def load_vectors(self, identity: str) -> list[StoredVector]:
+        """The vectors stored by earlier runs (or other daemons) for embedder `identity`."""
+        return await self.tier.load_vectors(identity, self.clock())
 
     def semantic_wanted(self, request: CompletionRequest, namespace: str) -> bool:
         """On for this request: its own `cache.semantic`, else its namespace
@@ -313,37 +260,22 @@ class ResponseCache:
         semantic = self.config.semantic
         return bool(semantic.enabled) or namespace in semantic.namespaces
 
-    async def share_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None:
-        """A new semantic-index row, for the other daemons (shared backend), or queued for the disk."""
-        if self.shared is None:
-            self.queue_vector(row)
-            return
+    async def share_vector(self, row: VectorRow) -> None:
+        """A new semantic-index row, kept by the second tier (for the next run, or the other daemons)."""
         entry = self.memory.get(row[0], self.clock())
         ttl = (entry.created_at + entry.ttl - self.clock()) if entry is not None else float(self.config.default_ttl)
-        await self.shared.put_vector(row, max(ttl, 1.0))
+        await self.tier.put_vector(row, ttl)
 
     async def _fetch_vector(self, key: str) -> None:
         """Another daemon indexed `key`: put it in ours."""
-        tier = self._semantic
-        if tier is None or tier.embedder is None or self.shared is None:
+        semantic = self._semantic
+        if semantic is None or semantic.embedder is None:
             return
-        await tier.load(await self.shared.get_vectors(tier.embedder.identity, [key]), announce=False)
-
-    def queue_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None:
-        if self.disk is not None:
-            self._vectors.append(row)
-            self._wakeup.set()
+        await semantic.load(await self.tier.get_vectors(semantic.embedder.identity, [key]), announce=False)
 
     async def aclose(self) -> None:
-        """Flush pending writes and close the disk tier (and the Redis client)."""
-        if self.shared is not None:
-            await self.shared.aclose()
-        await self._flush()
-        if self.disk is not None:
-            await self._in_thread(self.disk.close)
-
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._thread)
+        """Flush pending writes and close the second tier."""
+        await self.tier.aclose()
 
     # -------------------------------------------------------------- lookups
 
@@ -362,23 +294,15 @@ class ResponseCache:
         entry = None if memory_probed else self.lookup_memory(key)
         if entry is not None:
             return entry
-        found: DiskHit | None = None
-        if self.shared is not None:
-            found = await self.shared.get(key, namespace or self.config.namespace, self.clock())
-        elif self.disk is not None and self.disk.might_contain(key):
-            try:
-                found = await self._in_thread(self.disk.get, key, self.clock())
-            except Exception as exc:
-                await self._disk_failed("read", exc)
-                found = None
+        tier = self.tier
+        found = await tier.get(key, namespace or self.config.namespace, self.clock())
         entry = self._promote(found) if found is not None else None
         if entry is None:
             self.misses += 1
             return None
         self.hits_disk += 1
         self._count_hit(entry, touch=False)
-        if self.disk is not None:
-            self._touched[entry.key] = entry  # hits and access time, written back in a batch
+        tier.touch(entry)  # hits and access time, written back in a batch
         return entry
 
     def _promote(self, found: DiskHit) -> MemEntry | None:
@@ -390,8 +314,8 @@ class ResponseCache:
         self._apply_ttl(entry)
         if entry.expires_at <= self.clock():
             return None
-        if self.shared is not None and self.near_cache_ttl:
-            entry.expires_at = min(entry.expires_at, self.clock() + self.near_cache_ttl)
+        if self.tier.near_cache_ttl:
+            entry.expires_at = min(entry.expires_at, self.clock() + self.tier.near_cache_ttl)
         self.memory.put(entry)
         return entry
 
@@ -400,7 +324,7 @@ class ResponseCache:
             entry.hits += 1
             if self.config.strategy == "smart":  # only smart lifetimes grow with hits
                 self._apply_ttl(entry)
-            self._touched[entry.key] = entry
+            self.tier.touch(entry)
         self.saved_input_tokens += entry.input_tokens
         self.saved_output_tokens += entry.output_tokens
         self.saved_cost_usd += self.prices.cost(entry.model, entry.input_tokens, entry.output_tokens)
@@ -429,64 +353,8 @@ class ResponseCache:
             return None
         self.memory.put(entry)
         self.stores += 1
-        if self.disk is not None:
-            self._write_queue.append(entry)
-            self._wakeup.set()
-            if len(self._write_queue) >= WRITE_BATCH:
-                self._full.set()
+        self.tier.keep(entry)
         return entry
-
-    async def _writer(self) -> None:
-        """Commit queued entries and touched hit counts, in batches, off the loop."""
-        while True:
-            with anyio.move_on_after(TOUCH_INTERVAL):
-                await self._wakeup.wait()
-            if self._write_queue and len(self._write_queue) < WRITE_BATCH:
-                with anyio.move_on_after(WRITE_DELAY):
-                    await self._full.wait()
-            self._wakeup = anyio.Event()
-            self._full = anyio.Event()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        if self.disk is None:
-            self._write_queue.clear()
-            self._touched.clear()
-            self._vectors.clear()
-            return
-        batch, self._write_queue = self._write_queue, []
-        touched, self._touched = self._touched, {}
-        vectors, self._vectors = self._vectors, []
-        now = self.clock()
-        try:
-            if batch:
-                await self._in_thread(self.disk.put_many, batch, now)
-                evicted = self.disk.take_evicted()
-                if self._semantic is not None:
-                    for key in evicted:
-                        self._semantic.forget(key)
-            if vectors:
-                await self._in_thread(self.disk.put_vectors, vectors)
-            if touched:
-                rows = [(e.key, e.hits, e.expires_at, now) for e in touched.values()]
-                await self._in_thread(self.disk.touch_many, rows)
-        except Exception as exc:
-            await self._disk_failed("write", exc)
-        else:
-            if batch or touched:
-                self.disk_error = None  # writes work again: the warning ends
-
-    async def _disk_failed(self, what: str, exc: Exception) -> None:
-        # A full disk or a broken file costs the disk tier, never a request.
-        self.disk_errors += 1
-        self.disk_error = f"{what}: {type(exc).__name__}: {exc}"
-        log.warning(f"cache disk {what} failed; serving from memory", error=f"{type(exc).__name__}: {exc}")
-        if is_corruption(exc) and self.disk is not None:
-            try:
-                await self._in_thread(self.disk.recover, f"{what}: {exc}")
-            except Exception as again:
-                log.error("cache disk tier unavailable; serving from memory only", error=str(again))
-                self.disk = None
 
     # ------------------------------------------------------- single-flight
 
@@ -514,43 +382,18 @@ class ResponseCache:
         removed = self.memory.clear(namespace)
         if self._semantic is not None:
             self._semantic.clear(namespace)
-        self._write_queue = [e for e in self._write_queue if namespace is not None and e.namespace != namespace]
-        if self.disk is not None:
-            try:
-                removed = max(removed, await self._in_thread(self.disk.clear, namespace))
-            except Exception as exc:
-                await self._disk_failed("clear", exc)
-        if self.shared is not None:
-            removed = max(removed, await self.shared.clear(namespace))
+        removed = max(removed, await self.tier.clear(namespace))
         return removed
 
     async def probe(self) -> None:
         """Write to the disk tier and read back, or ping Redis (health); failures are also the tier's."""
-        if self.shared is not None:
-            await self.shared.probe()
-            return
-        if self.disk is None:
-            return
-        try:
-            await self._in_thread(self.disk.probe, self.clock())
-        except Exception as exc:
-            await self._disk_failed("probe", exc)
-            raise
-        self.disk_error = None
+        await self.tier.probe(self.clock())
 
     async def delete(self, key: str) -> bool:
         found = self.memory.delete(key)
         if self._semantic is not None:
             self._semantic.forget(key)
-        self._write_queue = [e for e in self._write_queue if e.key != key]
-        self._touched.pop(key, None)
-        if self.disk is not None:
-            try:
-                found = await self._in_thread(self.disk.delete, key) or found
-            except Exception as exc:
-                await self._disk_failed("delete", exc)
-        if self.shared is not None:
-            found = await self.shared.delete(key) or found
+        found = await self.tier.delete(key) or found
         return found
 
     def reconfigure(self, config: CacheConfig) -> None:
@@ -573,15 +416,17 @@ class ResponseCache:
                 entry.expires_at = min(entry.expires_at, entry.created_at + cap)
         if self._second_tier_source() != self._tier_source and self._task_group is not None:
             self._task_group.start_soon(self._switch)
-        elif self.disk is not None and self._task_group is not None:
-            self._task_group.start_soon(self._in_thread, self.disk.resize, int(config.max_size))
+        else:
+            self.tier.resize(int(config.max_size))
 
     def reconfigure_redis(self, redis: RedisConfig) -> None:
         """A reloaded `redis` section: the bounds apply at once; a new address
         switches the second tier (see `_switch`)."""
         self.redis_config = redis
-        self.near_cache_ttl = float(redis.near_cache_ttl)
-        self.lock_ttl = float(redis.lock_ttl)
+        from .redis_tier import RedisTier
+
+        if isinstance(self.tier, RedisTier):
+            self.tier.reconfigure(redis)
         if self._second_tier_source() != self._tier_source and self._task_group is not None:
             self._task_group.start_soon(self._switch)
 
@@ -598,7 +443,7 @@ class ResponseCache:
 
     def stats(self) -> dict[str, Any]:
         lookups = self.hits + self.misses
-        disk = self.disk
+        tier = self.tier
         return {
             "enabled": self.config.enabled,
             "strategy": self.config.strategy,
@@ -615,17 +460,9 @@ class ResponseCache:
                 "entries": len(self.memory), "bytes": self.memory.bytes, "max_bytes": self.memory.max_bytes,
                 "evictions": self.memory.evictions, "expired": self.memory.expirations,
             },
-            "disk": None if disk is None else {
-                "path": str(disk.path), "entries": disk.entries, "bytes": disk.bytes, "max_bytes": disk.max_bytes,
-                "evictions": disk.evictions, "damaged": disk.damaged, "errors": self.disk_errors,
-                "pending_writes": len(self._write_queue),
-            },
+            "disk": {**tier.stats(), "errors": self.disk_errors} if isinstance(tier, DiskTier) else None,
             "backend": self._tier_source[0],
-            "shared": None if self.shared is None else {
-                "url": self.shared.url, "errors": self.shared.errors, "error": self.shared.error,
-                "damaged": self.shared.damaged, "near_cache_ttl": self.near_cache_ttl,
-                "coalesced_across_daemons": self.remote_coalesced,
-            },
+            "shared": tier.stats() if tier.shared else None,
             "semantic": self._semantic.stats() if self._semantic is not None else {
                 "enabled": bool(self.config.semantic.enabled), "indexed": 0, "lookups": 0, "hits": 0},
             "saved": {
@@ -637,24 +474,25 @@ class ResponseCache:
 
     def status(self) -> dict[str, Any]:
         """The contract's `status.cache` block, and the disk tier's state."""
-        disk = self.disk
+        disk = self.tier if isinstance(self.tier, DiskTier) else None
         if not self.config.enabled:
-            tier = "disabled"
+            state = "disabled"
         elif disk is None:
-            tier = "unavailable" if self.config.dir else "memory-only"
+            state = "unavailable" if self.config.dir else "memory-only"
         else:
-            tier = "ok"
+            state = "ok"
+        entries, size = disk.entries_and_bytes() if disk is not None else (0, 0)
         return {
             "hits": self.hits,
             "misses": self.misses,
             "coalesced": self.coalesced,
             # Answers stored a moment ago are in memory before the write-behind
             # reaches the disk: never report fewer than memory holds.
-            "entries": max(disk.entries, len(self.memory)) if disk is not None else len(self.memory),
-            "bytes": self.memory.bytes + (disk.bytes if disk is not None else 0),
-            "disk_tier": tier,
+            "entries": max(entries, len(self.memory)),
+            "bytes": self.memory.bytes + size,
+            "disk_tier": state,
             "disk_errors": self.disk_errors,
             # The last disk failure while it lasts (None once writes work again).
             "disk_error": self.disk_error,
-            "quarantined": list(disk.quarantined) if disk is not None else [],
+            "quarantined": disk.quarantined() if disk is not None else [],
         }

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import msgspec
 import structlog
@@ -33,8 +34,25 @@ from .embed import Batcher, Embedder, RemoteEmbed, make_embedder
 from .guards import GUARDS, Features, check
 from .index import VectorIndex
 
-if TYPE_CHECKING:
-    from ..cache.service import ResponseCache
+
+class _Entry(Protocol):
+    def response(self) -> CompletionResponse: ...
+
+
+class Store(Protocol):
+    """What the semantic tier needs of the store beside it (the response
+    cache, which builds it): the answers it points at, the vectors kept for
+    the next run, and where background work runs. The tier holds no
+    reference to the cache's own type."""
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup | None: ...
+
+    async def lookup(self, key: str, memory_probed: bool = False, namespace: str | None = None) -> _Entry | None: ...
+
+    async def load_vectors(self, identity: str) -> list[tuple[str, str, str, str, bytes]]: ...
+
+    async def share_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None: ...
 
 __all__ = ["SemanticTier", "query_and_scope"]
 
@@ -71,7 +89,7 @@ class SemanticTier:
     that cannot load leaves the tier answering nothing, with `error` saying
     why (status, stats and health show it) until the configuration changes."""
 
-    def __init__(self, config: SemanticCacheConfig, cache: ResponseCache, remote: RemoteEmbed | None = None) -> None:
+    def __init__(self, config: SemanticCacheConfig, cache: Store, remote: RemoteEmbed | None = None) -> None:
         self.config = config
         self.cache = cache
         self.remote = remote
@@ -117,7 +135,7 @@ class SemanticTier:
                 log.error("semantic tier unavailable", error=self.error)
                 return None
             # Loaded before the tier says it is ready: a lookup meanwhile waits for the lock.
-            await self.cache.load_vectors(self, embedder.identity)
+            await self.load(await self.cache.load_vectors(embedder.identity))
             self.embedder, self.batcher = embedder, Batcher(embedder)
             return self.batcher
 
