@@ -261,7 +261,7 @@ class HealthMonitor:
             return _check("sessions", "unhealthy", f"session store unavailable: {sessions.store_error}")
         if sessions.write_error:
             return _check("sessions", "unhealthy", f"the last write failed: {sessions.write_error}")
-        recent = _recent(sessions.store.quarantined, now)
+        recent = _recent(sessions.backend.quarantined(), now)
         if recent is not None:
             return _check("sessions", "warning", f"damaged session file moved aside to {recent['path']}: "
                                                  f"{recent['reason']}")

@@ -269,7 +269,8 @@ class ResponseCache:
     async def _fetch_vector(self, key: str) -> None:
         """Another daemon indexed `key`: put it in ours."""
         semantic = self._semantic
-        if semantic is None or semantic.embedder is None:
+        # A tier still loading waits (its load may have read the store before this row was in).
+        if semantic is None or await semantic.ready() is None or semantic.embedder is None:
             return
         await semantic.load(await self.tier.get_vectors(semantic.embedder.identity, [key]), announce=False)
 

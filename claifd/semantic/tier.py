@@ -34,6 +34,8 @@ from .embed import Batcher, Embedder, RemoteEmbed, make_embedder
 from .guards import GUARDS, Features, check
 from .index import VectorIndex
 
+__all__ = ["SemanticTier", "Store", "query_and_scope"]
+
 
 class _Entry(Protocol):
     def response(self) -> CompletionResponse: ...
@@ -54,7 +56,6 @@ class Store(Protocol):
 
     async def share_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None: ...
 
-__all__ = ["SemanticTier", "query_and_scope"]
 
 log = structlog.get_logger("claifd.semantic")
 

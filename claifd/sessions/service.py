@@ -1,10 +1,11 @@
 """Conversation sessions as the daemon serves them.
 
 Memory is an LRU under `session.memory_budget` (`lru.py`); the truth is the
-SQLite store (`store.py`). Every change is committed -- in a group commit
-with whatever else is waiting, in the writer thread -- before the request
-that made it is answered, so eviction and crashes never lose an acknowledged
-message. Sends to one session run one at a time, in arrival order.
+store behind it (`backend.py`: SQLite on this machine, or Redis for a team's
+daemons). Every change is durable in the store -- on SQLite in a group
+commit with whatever else is waiting -- before the request that made it is
+answered, so eviction and crashes never lose an acknowledged message. Sends
+to one session run one at a time, in arrival order.
 
 A send appends the new message(s) and the reply together, after the upstream
 call succeeded: a failed or cancelled send leaves the session as it was (and
@@ -13,7 +14,6 @@ the client, which got an error, can simply retry).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,14 +28,14 @@ import structlog
 from claif_client.protocol import CompletionRequest, CompletionResponse, Message
 
 from ..config import RedisConfig, SessionConfig
-from ..errors import BadRequest, NotFound, StorageError
+from ..errors import BadRequest, NotFound
 from ..redis_client import store_source
 from ..types import DeltaCallback
+from .backend import LocalSessions, RedisSessions, SessionBackend
 from .context import estimate_tokens, trim
 from .lru import SessionLRU
 from .model import Session, SessionMessage, SessionSummary, new_session_id
-from .redis_store import RedisSessionStore
-from .store import AppendMessages, CreateSession, DamagedSession, DeleteSession, Op, SessionStore
+from .store import AppendMessages, CreateSession, DeleteSession
 
 __all__ = ["SessionService", "export_markdown"]
 
@@ -44,93 +44,53 @@ log = structlog.get_logger("claifd.sessions")
 CompleteFn = Callable[[CompletionRequest, DeltaCallback | None], Awaitable[CompletionResponse]]
 
 
-class _Pending:
-    __slots__ = ("ops", "done", "error")
-
-    def __init__(self, ops: list[Op]) -> None:
-        self.ops = ops
-        self.done = anyio.Event()
-        self.error: BaseException | None = None
-
-
 class SessionService:
     def __init__(self, config: SessionConfig, *, redis: RedisConfig | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
         self.lru = SessionLRU(int(config.memory_budget))
-        self.store = SessionStore(Path(config.directory).expanduser())
-        # session.backend = redis: the sessions live there; memory is a validated cache.
-        self.remote: RedisSessionStore | None = None
         self.redis_config = redis
         self._source = self._backend_source()
+        self.backend: SessionBackend = self._build_backend()
         self._switching = anyio.Lock()
         self._task_group: anyio.abc.TaskGroup | None = None
-        if self._source[0] == "redis":
-            self.remote = self._make_remote()
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
-        self._queue: list[_Pending] = []
-        self._wakeup = anyio.Event()
-        self._write_thread = anyio.CapacityLimiter(1)
-        self._writer_gone = False
-        self._read_thread = anyio.CapacityLimiter(1)
         self.total = 0
         self.loads = 0
-        self.commits = 0
-        self.write_errors = 0
-        # The last write's failure, until a write succeeds again (health).
-        self.write_error: str | None = None
-        # Why the store could not open at all (every session call then fails
-        # with storage_error; the rest of the daemon serves on).
-        self.store_error: str | None = None
-        self.damaged = 0
 
     def __repr__(self) -> str:
-        return f"<SessionService {self.lru!r} total={self.total} pending={len(self._queue)}>"
+        return f"<SessionService {self.lru!r} total={self.total} {self.backend!r}>"
+
+    # The store's state, for health and status.
+    @property
+    def store_error(self) -> str | None:
+        return self.backend.store_error
+
+    @property
+    def write_error(self) -> str | None:
+        return self.backend.write_error
+
+    @property
+    def damaged(self) -> int:
+        return self.backend.damaged
 
     # ------------------------------------------------------------ lifecycle
 
     def _backend_source(self) -> tuple[Any, ...]:
         return store_source(self.config.backend, self.redis_config, self.config.directory)
 
-    def _make_remote(self) -> RedisSessionStore:
-        from ..redis_client import make_client  # imports redis-py: only when configured
+    def _build_backend(self) -> SessionBackend:
+        if self._source[0] == "redis":
+            from ..redis_client import make_client  # imports redis-py: only when configured
 
-        assert self.redis_config is not None
-        return RedisSessionStore(make_client(self.redis_config), self.redis_config.prefix)
+            assert self.redis_config is not None
+            return RedisSessions(make_client(self.redis_config), self.redis_config.prefix)
+        return LocalSessions(Path(self.config.directory).expanduser())
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         self._task_group = task_group
-        task_group.start_soon(self._writer)
-        await self._open()
-
-    async def _open(self) -> None:
-        if self.remote is not None:
-            try:
-                self.total = await self.remote.count()
-            except StorageError as exc:
-                log.warning("session store (redis) unavailable; session requests fail until it answers",
-                            error=str(exc))
-            return
-        self.store_error = None
-        try:
-            await anyio.to_thread.run_sync(self.store.open, limiter=self._write_thread)
-            self.total = (await self._read(self.store.counts))[0]
-        except Exception as exc:
-            self.store_error = f"{type(exc).__name__}: {exc}"
-            log.error("session store unavailable; session requests will fail until it is fixed and the "
-                      "daemon restarted", path=str(self.store.path), error=self.store_error)
-
-    async def _close(self) -> None:
-        if self.remote is not None:
-            try:
-                await self.remote.client.aclose()
-            except Exception:
-                pass
-            return
-        if self._queue:
-            await self._commit(self._take())
-        await anyio.to_thread.run_sync(self.store.close, limiter=self._write_thread)
+        self.total = await self.backend.open(task_group)
 
     async def _switch(self) -> None:
         """`session.backend`, `session.directory` or where Redis is changed:
@@ -138,20 +98,16 @@ class SessionService:
         memory copies dropped. Sessions are not copied between stores."""
         async with self._switching:
             source = self._backend_source()
-            if source == self._source:
+            if source == self._source or self._task_group is None:
                 return
             with anyio.CancelScope(shield=True):
-                await self._close()
+                await self.backend.aclose()
                 for session_id in self.lru.ids():
                     self.lru.remove(session_id)
-                if source[0] == "redis":
-                    self.remote = self._make_remote()
-                else:
-                    self.remote = None
-                    self.store = SessionStore(Path(self.config.directory).expanduser())
-                await self._open()
-            log.info("session store switched", was=self._source[0], now=source[0])
-            self._source = source
+                was, self._source = self._source, source
+                self.backend = self._build_backend()
+                self.total = await self.backend.open(self._task_group)
+            log.info("session store switched", was=was[0], now=source[0])
 
     def reconfigure_redis(self, redis: RedisConfig) -> None:
         self.redis_config = redis
@@ -162,7 +118,7 @@ class SessionService:
             self._task_group.start_soon(self._switch)
 
     async def aclose(self) -> None:
-        await self._close()
+        await self.backend.aclose()
 
     def reconfigure(self, config: SessionConfig) -> None:
         """A reloaded `session` section: a smaller budget evicts at once (the
@@ -171,85 +127,6 @@ class SessionService:
         self.config = config
         self.lru.resize(int(config.memory_budget))
         self._maybe_switch()
-
-    # -------------------------------------------------------------- writing
-
-    async def _persist(self, *ops: Op) -> list[int] | None:
-        """Return once `ops` are committed (fsynced, or applied by Redis); raise StorageError if not."""
-        if self.remote is not None:
-            with anyio.CancelScope(shield=True):  # once sent, the outcome must be known
-                return await self.remote.apply(ops)
-        if self.store_error is not None:
-            raise StorageError(f"the session store is unavailable: {self.store_error}")
-        pending = _Pending(list(ops))
-        with anyio.CancelScope(shield=True):  # once queued, the outcome must be known
-            if self._writer_gone:
-                await self._commit([pending])
-            else:
-                self._queue.append(pending)
-                self._wakeup.set()
-                await pending.done.wait()
-        if pending.error is not None:
-            error = pending.error
-            name = getattr(error, "sqlite_errorname", None)  # e.g. SQLITE_FULL, SQLITE_IOERR_WRITE
-            raise StorageError(f"the session store could not save the change: {error}"
-                               + (f" ({name})" if name else "")) from error
-        return None
-
-    def _take(self) -> list[_Pending]:
-        batch, self._queue = self._queue, []
-        return batch
-
-    async def _writer(self) -> None:
-        """Group commit: everything waiting goes in one transaction."""
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = anyio.Event()
-                while self._queue:
-                    await self._commit(self._take())
-        finally:
-            # Cancelled at shutdown: nobody waiting on a commit may be left hanging.
-            self._writer_gone = True
-            with anyio.CancelScope(shield=True):
-                while self._queue:
-                    await self._commit(self._take())
-
-    async def _commit(self, batch: list[_Pending]) -> None:
-        ops = [op for pending in batch for op in pending.ops]
-        try:
-            await anyio.to_thread.run_sync(self.store.apply, ops, limiter=self._write_thread)
-            self.write_error = None
-        except Exception:
-            # One bad change must not sink the others: retry them one by one.
-            for pending in batch:
-                try:
-                    await anyio.to_thread.run_sync(self.store.apply, pending.ops, limiter=self._write_thread)
-                except Exception as exc:
-                    log.warning("session store write failed", error=f"{type(exc).__name__}: {exc}")
-                    self.write_errors += 1
-                    self.write_error = f"{type(exc).__name__}: {exc}"
-                    pending.error = exc
-                else:
-                    self.write_error = None
-        self.commits += 1
-        for pending in batch:
-            pending.done.set()
-
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A read in the reader thread; damage is a StorageError for this call only."""
-        if self.store_error is not None:
-            raise StorageError(f"the session store is unavailable: {self.store_error}")
-        try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self._read_thread)
-        except DamagedSession as exc:
-            self.damaged += 1
-            log.error("damaged session", error=str(exc))
-            raise StorageError(str(exc)) from exc
-        except sqlite3.DatabaseError as exc:
-            self.damaged += 1
-            log.error("session store read failed", error=f"{type(exc).__name__}: {exc}")
-            raise StorageError(f"the session store could not be read: {exc}") from exc
 
     # ---------------------------------------------------------- operations
 
@@ -263,7 +140,7 @@ class SessionService:
             id=session_id or new_session_id(), title=title or "", model=model, system=system, metadata=metadata,
             created=now, updated=now, accessed=now, messages=messages or [],
         )
-        await self._persist(CreateSession(session))
+        await self.backend.apply([CreateSession(session)])
         self.total += 1
         self.lru.put(session)
         return session
@@ -271,7 +148,7 @@ class SessionService:
     def in_memory(self, session_id: str) -> Session | None:
         """The session if memory holds it (a read: no I/O, no await), else None.
         Never with a shared backend: there a memory copy is validated first (`get`)."""
-        if self.remote is not None:
+        if self.backend.shared:
             return None
         session = self.lru.get(session_id)
         if session is not None:
@@ -279,62 +156,37 @@ class SessionService:
         return session
 
     async def get(self, session_id: str) -> Session:
-        if self.remote is not None:
-            return await self._get_remote(session_id)
-        session = self.lru.get(session_id)
+        cached = self.lru.get(session_id)
+        session = await self.backend.current(cached, session_id)
         if session is None:
-            session = await self._read(self.store.load, session_id)
-            if session is None:
-                raise NotFound(f"no session {session_id!r}")
+            if cached is not None:
+                self.lru.remove(session_id)
+            raise NotFound(f"no session {session_id!r}")
+        if session is not cached:
             self.loads += 1
             self.lru.put(session)
+        elif self.backend.shared:
+            self.lru.put(session)  # re-accounted: other daemons may have extended it
         session.accessed = self.clock()
         return session
 
-    async def _get_remote(self, session_id: str) -> Session:
-        """The memory copy, validated against Redis (extended by what other
-        daemons appended), or the session loaded anew."""
-        assert self.remote is not None
-        session = self.lru.get(session_id)
-        if session is not None:
-            count = await self.remote.length(session_id)
-            if count is None:
-                self.lru.remove(session_id)
-                raise NotFound(f"no session {session_id!r}")
-            if count > len(session.messages):
-                session.messages.extend(await self.remote.tail(session_id, len(session.messages)))
-                self.lru.put(session)
-            if count == len(session.messages):
-                session.accessed = self.clock()
-                return session
-            self.lru.remove(session_id)  # shorter than our copy: not ours to trust
-        loaded = await self.remote.load(session_id)
-        if loaded is None:
-            raise NotFound(f"no session {session_id!r}")
-        self.loads += 1
-        self.lru.put(loaded)
-        loaded.accessed = self.clock()
-        return loaded
-
     async def _exists(self, session_id: str) -> bool:
-        if self.remote is not None:
-            return await self.remote.exists(session_id)
-        return session_id in self.lru or bool(await self._read(self.store.exists, session_id))
+        if not self.backend.shared and session_id in self.lru:
+            return True
+        return await self.backend.exists(session_id)
 
     async def delete(self, session_id: str) -> None:
         async with self._lock(session_id):
             if not await self._exists(session_id):
                 raise NotFound(f"no session {session_id!r}")
-            await self._persist(DeleteSession(session_id))
+            await self.backend.apply([DeleteSession(session_id)])
             self.lru.remove(session_id)
             self.total -= 1
 
     async def list(self, metadata: dict[str, Any] | None, offset: int, limit: int) -> tuple[int, list[SessionSummary]]:
         if offset < 0 or not 1 <= limit <= 10_000:
             raise BadRequest("offset must be >= 0 and limit between 1 and 10000")
-        if self.remote is not None:
-            return await self.remote.list(metadata, offset, limit)
-        return await self._read(self.store.list, metadata, offset, limit)  # type: ignore[no-any-return]
+        return await self.backend.summaries(metadata, offset, limit)
 
     async def fork(self, session_id: str, at: int | None, title: str | None) -> Session:
         source = await self.get(session_id)
@@ -390,7 +242,7 @@ class SessionService:
                 tokens=response.usage.output_tokens, model=response.model,
             )
             appended = [*new, reply]
-            lengths = await self._persist(AppendMessages(session_id, len(session.messages), appended, reply.time))
+            lengths = await self.backend.apply([AppendMessages(session_id, len(session.messages), appended, reply.time)])
             expected = len(session.messages) + len(appended)
             if lengths and lengths[0] != expected:
                 # Another daemon appended meanwhile: Redis keeps one order; our copy goes.
@@ -405,15 +257,8 @@ class SessionService:
             return response, info
 
     async def probe(self) -> None:
-        """Write a row and read it back through the other connection, or ping Redis (health)."""
-        if self.remote is not None:
-            await self.remote.probe()
-            return
-        at = self.clock()
-        await anyio.to_thread.run_sync(self.store.probe_write, at, limiter=self._write_thread)
-        seen = await self._read(self.store.probe_read)
-        if seen != at:
-            raise StorageError(f"the probe row read back {seen!r}, not {at!r}")
+        """Write a row and read it back, or ping Redis (health)."""
+        await self.backend.probe(self.clock())
 
     def _lock(self, session_id: str) -> _SessionLock:
         return _SessionLock(self._locks, session_id)
@@ -428,15 +273,8 @@ class SessionService:
             "memory_budget_bytes": self.lru.budget,
             "evictions": self.lru.evictions,
             "loads": self.loads,
-            "commits": self.commits,
-            "write_errors": self.write_errors,
-            "write_error": self.write_error,
-            "store_error": self.store_error,
-            "damaged": self.damaged,
-            "quarantined": list(self.store.quarantined),
-            "synchronous": self.store.synchronous,
+            **self.backend.stats(),
             "backend": self._source[0],  # the store in use (a switch takes a moment)
-            "remote_error": self.remote.error if self.remote is not None else None,
         }
 
 
