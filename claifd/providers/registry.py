@@ -9,7 +9,7 @@ A provider type is one entry of `TYPES`:
     prefixes    bare model ids it serves ("claude-..." -> anthropic)
 
 To add one: its module in providers/, its config section class in
-config.py's ProvidersConfig, and one line here. `build` makes one provider
+config/schema.py's ProvidersConfig, and one line here. `build` makes one provider
 of each type (and the offline `echo`), and the app wires each to its
 section; `resolve_model` routes by the prefixes.
 """
@@ -58,7 +58,7 @@ def build(pool: HttpPool, counters: UpstreamCounters, config: Config, clock: Cal
     providers: dict[str, Provider] = {"echo": EchoProvider(counters)}
     for kind in TYPES:
         section = section_of(config, kind.name)
-        assert section is not None, f"config.py's ProvidersConfig has no section {kind.name!r}"
+        assert section is not None, f"config/schema.py's ProvidersConfig has no section {kind.name!r}"
         providers[kind.name] = kind.cls(pool, counters, section, config.retry, clock=clock, perf=perf)
     return providers
 

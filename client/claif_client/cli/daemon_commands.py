@@ -1,0 +1,238 @@
+"""The daemon's own commands: ping, status, health, metrics, cache, config, models, log, keys, token, env."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from .._sync import Client
+from .common import (
+    EXIT_ERROR,
+    UsageError,
+    _fail,
+    _flatten,
+    _parse_value,
+    _print_json,
+    _read_input,
+    _shown,
+)
+
+
+def _cmd_ping(client: Client, args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    client.ping()
+    rtt_ms = (time.perf_counter() - t0) * 1000
+    if args.json:
+        _print_json({"ok": True, "daemon_version": client.daemon_version, "rtt_ms": round(rtt_ms, 3)})
+    else:
+        print(f"pong from claifd {client.daemon_version} in {rtt_ms:.2f} ms")
+    return 0
+
+def _print_status(doc: dict[str, Any]) -> None:
+    rows = _flatten(doc)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {'-' if value is None else value}")
+
+def _cmd_status(client: Client, args: argparse.Namespace) -> int:
+    if not args.watch:
+        doc = client.status()
+        _print_json(doc) if args.json else _print_status(doc)
+        return 0
+    if not args.json:
+        from ..watch import watch  # rich, only for this command
+
+        return watch(client, args.interval, use_rich=sys.stdout.isatty())
+    try:
+        while True:  # one JSON document per line, for a program to follow
+            sys.stdout.write(msgspec.json.encode(client.status()).decode() + "\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+def _cmd_health(client: Client, args: argparse.Namespace) -> int:
+    doc = client.health()
+    if args.json:
+        _print_json(doc)
+    else:
+        print(doc["status"])
+        for check in doc["checks"]:
+            detail = f"  {check['detail']}" if check["detail"] else ""
+            latency = f" ({check['latency_ms']:.1f} ms)" if check.get("latency_ms") is not None else ""
+            print(f"  {check['name']:<18} {check['status']}{latency}{detail}")
+    return {"healthy": 0, "warning": 1}.get(doc["status"], 2)
+
+def _cmd_metrics(client: Client, args: argparse.Namespace) -> int:
+    text = client.metrics()
+    _print_json({"text": text}) if args.json else sys.stdout.write(text)
+    return 0
+
+def _cmd_cache(client: Client, args: argparse.Namespace) -> int:
+    if args.cache_command == "stats":
+        doc = client.cache_stats()
+        _print_json(doc) if args.json else _print_status(doc)
+    elif args.cache_command == "clear":
+        removed = client.cache_clear(args.namespace)
+        _print_json({"removed": removed}) if args.json else print(f"removed {removed} cached answers")
+    else:
+        deleted = client.cache_delete(args.key)
+        if args.json:
+            _print_json({"deleted": deleted})
+        elif not deleted:
+            return _fail("NotFound", f"no cached answer with key {args.key}", EXIT_ERROR)
+        else:
+            print("deleted")
+    return 0
+
+def _cmd_config(client: Client, args: argparse.Namespace) -> int:
+    action = args.config_command
+    if action == "get":
+        doc = client.config_get(args.key)
+        if args.json:
+            _print_json(doc)
+        else:
+            value = doc["value"]
+            shown = msgspec.json.encode(value).decode() if isinstance(value, (dict, list)) else value
+            print(f"{shown}  ({doc['source']})")
+    elif action == "set":
+        doc = client.config_set(args.key, _parse_value(args.value), args.scope)
+        if args.json:
+            _print_json(doc)
+        else:
+            where = f"the {doc['scope']} layer" + (f" ({doc['path']})" if doc.get("path") else "")
+            print(f"wrote {doc['key']} = {_shown(doc['written'])} to {where}")
+            print(f"effective: {_shown(doc['value'])} (from {doc['source']})")
+    elif action == "unset":
+        doc = client.config_unset(args.key, args.scope)
+        if args.json:
+            _print_json(doc)
+        else:
+            print(f"removed {doc['key']} from the {doc['scope']} layer")
+            print(f"effective: {_shown(doc['value'])} (from {doc['source']})")
+    elif action == "show":
+        _print_json(client.config_show()) if args.json else _print_status(client.config_show())
+    elif action == "sources":
+        doc = client.config_sources()
+        if args.json:
+            _print_json(doc)
+        else:
+            print(f"generation {doc['generation']}; last error: {doc['last_error'] or '-'}")
+            for src in doc["sources"]:
+                state = "loaded" if src["loaded"] else "missing" if not src["exists"] else "NOT loaded"
+                where = src["path"] or ""
+                print(f"  {src['layer']:<8} {state:<10} {where}")
+                if src["error"]:
+                    print(f"           error: {src['error']}")
+                for key in src["unknown_keys"]:
+                    print(f"           unknown key: {key}")
+    elif action == "reload":
+        doc = client.config_reload()
+        if args.json:
+            _print_json(doc)
+        elif doc["error"]:
+            return _fail("ConfigError", doc["error"], EXIT_ERROR)
+        else:
+            print(f"generation {doc['generation']}; changed: {', '.join(doc['changed']) or 'nothing'}")
+    else:
+        doc = client.config_validate(_read_input(args.file), args.file)
+        if args.json:
+            _print_json(doc)
+        else:
+            print("valid" if doc["ok"] else "invalid:")
+            for error in doc.get("errors") or ([] if doc["ok"] else [doc["error"]]):
+                print(f"  error: {error}")
+            for warning in doc.get("warnings") or [f"unknown key {k!r}" for k in doc["unknown_keys"]]:
+                print(f"  warning: {warning} (ignored)")
+        return 0 if doc["ok"] else EXIT_ERROR
+    return 0
+
+def _cmd_models(client: Client, args: argparse.Namespace) -> int:
+    doc = client.models(refresh=args.refresh)
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"default: {doc['default']}")
+    for model in doc["models"]:
+        print(model["id"])
+    for alias, target in sorted(doc["aliases"].items()):
+        print(f"{alias} -> {target}  (alias)")
+    for provider, why in sorted(doc["errors"].items()):
+        print(f"# {provider}: {why}", file=sys.stderr)
+    return 0
+
+def _cmd_log(client: Client, args: argparse.Namespace) -> int:
+    rows = client.request_log(args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        when = time.strftime("%H:%M:%S", time.localtime(row["at"]))
+        model = f"{row['provider']}/{row['model']}" if row["provider"] else row["model"] or "-"
+        print(f"{when}  {model:<36} {row['outcome']:<14} {row['ms']:>9.1f} ms  "
+              f"{row['input_tokens']:>6} in {row['output_tokens']:>6} out  ${row['cost_usd']:.6f}")
+    return 0
+
+def _cmd_keys(client: Client, args: argparse.Namespace) -> int:
+    if args.keys_command == "list":
+        rows = {name: client.config_get(f"providers.{name}.api_key") for name in ("anthropic", "openai")}
+        if args.json:
+            _print_json(rows)
+        else:
+            for name, doc in rows.items():
+                state = f"set ({doc['source']})" if doc["value"] is not None else "not set in the config"
+                print(f"{name:<10} {state}")
+        return 0
+    provider = args.provider
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass(f"{provider} API key (not shown): ")
+    else:
+        key = sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        raise UsageError("no key given")
+    doc = client.config_set(f"providers.{provider}.api_key", key, "global")
+    if args.json:
+        _print_json({"provider": provider, "path": doc.get("path"), "source": doc["source"]})
+    else:
+        print(f"stored the {provider} key in {doc.get('path') or 'the global config'} (mode 0600); "
+              f"the daemon uses it now (effective from: {doc['source']})")
+    return 0
+
+def _front(client: Client) -> tuple[dict[str, Any], str]:
+    """The HTTP front's status and its token (read from the daemon's 0600 file)."""
+    info = client.status().get("http") or {}
+    if not info.get("enabled"):
+        raise UsageError("the HTTP front is off: claif config set server.http.enabled true --scope global")
+    path = info.get("token_file")
+    try:
+        token = open(path).read().strip() if path else ""
+    except OSError as exc:
+        raise UsageError(f"cannot read the HTTP front's token ({exc})") from exc
+    return info, token
+
+def _cmd_token(client: Client, args: argparse.Namespace) -> int:
+    _, token = _front(client)
+    print(token)
+    return 0
+
+def _cmd_env(client: Client, args: argparse.Namespace) -> int:
+    info, token = _front(client)
+    if not info.get("listen"):
+        raise UsageError(f"the HTTP front listens only on its Unix socket ({info.get('socket')}); tools that take "
+                         "a base URL need TCP: claif config set server.http.listen 127.0.0.1:8765 --scope global")
+    url = f"http://{info['listen']}"
+    lines = {"OPENAI_BASE_URL": url + "/v1", "OPENAI_API_KEY": token,
+             "ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": token}
+    if args.json:
+        _print_json(lines)
+    else:
+        for name, value in lines.items():
+            print(f"export {name}={value}")
+    return 0
