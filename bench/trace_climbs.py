@@ -33,7 +33,7 @@ LAYERS = {
     "claifd.completions": 2,
     "claifd.cache.service": 3, "claifd.cache.flight": 3, "claifd.cache.tier": 3, "claifd.cache.redis_tier": 3,
     "claifd.cache.memory": 3, "claifd.cache.entry": 3, "claifd.cache.keys": 3, "claifd.cache.policy": 3,
-    "claifd.semantic.tier": 3, "claifd.sessions.service": 3, "claifd.perf": 3, "claifd.optimizer": 3,
+    "claifd.semantic.tier": 3, "claifd.sessions.service": 3, "claifd.optimizer": 3,
     "claifd.auto": 3, "claifd.providers.registry": 3,
     "claifd.providers.http": 4, "claifd.providers.openai": 4, "claifd.providers.anthropic": 4,
     "claifd.providers.echo": 4,
@@ -62,12 +62,11 @@ def _daemon(out: str, argv: list[str]) -> None:
     import atexit
 
     atexit.register(lambda: Path(out).write_bytes(msgspec.json.encode(calls)))
-    from claifd.__main__ import main
+    from claifd.cli import main
 
-    sys.argv = ["claifd", *argv]
     sys.setprofile(profile)
     try:
-        main()
+        main(argv)
     finally:
         sys.setprofile(None)
 

@@ -31,7 +31,7 @@ from claif_client.protocol import (
 from .cache.entry import MemEntry
 from .completions import Completions, Prepared, replay_chunks, report
 from .config import Config
-from .dispatch import Conn, Dispatch
+from .dispatch import Conn, Dispatch, Start
 from .errors import ClaifdError, error_frame
 from .optimizer import Optimized
 
@@ -102,7 +102,7 @@ class CompletionRequests:
         dispatch.inline(_CompleteRaw, self.on_complete, records=True)
         dispatch.task(Batch, self.batch_task)
 
-    def on_complete(self, msg: _CompleteRaw, conn: Conn) -> Error | None:
+    def on_complete(self, msg: _CompleteRaw, conn: Conn) -> Error | Start | None:
         """The hot path: a memory-tier hit is answered right here."""
         started = time.perf_counter()
         if self.state.draining:
@@ -120,8 +120,7 @@ class CompletionRequests:
                                  started)
         complete = Complete(id=msg.id, request=request, stream=msg.stream)
         if request.session is not None:
-            conn.start(complete, self.session_task, None, self.completions.request_timeout(request), recorded=True)
-            return None
+            return Start(complete, self.session_task, None, self.completions.request_timeout(request), recorded=True)
         try:
             prepared = self.completions.prepare(request)
         except ClaifdError as exc:  # anything else is the server's to log as internal
@@ -131,8 +130,7 @@ class CompletionRequests:
         if entry is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry, prepared.optimized))
             return None
-        conn.start(complete, self.complete_task, prepared, prepared.timeout, recorded=True)
-        return None
+        return Start(complete, self.complete_task, prepared, prepared.timeout, recorded=True)
 
     def _refused(self, error: Error, started: float) -> Error:
         self.completions.refused(error.code, started)

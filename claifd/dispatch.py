@@ -6,7 +6,8 @@ and connections and nothing about features:
 
     inline  answered inside `data_received`, no task, no await (ping, status,
             a memory-tier cache hit, a session already in memory). It returns
-            the reply to write, or None when it wrote or started a task itself.
+            the reply to write, a `Start` (the server runs it as a task), or
+            None when it wrote the reply itself.
     task    runs as a task in the server's request task group, under a cancel
             scope that a Cancel frame, a client disconnect or the request's
             deadline cancels. It returns the terminal reply (or None when it
@@ -24,11 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Any, NamedTuple, Protocol, Union
 
 import msgspec
 
-__all__ = ["Conn", "Dispatch", "InlineHandler", "TaskHandler", "Route"]
+__all__ = ["Conn", "Dispatch", "InlineHandler", "TaskHandler", "Route", "Start"]
 
 
 class Conn(Protocol):
@@ -45,15 +46,23 @@ class Conn(Protocol):
     async def send(self, msg: msgspec.Struct) -> None:
         """Write, waiting while the client is not reading (backpressure)."""
 
-    def start(self, msg: Any, handler: TaskHandler, arg: Any = None, timeout: float | None = None,
-              recorded: bool = False) -> None:
-        """Run `handler(msg, conn, arg)` as a task; `timeout`: its deadline in
-        seconds; `recorded`: the handler records the request in the metrics
-        itself (the completion pipeline does), the server does not."""
 
 
-# (msg, conn) -> the reply to write, or None.
-InlineHandler = Callable[[Any, Conn], "msgspec.Struct | None"]
+class Start(NamedTuple):
+    """An inline handler's answer when the request needs a task: the server
+    runs `handler(msg, conn, arg)`; `timeout`: its deadline in seconds;
+    `recorded`: the handler records the request in the metrics itself (the
+    completion pipeline does), the server does not."""
+
+    msg: Any
+    handler: TaskHandler
+    arg: Any = None
+    timeout: float | None = None
+    recorded: bool = False
+
+
+# (msg, conn) -> the reply to write, a task to start, or None.
+InlineHandler = Callable[[Any, Conn], "msgspec.Struct | Start | None"]
 # (msg, conn, arg) -> the terminal reply, or None.
 TaskHandler = Callable[[Any, Conn, Any], Awaitable["msgspec.Struct | None"]]
 

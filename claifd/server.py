@@ -47,7 +47,7 @@ from claif_client.protocol import (
 )
 
 from . import __version__
-from .dispatch import Dispatch, TaskHandler
+from .dispatch import Dispatch, Start, TaskHandler
 from .errors import error_frame
 from .perf import Perf
 from .types import ServerState
@@ -273,6 +273,9 @@ class Connection(asyncio.Protocol):
                 reply = route.inline(msg, self)
             except Exception as exc:
                 reply = self.failed(msg, exc)
+            if isinstance(reply, Start):
+                self.start(*reply)  # (the task records it)
+                return
             if reply is not None:
                 self.write(reply)
             if not route.records:

@@ -104,36 +104,37 @@ class ResponseCache:
             return DiskTier(Path(self.config.dir).expanduser(), int(self.config.max_size), self._codec(), self.clock)
         return NoTier()
 
-    async def _open_tier(self) -> None:
-        tier = self.tier
+    async def _opened(self, tier: SecondTier) -> SecondTier:
+        """`tier`, open; NoTier (memory only) if it cannot open."""
         if self._task_group is None:
-            return
+            return tier
         try:
             await tier.open(self._task_group, self)
         except Exception as exc:  # an unusable directory, a file we cannot replace...
             self.disk_error = f"{type(exc).__name__}: {exc}"
             log.error("cache second tier unavailable; serving from memory only", backend=tier.backend,
                       error=self.disk_error)
-            self.tier = NoTier()
             self.disk_errors += 1
+            return NoTier()
+        return tier
 
     async def _switch(self) -> None:
-        """`cache.backend`, `cache.dir` or where Redis is changed: the old second
-        tier is flushed and closed, the new one opened; the memory tier (a near
-        cache of the old one) and the semantic index start afresh."""
+        """`cache.backend`, `cache.dir` or where Redis is changed: the new
+        second tier is opened and serves what follows, the memory tier (a near
+        cache of the old one) and the semantic index start afresh, and the
+        old tier is flushed and closed."""
         async with self._switching:
             source = self._second_tier_source()
             if source == self._tier_source:
                 return
-            old = self._tier_source
-            await self.tier.aclose()
+            new = await self._opened(self._build_tier())
+            old, self.tier = self.tier, new
+            was, self._tier_source = self._tier_source, source  # `stats()["backend"]` says so
             self.memory.clear(None)
             if self._semantic is not None:
                 self._semantic.clear(None)
-            self.tier = self._build_tier()
-            await self._open_tier()
-            self._tier_source = source  # `stats()["backend"]` says so once the new tier serves
-            log.info("cache second tier switched", was=old[0], now=source[0])
+            await old.aclose()
+            log.info("cache second tier switched", was=was[0], now=source[0])
 
     # ------------------------------------------------- what the tier says
 
@@ -161,12 +162,12 @@ class ResponseCache:
             for key in keys:
                 self._semantic.forget(key)
 
-    def failed(self, what: str, exc: Exception, lost: bool) -> None:
+    def failed(self, tier: SecondTier, what: str, exc: Exception, lost: bool) -> None:
         # A full disk or a broken file costs the second tier, never a request.
         self.disk_errors += 1
         self.disk_error = f"{what}: {type(exc).__name__}: {exc}"
         log.warning(f"cache disk {what} failed; serving from memory", error=f"{type(exc).__name__}: {exc}")
-        if lost:
+        if lost and tier is self.tier:  # (not one switched away from, closing)
             self.tier = NoTier()
 
     def recovered(self) -> None:
@@ -189,7 +190,7 @@ class ResponseCache:
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Open the second tier."""
         self._task_group = task_group
-        await self._open_tier()
+        self.tier = await self._opened(self.tier)
         if self.config.semantic.enabled or self.config.semantic.namespaces:
             await (await self.load_semantic()).ready()
 

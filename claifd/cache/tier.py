@@ -61,8 +61,8 @@ class TierEvents(Protocol):
     def evicted(self, keys: list[str]) -> None:
         """Entries the tier dropped for room."""
 
-    def failed(self, what: str, exc: Exception, lost: bool) -> None:
-        """An operation failed (`lost`: the tier is unusable from now on)."""
+    def failed(self, tier: SecondTier, what: str, exc: Exception, lost: bool) -> None:
+        """An operation of `tier` failed (`lost`: it is unusable from now on)."""
 
     def recovered(self) -> None:
         """Writes work again after a failure."""
@@ -218,7 +218,7 @@ class DiskTier:
                 log.error("cache disk tier unavailable; serving from memory only", error=str(again))
                 lost = True
         if self._events is not None:
-            self._events.failed(what, exc, lost)
+            self._events.failed(self, what, exc, lost)
 
     async def delete(self, key: str) -> bool:
         self._write_queue = [e for e in self._write_queue if e.key != key]

@@ -47,7 +47,7 @@ from ..errors import error_info
 from ..monitoring import CONTENT_TYPE
 from ..providers import resolve_model
 from .auth import TOKEN_FILE, load_token, peer_uid_in, token_matches
-from .server import Connection, Exchange, Gone, HttpServer, Limits
+from .server import Exchange, Gone, HttpServer, Limits
 from .sinks import AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
 
 __all__ = ["HttpFront"]
@@ -94,23 +94,29 @@ class _Ask(NamedTuple):
     ignored: tuple[str, ...] = ()  # OpenAI-only fields the target cannot take
 
 
-class _Exchange(Exchange):
-    """A front request, with what the inline attempt learned (so a miss is
-    not read, translated and prepared twice) and whether the pipeline has
-    recorded it."""
+class _Work:
+    """What the front keeps while it answers a request (`Exchange.state`):
+    what the inline attempt learned, so a miss is not read, translated and
+    prepared twice, and whether the pipeline has recorded the request."""
 
     __slots__ = ("ask", "prepared", "recorded")
 
-    def __init__(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes,
-                 rid: str, keep_alive: bool) -> None:
-        super().__init__(conn, method, path, headers, body, rid, keep_alive)
+    def __init__(self) -> None:
         self.ask: _Ask | None = None
         self.prepared: Prepared | None = None
         self.recorded = False
 
-    @property
-    def anthropic(self) -> bool:
-        return self.path.startswith(_MESSAGES) or (self.path == "/v1/models" and "anthropic-version" in self.headers)
+
+def _work(ex: Exchange) -> _Work:
+    work = ex.state
+    if work is None:
+        work = ex.state = _Work()
+    return work  # type: ignore[no-any-return]
+
+
+def _anthropic(ex: Exchange) -> bool:
+    """The request's errors and model list take Anthropic's shape."""
+    return ex.path.startswith(_MESSAGES) or (ex.path == "/v1/models" and "anthropic-version" in ex.headers)
 
 
 class HttpFront:
@@ -169,10 +175,9 @@ class HttpFront:
     def authorized(self, headers: dict[str, str]) -> bool:
         return token_matches(headers, self.token)
 
-    def exchange(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes,
-                 keep_alive: bool) -> Exchange:
+    def request_id(self) -> str:
         self.served += 1
-        return _Exchange(conn, method, path, headers, body, f"req_{self._prefix}{next(self._ids):x}", keep_alive)
+        return f"req_{self._prefix}{next(self._ids):x}"
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.completions.state.tasks.spawn(coro)
@@ -180,7 +185,6 @@ class HttpFront:
     def inline(self, ex: Exchange, authorized: bool) -> bytes | None:
         """A memory-tier hit answered at once, without a task (the hot path);
         None: the request is answered in a task (`serve`)."""
-        assert isinstance(ex, _Exchange)
         if not authorized or ex.method != "POST" or "x-claif-session" in ex.headers:
             return None
         try:
@@ -192,13 +196,14 @@ class HttpFront:
                 return None
             if ask.stream or ask.n > 1:
                 return None
-            prepared = ex.prepared = self.completions.prepare(ask.request)
+            work = _work(ex)
+            prepared = work.prepared = self.completions.prepare(ask.request)
         except Exception:
             return None  # answered (with its error) by `serve`
         entry = self.completions.try_hit(prepared, ex.t0)
         if entry is None:
             return None
-        ex.recorded = True
+        work.recorded = True
         response = entry.response()
         if prepared.optimized is not None:
             response = msgspec.structs.replace(response, optimized=prepared.optimized)
@@ -213,7 +218,6 @@ class HttpFront:
         return ex.response(200, doc, headers)
 
     async def serve(self, ex: Exchange, authorized: bool, unix: bool) -> None:
-        assert isinstance(ex, _Exchange)
         try:
             if not authorized:
                 raise _Reply(401 if not unix else 403, self._error_doc(
@@ -230,14 +234,15 @@ class HttpFront:
             self._refused(ex, error_info(exc).code)
             await self._fail(ex, exc)
 
-    def _refused(self, ex: _Exchange, code: str) -> None:
+    def _refused(self, ex: Exchange, code: str) -> None:
         """A completion request that failed before the pipeline had it is
         counted too (the pipeline records the rest)."""
-        if not ex.recorded and ex.method == "POST" and ex.path in (_CHAT, _MESSAGES):
-            ex.recorded = True
+        work = _work(ex)
+        if not work.recorded and ex.method == "POST" and ex.path in (_CHAT, _MESSAGES):
+            work.recorded = True
             self.completions.refused(code, ex.t0)
 
-    async def _fail(self, ex: _Exchange, exc: BaseException) -> None:
+    async def _fail(self, ex: Exchange, exc: BaseException) -> None:
         info = error_info(exc)
         if info.code == "internal":
             log.error("HTTP front request failed", path=ex.path, exc_info=exc)
@@ -247,22 +252,22 @@ class HttpFront:
             status = upstream
         if ex.started:  # mid-stream: an error event in the stream's own shape
             doc = self._error_doc(ex, status, info.message)
-            await ex.sse(doc, "error" if ex.anthropic else None)
+            await ex.sse(doc, "error" if _anthropic(ex) else None)
             await ex.end()
             return
         headers = [("retry-after", f"{info.retry_after:g}")] if info.retry_after is not None else []
         await ex.respond(status, self._error_doc(ex, status, info.message), headers)
 
     @staticmethod
-    def _error_doc(ex: _Exchange, status: int, message: str) -> dict[str, Any]:
-        if ex.anthropic:
+    def _error_doc(ex: Exchange, status: int, message: str) -> dict[str, Any]:
+        if _anthropic(ex):
             return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
         kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
     # -------------------------------------------------------------- routes
 
-    async def _route(self, ex: _Exchange) -> None:
+    async def _route(self, ex: Exchange) -> None:
         method, path = ex.method, ex.path
         if method == "POST" and path == _CHAT:
             await self._chat(ex)
@@ -281,10 +286,10 @@ class HttpFront:
         else:
             raise _Reply(404, self._error_doc(ex, 404, f"no route for {method} {path}"))
 
-    async def _models(self, ex: _Exchange) -> dict[str, Any]:
+    async def _models(self, ex: Exchange) -> dict[str, Any]:
         listing = await self.models()
         ids = [m["id"] for m in listing["models"]]
-        if ex.anthropic:
+        if _anthropic(ex):
             data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"} for i in ids]
             return {"data": data, "has_more": False, "first_id": ids[0] if ids else None,
                     "last_id": ids[-1] if ids else None}
@@ -293,36 +298,38 @@ class HttpFront:
 
     # ------------------------------------------------- reading a request
 
-    def _decode(self, ex: _Exchange) -> Any:
+    def _decode(self, ex: Exchange) -> Any:
         try:
             return msgspec.json.decode(ex.body)
         except (msgspec.DecodeError, RecursionError) as exc:
             raise _Reply(400, self._error_doc(ex, 400, f"the body is not JSON: {exc}")) from None
 
-    def _read_chat(self, ex: _Exchange) -> _Ask:
+    def _read_chat(self, ex: Exchange) -> _Ask:
         """An OpenAI chat request, read once per exchange."""
-        if ex.ask is None:
+        work = _work(ex)
+        if work.ask is None:
             try:
                 chat = openai_request(self._decode(ex))
             except WireError as exc:
                 raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
             request, ignored = self._steer(ex, chat.request, "openai")
-            ex.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, tuple(ignored))
-        return ex.ask
+            work.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, tuple(ignored))
+        return work.ask
 
-    def _read_messages(self, ex: _Exchange) -> _Ask:
+    def _read_messages(self, ex: Exchange) -> _Ask:
         """An Anthropic Messages request, read once per exchange."""
-        if ex.ask is None:
+        work = _work(ex)
+        if work.ask is None:
             try:
                 request, stream = anthropic_request(self._decode(ex))
             except WireError as exc:
                 raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
             if request.max_tokens is None:
                 raise _Reply(400, self._error_doc(ex, 400, "max_tokens: Field required"))
-            ex.ask = _Ask(self._steer(ex, request, "anthropic")[0], stream)
-        return ex.ask
+            work.ask = _Ask(self._steer(ex, request, "anthropic")[0], stream)
+        return work.ask
 
-    def _steer(self, ex: _Exchange, request: CompletionRequest, wire: str) -> tuple[CompletionRequest, list[str]]:
+    def _steer(self, ex: Exchange, request: CompletionRequest, wire: str) -> tuple[CompletionRequest, list[str]]:
         """Apply the x-claif-* headers; drop what the target's wire cannot take."""
         h = ex.headers
         mode, namespace, ttl = h.get("x-claif-cache"), h.get("x-claif-namespace"), h.get("x-claif-ttl")
@@ -351,22 +358,23 @@ class HttpFront:
 
     # ------------------------------------------------------------ running
 
-    async def _run(self, ex: _Exchange, request: CompletionRequest, sink: Sink | None,
+    async def _run(self, ex: Exchange, request: CompletionRequest, sink: Sink | None,
                    status: OpenAIStream | OpenAIChoices | None = None) -> CompletionResponse:
         """The completion on the one pipeline, into `sink`. `status`: the
         answer whose x-claif-cache-status this request's outcome decides
         (choice 0's), when it is not the sink itself."""
         completions = self.completions
-        ex.recorded = True
+        work = _work(ex)
+        work.recorded = True
         if request.session is not None:
             response, _ = await completions.session_send(request, sink.delta if sink and sink.streaming else None)
             if sink is not None:
                 await sink.done(response)
             return response
-        assert ex.ask is not None
+        assert work.ask is not None
         try:
             # The inline attempt prepared the request itself (choice 0's is the request).
-            prepared = ex.prepared if request is ex.ask.request else None
+            prepared = work.prepared if request is work.ask.request else None
             if prepared is None:
                 prepared = completions.prepare(request)
         except Exception as exc:
@@ -377,9 +385,9 @@ class HttpFront:
         elif isinstance(sink, (OpenAIJSON, AnthropicJSON, AnthropicStream)):
             sink.prepared = prepared
         with anyio.fail_after(prepared.timeout):
-            return await completions.run(prepared, sink, memory_probed=prepared is ex.prepared)
+            return await completions.run(prepared, sink, memory_probed=prepared is work.prepared)
 
-    async def _chat(self, ex: _Exchange) -> None:
+    async def _chat(self, ex: Exchange) -> None:
         ask = self._read_chat(ex)
         model = ask.request.model or ""
         extra = [("x-claif-ignored", ",".join(ask.ignored))] if ask.ignored else []
@@ -401,7 +409,7 @@ class HttpFront:
             await _each(ask.n, run)
             await choices.finish([r for r in responses if r is not None])
 
-    async def _messages(self, ex: _Exchange) -> None:
+    async def _messages(self, ex: Exchange) -> None:
         ask = self._read_messages(ex)
         model, rid = ask.request.model or "", "msg_" + ex.rid
         sink = AnthropicStream(ex, model, rid, []) if ask.stream else AnthropicJSON(ex, model, rid, [])

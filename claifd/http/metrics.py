@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..monitoring import CONTENT_TYPE
-from .server import Connection, Exchange, HttpServer, Limits
+from .server import Exchange, HttpServer, Limits
 
 __all__ = ["MetricsEndpoint"]
 
@@ -49,10 +49,9 @@ class MetricsEndpoint:
     def authorized(self, headers: dict[str, str]) -> bool:
         return True
 
-    def exchange(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes,
-                 keep_alive: bool) -> Exchange:
+    def request_id(self) -> str:
         self.served += 1
-        return Exchange(conn, method, path, headers, body, f"m{next(self._ids):x}", keep_alive)
+        return f"m{next(self._ids):x}"
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._spawn(coro)

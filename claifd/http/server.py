@@ -60,7 +60,7 @@ class Exchange:
     """One request on a kept-alive connection, and how its answer is written
     (whole, or as server-sent events in chunked encoding)."""
 
-    __slots__ = ("conn", "method", "path", "headers", "body", "rid", "started", "keep_alive", "t0")
+    __slots__ = ("conn", "method", "path", "headers", "body", "rid", "started", "keep_alive", "t0", "state")
 
     def __init__(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes,
                  rid: str, keep_alive: bool) -> None:
@@ -73,6 +73,7 @@ class Exchange:
         self.started = False  # an event stream has begun: its status is sent
         self.keep_alive = keep_alive
         self.t0 = time.perf_counter()  # when the request was in
+        self.state: Any = None  # the app's own, while it answers
 
     def head(self, status: int, headers: list[tuple[str, str]]) -> bytearray:
         out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode()))
@@ -124,9 +125,7 @@ class App(Protocol):
     def authorized(self, headers: dict[str, str]) -> bool:
         """Whether a request on TCP (or from a peer not allowed) may be served."""
 
-    def exchange(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes,
-                 keep_alive: bool) -> Exchange:
-        """A request just read (an `Exchange`, or a subclass with the app's own state)."""
+    def request_id(self) -> str: ...
 
     def inline(self, ex: Exchange, authorized: bool) -> bytes | None:
         """The whole answer at once, without a task (the hot path), or None."""
@@ -242,7 +241,8 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         path = self.url.split(b"?", 1)[0].decode("latin-1")
         method = self.parser.get_method().decode("latin-1")
-        ex = self.app.exchange(self, method, path, self.headers, bytes(self.body), self.parser.should_keep_alive())
+        ex = Exchange(self, method, path, self.headers, bytes(self.body), self.app.request_id(),
+                      self.parser.should_keep_alive())
         self.queue.append(ex)
         if not self.busy:
             self._next()

@@ -17,7 +17,7 @@ from claif_client.protocol import (
     SessionList,
 )
 
-from ..dispatch import Conn, Dispatch
+from ..dispatch import Conn, Dispatch, Start
 from ..errors import BadRequest
 from .service import SessionService, export_markdown
 
@@ -28,13 +28,12 @@ def register(dispatch: Dispatch, sessions: SessionService) -> None:
     async def get(msg: SessionGet, conn: Conn, _: None) -> Result:
         return Result(id=msg.id, value=await sessions.get(msg.session_id))
 
-    def get_inline(msg: SessionGet, conn: Conn) -> Result | None:
+    def get_inline(msg: SessionGet, conn: Conn) -> Result | Start:
         """A session in memory is answered at once; one on disk is loaded by a task."""
         session = sessions.in_memory(msg.session_id)
         if session is not None:
             return Result(id=msg.id, value=session)
-        conn.start(msg, get)
-        return None
+        return Start(msg, get)
 
     async def create(msg: SessionCreate, conn: Conn, _: None) -> Result:
         return Result(id=msg.id, value=await sessions.create(msg.title, msg.model, msg.system, msg.metadata))

@@ -52,7 +52,7 @@ class SessionService:
         self.lru = SessionLRU(int(config.memory_budget))
         self.redis_config = redis
         self._source = self._backend_source()
-        self.backend: SessionBackend = self._build_backend()
+        self.backend: SessionBackend = self._build_backend(self._source)
         self._switching = anyio.Lock()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
@@ -80,8 +80,8 @@ class SessionService:
     def _backend_source(self) -> tuple[Any, ...]:
         return store_source(self.config.backend, self.redis_config, self.config.directory)
 
-    def _build_backend(self) -> SessionBackend:
-        if self._source[0] == "redis":
+    def _build_backend(self, source: tuple[Any, ...]) -> SessionBackend:
+        if source[0] == "redis":
             from ..redis_client import make_client  # imports redis-py: only when configured
 
             assert self.redis_config is not None
@@ -94,19 +94,21 @@ class SessionService:
 
     async def _switch(self) -> None:
         """`session.backend`, `session.directory` or where Redis is changed:
-        the old store is closed (after its pending writes), the new one opened,
-        memory copies dropped. Sessions are not copied between stores."""
+        the new store is opened and takes the requests that follow, memory
+        copies are dropped, and the old store is closed (after its pending
+        writes). Sessions are not copied between stores."""
         async with self._switching:
             source = self._backend_source()
             if source == self._source or self._task_group is None:
                 return
             with anyio.CancelScope(shield=True):
-                await self.backend.aclose()
+                new = self._build_backend(source)
+                total = await new.open(self._task_group)
+                old, self.backend = self.backend, new
+                was, self._source, self.total = self._source, source, total
                 for session_id in self.lru.ids():
                     self.lru.remove(session_id)
-                was, self._source = self._source, source
-                self.backend = self._build_backend()
-                self.total = await self.backend.open(self._task_group)
+                await old.aclose()
             log.info("session store switched", was=was[0], now=source[0])
 
     def reconfigure_redis(self, redis: RedisConfig) -> None:
