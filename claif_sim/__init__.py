@@ -4,6 +4,8 @@ never imports it, and it owns the h11 dependency."""
 
 from __future__ import annotations
 
-from .server import Faults, SimState, main, reply_text, serve
+from .answers import reply_text
+from .faults import Faults, SimState
+from .server import main, serve
 
 __all__ = ["SimState", "Faults", "serve", "main", "reply_text"]

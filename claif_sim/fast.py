@@ -26,16 +26,9 @@ from typing import Any
 
 import msgspec
 
-from .server import (
-    _ANTHROPIC_MODELS,
-    _MAX_BODY,
-    _OPENAI_MODELS,
-    SimState,
-    _check_request,
-    _error_doc,
-    anthropic_doc,
-    openai_doc,
-)
+from .answers import _ANTHROPIC_MODELS, _OPENAI_MODELS, _error_doc, anthropic_doc, openai_doc
+from .faults import SimState, _check_request
+from .server import _MAX_BODY
 
 __all__ = ["serve_fast"]
 

@@ -1,0 +1,170 @@
+"""What the simulator answers, as each provider writes it: the reply text
+(a pure function of the request), tool calls, token counts, embeddings,
+and the whole Anthropic Message and OpenAI Chat Completion documents.
+
+These are written here on their own, not shared with the daemon's shapes
+(claif_client/shapes.py): the simulator is the oracle the daemon's
+translations are tested against."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import zlib
+from typing import Any
+
+from .faults import SimState
+
+_WORDS = re.compile(r"\S+\s*")
+
+_ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"]
+
+_OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1"]
+
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 529: "overloaded_error",
+}
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+def _tool_result_text(message: Any) -> str | None:
+    """The text of a tool result turn (OpenAI `tool` message, or an Anthropic
+    user turn of tool_result blocks); None for any other turn."""
+    if not isinstance(message, dict):
+        return None
+    if message.get("role") == "tool":
+        return _text_of(message.get("content"))
+    content = message.get("content")
+    if message.get("role") == "user" and isinstance(content, list) and content and all(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    ):
+        return " ".join(_text_of(b.get("content")) for b in content)
+    return None
+
+def reply_text(messages: list[dict[str, Any]]) -> str:
+    """To a tool result: "Simulated reply to: " and the result; else the same and the last user turn."""
+    result = _tool_result_text(messages[-1]) if messages else None
+    if result is not None:
+        return "Simulated reply to: " + result
+    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
+    return "Simulated reply to: " + (_text_of(last_user.get("content")) if last_user else "")
+
+def tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(tool name, input) when the answer is a tool call: the request offers
+    tools, does not forbid them, and its last turn is a user's question (not
+    a tool result). The tool is the one tool_choice names, else the first;
+    the input is {"query": the question}."""
+    tools = body.get("tools")
+    messages = body.get("messages") or []
+    if not isinstance(tools, list) or not tools or not messages or _tool_result_text(messages[-1]) is not None:
+        return None
+    choice = body.get("tool_choice")
+    if choice in ("none", {"type": "none"}):
+        return None
+    names = [(t.get("function") or {}).get("name") if t.get("type") == "function" else t.get("name")
+             for t in tools if isinstance(t, dict)]
+    name = names[0] if names else ""
+    if isinstance(choice, dict):
+        name = choice.get("name") or (choice.get("function") or {}).get("name") or name
+    last = messages[-1]
+    return str(name), {"query": _text_of(last.get("content")) if isinstance(last, dict) else ""}
+
+def _count_words(text: str) -> int:
+    return len(text.split())
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    n = sum(_count_words(_text_of(m.get("content"))) for m in body.get("messages", []) if isinstance(m, dict))
+    return n + _count_words(_text_of(body.get("system")))
+
+def _cache_read(body: dict[str, Any]) -> int:
+    """Prompt-cache tokens read: the system prompt's words when its blocks ask
+    for caching (`cache_control`), as if an earlier call had written them."""
+    system = body.get("system")
+    if isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system):
+        return _count_words(_text_of(system))
+    return 0
+
+def _answer(body: dict[str, Any], max_tokens: int | None) -> tuple[list[str], bool]:
+    """Words of the reply (with their trailing spaces), and whether max_tokens cut it."""
+    words = _WORDS.findall(reply_text(body.get("messages", [])))
+    if max_tokens is not None and len(words) > max_tokens:
+        return words[:max_tokens], True
+    return words, False
+
+EMBEDDING_DIM = 64
+
+def embedding(text: str) -> list[float]:
+    """A deterministic, unnormalised vector: each lowercased word hashed
+    (CRC-32) into one of 64 signed buckets. Rewordings that keep the words
+    score near 1; it knows nothing of meaning (a simulator, not a model)."""
+    vec = [0.0] * EMBEDDING_DIM
+    for word in re.findall(r"\w+", text.lower()):
+        h = zlib.crc32(word.encode())
+        vec[h % EMBEDDING_DIM] += 1.0 if h & 0x80000000 else -1.0
+    return vec
+
+def _error_doc(anthropic: bool, status: int, message: str) -> dict[str, Any]:
+    if anthropic:
+        return {"type": "error", "error": {"type": _ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message}}
+    kind = {429: "rate_limit_exceeded", 401: "invalid_api_key", 400: "invalid_request_error"}.get(status, "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+
+def anthropic_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
+    """The JSON answer (not streamed) to an Anthropic Messages request."""
+    call = tool_call(body)
+    if call is not None:
+        return {
+            "id": f"msg_sim_{next(state.ids):08d}", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [{"type": "tool_use", "id": f"toolu_sim_{next(state.ids):08d}", "name": call[0],
+                         "input": call[1]}],
+            "stop_reason": "tool_use", "stop_sequence": None,
+            "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": 1,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": _cache_read(body)},
+        }
+    words, truncated = _answer(body, body["max_tokens"])
+    return {
+        "id": f"msg_sim_{next(state.ids):08d}", "type": "message", "role": "assistant", "model": body["model"],
+        "content": [{"type": "text", "text": "".join(words)}],
+        "stop_reason": "max_tokens" if truncated else "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": len(words),
+                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": _cache_read(body)},
+    }
+
+def _openai_answer(body: dict[str, Any]) -> tuple[list[str], str]:
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    words, truncated = _answer(body, limit if isinstance(limit, int) else None)
+    return words, "length" if truncated else "stop"
+
+def _openai_usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
+    prompt = _prompt_tokens(body)
+    return {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+
+def openai_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
+    """The JSON answer (not streamed) to an OpenAI Chat Completions request."""
+    call = tool_call(body)
+    if call is not None:
+        return {
+            "id": f"chatcmpl-sim{next(state.ids):08d}", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "logprobs": None, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "refusal": None,
+                "tool_calls": [{"id": f"call_sim{next(state.ids):08d}", "type": "function",
+                                "function": {"name": call[0], "arguments": json.dumps(call[1])}}]}}],
+            "usage": _openai_usage(body, ["x"]), "system_fingerprint": None,
+        }
+    words, finish = _openai_answer(body)
+    return {
+        "id": f"chatcmpl-sim{next(state.ids):08d}", "object": "chat.completion", "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words), "refusal": None},
+                     "logprobs": None, "finish_reason": finish}],
+        "usage": _openai_usage(body, words), "system_fingerprint": None,
+    }
