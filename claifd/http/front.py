@@ -31,22 +31,22 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import msgspec
 import structlog
 
-from claif_client.protocol import CacheControl, CompletionRequest, CompletionResponse
+from claif_client.protocol import CompletionRequest, CompletionResponse
 from claif_client.shapes import anthropic_response, openai_response
-from claif_client.wire import WireError, anthropic_request, choice_request, openai_request
+from claif_client.wire import choice_request
 
-from ..completions import Completions, Prepared, Sink
+from ..completions import Completions, Sink
 from ..config import HttpFrontConfig
 from ..errors import error_info
 from ..monitoring import CONTENT_TYPE
-from ..providers import resolve_model
 from .auth import TOKEN_FILE, load_token, peer_uid_in, token_matches
+from .reading import _work, read_chat, read_messages
 from .server import Exchange, Gone, HttpServer, Limits
 from .sinks import AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
 
@@ -66,13 +66,6 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
 _CHAT, _MESSAGES = "/v1/chat/completions", "/v1/messages"
 # A refusal decided in the front, as the daemon's error code (for the metrics).
 _REPLY_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
-# OpenAI-only request fields an Anthropic model cannot take: dropped (and named
-# in x-claif-ignored) when the request crosses wires.
-_OPENAI_ONLY = ("seed", "user", "response_format", "logprobs", "top_logprobs", "presence_penalty",
-                "frequency_penalty", "logit_bias", "parallel_tool_calls", "service_tier", "reasoning_effort",
-                "modalities", "prediction", "audio", "web_search_options")
-
-
 class _Reply(Exception):
     """A complete HTTP answer decided before any byte was sent."""
 
@@ -81,37 +74,6 @@ class _Reply(Exception):
         self.status = status
         self.doc = doc
         self.headers = headers or []
-
-
-class _Ask(NamedTuple):
-    """A completion request read from either wire, in the daemon's shape,
-    with the x-claif-* headers applied."""
-
-    request: CompletionRequest
-    stream: bool
-    n: int = 1
-    include_usage: bool = False
-    ignored: tuple[str, ...] = ()  # OpenAI-only fields the target cannot take
-
-
-class _Work:
-    """What the front keeps while it answers a request (`Exchange.state`):
-    what the inline attempt learned, so a miss is not read, translated and
-    prepared twice, and whether the pipeline has recorded the request."""
-
-    __slots__ = ("ask", "prepared", "recorded")
-
-    def __init__(self) -> None:
-        self.ask: _Ask | None = None
-        self.prepared: Prepared | None = None
-        self.recorded = False
-
-
-def _work(ex: Exchange) -> _Work:
-    work = ex.state
-    if work is None:
-        work = ex.state = _Work()
-    return work  # type: ignore[no-any-return]
 
 
 def _anthropic(ex: Exchange) -> bool:
@@ -189,9 +151,9 @@ class HttpFront:
             return None
         try:
             if ex.path == _CHAT:
-                ask = self._read_chat(ex)
+                ask = read_chat(ex, self.completions.config)
             elif ex.path == _MESSAGES:
-                ask = self._read_messages(ex)
+                ask = read_messages(ex, self.completions.config)
             else:
                 return None
             if ask.stream or ask.n > 1:
@@ -296,66 +258,6 @@ class HttpFront:
         return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": i.split("/")[0]}
                                            for i in ids]}
 
-    # ------------------------------------------------- reading a request
-
-    def _decode(self, ex: Exchange) -> Any:
-        try:
-            return msgspec.json.decode(ex.body)
-        except (msgspec.DecodeError, RecursionError) as exc:
-            raise _Reply(400, self._error_doc(ex, 400, f"the body is not JSON: {exc}")) from None
-
-    def _read_chat(self, ex: Exchange) -> _Ask:
-        """An OpenAI chat request, read once per exchange."""
-        work = _work(ex)
-        if work.ask is None:
-            try:
-                chat = openai_request(self._decode(ex))
-            except WireError as exc:
-                raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
-            request, ignored = self._steer(ex, chat.request, "openai")
-            work.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, tuple(ignored))
-        return work.ask
-
-    def _read_messages(self, ex: Exchange) -> _Ask:
-        """An Anthropic Messages request, read once per exchange."""
-        work = _work(ex)
-        if work.ask is None:
-            try:
-                request, stream = anthropic_request(self._decode(ex))
-            except WireError as exc:
-                raise _Reply(400, self._error_doc(ex, 400, str(exc))) from None
-            if request.max_tokens is None:
-                raise _Reply(400, self._error_doc(ex, 400, "max_tokens: Field required"))
-            work.ask = _Ask(self._steer(ex, request, "anthropic")[0], stream)
-        return work.ask
-
-    def _steer(self, ex: Exchange, request: CompletionRequest, wire: str) -> tuple[CompletionRequest, list[str]]:
-        """Apply the x-claif-* headers; drop what the target's wire cannot take."""
-        h = ex.headers
-        mode, namespace, ttl = h.get("x-claif-cache"), h.get("x-claif-namespace"), h.get("x-claif-ttl")
-        changes: dict[str, Any] = {}
-        if mode or namespace or ttl:
-            try:
-                changes["cache"] = CacheControl(mode=mode or "use", namespace=namespace or None,
-                                                ttl=float(ttl) if ttl else None)
-            except ValueError:
-                raise _Reply(400, self._error_doc(ex, 400, f"x-claif-ttl must be seconds, got {ttl!r}")) from None
-        if h.get("x-claif-session"):
-            changes["session"] = h["x-claif-session"]
-        ignored: list[str] = []
-        if wire == "openai" and request.extra and self._provider_of(request) != "openai":
-            ignored = [k for k in request.extra if k in _OPENAI_ONLY]
-            kept = {k: v for k, v in request.extra.items() if k not in _OPENAI_ONLY}
-            changes["extra"] = kept or None
-        if changes:
-            request = msgspec.structs.replace(request, **changes)
-        return request, ignored
-
-    def _provider_of(self, request: CompletionRequest) -> str:
-        config = self.completions.config
-        name = request.model or config.client.model
-        return "" if name == "auto" else resolve_model(name, config.client.model, config.models)[0]
-
     # ------------------------------------------------------------ running
 
     async def _run(self, ex: Exchange, request: CompletionRequest, sink: Sink | None,
@@ -388,7 +290,7 @@ class HttpFront:
             return await completions.run(prepared, sink, memory_probed=prepared is work.prepared)
 
     async def _chat(self, ex: Exchange) -> None:
-        ask = self._read_chat(ex)
+        ask = read_chat(ex, self.completions.config)
         model = ask.request.model or ""
         extra = [("x-claif-ignored", ",".join(ask.ignored))] if ask.ignored else []
         rid = "chatcmpl-" + ex.rid
@@ -410,7 +312,7 @@ class HttpFront:
             await choices.finish([r for r in responses if r is not None])
 
     async def _messages(self, ex: Exchange) -> None:
-        ask = self._read_messages(ex)
+        ask = read_messages(ex, self.completions.config)
         model, rid = ask.request.model or "", "msg_" + ex.rid
         sink = AnthropicStream(ex, model, rid, []) if ask.stream else AnthropicJSON(ex, model, rid, [])
         await self._run(ex, ask.request, sink)

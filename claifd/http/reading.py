@@ -1,0 +1,121 @@
+"""Reading a completion request from either wire into the daemon's shape
+(claif_client/wire.py), with the x-claif-* headers applied, once per
+exchange: the inline attempt reads it, and a miss answered in a task reuses
+what it read (`_Work`, kept in `Exchange.state`). A request that cannot be
+read is a BadRequest (400, in the wire's own error shape)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import msgspec
+
+from claif_client.protocol import CacheControl, CompletionRequest
+from claif_client.wire import WireError, anthropic_request, openai_request
+
+from ..completions import Prepared
+from ..config import Config
+from ..errors import BadRequest
+from ..providers import resolve_model
+from .server import Exchange
+
+__all__ = ["read_chat", "read_messages"]
+
+# OpenAI-only request fields an Anthropic model cannot take: dropped (and named
+# in x-claif-ignored) when the request crosses wires.
+_OPENAI_ONLY = ("seed", "user", "response_format", "logprobs", "top_logprobs", "presence_penalty",
+                "frequency_penalty", "logit_bias", "parallel_tool_calls", "service_tier", "reasoning_effort",
+                "modalities", "prediction", "audio", "web_search_options")
+
+
+class _Ask(NamedTuple):
+    """A completion request read from either wire, in the daemon's shape,
+    with the x-claif-* headers applied."""
+
+    request: CompletionRequest
+    stream: bool
+    n: int = 1
+    include_usage: bool = False
+    ignored: tuple[str, ...] = ()  # OpenAI-only fields the target cannot take
+
+
+class _Work:
+    """What the front keeps while it answers a request (`Exchange.state`):
+    what the inline attempt learned, so a miss is not read, translated and
+    prepared twice, and whether the pipeline has recorded the request."""
+
+    __slots__ = ("ask", "prepared", "recorded")
+
+    def __init__(self) -> None:
+        self.ask: _Ask | None = None
+        self.prepared: Prepared | None = None
+        self.recorded = False
+
+
+def _work(ex: Exchange) -> _Work:
+    work = ex.state
+    if work is None:
+        work = ex.state = _Work()
+    return work  # type: ignore[no-any-return]
+
+
+def _decode(ex: Exchange) -> Any:
+    try:
+        return msgspec.json.decode(ex.body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+
+
+def read_chat(ex: Exchange, config: Config) -> _Ask:
+    """An OpenAI chat request."""
+    work = _work(ex)
+    if work.ask is None:
+        try:
+            chat = openai_request(_decode(ex))
+        except WireError as exc:
+            raise BadRequest(str(exc)) from None
+        request, ignored = _steer(ex, chat.request, "openai", config)
+        work.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, tuple(ignored))
+    return work.ask
+
+
+def read_messages(ex: Exchange, config: Config) -> _Ask:
+    """An Anthropic Messages request."""
+    work = _work(ex)
+    if work.ask is None:
+        try:
+            request, stream = anthropic_request(_decode(ex))
+        except WireError as exc:
+            raise BadRequest(str(exc)) from None
+        if request.max_tokens is None:
+            raise BadRequest("max_tokens: Field required")
+        work.ask = _Ask(_steer(ex, request, "anthropic", config)[0], stream)
+    return work.ask
+
+
+def _steer(ex: Exchange, request: CompletionRequest, wire: str, config: Config) -> tuple[CompletionRequest, list[str]]:
+    """Apply the x-claif-* headers; drop what the target's wire cannot take."""
+    h = ex.headers
+    mode, namespace, ttl = h.get("x-claif-cache"), h.get("x-claif-namespace"), h.get("x-claif-ttl")
+    changes: dict[str, Any] = {}
+    if mode or namespace or ttl:
+        try:
+            changes["cache"] = CacheControl(mode=mode or "use", namespace=namespace or None,
+                                            ttl=float(ttl) if ttl else None)
+        except ValueError:
+            raise BadRequest(f"x-claif-ttl must be seconds, got {ttl!r}") from None
+    if h.get("x-claif-session"):
+        changes["session"] = h["x-claif-session"]
+    ignored: list[str] = []
+    if wire == "openai" and request.extra and _provider_of(request, config) != "openai":
+        ignored = [k for k in request.extra if k in _OPENAI_ONLY]
+        kept = {k: v for k, v in request.extra.items() if k not in _OPENAI_ONLY}
+        changes["extra"] = kept or None
+    if changes:
+        request = msgspec.structs.replace(request, **changes)
+    return request, ignored
+
+
+def _provider_of(request: CompletionRequest, config: Config) -> str:
+    name = request.model or config.client.model
+    return "" if name == "auto" else resolve_model(name, config.client.model, config.models)[0]
