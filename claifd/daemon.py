@@ -40,8 +40,8 @@ from .config import ConfigError, default_global_path
 from .config_manager import ConfigManager
 from .errors import StartupError
 from .fs import ensure_private_dir
+from .listener import LISTEN_BACKLOG, Server
 from .logs import configure_logging
-from .server import LISTEN_BACKLOG, Server
 from .systemd import Notifier, activated_socket
 
 __all__ = ["DaemonOptions", "run", "claim_socket", "bind_socket", "config_manager", "watch_config"]

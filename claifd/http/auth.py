@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from ..server import peer_ids
+from ..listener import peer_ids
 
 __all__ = ["TOKEN_FILE", "load_token", "peer_uid_in", "token_matches"]
 
