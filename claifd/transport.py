@@ -40,18 +40,16 @@ from aiohttp.connector import Connection
 from aiohttp.http_exceptions import LineTooLong
 from yarl import URL
 
-from .pool import (
+from .answers import (
     MAX_HEAD_BYTES,
     AnswerTimeout,
     AnswerTooLarge,
     BoundedBody,
-    ParsedURLs,
-    Proxies,
     StaleConnection,
     check_head,
     stale_connection,
-    tls_error,
 )
+from .pool import ParsedURLs, Proxies, tls_error
 
 __all__ = ["AiohttpLane", "AiohttpResponse", "map_error"]
 

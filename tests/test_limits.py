@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from claif_client import Client, UpstreamError
-from claifd.pool import AnswerTimeout, AnswerTooLarge
+from claifd.answers import AnswerTimeout, AnswerTooLarge
 
 from .conftest import DaemonProcess
 from .test_transports import in_thread, make_pool, post, raw_server, read_request

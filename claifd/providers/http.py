@@ -26,6 +26,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
+from ..answers import AnswerTooLarge, UpstreamResponse
 from ..config import ProviderConfig, RetryConfig
 from ..errors import (
     ClaifdError,
@@ -36,7 +37,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..perf import Perf
-from ..pool import AnswerTooLarge, HttpPool, UpstreamResponse, UpstreamTLSError
+from ..pool import HttpPool, UpstreamTLSError
 from ..redaction import redact_secrets
 from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
 from ..types import DeltaCallback, UpstreamCounters
