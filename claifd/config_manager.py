@@ -23,18 +23,13 @@ This module does no waiting: file watching and signals live in the daemon.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
-import os
-import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import msgspec
 import structlog
 
 from .config import (
@@ -50,8 +45,21 @@ from .config import (
     to_builtins,
     unknown_keys,
 )
-from .fs import ensure_private_dir
-from .redaction import redact_url
+from .config.edits import (
+    SECRET_MARK,
+    Change,
+    _del_path,
+    _diff,
+    _get_path,
+    _nested,
+    _set_path,
+    _unknown_leaves,
+    did_you_mean,
+    flatten,
+    layer_errors,
+    redact,
+    write_json_atomically,
+)
 
 __all__ = [
     "ConfigManager", "Change", "Source", "FileRead", "LAYERS", "SECRET_MARK",
@@ -62,21 +70,6 @@ log = structlog.get_logger("claifd.config")
 
 LAYERS = ("default", "global", "project", "env", "runtime")
 Scope = Literal["runtime", "project", "global"]
-SECRET_MARK = "[redacted]"
-# Secrets by the name of their key: exactly these, or ending in `_<word>`
-# (so `max_tokens` and other counts are not secrets, `auth_token` is).
-_SECRET_NAMES = ("api_key", "apikey", "secret", "password", "passwd", "authorization", "token", "key")
-_SECRET_SUFFIXES = ("_api_key", "_secret", "_password", "_token", "_authorization")
-# ... and by the shape of their value, whatever the key.
-_SECRET_VALUE = re.compile(r"^(sk|pk|rk)-[A-Za-z0-9_\-]{8,}|^sk_[A-Za-z0-9]{8,}|^Bearer\s", re.I)
-
-
-@dataclass(frozen=True)
-class Change:
-    key: str
-    kind: Literal["added", "changed", "removed"]
-    old: Any
-    new: Any
 
 
 @dataclass
@@ -107,95 +100,6 @@ class Source:
 
 
 Callback = Callable[[Config, Config, list[Change]], None]
-
-
-def is_secret(key: str, value: Any = None) -> bool:
-    """Whether a config key holds a secret: by its name (`api_key`,
-    `*_secret`, `password`, `authorization`, `*_token`; never a count like
-    `max_tokens`) or by the shape of its value (`sk-...`)."""
-    leaf = key.rsplit(".", 1)[-1].lower()
-    if leaf in _SECRET_NAMES or leaf.endswith(_SECRET_SUFFIXES):
-        return True
-    return isinstance(value, str) and bool(_SECRET_VALUE.match(value))
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """`value` with every secret leaf replaced by SECRET_MARK (None stays None)."""
-    if isinstance(value, dict):
-        return {k: redact(v, f"{key}.{k}" if key else k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [SECRET_MARK if isinstance(v, str) and is_secret("", v) else v for v in value]
-    if value is not None and is_secret(key, value):
-        return SECRET_MARK
-    if isinstance(value, str) and "@" in value and "://" in value:  # a URL's password (pool.proxy, redis.url)
-        try:
-            return redact_url(value)
-        except ValueError:
-            return SECRET_MARK
-    return value
-
-
-def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted leaf keys of a nested dict (an empty dict has no leaves)."""
-    out: dict[str, Any] = {}
-    for k, v in doc.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
-    a, b = flatten(old), flatten(new)
-    changes = [Change(k, "removed", a[k], None) for k in a.keys() - b.keys()]
-    changes += [Change(k, "added", None, b[k]) for k in b.keys() - a.keys()]
-    changes += [Change(k, "changed", a[k], b[k]) for k in a.keys() & b.keys() if a[k] != b[k]]
-    return sorted(changes, key=lambda c: c.key)
-
-
-def _get_path(doc: Mapping[str, Any], key: str) -> tuple[bool, Any]:
-    node: Any = doc
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
-def _set_path(doc: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = doc
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
-
-
-def write_json_atomically(path: Path, doc: Mapping[str, Any]) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory:
-    readers (and the watcher) see the old file or the new one, never half."""
-    ensure_private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)  # the file may hold API keys
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class ConfigManager:
@@ -477,81 +381,4 @@ class ConfigManager:
                     "unknown_keys": unknown, "warnings": warnings}
         return {"ok": True, "error": None, "errors": [], "unknown_keys": unknown, "warnings": warnings}
 
-
-def layer_errors(defaults: Mapping[str, Any], layer: Mapping[str, Any]) -> list[str]:
-    """Every problem of `layer` on its own over the defaults (not only the
-    first, as one validation of the whole would say), each naming its key."""
-    try:
-        build_config(merge_layers(defaults, layer))
-        return []
-    except ConfigError as whole:
-        problems: list[str] = []
-        for key, value in flatten(layer).items():
-            try:
-                build_config(merge_layers(defaults, _nested(key, value)))
-            except ConfigError as exc:
-                message = exc.message if key in exc.message else f"{key}: {exc.message}"
-                problems.append(message)
-        return problems or [whole.message]
-
-
-def did_you_mean(key: str) -> str:
-    """ " (did you mean 'client.model'?)" for a near miss of a known key, else "".
-
-    Each part of the dotted key is matched at its level of the schema: the
-    exact name, else a name that extends it (`ttl` -> `default_ttl`), else the
-    closest spelling (`clinet` -> `client`)."""
-    schema: Any = Config
-    chosen: list[str] = []
-    for part in key.split("."):
-        if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
-            chosen.append(part)  # inside a map (models, prices): any name goes
-            continue
-        fields = {f.name: f.type for f in msgspec.structs.fields(schema)}
-        if part not in fields:
-            extends = [n for n in fields if n.endswith("_" + part) or n.startswith(part + "_")]
-            close = difflib.get_close_matches(part, list(fields), n=1, cutoff=0.6)
-            guess = extends[0] if extends else close[0] if close else None
-            if guess is None:
-                return ""
-            part = guess
-        chosen.append(part)
-        schema = fields[part]
-    suggestion = ".".join(chosen)
-    return f" (did you mean {suggestion!r}?)" if suggestion != key else ""
-
-
-def _unknown_leaves(data: Mapping[str, Any]) -> list[str]:
-    """Unknown keys of a layer, down to their leaves (`clinet.model`, not `clinet`)."""
-    out: list[str] = []
-    for key in unknown_keys(data):
-        node: Any = data
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        out.extend(f"{key}.{leaf}" for leaf in flatten(node)) if isinstance(node, Mapping) and node else out.append(key)
-    return out
-
-
-def _del_path(doc: dict[str, Any], key: str) -> bool:
-    """Remove `key` (dotted) from a nested dict, and parents it leaves empty. False if absent."""
-    parts = key.split(".")
-    trail = [doc]
-    for part in parts[:-1]:
-        node = trail[-1].get(part)
-        if not isinstance(node, dict):
-            return False
-        trail.append(node)
-    if parts[-1] not in trail[-1]:
-        return False
-    del trail[-1][parts[-1]]
-    for depth in range(len(parts) - 1, 0, -1):
-        if not trail[depth]:
-            del trail[depth - 1][parts[depth - 1]]
-    return True
-
-
-def _nested(key: str, value: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    _set_path(doc, key, value)
-    return doc
 
