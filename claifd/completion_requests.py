@@ -11,11 +11,15 @@ frame (`cached_frames`). Anything else runs as a task into a `FrameSink`:
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
+import anyio
 import msgspec
+import structlog
 
 from claif_client.protocol import (
     Batch,
+    BatchItem,
     BatchProgress,
     Chunk,
     Complete,
@@ -32,11 +36,16 @@ from .cache.entry import MemEntry
 from .completions import Completions, Prepared, replay_chunks, report
 from .config import Config
 from .dispatch import Conn, Dispatch, Start
-from .errors import ClaifdError, error_frame
+from .errors import BadRequest, ClaifdError, error_frame, error_info
 from .optimizer import Optimized
 
 __all__ = ["CompletionRequests", "cached_frames"]
 
+log = structlog.get_logger("claifd.completions")
+
+# A batch is one frame (16 MiB) anyway; this bounds the tasks one call spawns.
+MAX_BATCH_ITEMS = 100_000
+ProgressCallback = Callable[[BatchProgress], Awaitable[None]]
 # Distinct recent requests whose cache keys the hot path remembers.
 HOT_KEYS = 4096
 
@@ -153,12 +162,61 @@ class CompletionRequests:
         async def on_progress(progress: BatchProgress) -> None:
             await conn.send(Chunk(id=msg.id, data=progress))
 
-        items = await self.completions.batch(msg.requests, msg.concurrency, on_progress, msg.stream_results)
+        items = await self.batch(msg.requests, msg.concurrency, on_progress, msg.stream_results)
         if msg.stream_results:
             failed = sum(1 for item in items if item.error is not None)
             return Result(id=msg.id, value={"total": len(msg.requests), "ok": len(msg.requests) - failed,
                                             "failed": failed})
         return Result(id=msg.id, value=items)
+
+    async def batch(
+        self, requests: list[CompletionRequest], concurrency: int | None, on_progress: ProgressCallback,
+        stream_results: bool = False,
+    ) -> list[BatchItem]:
+        """Every request, at most `concurrency` at a time; results in input order.
+
+        One item's failure is recorded in its `BatchItem.error` and does not
+        affect the others. With `stream_results` each item goes out with its
+        progress and is not kept: the list returned holds only the failed
+        items' errors (responses dropped), for counting.
+        """
+        if not requests:
+            return []
+        if len(requests) > MAX_BATCH_ITEMS:
+            raise BadRequest(f"a batch holds at most {MAX_BATCH_ITEMS} requests, got {len(requests)}")
+        limit = concurrency if concurrency is not None else self.completions.config.batch.concurrency
+        if limit < 1:
+            raise BadRequest("batch concurrency must be at least 1")
+        limiter = anyio.CapacityLimiter(limit)
+        results: list[BatchItem | None] = [None] * len(requests)
+        done = 0
+
+        async def run_one(index: int, request: CompletionRequest) -> None:
+            nonlocal done
+            async with limiter:
+                try:
+                    if request.session is not None:
+                        raise BadRequest("a request within a session is sent with `complete`, not in a batch")
+                    prepared = self.completions.prepare(request)
+                    with anyio.fail_after(prepared.timeout):
+                        item = BatchItem(index=index, response=await self.completions.run(prepared))
+                except Exception as exc:
+                    item = BatchItem(index=index, error=error_info(exc))
+                    if item.error is not None and item.error.code == ErrorCode.INTERNAL:
+                        log.exception("batch item failed", index=index)
+            done += 1
+            ok = item.error is None
+            if stream_results:
+                results[index] = item if not ok else None
+                await on_progress(BatchProgress(index=index, ok=ok, done=done, total=len(requests), item=item))
+            else:
+                results[index] = item
+                await on_progress(BatchProgress(index=index, ok=ok, done=done, total=len(requests)))
+
+        async with anyio.create_task_group() as tg:
+            for index, request in enumerate(requests):
+                tg.start_soon(run_one, index, request)
+        return [r for r in results if r is not None]
 
     def hot_key(self, raw: msgspec.Raw) -> str | None:
         """The cache key of a request seen before, from its bytes alone.

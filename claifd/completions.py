@@ -28,7 +28,6 @@ queued session sends).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -37,11 +36,8 @@ import msgspec
 import structlog
 
 from claif_client.protocol import (
-    BatchItem,
-    BatchProgress,
     CompletionRequest,
     CompletionResponse,
-    ErrorCode,
 )
 
 from .auto import AUTO, choose_model
@@ -53,54 +49,17 @@ from .config_manager import ConfigManager
 from .errors import BadRequest, NotFound, ShuttingDown, UpstreamTimeout, error_info
 from .optimizer import Optimized, optimize
 from .perf import Perf
+from .prepared import CACHE_MODES, Prepared, _validate
 from .providers import Provider, resolve_model
 from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
 
-__all__ = ["Completions", "Prepared", "Sink", "MAX_BATCH_ITEMS", "CACHE_MODES", "replay_chunks", "report"]
+__all__ = ["Completions", "Prepared", "Sink", "CACHE_MODES", "replay_chunks", "report"]
 
 log = structlog.get_logger("claifd.completions")
 
-_ROLES = frozenset({"user", "assistant", "system", "tool"})
-# A batch is one frame (16 MiB) anyway; this bounds the tasks one call spawns.
-MAX_BATCH_ITEMS = 100_000
-CACHE_MODES = frozenset({"use", "refresh", "bypass", "only"})
 # Distinct recent requests whose cache keys the hot path remembers.
 HOT_KEYS = 4096
-
-ProgressCallback = Callable[[BatchProgress], Awaitable[None]]
-
-
-class Prepared:
-    """A validated, routed request, with its cache key when the cache applies
-    and its deadline in seconds."""
-
-    __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout", "outcome", "started",
-                 "optimized")
-
-    def __init__(self, request: CompletionRequest, provider: Provider, model: str,
-                 key: str | None, namespace: str, mode: str, timeout: float,
-                 optimized: Optimized | None = None) -> None:
-        # The request as it goes upstream (after the optimizer).
-        self.request = request
-        # What the optimizer changed (reported in the reply), or None.
-        self.optimized = optimized
-        self.provider = provider
-        self.model = model
-        self.key = key
-        self.namespace = namespace
-        self.mode = mode
-        self.timeout = timeout
-        # How the answer came, for the metrics: ok (upstream), cached-exact, coalesced.
-        self.outcome = "ok"
-        self.started = time.perf_counter()
-
-    @property
-    def labels(self) -> tuple[str, str]:
-        return self.provider.name, self.model
-
-    def __repr__(self) -> str:
-        return f"<Prepared {self.provider.name}/{self.model} mode={self.mode} key={(self.key or '-')[:12]}>"
 
 
 class Sink(Protocol):
@@ -379,55 +338,6 @@ class Completions:
                 self.refused(_outcome(exc, started, self.request_timeout(request)), started)
             raise
 
-    async def batch(
-        self, requests: list[CompletionRequest], concurrency: int | None, on_progress: ProgressCallback,
-        stream_results: bool = False,
-    ) -> list[BatchItem]:
-        """Every request, at most `concurrency` at a time; results in input order.
-
-        One item's failure is recorded in its `BatchItem.error` and does not
-        affect the others. With `stream_results` each item goes out with its
-        progress and is not kept: the list returned holds only the failed
-        items' errors (responses dropped), for counting.
-        """
-        if not requests:
-            return []
-        if len(requests) > MAX_BATCH_ITEMS:
-            raise BadRequest(f"a batch holds at most {MAX_BATCH_ITEMS} requests, got {len(requests)}")
-        limit = concurrency if concurrency is not None else self.config.batch.concurrency
-        if limit < 1:
-            raise BadRequest("batch concurrency must be at least 1")
-        limiter = anyio.CapacityLimiter(limit)
-        results: list[BatchItem | None] = [None] * len(requests)
-        done = 0
-
-        async def run_one(index: int, request: CompletionRequest) -> None:
-            nonlocal done
-            async with limiter:
-                try:
-                    if request.session is not None:
-                        raise BadRequest("a request within a session is sent with `complete`, not in a batch")
-                    prepared = self.prepare(request)
-                    with anyio.fail_after(prepared.timeout):
-                        item = BatchItem(index=index, response=await self.run(prepared))
-                except Exception as exc:
-                    item = BatchItem(index=index, error=error_info(exc))
-                    if item.error is not None and item.error.code == ErrorCode.INTERNAL:
-                        log.exception("batch item failed", index=index)
-            done += 1
-            ok = item.error is None
-            if stream_results:
-                results[index] = item if not ok else None
-                await on_progress(BatchProgress(index=index, ok=ok, done=done, total=len(requests), item=item))
-            else:
-                results[index] = item
-                await on_progress(BatchProgress(index=index, ok=ok, done=done, total=len(requests)))
-
-        async with anyio.create_task_group() as tg:
-            for index, request in enumerate(requests):
-                tg.start_soon(run_one, index, request)
-        return [r for r in results if r is not None]
-
 
 class _Deltas:
     """A sink of text pieces only (a session's stream: the session service
@@ -479,15 +389,3 @@ def report(response: CompletionResponse, optimized: Optimized) -> CompletionResp
     return msgspec.structs.replace(response, optimized=optimized)
 
 
-def _validate(request: CompletionRequest) -> None:
-    if not request.messages:
-        raise BadRequest("messages must not be empty")
-    for i, message in enumerate(request.messages):
-        if message.role not in _ROLES:
-            raise BadRequest(f"messages[{i}].role {message.role!r} is not one of {', '.join(sorted(_ROLES))}")
-    if request.max_tokens is not None and request.max_tokens <= 0:
-        raise BadRequest("max_tokens must be positive")
-    if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
-        raise BadRequest("temperature must be between 0 and 2")
-    if request.timeout is not None and request.timeout <= 0:
-        raise BadRequest("timeout must be positive")
