@@ -31,7 +31,7 @@ from ..errors import ClaifdError, UpstreamError
 from ..types import DeltaCallback
 from .replay import split_for_replay
 
-__all__ = ["Flight"]
+__all__ = ["Flight", "Flights"]
 
 
 def _clone(error: BaseException) -> BaseException:
@@ -110,3 +110,30 @@ class Flight:
             for piece in split_for_replay(self.response.text):
                 await on_delta(piece)
         return self.response
+
+
+class Flights(dict[str, Flight]):
+    """The upstream calls in progress, by cache key: an identical request
+    joins the call in progress instead of making its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coalesced = 0
+
+    def join(self, key: str, streaming: bool) -> tuple[Flight, bool]:
+        """The flight for `key`, and whether the caller leads it: an existing
+        one (coalesced), or a new one that the caller must fly and `land`."""
+        flight = self.get(key)
+        # A flight whose last subscriber just left is cancelled but may not
+        # have landed yet: a newcomer starts a fresh one instead of joining it.
+        if flight is not None and not flight.scope.cancel_called:
+            self.coalesced += 1
+            return flight, False
+        flight = Flight(key, streaming)
+        self[key] = flight
+        return flight, True
+
+    def land(self, flight: Flight) -> None:
+        """The flight's call is over: later requests start their own (or hit the store)."""
+        if self.get(flight.key) is flight:
+            del self[flight.key]

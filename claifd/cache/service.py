@@ -28,12 +28,14 @@ from claif_client.protocol import CompletionRequest, CompletionResponse
 
 from ..config import CacheConfig, Price, RedisConfig
 from ..redis_client import store_source
+from . import report
 from .disk import DiskHit
 from .entry import Codec, MemEntry, make_entry
-from .flight import Flight
+from .flight import Flight, Flights
 from .memory import MemoryLRU
 from .policy import base_ttl, effective_ttl
 from .prices import PriceTable
+from .semantic_choice import semantic_wanted
 from .tier import DiskTier, NoTier, SecondTier, StoredVector, VectorRow
 
 if TYPE_CHECKING:
@@ -63,11 +65,10 @@ class ResponseCache:
         self._tier_source = self._second_tier_source()
         self._switching = anyio.Lock()
         self.tier: SecondTier = self._build_tier()
-        self.flights: dict[str, Flight] = {}
+        self.flights = Flights()
         self.hits_memory = 0
         self.hits_disk = 0
         self.misses = 0
-        self.coalesced = 0
         self.stores = 0
         self.disk_errors = 0
         # The last disk failure, for health and status; cleared by a success.
@@ -219,6 +220,11 @@ class ResponseCache:
         await self.tier.release(key)
 
     @property
+    def backend(self) -> str:
+        """The second tier in use, as `cache.backend` names it (a switch takes a moment)."""
+        return str(self._tier_source[0])
+
+    @property
     def shared(self) -> bool:
         """Other daemons read and write the second tier."""
         return self.tier.shared
@@ -253,13 +259,7 @@ class ResponseCache:
         return await self.tier.load_vectors(identity, self.clock())
 
     def semantic_wanted(self, request: CompletionRequest, namespace: str) -> bool:
-        """On for this request: its own `cache.semantic`, else its namespace
-        in `cache.semantic.namespaces`, else `cache.semantic.enabled`."""
-        control = request.cache
-        if control is not None and control.semantic is not None:
-            return control.semantic
-        semantic = self.config.semantic
-        return bool(semantic.enabled) or namespace in semantic.namespaces
+        return semantic_wanted(request, namespace, self.config.semantic)
 
     async def share_vector(self, row: VectorRow) -> None:
         """A new semantic-index row, kept by the second tier (for the next run, or the other daemons)."""
@@ -361,22 +361,11 @@ class ResponseCache:
     # ------------------------------------------------------- single-flight
 
     def join(self, key: str, streaming: bool) -> tuple[Flight, bool]:
-        """The flight for `key`, and whether the caller leads it: an existing
-        one (coalesced), or a new one that the caller must fly and `land`."""
-        flight = self.flights.get(key)
-        # A flight whose last subscriber just left is cancelled but may not
-        # have landed yet: a newcomer starts a fresh one instead of joining it.
-        if flight is not None and not flight.scope.cancel_called:
-            self.coalesced += 1
-            return flight, False
-        flight = Flight(key, streaming)
-        self.flights[key] = flight
-        return flight, True
+        """The flight for `key`, and whether the caller leads it (flight.py)."""
+        return self.flights.join(key, streaming)
 
     def land(self, flight: Flight) -> None:
-        """The flight's call is over: later requests start their own (or hit the store)."""
-        if self.flights.get(flight.key) is flight:
-            del self.flights[flight.key]
+        self.flights.land(flight)
 
     # ---------------------------------------------------------- management
 
@@ -444,57 +433,9 @@ class ResponseCache:
     # --------------------------------------------------------------- stats
 
     def stats(self) -> dict[str, Any]:
-        lookups = self.hits + self.misses
-        tier = self.tier
-        return {
-            "enabled": self.config.enabled,
-            "strategy": self.config.strategy,
-            "hits": self.hits,
-            "hits_memory": self.hits_memory,
-            "hits_disk": self.hits_disk,
-            "misses": self.misses,
-            "hit_rate": round(self.hits / lookups, 4) if lookups else 0.0,
-            "coalesced": self.coalesced,
-            "stores": self.stores,
-            "not_stored": dict(self.not_stored),
-            "in_flight": len(self.flights),
-            "memory": {
-                "entries": len(self.memory), "bytes": self.memory.bytes, "max_bytes": self.memory.max_bytes,
-                "evictions": self.memory.evictions, "expired": self.memory.expirations,
-            },
-            "disk": {**tier.stats(), "errors": self.disk_errors} if isinstance(tier, DiskTier) else None,
-            "backend": self._tier_source[0],
-            "shared": tier.stats() if tier.shared else None,
-            "semantic": self._semantic.stats() if self._semantic is not None else {
-                "enabled": bool(self.config.semantic.enabled), "indexed": 0, "lookups": 0, "hits": 0},
-            "saved": {
-                "input_tokens": self.saved_input_tokens,
-                "output_tokens": self.saved_output_tokens,
-                "cost_usd": round(self.saved_cost_usd, 6),
-            },
-        }
+        """`claif cache stats`: every counter, per tier (report.py)."""
+        return report.stats(self)
 
     def status(self) -> dict[str, Any]:
-        """The contract's `status.cache` block, and the disk tier's state."""
-        disk = self.tier if isinstance(self.tier, DiskTier) else None
-        if not self.config.enabled:
-            state = "disabled"
-        elif disk is None:
-            state = "unavailable" if self.config.dir else "memory-only"
-        else:
-            state = "ok"
-        entries, size = disk.entries_and_bytes() if disk is not None else (0, 0)
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "coalesced": self.coalesced,
-            # Answers stored a moment ago are in memory before the write-behind
-            # reaches the disk: never report fewer than memory holds.
-            "entries": max(entries, len(self.memory)),
-            "bytes": self.memory.bytes + size,
-            "disk_tier": state,
-            "disk_errors": self.disk_errors,
-            # The last disk failure while it lasts (None once writes work again).
-            "disk_error": self.disk_error,
-            "quarantined": disk.quarantined() if disk is not None else [],
-        }
+        """The contract's `status.cache` block, and the disk tier's state (report.py)."""
+        return report.status(self)
