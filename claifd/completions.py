@@ -44,6 +44,7 @@ from .auto import AUTO, choose_model
 from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
+from .cache.semantic_choice import semantic_wanted
 from .config import Config
 from .config_manager import ConfigManager
 from .errors import BadRequest, NotFound, ShuttingDown, UpstreamTimeout, error_info
@@ -224,7 +225,7 @@ class Completions:
 
     async def _semantic_hit(self, prepared: Prepared) -> CompletionResponse | None:
         """An earlier answer to a prompt asking the same (semantic tier), or None."""
-        if not self.cache.semantic_wanted(prepared.request, prepared.namespace):
+        if not semantic_wanted(prepared.request, prepared.namespace, self.cache.config.semantic):
             return None
         tier = await self.cache.load_semantic()
         response = await tier.lookup(prepared.provider.name, prepared.model, prepared.request, prepared.namespace)
@@ -235,7 +236,7 @@ class Completions:
     def _board(self, prepared: Prepared, streaming: bool) -> Flight:
         """Join the flight for the request's key; a new one is flown from here."""
         assert prepared.key is not None
-        flight, leader = self.cache.join(prepared.key, streaming)
+        flight, leader = self.cache.flights.join(prepared.key, streaming)
         if leader:  # a task of its own: the call outlives the request that started it
             self.state.tasks.spawn(self._fly(prepared, flight))
         else:
@@ -271,19 +272,20 @@ class Completions:
         except Exception as exc:
             error = exc
         finally:
-            self.cache.land(flight)
+            self.cache.flights.land(flight)
         try:
             if response is not None and remote is None:
                 stored = self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
                                           flight.chunks if flight.streaming else None)
                 if stored is not None and self.cache.shared:
                     await self.cache.share(stored)  # in Redis before any daemon's reply goes out
-                if stored is not None and self.cache.semantic_wanted(prepared.request, prepared.namespace):
+                semantic = semantic_wanted(prepared.request, prepared.namespace, self.cache.config.semantic)
+                if stored is not None and semantic:
                     await self._index(prepared)
         finally:
             if shared and remote is None:
                 with anyio.CancelScope(shield=True):
-                    await self.cache.release(prepared.key)  # after the answer is in Redis, or on failure
+                    await self.cache.tier.release(prepared.key)  # after the answer is in Redis, or on failure
             flight.finish(response, error)
 
     async def _call_upstream(self, prepared: Prepared, flight: Flight, shared: bool) -> CompletionResponse:
@@ -293,7 +295,7 @@ class Completions:
             return await self._provider_call(prepared, flight)
         assert prepared.key is not None
         async with anyio.create_task_group() as lease:
-            lease.start_soon(self.cache.renew, prepared.key)
+            lease.start_soon(self.cache.tier.renew, prepared.key)
             response = await self._provider_call(prepared, flight)
             lease.cancel_scope.cancel()
         return response

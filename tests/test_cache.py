@@ -397,14 +397,14 @@ def test_a_cancelled_flight_is_never_joined() -> None:
 
     async def main() -> None:
         cache = ResponseCache(CacheConfig(dir=""))
-        first, leader = cache.join("k", streaming=False)
+        first, leader = cache.flights.join("k", streaming=False)
         assert leader
-        again, leader = cache.join("k", streaming=False)
+        again, leader = cache.flights.join("k", streaming=False)
         assert again is first and not leader
         first.scope.cancel()
-        fresh, leader = cache.join("k", streaming=False)
+        fresh, leader = cache.flights.join("k", streaming=False)
         assert leader and fresh is not first
-        cache.land(first)  # the old flight landing late leaves the new one in place
+        cache.flights.land(first)  # the old flight landing late leaves the new one in place
         assert cache.flights["k"] is fresh
 
     anyio.run(main)

@@ -28,6 +28,7 @@ from typing import Final
 
 from claif_client.protocol import CompletionRequest
 
+from ..config import CacheConfig
 from ..content import last_user_text
 
 __all__ = ["STRATEGIES", "SMART_TTLS", "classify", "base_ttl", "effective_ttl"]
@@ -72,3 +73,16 @@ def effective_ttl(strategy: str, ttl: float, hits: int, max_ttl: float, fixed: b
         return ttl
     factor = 2.0 if hits > 10 else 1.5 if hits > 5 else 1.0
     return min(ttl * factor, max(max_ttl, ttl))
+
+
+def ttl_cap(config: CacheConfig) -> float:
+    """The longest a non-fixed entry may live under the current config."""
+    if config.strategy == "conservative":
+        return float(config.default_ttl)
+    return float(config.max_ttl)
+
+
+def entry_ttl(config: CacheConfig, ttl: float, hits: int, fixed: bool) -> float:
+    """An entry's lifetime now: its strategy's, with its hits, within the cap."""
+    lifetime = effective_ttl(config.strategy, ttl, hits, float(config.max_ttl), fixed)
+    return lifetime if fixed else min(lifetime, ttl_cap(config))

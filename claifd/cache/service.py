@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,13 +29,12 @@ from ..config import CacheConfig, Price, RedisConfig
 from ..redis_client import store_source
 from . import report
 from .disk import DiskHit
-from .entry import Codec, MemEntry, make_entry
-from .flight import Flight, Flights
+from .entry import MemEntry, make_entry
+from .flight import Flights
 from .memory import MemoryLRU
-from .policy import base_ttl, effective_ttl
+from .policy import base_ttl, entry_ttl, ttl_cap
 from .prices import PriceTable
-from .semantic_choice import semantic_wanted
-from .tier import DiskTier, NoTier, SecondTier, StoredVector, VectorRow
+from .tier import NoTier, SecondTier, StoredVector, VectorRow, build_tier
 
 if TYPE_CHECKING:
     from ..semantic.embed import RemoteEmbed
@@ -83,27 +81,11 @@ class ResponseCache:
         # How the openai embedder reaches /v1/embeddings (set by the app: the openai provider).
         self.remote_embed: RemoteEmbed | None = None
 
-    def _codec(self) -> Codec:
-        try:
-            return Codec(self.config.compression)
-        except ValueError as exc:
-            log.warning("cache compression unavailable; using zlib", error=str(exc))
-            return Codec("zlib")
-
     def _second_tier_source(self) -> tuple[Any, ...]:
         return store_source(self.config.backend, self.redis_config, self.config.dir)
 
     def _build_tier(self) -> SecondTier:
-        """The disk tier or the Redis one, as the configuration says (nothing opened yet)."""
-        redis = self.redis_config
-        if self.config.backend == "redis" and redis is not None:
-            from ..redis_client import describe, make_client  # imports redis-py: only when configured
-            from .redis_tier import RedisTier
-
-            return RedisTier(make_client(redis), describe(redis), redis, self._codec())
-        if self.config.dir:
-            return DiskTier(Path(self.config.dir).expanduser(), int(self.config.max_size), self._codec(), self.clock)
-        return NoTier()
+        return build_tier(self.config, self.redis_config, self.clock)
 
     async def _opened(self, tier: SecondTier) -> SecondTier:
         """`tier`, open; NoTier (memory only) if it cannot open."""
@@ -212,13 +194,6 @@ class ResponseCache:
         found = await self.tier.claim(key, namespace, deadline, self.clock)
         return self._promote(found) if found is not None else None
 
-    async def renew(self, key: str) -> None:
-        """Keep the lease on `key` while its upstream call runs."""
-        await self.tier.renew(key)
-
-    async def release(self, key: str) -> None:
-        await self.tier.release(key)
-
     @property
     def backend(self) -> str:
         """The second tier in use, as `cache.backend` names it (a switch takes a moment)."""
@@ -257,9 +232,6 @@ class ResponseCache:
     async def load_vectors(self, identity: str) -> list[StoredVector]:
         """The vectors stored by earlier runs (or other daemons) for embedder `identity`."""
         return await self.tier.load_vectors(identity, self.clock())
-
-    def semantic_wanted(self, request: CompletionRequest, namespace: str) -> bool:
-        return semantic_wanted(request, namespace, self.config.semantic)
 
     async def share_vector(self, row: VectorRow) -> None:
         """A new semantic-index row, kept by the second tier (for the next run, or the other daemons)."""
@@ -332,10 +304,7 @@ class ResponseCache:
         self.saved_cost_usd += self.prices.cost(entry.model, entry.input_tokens, entry.output_tokens)
 
     def _apply_ttl(self, entry: MemEntry) -> None:
-        ttl = effective_ttl(self.config.strategy, entry.ttl, entry.hits, float(self.config.max_ttl), entry.fixed_ttl)
-        if not entry.fixed_ttl:
-            ttl = min(ttl, self._ttl_cap())
-        entry.expires_at = entry.created_at + ttl
+        entry.expires_at = entry.created_at + entry_ttl(self.config, entry.ttl, entry.hits, entry.fixed_ttl)
 
     # -------------------------------------------------------------- storing
 
@@ -357,15 +326,6 @@ class ResponseCache:
         self.stores += 1
         self.tier.keep(entry)
         return entry
-
-    # ------------------------------------------------------- single-flight
-
-    def join(self, key: str, streaming: bool) -> tuple[Flight, bool]:
-        """The flight for `key`, and whether the caller leads it (flight.py)."""
-        return self.flights.join(key, streaming)
-
-    def land(self, flight: Flight) -> None:
-        self.flights.land(flight)
 
     # ---------------------------------------------------------- management
 
@@ -400,7 +360,7 @@ class ResponseCache:
         elif (config.semantic.enabled or config.semantic.namespaces) and self._task_group is not None:
             self._task_group.start_soon(self._warm_semantic)  # turned on: its index loads now, not at first use
         self.memory.resize(int(config.memory_max_bytes))
-        cap = self._ttl_cap()
+        cap = ttl_cap(self.config)
         for entry in self.memory.entries():
             if not entry.fixed_ttl:
                 entry.ttl = min(entry.ttl, cap)
@@ -423,12 +383,6 @@ class ResponseCache:
 
     def set_prices(self, prices: dict[str, Price]) -> None:
         self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in prices.items()})
-
-    def _ttl_cap(self) -> float:
-        """The longest a non-fixed entry may live under the current config."""
-        if self.config.strategy == "conservative":
-            return float(self.config.default_ttl)
-        return float(self.config.max_ttl)
 
     # --------------------------------------------------------------- stats
 

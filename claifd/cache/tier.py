@@ -26,11 +26,12 @@ import anyio.abc
 import anyio.to_thread
 import structlog
 
+from ..config import CacheConfig, RedisConfig
 from ..fs import is_corruption
 from .disk import DiskHit, DiskStore
 from .entry import Codec, MemEntry
 
-__all__ = ["DiskTier", "NoTier", "SecondTier", "TierEvents", "VectorRow"]
+__all__ = ["DiskTier", "NoTier", "SecondTier", "TierEvents", "VectorRow", "build_tier"]
 
 log = structlog.get_logger("claifd.cache")
 
@@ -357,3 +358,20 @@ class NoTier:
 
     def quarantined(self) -> list[Any]:
         return []
+
+
+def build_tier(config: CacheConfig, redis: RedisConfig | None, clock: Callable[[], float]) -> SecondTier:
+    """The second tier the configuration asks for (nothing opened yet)."""
+    try:
+        codec = Codec(config.compression)
+    except ValueError as exc:
+        log.warning("cache compression unavailable; using zlib", error=str(exc))
+        codec = Codec("zlib")
+    if config.backend == "redis" and redis is not None:
+        from ..redis_client import describe, make_client  # imports redis-py: only when configured
+        from .redis_tier import RedisTier
+
+        return RedisTier(make_client(redis), describe(redis), redis, codec)
+    if config.dir:
+        return DiskTier(Path(config.dir).expanduser(), int(config.max_size), codec, clock)
+    return NoTier()
