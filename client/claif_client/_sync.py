@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._sync_io import SyncIO
+from ._sync_stream import CompletionStream
 from ._demux import terminal_result
 from ._requests import CacheArg, MessagesArg, build_request, coerce_request
 from ._version import __version__
@@ -343,77 +344,3 @@ class Client:
         self._io.send(msg)
 
 
-class CompletionStream:
-    """Async iterator of text deltas; `response` holds the final message at the end."""
-
-    def __init__(self, client: Client, request: CompletionRequest) -> None:
-        self._client = client
-        self._request = request
-        self._rid: int | None = None
-        self._finished = False
-        self.response: CompletionResponse | None = None
-        # For a send within a session: {session_id, message_index, dropped, model}.
-        self.info: Any = None
-
-    def __iter__(self) -> CompletionStream:
-        return self
-
-    def _start(self) -> None:
-        """Send the request (the I/O layer decides when: see `opened`)."""
-        client = self._client
-        self._rid = client._protocol.next_id()
-        client._demux.open(self._rid)
-        try:
-            client._io.send(Complete(id=self._rid, request=self._request, stream=True))
-        except BaseException:
-            client._demux.finish(self._rid)
-            self._finished = True
-            raise
-
-    def __next__(self) -> str:
-        client = self._client
-        if self._rid is None:
-            self._start()
-        rid = self._rid
-        assert rid is not None
-        while not self._finished:
-            try:
-                reply = client._io.next_reply(rid)
-            except BaseException:
-                self.close()
-                raise
-            if isinstance(reply, Chunk):
-                if reply.text:
-                    return reply.text
-                continue
-            self._finished = True
-            client._demux.finish(rid)
-            done = terminal_result(reply)
-            if not isinstance(done, Done):
-                raise ProtocolError(f"unexpected {type(done).__name__} frame ending a stream")
-            self.response = done.response
-            self.info = done.value
-        raise StopIteration
-
-    def until_done(self) -> CompletionResponse:
-        for _ in self:
-            pass
-        assert self.response is not None
-        return self.response
-
-    def close(self) -> None:
-        if not self._finished:
-            self._finished = True
-            if self._rid is not None:
-                self._client._io.give_up(self._rid)
-
-    def __enter__(self) -> CompletionStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # An iterator dropped half-way must not leave the daemon streaming.
-        if not self._finished and self._rid is not None:
-            self._client._io.discard(self._rid)

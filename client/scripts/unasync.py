@@ -1,12 +1,13 @@
-"""Generate `claif_client/_sync.py` from `claif_client/_async.py`.
+"""Generate `claif_client/_sync.py` from `claif_client/_async.py` (and
+`_sync_stream.py` from `_async_stream.py`).
 
 The client API is written once, as `AsyncClient`; `Client` is the same code
 with the async tokens removed and the async names replaced (after httpcore's
 `scripts/unasync.py`). All I/O differences live in `_async_io.py` and
 `_sync_io.py`, which offer the same methods.
 
-    python client/scripts/unasync.py           rewrite _sync.py
-    python client/scripts/unasync.py --check   exit 1 if _sync.py is out of date
+    python client/scripts/unasync.py           rewrite the generated files
+    python client/scripts/unasync.py --check   exit 1 if one is out of date
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "claif_client"
-SOURCE = PACKAGE / "_async.py"
-TARGET = PACKAGE / "_sync.py"
-HEADER = '''# Generated from _async.py by client/scripts/unasync.py: edit that file, then run the script.
-"""The blocking client: `AsyncClient`'s API and code without `await`, over
+# (written once, generated, the generated file's docstring)
+FILES = [
+    ("_async.py", "_sync.py", '''"""The blocking client: `AsyncClient`'s API and code without `await`, over
 `_sync_io.SyncIO` (a blocking socket; threads take turns reading). See
 `_async.py` for the design."""
-'''
+'''),
+    ("_async_stream.py", "_sync_stream.py", '''"""A streamed completion of the blocking client (`AsyncCompletionStream`'s
+code without `await`). See `_async.py` for the design."""
+'''),
+]
 
 # Order matters: longer names first.
 SUBS = [
@@ -36,6 +40,8 @@ SUBS = [
     (r"\bAsyncMessages\b", "SyncMessages"),
     (r"\bAsyncIO\b", "SyncIO"),
     (r"\b_async_io\b", "_sync_io"),
+    (r"\b_async_stream\b", "_sync_stream"),
+    (r"\b_async\b", "_sync"),
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
     (r"\b__aiter__\b", "__iter__"),
@@ -45,23 +51,26 @@ SUBS = [
 ]
 
 
-def generate(source: str) -> str:
+def generate(source: str, name: str, doc: str) -> str:
     # The module docstring is the async file's own; the header replaces it.
     body = source[source.index('"""', 3) + 3:]
     for pattern, replacement in SUBS:
         body = re.sub(pattern, replacement, body)
-    return HEADER + body
+    return f"# Generated from {name} by client/scripts/unasync.py: edit that file, then run the script.\n" + doc + body
 
 
 def main(argv: list[str]) -> int:
-    wanted = generate(SOURCE.read_text())
-    if "--check" in argv:
-        if TARGET.read_text() != wanted:
-            print(f"{TARGET} is out of date: run python client/scripts/unasync.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(wanted)
-    return 0
+    stale = 0
+    for source, target, doc in FILES:
+        wanted = generate((PACKAGE / source).read_text(), source, doc)
+        path = PACKAGE / target
+        if "--check" in argv:
+            if not path.exists() or path.read_text() != wanted:
+                print(f"{path} is out of date: run python client/scripts/unasync.py", file=sys.stderr)
+                stale = 1
+        else:
+            path.write_text(wanted)
+    return stale
 
 
 if __name__ == "__main__":
