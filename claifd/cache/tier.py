@@ -120,6 +120,7 @@ class DiskTier:
         self._write_queue: list[MemEntry] = []
         self._touched: dict[str, MemEntry] = {}
         self._vectors: list[VectorRow] = []
+        self._committing = 0  # entries of the batch being written (pending until they are in)
         self._wakeup = anyio.Event()
         self._full = anyio.Event()
         self._writer_scope: anyio.CancelScope | None = None
@@ -193,6 +194,7 @@ class DiskTier:
         touched, self._touched = self._touched, {}
         vectors, self._vectors = self._vectors, []
         now = self.clock()
+        self._committing = len(batch)
         try:
             if batch:
                 await self._in_thread(self.store.put_many, batch, now)
@@ -209,6 +211,8 @@ class DiskTier:
         else:
             if (batch or touched) and self._events is not None:
                 self._events.recovered()
+        finally:
+            self._committing = 0
 
     async def _failed(self, what: str, exc: Exception) -> None:
         lost = False
@@ -278,7 +282,9 @@ class DiskTier:
     def stats(self) -> dict[str, Any]:
         store = self.store
         return {"path": str(store.path), "entries": store.entries, "bytes": store.bytes, "max_bytes": store.max_bytes,
-                "evictions": store.evictions, "damaged": store.damaged, "pending_writes": len(self._write_queue)}
+                "evictions": store.evictions, "damaged": store.damaged,
+                # Written behind and not yet in (queued, or in the batch being committed).
+                "pending_writes": len(self._write_queue) + self._committing}
 
     def entries_and_bytes(self) -> tuple[int, int]:
         return self.store.entries, self.store.bytes
