@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ..config import RedisConfig
+from ..config import CacheConfig, RedisConfig
 from .disk import DiskHit
 from .entry import Codec, MemEntry
 from .redis_store import RedisStore
@@ -48,10 +48,12 @@ class RedisTier:
     def __repr__(self) -> str:
         return f"<RedisTier {self.store.url} errors={self.store.errors}>"
 
-    def reconfigure(self, config: RedisConfig) -> None:
-        """The bounds apply at once (an address change builds a new tier)."""
-        self.near_cache_ttl = float(config.near_cache_ttl)
-        self.lock_ttl = float(config.lock_ttl)
+    def reconfigure(self, config: CacheConfig, redis: RedisConfig | None) -> None:
+        """The bounds apply at once (an address change builds a new tier);
+        the size is Redis' own maxmemory (README)."""
+        if redis is not None:
+            self.near_cache_ttl = float(redis.near_cache_ttl)
+            self.lock_ttl = float(redis.lock_ttl)
 
     async def open(self, task_group: anyio.abc.TaskGroup, events: TierEvents) -> None:
         self._events = events
@@ -99,9 +101,6 @@ class RedisTier:
 
     async def probe(self, now: float) -> None:
         await self.store.probe()
-
-    def resize(self, max_bytes: int) -> None:
-        pass  # Redis' own maxmemory (README)
 
     async def claim(self, key: str, namespace: str, deadline: float, now: Callable[[], float]) -> DiskHit | None:
         """None when this daemon makes the upstream call for `key` (it holds

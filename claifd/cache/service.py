@@ -368,18 +368,16 @@ class ResponseCache:
         if self._second_tier_source() != self._tier_source and self._task_group is not None:
             self._task_group.start_soon(self._switch)
         else:
-            self.tier.resize(int(config.max_size))
+            self.tier.reconfigure(config, self.redis_config)
 
     def reconfigure_redis(self, redis: RedisConfig) -> None:
         """A reloaded `redis` section: the bounds apply at once; a new address
         switches the second tier (see `_switch`)."""
         self.redis_config = redis
-        from .redis_tier import RedisTier
-
-        if isinstance(self.tier, RedisTier):
-            self.tier.reconfigure(redis)
         if self._second_tier_source() != self._tier_source and self._task_group is not None:
             self._task_group.start_soon(self._switch)
+        else:
+            self.tier.reconfigure(self.config, redis)
 
     def set_prices(self, prices: dict[str, Price]) -> None:
         self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in prices.items()})

@@ -89,7 +89,8 @@ class SecondTier(Protocol):
     async def delete(self, key: str) -> bool: ...
     async def clear(self, namespace: str | None) -> int: ...
     async def probe(self, now: float) -> None: ...
-    def resize(self, max_bytes: int) -> None: ...
+    def reconfigure(self, config: CacheConfig, redis: RedisConfig | None) -> None:
+        """New settings for the same store (its size, its bounds); a new place is a new tier."""
     async def claim(self, key: str, namespace: str, deadline: float, now: Callable[[], float]) -> DiskHit | None: ...
     async def renew(self, key: str) -> None: ...
     async def release(self, key: str) -> None: ...
@@ -251,9 +252,9 @@ class DiskTier:
         if self._events is not None:
             self._events.recovered()
 
-    def resize(self, max_bytes: int) -> None:
+    def reconfigure(self, config: CacheConfig, redis: RedisConfig | None) -> None:
         if self._task_group is not None:
-            self._task_group.start_soon(self._in_thread, self.store.resize, max_bytes)
+            self._task_group.start_soon(self._in_thread, self.store.resize, int(config.max_size))
 
     async def claim(self, key: str, namespace: str, deadline: float, now: Callable[[], float]) -> DiskHit | None:
         return None  # one daemon: its own flights coalesce
@@ -335,7 +336,7 @@ class NoTier:
     async def probe(self, now: float) -> None:
         pass
 
-    def resize(self, max_bytes: int) -> None:
+    def reconfigure(self, config: CacheConfig, redis: RedisConfig | None) -> None:
         pass
 
     async def claim(self, key: str, namespace: str, deadline: float, now: Callable[[], float]) -> DiskHit | None:

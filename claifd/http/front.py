@@ -48,7 +48,7 @@ from ..monitoring import CONTENT_TYPE
 from .auth import TOKEN_FILE, load_token, peer_uid_in, token_matches
 from .reading import _work, read_chat, read_messages
 from .server import Exchange, Gone, HttpServer, Limits
-from .sinks import AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
+from .sinks import Answer, AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
 
 __all__ = ["HttpFront"]
 
@@ -261,10 +261,10 @@ class HttpFront:
     # ------------------------------------------------------------ running
 
     async def _run(self, ex: Exchange, request: CompletionRequest, sink: Sink | None,
-                   status: OpenAIStream | OpenAIChoices | None = None) -> CompletionResponse:
+                   status: Answer | None = None) -> CompletionResponse:
         """The completion on the one pipeline, into `sink`. `status`: the
         answer whose x-claif-cache-status this request's outcome decides
-        (choice 0's), when it is not the sink itself."""
+        (the sink itself, or the whole answer for choice 0 of n)."""
         completions = self.completions
         work = _work(ex)
         work.recorded = True
@@ -284,8 +284,6 @@ class HttpFront:
             raise
         if status is not None:
             status.prepared = prepared
-        elif isinstance(sink, (OpenAIJSON, AnthropicJSON, AnthropicStream)):
-            sink.prepared = prepared
         with anyio.fail_after(prepared.timeout):
             return await completions.run(prepared, sink, memory_probed=prepared is work.prepared)
 
@@ -300,7 +298,8 @@ class HttpFront:
             await _each(ask.n, lambda i: self._run(ex, requests[i], stream.choice(i), stream if i == 0 else None))
             await stream.finish()
         elif ask.n == 1:
-            await self._run(ex, requests[0], OpenAIJSON(ex, model, rid, extra))
+            answer = OpenAIJSON(ex, model, rid, extra)
+            await self._run(ex, requests[0], answer, answer)
         else:
             choices = OpenAIChoices(ex, model, rid, extra)
             responses: list[CompletionResponse | None] = [None] * ask.n
@@ -315,7 +314,7 @@ class HttpFront:
         ask = read_messages(ex, self.completions.config)
         model, rid = ask.request.model or "", "msg_" + ex.rid
         sink = AnthropicStream(ex, model, rid, []) if ask.stream else AnthropicJSON(ex, model, rid, [])
-        await self._run(ex, ask.request, sink)
+        await self._run(ex, ask.request, sink, sink)
 
 
 async def _each(n: int, run: Callable[[int], Coroutine[Any, Any, Any]]) -> None:

@@ -31,7 +31,7 @@ from claif_client.shapes import (
 from ..completions import Prepared
 from .server import Exchange
 
-__all__ = ["AnthropicJSON", "AnthropicStream", "OpenAIChoices", "OpenAIJSON", "OpenAIStream", "status_of"]
+__all__ = ["Answer", "AnthropicJSON", "AnthropicStream", "OpenAIChoices", "OpenAIJSON", "OpenAIStream", "status_of"]
 
 _OUTCOME_STATUS = {"cached-exact": "hit-exact", "cached-semantic": "hit-semantic", "coalesced": "coalesced"}
 
@@ -45,7 +45,7 @@ def status_of(prepared: Prepared | None, response: CompletionResponse | None = N
     return "miss"
 
 
-class _Answer:
+class Answer:
     """What every front sink has: its exchange, the answer's model name and
     id, the request whose outcome its status reports, headers of its own."""
 
@@ -65,7 +65,7 @@ class _Answer:
         raise AssertionError("not streaming")
 
 
-class OpenAIJSON(_Answer):
+class OpenAIJSON(Answer):
     """One Chat Completion, whole."""
 
     async def done(self, response: CompletionResponse) -> None:
@@ -73,7 +73,7 @@ class OpenAIJSON(_Answer):
         await self.ex.respond(200, doc, self._head(response))
 
 
-class AnthropicJSON(_Answer):
+class AnthropicJSON(Answer):
     """One Message, whole."""
 
     async def done(self, response: CompletionResponse) -> None:
@@ -81,7 +81,7 @@ class AnthropicJSON(_Answer):
                               self._head(response))
 
 
-class OpenAIChoices(_Answer):
+class OpenAIChoices(Answer):
     """n choices, whole: one Chat Completion once all are in (`finish`)."""
 
     async def done(self, response: CompletionResponse) -> None:
@@ -92,7 +92,7 @@ class OpenAIChoices(_Answer):
         await self.ex.respond(200, doc, self._head(responses[0]))
 
 
-class OpenAIStream(_Answer):
+class OpenAIStream(Answer):
     """A streamed Chat Completion: its n choices' chunks on one event stream
     (`choice(i)` is the sink of choice i), then the usage when asked for,
     and [DONE] (`finish`)."""
@@ -155,7 +155,7 @@ class _OpenAIChoice:
         await stream.ex.sse(stream.chunk(self.index, {}, finish))
 
 
-class AnthropicStream(_Answer):
+class AnthropicStream(Answer):
     """A streamed Message: Anthropic's documented event sequence."""
 
     streaming = True
