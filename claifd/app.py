@@ -37,6 +37,7 @@ from .perf import Perf
 from .pool import HttpPool
 from .providers import AnthropicProvider, OpenAIProvider, Provider
 from .providers.http import HttpProvider
+from .semantic.service import SemanticCache
 from .sessions import requests as session_requests
 from .sessions.service import SessionService
 from .types import ServerState, UpstreamCounters
@@ -69,13 +70,18 @@ class App:
         self.cache = ResponseCache(config.cache, config.prices, redis=config.redis)
         openai = self.providers["openai"]
         assert isinstance(openai, OpenAIProvider)
-        self.cache.remote_embed = openai.embeddings
+        # A peer of the exact cache: given where vectors are kept and how an answer is read.
+        self.semantic = SemanticCache(config.cache.semantic, self.cache,
+                                      lambda key, namespace: self.cache.lookup(key, namespace=namespace),
+                                      openai.embeddings)
+        self.cache.watchers.append(self.semantic)
         self.sessions = SessionService(config.session, redis=config.redis)
-        self.completions = Completions(settings, self.providers, self.cache, self.sessions, self.state, self.perf)
+        self.completions = Completions(settings, self.providers, self.cache, self.semantic, self.sessions,
+                                       self.state, self.perf)
         self.live_config = LiveConfig(settings)
         http_providers = {name: p for name, p in self.providers.items() if isinstance(p, HttpProvider)}
         self.health = HealthMonitor(lambda: self.settings.config, self.state, self.perf, http_providers,
-                                    self.cache, self.sessions, lambda: self.settings.last_error)
+                                    self.cache, self.semantic, self.sessions, lambda: self.settings.last_error)
         self.metrics_http = MetricsEndpoint(self.metrics_text, self.health.report, self.state.tasks.spawn)
         anthropic = self.providers["anthropic"]
         assert isinstance(anthropic, AnthropicProvider)
@@ -86,11 +92,11 @@ class App:
         self.dispatch = Dispatch()
         self.completion_requests = CompletionRequests(self.completions)
         self.completion_requests.register(self.dispatch)
-        cache_requests.register(self.dispatch, self.cache)
+        cache_requests.register(self.dispatch, self.cache, self.cache_stats)
         session_requests.register(self.dispatch, self.sessions)
         self.live_config.register(self.dispatch)
         self.catalog.register(self.dispatch)
-        monitoring.register(self.dispatch, self.status, self.cache.stats, self.perf, self.health.report)
+        monitoring.register(self.dispatch, self.status, self.cache_stats, self.perf, self.health.report)
         self._process = psutil.Process()
         self._attach()
 
@@ -105,6 +111,7 @@ class App:
         self.task_group = task_group
         self.pool.start(task_group)
         await self.cache.start(task_group)
+        await self.semantic.start(task_group)
         await self.sessions.start(task_group)
         self.health.start(task_group)
         await self.metrics_http.server.start(task_group, "", self.config.metrics.listen)
@@ -135,6 +142,7 @@ class App:
                 attach(f"providers.{provider.name}", provider.reconfigure)
                 attach("retry", provider.reconfigure_retry)
         attach("cache", self.cache.reconfigure)
+        attach("cache.semantic", self.semantic.reconfigure)
         attach("redis", self.cache.reconfigure_redis)
         attach("redis", self.sessions.reconfigure_redis)
         attach("prices", self.cache.set_prices)
@@ -152,7 +160,11 @@ class App:
         self.metrics_http.server.want("", section.listen)
 
     def metrics_text(self) -> str:
-        return monitoring.metrics_text(self.status, self.cache.stats, self.perf)
+        return monitoring.metrics_text(self.status, self.cache_stats, self.perf)
+
+    def cache_stats(self) -> dict[str, Any]:
+        """`claif cache stats`: the exact cache's tiers and the semantic cache beside them."""
+        return {**self.cache.stats(), "semantic": self.semantic.stats()}
 
     # ------------------------------------------------------------- status
 

@@ -8,11 +8,13 @@ this one object.
             -> run(prepared, sink)   everything else, recorded whichever front
                                      asked (metrics, first token, request log):
                -> disk tier          (the memory tier is not probed again)
-               -> semantic tier      (opt-in)
+               -> semantic cache     (opt-in; a peer of the exact cache:
+                                     semantic/service.py)
                -> single-flight join (the cache hands back a flight; the
                                      leader's call is flown here, not by the cache)
                -> upstream provider  (retries, limits: providers/)
-               -> store              (memory now, disk write-behind)
+               -> store              (memory now, disk write-behind; indexed
+                                     by meaning when the request wanted it)
                -> the sink           (its text as it arrives when it streams,
                                      then the answer, before it is recorded)
 
@@ -44,7 +46,6 @@ from .auto import AUTO, choose_model
 from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
-from .cache.semantic_choice import semantic_wanted
 from .config import Config
 from .config_manager import ConfigManager
 from .errors import BadRequest, NotFound, ShuttingDown, UpstreamTimeout, error_info
@@ -52,6 +53,7 @@ from .optimizer import Optimized, optimize
 from .perf import Perf
 from .prepared import CACHE_MODES, Prepared, _validate
 from .providers import Provider, resolve_model
+from .semantic.service import SemanticCache
 from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
 
@@ -76,11 +78,13 @@ class Sink(Protocol):
 
 class Completions:
     def __init__(self, settings: ConfigManager, providers: dict[str, Provider], cache: ResponseCache,
-                 sessions: SessionService, state: ServerState, perf: Perf | None = None) -> None:
+                 semantic: SemanticCache, sessions: SessionService, state: ServerState,
+                 perf: Perf | None = None) -> None:
         self.config = settings.config
         self.perf = perf if perf is not None else Perf(enabled=False)
         self.providers = providers
         self.cache = cache
+        self.semantic = semantic
         self.sessions = sessions
         self.state = state
         # How often `model: "auto"` chose each model.
@@ -225,10 +229,10 @@ class Completions:
 
     async def _semantic_hit(self, prepared: Prepared) -> CompletionResponse | None:
         """An earlier answer to a prompt asking the same (semantic tier), or None."""
-        if not semantic_wanted(prepared.request, prepared.namespace, self.cache.config.semantic):
+        if not self.semantic.wanted(prepared.request, prepared.namespace):
             return None
-        tier = await self.cache.load_semantic()
-        response = await tier.lookup(prepared.provider.name, prepared.model, prepared.request, prepared.namespace)
+        response = await self.semantic.find(prepared.provider.name, prepared.model, prepared.request,
+                                            prepared.namespace)
         if response is not None:
             prepared.outcome = "cached-semantic"
         return response
@@ -279,9 +283,9 @@ class Completions:
                                           flight.chunks if flight.streaming else None)
                 if stored is not None and self.cache.shared:
                     await self.cache.share(stored)  # in Redis before any daemon's reply goes out
-                semantic = semantic_wanted(prepared.request, prepared.namespace, self.cache.config.semantic)
-                if stored is not None and semantic:
-                    await self._index(prepared)
+                if stored is not None and self.semantic.wanted(prepared.request, prepared.namespace):
+                    await self.semantic.index(prepared.provider.name, prepared.model, prepared.request,
+                                              prepared.namespace, prepared.key)
         finally:
             if shared and remote is None:
                 with anyio.CancelScope(shield=True):
@@ -302,15 +306,6 @@ class Completions:
 
     async def _provider_call(self, prepared: Prepared, flight: Flight) -> CompletionResponse:
         return await _upstream(prepared, flight.record if flight.streaming else None)
-
-    async def _index(self, prepared: Prepared) -> None:
-        """Make a stored answer findable by meaning, before its reply is delivered."""
-        assert prepared.key is not None
-        try:
-            tier = await self.cache.load_semantic()
-            await tier.add(prepared.provider.name, prepared.model, prepared.request, prepared.namespace, prepared.key)
-        except Exception:
-            log.exception("semantic indexing failed; the answer is served and cached exactly")
 
     async def session_send(
         self, request: CompletionRequest, on_delta: DeltaCallback | None

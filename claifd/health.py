@@ -49,6 +49,7 @@ from .cache.tier import NoTier
 from .config import Config
 from .perf import Perf
 from .providers.http import HttpProvider
+from .semantic.service import SemanticCache
 from .sessions.service import SessionService
 from .types import ServerState
 
@@ -81,13 +82,14 @@ def _recent(quarantined: list[dict[str, Any]], now: float) -> dict[str, Any] | N
 
 class HealthMonitor:
     def __init__(self, config: Callable[[], Config], state: ServerState, perf: Perf,
-                 providers: dict[str, HttpProvider], cache: ResponseCache, sessions: SessionService,
-                 config_error: Callable[[], str | None]) -> None:
+                 providers: dict[str, HttpProvider], cache: ResponseCache, semantic: SemanticCache,
+                 sessions: SessionService, config_error: Callable[[], str | None]) -> None:
         self.config = config
         self.state = state
         self.perf = perf
         self.providers = providers
         self.cache = cache
+        self.semantic = semantic
         self.sessions = sessions
         self.config_error = config_error
         self.probes: dict[str, dict[str, Any]] = {}
@@ -296,10 +298,10 @@ class HealthMonitor:
         return _check("cache_disk", "ok")
 
     def _semantic_check(self) -> dict[str, Any]:
-        tier = self.cache.semantic
-        if tier is None or tier.error is None:
+        error = self.semantic.error
+        if error is None:
             return _check("semantic_cache", "ok")
-        return _check("semantic_cache", "warning", f"{tier.error}; answering from the exact tier only")
+        return _check("semantic_cache", "warning", f"{error}; answering from the exact tier only")
 
     def _state_checks(self, now: float) -> list[dict[str, Any]]:
         error = self.config_error()

@@ -173,7 +173,8 @@ def test_a_tier_whose_embedder_fails_to_load_says_so_and_answers_nothing() -> No
     from claifd.semantic.tier import SemanticTier
 
     broken = msgspec.structs.replace(SemanticCacheConfig(enabled=True), embedder="no-such-embedder")
-    tier = SemanticTier(broken, ResponseCache(CacheConfig(dir=""), {}))
+    cache = ResponseCache(CacheConfig(dir=""), {})
+    tier = SemanticTier(broken, cache, lambda key, namespace: cache.lookup(key, namespace=namespace))
     request = CompletionRequest(messages=[Message(role="user", content="hi")])
     assert anyio.run(tier.lookup, "openai", "m", request, "default") is None
     assert tier.error is not None and "no-such-embedder" in tier.error
@@ -295,3 +296,24 @@ def test_on_per_namespace(daemon_factory, sim: Sim) -> None:  # type: ignore[no-
         assert hit.cached == "semantic"
         assert c.complete("what is the capital of france", model=MODEL).cached is False
     assert d.stop() == 0
+
+
+def test_the_semantic_cache_is_a_peer_of_the_exact_cache() -> None:
+    """Neither imports the other's service: the exact cache tells its watchers
+    what went, and the semantic cache is given what it reads and keeps."""
+    import ast
+
+    def imports(path: Path) -> set[str]:
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names.add("." * node.level + (node.module or ""))
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        return names
+
+    root = Path(__file__).parent.parent / "claifd"
+    for path in (root / "cache").glob("*.py"):
+        assert not any("semantic" in name for name in imports(path)), path
+    for path in (root / "semantic").glob("*.py"):
+        assert not any(name.endswith("cache.service") or name.endswith("cache") for name in imports(path)), path

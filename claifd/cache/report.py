@@ -35,8 +35,6 @@ def stats(cache: ResponseCache) -> dict[str, Any]:
         "disk": {**tier.stats(), "errors": cache.disk_errors} if isinstance(tier, DiskTier) else None,
         "backend": cache.backend,
         "shared": tier.stats() if tier.shared else None,
-        "semantic": cache.semantic.stats() if cache.semantic is not None else {
-            "enabled": bool(cache.config.semantic.enabled), "indexed": 0, "lookups": 0, "hits": 0},
         "saved": {
             "input_tokens": cache.saved_input_tokens,
             "output_tokens": cache.saved_output_tokens,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -36,13 +36,20 @@ from .policy import base_ttl, entry_ttl, ttl_cap
 from .prices import PriceTable
 from .tier import NoTier, SecondTier, StoredVector, VectorRow, build_tier
 
-if TYPE_CHECKING:
-    from ..semantic.embed import RemoteEmbed
-    from ..semantic.tier import SemanticTier
-
-__all__ = ["ResponseCache"]
+__all__ = ["CacheWatcher", "ResponseCache"]
 
 log = structlog.get_logger("claifd.cache")
+
+
+class CacheWatcher(Protocol):
+    """Told when stored answers go (an index of them, such as the semantic
+    cache, drops its entries) and when another daemon indexed one."""
+
+    def forget(self, key: str) -> None: ...
+
+    def clear(self, namespace: str | None) -> None: ...
+
+    def indexed(self, key: str) -> None: ...
 
 
 class ResponseCache:
@@ -76,10 +83,8 @@ class ResponseCache:
         self.saved_output_tokens = 0
         self.saved_cost_usd = 0.0
         self._task_group: anyio.abc.TaskGroup | None = None
-        # The semantic tier: built on first use (it imports numpy).
-        self._semantic: SemanticTier | None = None
-        # How the openai embedder reaches /v1/embeddings (set by the app: the openai provider).
-        self.remote_embed: RemoteEmbed | None = None
+        # Told when answers go (the semantic cache: the app adds it).
+        self.watchers: list[CacheWatcher] = []
 
     def _second_tier_source(self) -> tuple[Any, ...]:
         return store_source(self.config.backend, self.redis_config, self.config.dir)
@@ -114,8 +119,8 @@ class ResponseCache:
             old, self.tier = self.tier, new
             was, self._tier_source = self._tier_source, source  # `stats()["backend"]` says so
             self.memory.clear(None)
-            if self._semantic is not None:
-                self._semantic.clear(None)
+            for watcher in self.watchers:
+                watcher.clear(None)
             await old.aclose()
             log.info("cache second tier switched", was=was[0], now=source[0])
 
@@ -126,24 +131,28 @@ class ResponseCache:
         cleared (clear) answers: our near-cache copies of them go."""
         if kind in ("put", "del"):
             self.memory.delete(arg)
-            if kind == "del" and self._semantic is not None:
-                self._semantic.forget(arg)
-        elif kind == "vec" and self._semantic is not None and self._task_group is not None:
-            self._task_group.start_soon(self._fetch_vector, arg)
+            if kind == "del":
+                self._forget(arg)
+        elif kind == "vec":
+            for watcher in self.watchers:
+                watcher.indexed(arg)
         elif kind == "clear":
             namespace = None if arg == "*" else arg
             self.memory.clear(namespace)
-            if self._semantic is not None:
-                self._semantic.clear(namespace)
+            for watcher in self.watchers:
+                watcher.clear(namespace)
 
     def resubscribed(self) -> None:
         """Invalidations may have been missed while unsubscribed: the near cache starts afresh."""
         self.memory.clear(None)
 
     def evicted(self, keys: list[str]) -> None:
-        if self._semantic is not None:
-            for key in keys:
-                self._semantic.forget(key)
+        for key in keys:
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        for watcher in self.watchers:
+            watcher.forget(key)
 
     def failed(self, tier: SecondTier, what: str, exc: Exception, lost: bool) -> None:
         # A full disk or a broken file costs the second tier, never a request.
@@ -174,17 +183,6 @@ class ResponseCache:
         """Open the second tier."""
         self._task_group = task_group
         self.tier = await self._opened(self.tier)
-        if self.config.semantic.enabled or self.config.semantic.namespaces:
-            await (await self.load_semantic()).ready()
-
-    async def load_semantic(self) -> SemanticTier:
-        """The semantic tier, built on first use (its embedder and stored
-        vectors load at its first `ready()`)."""
-        if self._semantic is None:
-            from ..semantic.tier import SemanticTier  # imports numpy: only when wanted
-
-            self._semantic = SemanticTier(self.config.semantic, self, self.remote_embed)
-        return self._semantic
 
     # ------------------------------------------ single flight across daemons
 
@@ -216,36 +214,21 @@ class ResponseCache:
         if tier.near_cache_ttl:
             entry.expires_at = min(entry.expires_at, now + tier.near_cache_ttl)
 
-    @property
-    def task_group(self) -> anyio.abc.TaskGroup | None:
-        """Where the cache's background work runs (None before `start`)."""
-        return self._task_group
-
-    @property
-    def semantic(self) -> SemanticTier | None:
-        """The semantic tier, if it has been wanted yet."""
-        return self._semantic
-
-    async def _warm_semantic(self) -> None:
-        await (await self.load_semantic()).ready()
+    # -------------------------------- vectors kept beside their entries (semantic.tier.VectorStore)
 
     async def load_vectors(self, identity: str) -> list[StoredVector]:
         """The vectors stored by earlier runs (or other daemons) for embedder `identity`."""
         return await self.tier.load_vectors(identity, self.clock())
 
-    async def share_vector(self, row: VectorRow) -> None:
-        """A new semantic-index row, kept by the second tier (for the next run, or the other daemons)."""
+    async def get_vectors(self, identity: str, keys: list[str]) -> list[StoredVector]:
+        return await self.tier.get_vectors(identity, keys)
+
+    async def keep_vector(self, row: VectorRow) -> None:
+        """A new semantic-index row, kept by the second tier (for the next run, or the other
+        daemons) as long as its entry."""
         entry = self.memory.get(row[0], self.clock())
         ttl = (entry.created_at + entry.ttl - self.clock()) if entry is not None else float(self.config.default_ttl)
         await self.tier.put_vector(row, ttl)
-
-    async def _fetch_vector(self, key: str) -> None:
-        """Another daemon indexed `key`: put it in ours."""
-        semantic = self._semantic
-        # A tier still loading waits (its load may have read the store before this row was in).
-        if semantic is None or await semantic.ready() is None or semantic.embedder is None:
-            return
-        await semantic.load(await self.tier.get_vectors(semantic.embedder.identity, [key]), announce=False)
 
     async def aclose(self) -> None:
         """Flush pending writes and close the second tier."""
@@ -331,8 +314,8 @@ class ResponseCache:
 
     async def clear(self, namespace: str | None = None) -> int:
         removed = self.memory.clear(namespace)
-        if self._semantic is not None:
-            self._semantic.clear(namespace)
+        for watcher in self.watchers:
+            watcher.clear(namespace)
         removed = max(removed, await self.tier.clear(namespace))
         return removed
 
@@ -342,8 +325,7 @@ class ResponseCache:
 
     async def delete(self, key: str) -> bool:
         found = self.memory.delete(key)
-        if self._semantic is not None:
-            self._semantic.forget(key)
+        self._forget(key)
         found = await self.tier.delete(key) or found
         return found
 
@@ -355,10 +337,6 @@ class ResponseCache:
         if config.compression != self.config.compression:
             log.warning("cache settings take effect at the next start", keys=["cache.compression"])
         self.config = config
-        if self._semantic is not None:
-            self._semantic.reconfigure(config.semantic)
-        elif (config.semantic.enabled or config.semantic.namespaces) and self._task_group is not None:
-            self._task_group.start_soon(self._warm_semantic)  # turned on: its index loads now, not at first use
         self.memory.resize(int(config.memory_max_bytes))
         cap = ttl_cap(self.config)
         for entry in self.memory.entries():

@@ -17,7 +17,7 @@ loaded at start-up, so a restart keeps semantic hits.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -29,32 +29,31 @@ import structlog
 from claif_client.protocol import CompletionRequest, CompletionResponse, SemanticMatch
 
 from ..cache.keys import canonical_bytes
+from ..cache.tier import StoredVector, VectorRow
 from ..config import SemanticCacheConfig
 from .embed import Batcher, Embedder, RemoteEmbed, make_embedder
 from .guards import GUARDS, Features, check
 from .index import VectorIndex
 
-__all__ = ["SemanticTier", "Store", "query_and_scope"]
-
+__all__ = ["AnswerLookup", "SemanticTier", "VectorStore", "query_and_scope"]
 
 class _Entry(Protocol):
     def response(self) -> CompletionResponse: ...
 
 
-class Store(Protocol):
-    """What the semantic tier needs of the store beside it (the response
-    cache, which builds it): the answers it points at, the vectors kept for
-    the next run, and where background work runs. The tier holds no
-    reference to the cache's own type."""
+# The stored answer an index entry points at: (key, namespace) -> the entry, or None (expired, evicted).
+AnswerLookup = Callable[[str, str], Awaitable[_Entry | None]]
 
-    @property
-    def task_group(self) -> anyio.abc.TaskGroup | None: ...
 
-    async def lookup(self, key: str, memory_probed: bool = False, namespace: str | None = None) -> _Entry | None: ...
+class VectorStore(Protocol):
+    """Where the index's vectors are kept between runs and shared between
+    daemons (the response cache's second tier, beside its entries)."""
 
-    async def load_vectors(self, identity: str) -> list[tuple[str, str, str, str, bytes]]: ...
+    async def load_vectors(self, identity: str) -> list[StoredVector]: ...
 
-    async def share_vector(self, row: tuple[str, str, str, str, str, bytes]) -> None: ...
+    async def get_vectors(self, identity: str, keys: list[str]) -> list[StoredVector]: ...
+
+    async def keep_vector(self, row: VectorRow) -> None: ...
 
 
 log = structlog.get_logger("claifd.semantic")
@@ -85,15 +84,22 @@ def query_and_scope(provider: str, model: str, request: CompletionRequest, names
 
 
 class SemanticTier:
-    """Built by the cache on first use; `ready()` loads the embedder (in a
+    """Built on first use (service.py); `ready()` loads the embedder (in a
     worker thread) and the stored vectors before the first lookup. An embedder
     that cannot load leaves the tier answering nothing, with `error` saying
-    why (status, stats and health show it) until the configuration changes."""
+    why (status, stats and health show it) until the configuration changes.
 
-    def __init__(self, config: SemanticCacheConfig, cache: Store, remote: RemoteEmbed | None = None) -> None:
+    It is given what it needs of the exact cache beside it -- the answers its
+    entries point at, and where its vectors are kept -- and holds no
+    reference to the cache itself."""
+
+    def __init__(self, config: SemanticCacheConfig, vectors: VectorStore, answers: AnswerLookup,
+                 remote: RemoteEmbed | None = None, task_group: anyio.abc.TaskGroup | None = None) -> None:
         self.config = config
-        self.cache = cache
+        self.vectors = vectors
+        self.answers = answers
         self.remote = remote
+        self.task_group = task_group
         self.embedder: Embedder | None = None
         self.batcher: Batcher | None = None
         self.index = VectorIndex(self._spawn)
@@ -136,14 +142,14 @@ class SemanticTier:
                 log.error("semantic tier unavailable", error=self.error)
                 return None
             # Loaded before the tier says it is ready: a lookup meanwhile waits for the lock.
-            await self.load(await self.cache.load_vectors(embedder.identity))
+            await self.load(await self.vectors.load_vectors(embedder.identity))
             self.embedder, self.batcher = embedder, Batcher(embedder)
             return self.batcher
 
     def _spawn(self, build: Callable[[], Any], done: Callable[[Any], None]) -> None:
         """Build a scope's search graph in a worker thread; `done(graph)` on
         the loop after (None if it failed: exact search goes on)."""
-        task_group = self.cache.task_group
+        task_group = self.task_group
         if task_group is None:
             done(None)
             return
@@ -195,7 +201,7 @@ class SemanticTier:
             if failed is not None:
                 self.rejected[failed] += 1
                 continue
-            entry = await self.cache.lookup(key, namespace=namespace)
+            entry = await self.answers(key, namespace)
             if entry is None:  # expired or evicted since: it leaves the index
                 self.stale += 1
                 self.index.remove(key)
@@ -224,9 +230,9 @@ class SemanticTier:
         if batcher is not self.batcher:
             return  # the embedder changed meanwhile: this vector belongs to no index now
         self.index.add(scope, namespace, key, text, vector, Features(text))
-        await self.cache.share_vector((key, scope, namespace, text, batcher.embedder.identity, vector.tobytes()))
+        await self.vectors.keep_vector((key, scope, namespace, text, batcher.embedder.identity, vector.tobytes()))
 
-    async def load(self, rows: list[tuple[str, str, str, str, bytes]], announce: bool = True) -> None:
+    async def load(self, rows: list[StoredVector], announce: bool = True) -> None:
         """Vectors stored by an earlier run (key, scope, namespace, prompt, vector) of this embedder.
         Decoding and the guards' features are computed in a worker thread; only
         the index insertions run on the loop."""
@@ -235,6 +241,13 @@ class SemanticTier:
             self.index.add(scope, namespace, key, prompt, vector, feats)
         if rows and announce:
             log.info("semantic index loaded", entries=len(self.index))
+
+    async def fetch(self, key: str) -> None:
+        """Another daemon indexed `key`: put it in ours."""
+        # A tier still loading waits (its load may have read the store before this row was in).
+        if await self.ready() is None or self.embedder is None:
+            return
+        await self.load(await self.vectors.get_vectors(self.embedder.identity, [key]), announce=False)
 
     def forget(self, key: str) -> None:
         self.index.remove(key)
@@ -263,7 +276,7 @@ class SemanticTier:
         }
 
 
-def _decode_rows(rows: list[tuple[str, str, str, str, bytes]]) -> list[tuple[str, str, str, str, Any, Features]]:
+def _decode_rows(rows: list[StoredVector]) -> list[tuple[str, str, str, str, Any, Features]]:
     """The rows' vectors and guard features; rows of another dimension than
     the first (another version of the embedder) are left out."""
     import numpy as np
