@@ -128,7 +128,7 @@ class _Protocol(asyncio.Protocol):
                 raise ValueError("body must be a JSON object")
         except ValueError as exc:
             return 400, _error_doc(anthropic, 400, f"invalid JSON body: {exc}")
-        problem = _check_request(anthropic, headers, body, state.faults.api_keys)
+        problem = _check_request(anthropic, headers, body, state.faults.api_keys, state.faults.require_key)
         if problem:
             return problem[0], _error_doc(anthropic, problem[0], problem[1])
         if body.get("stream"):

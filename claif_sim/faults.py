@@ -21,7 +21,8 @@ _RECENT = 50
 
 def _api_key(headers: dict[str, str]) -> str:
     """Anthropic takes x-api-key (or, in newer SDKs, a bearer token); OpenAI a bearer token."""
-    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return (headers.get("x-api-key") or headers.get("api-key")  # Azure OpenAI's
+            or headers.get("authorization", "").removeprefix("Bearer ").strip())
 
 
 @dataclass
@@ -43,6 +44,10 @@ class Faults:
     chunk_chars: int | None = None
     # Only these API keys are accepted (401 for any other); None: any key.
     api_keys: list[str] | None = None
+    # False: a request without a key is served (a local Ollama or vLLM).
+    require_key: bool = True
+    # The model ids GET /v1/models lists (None: the built-in lists).
+    models: list[str] | None = None
     # Completion requests wait, before anything else, until POST /_sim/release.
     hold: bool = False
     # A 200 that is wrong (plain, non-streamed answers): "wrong_types" (usage
@@ -115,19 +120,20 @@ def _retry_after_headers(faults: Faults) -> list[tuple[str, str]]:
     return [("retry-after", f"{faults.retry_after:g}")]
 
 def _check_request(
-    anthropic: bool, headers: dict[str, str], body: dict[str, Any], accepted: list[str] | None
+    anthropic: bool, headers: dict[str, str], body: dict[str, Any], accepted: list[str] | None,
+    require_key: bool = True,
 ) -> tuple[int, str] | None:
     key = _api_key(headers)
     if accepted is not None and key and key not in accepted:
         return 401, f"Incorrect API key provided: {key}"
     if anthropic:
-        if not key:
+        if not key and require_key:
             return 401, "x-api-key header is required"
         if not headers.get("anthropic-version"):
             return 400, "anthropic-version header is required"
         if not isinstance(body.get("max_tokens"), int):
             return 400, "max_tokens: Field required"
-    elif not key:
+    elif not key and require_key:
         return 401, "You didn't provide an API key."
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         return 400, "messages: at least one message is required"

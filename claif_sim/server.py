@@ -121,7 +121,7 @@ async def _serve_connection(conn: h11.Connection, stream: anyio.abc.ByteStream, 
 
 async def _route(ex: _Exchange, req: h11.Request, body: bytes, state: SimState) -> None:
     method = req.method.decode()
-    path = req.target.decode().split("?", 1)[0]
+    path = _canonical(req.target.decode().split("?", 1)[0])
     headers = {k.decode().lower(): v.decode() for k, v in req.headers}
     if method == "POST" and path in ("/v1/messages", "/v1/chat/completions"):
         await _completion(ex, path, headers, body, state)
@@ -133,7 +133,7 @@ async def _route(ex: _Exchange, req: h11.Request, body: bytes, state: SimState) 
     elif method == "POST" and path == "/v1/embeddings":
         await _embeddings(ex, headers, body, state)
     elif method == "GET" and path == "/v1/models":
-        await _models(ex, headers)
+        await _models(ex, headers, state.faults.models)
     elif method == "GET" and path == "/_sim/stats":
         await ex.respond(200, state.stats())
     elif method == "POST" and path == "/_sim/reset":
@@ -184,8 +184,20 @@ async def _embeddings(ex: _Exchange, headers: dict[str, str], raw: bytes, state:
                            "usage": {"prompt_tokens": sum(_count_words(t) for t in texts),
                                      "total_tokens": sum(_count_words(t) for t in texts)}})
 
-async def _models(ex: _Exchange, headers: dict[str, str]) -> None:
-    if "anthropic-version" in headers or "x-api-key" in headers:
+def _canonical(path: str) -> str:
+    """The API a path asks for, whatever prefix a compatible server puts
+    before it (OpenRouter's /api/v1, Gemini's /v1beta/openai, Azure's
+    /openai/deployments/NAME): /v1/chat/completions, /v1/embeddings, /v1/models."""
+    for suffix in ("/chat/completions", "/embeddings", "/models"):
+        if path.endswith(suffix) and not path.startswith("/_sim"):
+            return "/v1" + suffix
+    return path
+
+async def _models(ex: _Exchange, headers: dict[str, str], listed: list[str] | None = None) -> None:
+    if listed is not None:
+        models = [{"id": m, "object": "model", "created": 1735689600, "owned_by": "claif-sim"} for m in listed]
+        await ex.respond(200, {"object": "list", "data": models})
+    elif "anthropic-version" in headers or "x-api-key" in headers:
         data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in _ANTHROPIC_MODELS]
         await ex.respond(200, {"data": data, "has_more": False, "first_id": _ANTHROPIC_MODELS[0], "last_id": _ANTHROPIC_MODELS[-1]})
     else:
@@ -243,7 +255,7 @@ async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: by
             "anthropic_version": headers.get("anthropic-version"),
             "received": received,
         })
-        problem = _check_request(anthropic, headers, body, faults.api_keys)
+        problem = _check_request(anthropic, headers, body, faults.api_keys, faults.require_key)
         if problem:
             status, message = problem
             await ex.respond(status, _error_doc(anthropic, status, message))

@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import psutil
 
-from . import __version__, monitoring, providers
+from . import __version__, monitoring
 from .cache import ResponseCache
 from .cache import requests as cache_requests
 from .catalog import ModelCatalog
@@ -29,14 +29,14 @@ from .config import Config, MetricsConfig
 from .config_manager import Change, ConfigManager
 from .config_requests import LiveConfig
 from .dispatch import Dispatch
+from .errors import NotConfigured
 from .health import HealthMonitor
 from .http.front import HttpFront
 from .http.metrics import MetricsEndpoint
 from .logs import set_level
 from .perf import Perf
 from .pool import HttpPool
-from .providers import AnthropicProvider, OpenAIProvider, Provider
-from .providers.http import HttpProvider
+from .providers import AnthropicProvider, OpenAIProvider, Providers
 from .semantic.service import SemanticCache
 from .sessions import requests as session_requests
 from .sessions.service import SessionService
@@ -66,27 +66,23 @@ class App:
         self.upstream = UpstreamCounters()
         self.pool = HttpPool(config.pool)
         self.task_group: anyio.abc.TaskGroup | None = None
-        self.providers: dict[str, Provider] = providers.build(self.pool, self.upstream, config, clock, self.perf)
+        self.providers = Providers(self.pool, self.upstream, config, clock, self.perf)
         self.cache = ResponseCache(config.cache, config.prices, redis=config.redis)
-        openai = self.providers["openai"]
-        assert isinstance(openai, OpenAIProvider)
         # A peer of the exact cache: given where vectors are kept and how an answer is read.
         self.semantic = SemanticCache(config.cache.semantic, self.cache,
                                       lambda key, namespace: self.cache.lookup(key, namespace=namespace),
-                                      openai.embeddings)
+                                      self._embeddings)
         self.cache.watchers.append(self.semantic)
         self.sessions = SessionService(config.session, redis=config.redis)
         self.completions = Completions(settings, self.providers, self.cache, self.semantic, self.sessions,
                                        self.state, self.perf)
         self.live_config = LiveConfig(settings)
-        http_providers = {name: p for name, p in self.providers.items() if isinstance(p, HttpProvider)}
+        http_providers = self.providers.http  # (kept current as sections come and go)
         self.health = HealthMonitor(lambda: self.settings.config, self.state, self.perf, http_providers,
                                     self.cache, self.semantic, self.sessions, lambda: self.settings.last_error)
         self.metrics_http = MetricsEndpoint(self.metrics_text, self.health.report, self.state.tasks.spawn)
-        anthropic = self.providers["anthropic"]
-        assert isinstance(anthropic, AnthropicProvider)
         self.front = HttpFront(self.completions, lambda: self.catalog.list(), self.metrics_text, self.health.report,
-                               lambda: self.state.allowed_uids, anthropic.count_tokens,
+                               lambda: self.state.allowed_uids, self._count_tokens,
                                settings.global_path.parent)
         self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf)
         self.dispatch = Dispatch()
@@ -137,10 +133,8 @@ class App:
         attach = self.settings.attach
         attach("logging", lambda section: set_level(section.level))
         attach("pool", self.pool.reconfigure)
-        for provider in self.providers.values():
-            if isinstance(provider, HttpProvider):
-                attach(f"providers.{provider.name}", provider.reconfigure)
-                attach("retry", provider.reconfigure_retry)
+        attach("providers", self.providers.reconfigure)
+        attach("retry", self.providers.reconfigure_retry)
         attach("cache", self.cache.reconfigure)
         attach("cache.semantic", self.semantic.reconfigure)
         attach("redis", self.cache.reconfigure_redis)
@@ -158,6 +152,21 @@ class App:
     def _reconfigure_metrics(self, section: MetricsConfig) -> None:
         self.perf.enabled = section.enabled
         self.metrics_http.server.want("", section.listen)
+
+    async def _embeddings(self, model: str, texts: list[str]) -> list[list[float]]:
+        """The semantic cache's openai embedder: /embeddings of the `openai` provider (or the first of its type)."""
+        provider = self.providers.of_type(OpenAIProvider, "openai")
+        if provider is None:
+            raise NotConfigured("the openai embedder needs a provider of type openai")
+        assert isinstance(provider, OpenAIProvider)
+        return await provider.embeddings(model, texts)
+
+    async def _count_tokens(self, body: bytes) -> tuple[int, bytes]:
+        """The front's count_tokens: Anthropic's, through the `anthropic` provider."""
+        provider = self.providers.of_type(AnthropicProvider, "anthropic")
+        if not isinstance(provider, AnthropicProvider):
+            return 404, b'{"type":"error","error":{"type":"not_found_error","message":"no provider of type anthropic"}}'
+        return await provider.count_tokens(body)
 
     def metrics_text(self) -> str:
         return monitoring.metrics_text(self.status, self.cache_stats, self.perf)

@@ -56,8 +56,12 @@ class ModelCatalog:
         errors: dict[str, str] = {}
         now = time.monotonic()
         for name, provider in sorted(self.providers.items()):
+            configured = list(provider.config.models)
+            models.extend({"id": f"{name}/{model}", "provider": name, "source": "config"} for model in configured)
             if not provider.configured():
-                errors[name] = f"no API key (claif keys set {name}, or {provider.env_key} in the daemon's environment)"
+                variable = provider.keys.variable
+                errors[name] = f"no API key (claif keys set {name}" + (
+                    f", or {variable} in the daemon's environment)" if variable else ")")
                 continue
             cached = self._cache.get(name)
             if cached is None or refresh or now - cached[0] > CATALOG_TTL:
@@ -71,6 +75,7 @@ class ModelCatalog:
                     errors[name] = exc.message
                     continue
                 self._cache[name] = cached
-            models.extend({"id": f"{name}/{model}", "provider": name} for model in cached[1])
+            models.extend({"id": f"{name}/{model}", "provider": name, "source": "discovered"}
+                          for model in cached[1] if model not in configured)
         return {"models": models, "aliases": dict(config.models), "default": config.client.model,
                 "errors": errors}

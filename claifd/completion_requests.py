@@ -33,7 +33,8 @@ from claif_client.protocol import (
 )
 
 from .cache.entry import MemEntry
-from .completions import Completions, Prepared, replay_chunks, report
+from .cache.replay import replay_chunks
+from .completions import Completions, Prepared, report
 from .config import Config
 from .dispatch import Conn, Dispatch, Start
 from .errors import BadRequest, ClaifdError, error_frame, error_info

@@ -42,22 +42,24 @@ from claif_client.protocol import (
     CompletionResponse,
 )
 
+from . import fallbacks
 from .auto import AUTO, choose_model
 from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
+from .cache.replay import replay_chunks
 from .config import Config
 from .config_manager import ConfigManager
-from .errors import BadRequest, NotFound, ShuttingDown, UpstreamTimeout, error_info
+from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_info
 from .optimizer import Optimized, optimize
 from .perf import Perf
 from .prepared import CACHE_MODES, Prepared, _validate
-from .providers import Provider, resolve_model
+from .providers import Providers
 from .semantic.service import SemanticCache
 from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
 
-__all__ = ["Completions", "Prepared", "Sink", "CACHE_MODES", "replay_chunks", "report"]
+__all__ = ["Completions", "Prepared", "Sink", "CACHE_MODES", "report"]
 
 log = structlog.get_logger("claifd.completions")
 
@@ -77,7 +79,7 @@ class Sink(Protocol):
 
 
 class Completions:
-    def __init__(self, settings: ConfigManager, providers: dict[str, Provider], cache: ResponseCache,
+    def __init__(self, settings: ConfigManager, providers: Providers, cache: ResponseCache,
                  semantic: SemanticCache, sessions: SessionService, state: ServerState,
                  perf: Perf | None = None) -> None:
         self.config = settings.config
@@ -96,6 +98,18 @@ class Completions:
     def reconfigure(self, config: Config) -> None:
         self.config = config
 
+    def provider_type(self, name: str) -> str:
+        """The API type of the provider a model name routes to ("echo"; "" if it routes nowhere)."""
+        if name == AUTO:
+            return ""
+        try:
+            provider_name, _ = self.providers.resolve(name, self.config.client.model, self.config.models)
+        except ClaifdError:
+            return ""
+        provider = self.providers.get(provider_name)
+        config = getattr(provider, "config", None)
+        return str(config.type) if config is not None else provider_name if provider is not None else ""
+
     # ------------------------------------------------------------ decisions
 
     def prepare(self, request: CompletionRequest) -> Prepared:
@@ -113,7 +127,7 @@ class Completions:
             name, rule = choose_model(request, config.auto)
             optimized["model"] = {"chosen": name, "rule": rule}
             self.auto_selected[name] = self.auto_selected.get(name, 0) + 1
-        provider_name, model = resolve_model(name, config.client.model, config.models)
+        provider_name, model = self.providers.resolve(name, config.client.model, config.models)
         provider = self.providers.get(provider_name)
         if provider is None:
             raise BadRequest(
@@ -206,7 +220,10 @@ class Completions:
                       memory_probed: bool) -> CompletionResponse:
         """The cache tiers, then the flight that shares one upstream call."""
         if prepared.key is None:
-            return await _upstream(prepared, on_delta)
+            streamed = fallbacks.Streamed(on_delta)
+            response, _, note = await fallbacks.call(prepared, streamed.forward if on_delta else None, streamed,
+                                                     self.config, self.prepare, self.perf)
+            return response if note is None else msgspec.structs.replace(response, fallback=note)
         if prepared.mode != "refresh":
             entry = await self.cache.lookup(prepared.key, memory_probed, prepared.namespace)
             if entry is not None:
@@ -255,6 +272,7 @@ class Completions:
         error: BaseException | None = None
         shared = self.cache.shared
         remote: MemEntry | None = None
+        made_by, note = prepared, None  # the request whose answer it is (a fallback's: cached under its key)
         scope = flight.scope
         scope.deadline = anyio.current_time() + prepared.timeout
         try:
@@ -269,8 +287,8 @@ class Completions:
                             await flight.record(piece)
                     response = remote.response()
                 else:
-                    response = await self._call_upstream(prepared, flight, shared)
-                    response = msgspec.structs.replace(response, cache_key=prepared.key)
+                    response, made_by, note = await self._call_upstream(prepared, flight, shared)
+                    response = msgspec.structs.replace(response, cache_key=made_by.key)
             if scope.cancelled_caught and anyio.current_time() >= scope.deadline:
                 error = UpstreamTimeout("request timed out in the daemon")
         except Exception as exc:
@@ -278,21 +296,23 @@ class Completions:
         finally:
             self.cache.flights.land(flight)
         try:
-            if response is not None and remote is None:
-                stored = self.cache.store(prepared.key, prepared.namespace, prepared.request, response,
+            if response is not None and remote is None and made_by.key is not None:
+                stored = self.cache.store(made_by.key, made_by.namespace, made_by.request, response,
                                           flight.chunks if flight.streaming else None)
                 if stored is not None and self.cache.shared:
                     await self.cache.share(stored)  # in Redis before any daemon's reply goes out
-                if stored is not None and self.semantic.wanted(prepared.request, prepared.namespace):
-                    await self.semantic.index(prepared.provider.name, prepared.model, prepared.request,
-                                              prepared.namespace, prepared.key)
+                if stored is not None and self.semantic.wanted(made_by.request, made_by.namespace):
+                    await self.semantic.index(made_by.provider.name, made_by.model, made_by.request,
+                                              made_by.namespace, made_by.key)
+            if response is not None and note is not None:
+                response = msgspec.structs.replace(response, fallback=note)  # said to the callers, never stored
         finally:
             if shared and remote is None:
                 with anyio.CancelScope(shield=True):
                     await self.cache.tier.release(prepared.key)  # after the answer is in Redis, or on failure
             flight.finish(response, error)
 
-    async def _call_upstream(self, prepared: Prepared, flight: Flight, shared: bool) -> CompletionResponse:
+    async def _call_upstream(self, prepared: Prepared, flight: Flight, shared: bool) -> _Made:
         """The provider call (streamed into the flight); with a shared backend
         its cross-daemon lease is renewed while it runs."""
         if not shared:
@@ -304,8 +324,10 @@ class Completions:
             lease.cancel_scope.cancel()
         return response
 
-    async def _provider_call(self, prepared: Prepared, flight: Flight) -> CompletionResponse:
-        return await _upstream(prepared, flight.record if flight.streaming else None)
+    async def _provider_call(self, prepared: Prepared, flight: Flight) -> _Made:
+        """The provider's call, or its fallbacks' (never once a streamed byte went out)."""
+        return await fallbacks.call(prepared, flight.record if flight.streaming else None, lambda: bool(flight.chunks),
+                                    self.config, self.prepare, self.perf)
 
     async def session_send(
         self, request: CompletionRequest, on_delta: DeltaCallback | None
@@ -353,11 +375,8 @@ class _Deltas:
         pass
 
 
-async def _upstream(prepared: Prepared, on_delta: DeltaCallback | None) -> CompletionResponse:
-    """The provider's call, whole or streamed."""
-    if on_delta is None:
-        return await prepared.provider.complete(prepared.request, prepared.model)
-    return await prepared.provider.stream(prepared.request, prepared.model, on_delta)
+# An upstream answer, the request that made it, and the fallback note.
+_Made = tuple[CompletionResponse, Prepared, "dict[str, str] | None"]
 
 
 # A cancellation this close to the deadline is the deadline's (uvloop's clock ticks in whole ms).
@@ -370,14 +389,6 @@ def _outcome(exc: BaseException, started: float, timeout: float) -> str:
     if isinstance(exc, anyio.get_cancelled_exc_class()):
         return "timeout" if time.perf_counter() - started >= timeout - _DEADLINE_SLACK else "cancelled"
     return error_info(exc).code
-
-
-def replay_chunks(entry: MemEntry) -> list[str] | tuple[str, ...]:
-    """A cached answer as stream chunks: the original boundaries when it was
-    streamed, else word-sized pieces of its text."""
-    if entry.chunks is not None:
-        return entry.chunks
-    return split_for_replay(entry.response().text)
 
 
 def report(response: CompletionResponse, optimized: Optimized) -> CompletionResponse:

@@ -242,7 +242,7 @@ class ConfigManager:
         def call(old: Config, new: Config, changes: list[Change]) -> None:
             value: Any = new
             for part in filter(None, section.split(".")):
-                value = getattr(value, part)
+                value = value[part] if isinstance(value, dict) else getattr(value, part)
             reconfigure(value)
 
         self.register_callback(f"{section}*" if section else "*", call)

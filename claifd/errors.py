@@ -34,6 +34,7 @@ __all__ = [
     "UpstreamError",
     "RateLimited",
     "UpstreamTimeout",
+    "CircuitOpen",
     "StartupError",
     "error_info",
     "error_frame",
@@ -92,6 +93,12 @@ class TlsError(UpstreamError):
     """A certificate refused, the upstream's or ours: no retry fixes it."""
 
     code = ErrorCode.TLS_ERROR
+
+
+class CircuitOpen(UpstreamError):
+    """The provider failed too often in a row: calls fail at once until its probe succeeds."""
+
+    code = ErrorCode.CIRCUIT_OPEN
 
 
 class StartupError(Exception):

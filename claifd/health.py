@@ -228,8 +228,9 @@ class HealthMonitor:
             with anyio.move_on_after(float(self.config().health.timeout) + 1):
                 await self.first_run.wait()
         now = time.time()
-        checks = [self._provider_check(name, now) for name in self.providers if
-                  f"provider:{name}" in self.probes or self.perf.call_failures(name, 1)[0]]
+        checks = [self._provider_check(name, now) for name, p in list(self.providers.items()) if
+                  f"provider:{name}" in self.probes or self.perf.call_failures(name, 1)[0]
+                  or p.keys.refused() or p.circuit.state != "closed"]
         checks += [self._sessions_check(now), self._cache_check(now)]
         for name in ("disk_space", "memory"):
             if name in self.probes:
@@ -253,6 +254,18 @@ class HealthMonitor:
                 status = "unhealthy"
             elif failed * 2 > calls and calls >= 2:
                 status = max(status, "warning", key=rank)
+        provider = self.providers.get(name)
+        if provider is not None:
+            refused = provider.keys.refused()
+            if refused:
+                every = len(refused) == len(provider.keys)
+                status = max(status, "unhealthy" if every else "warning", key=rank)
+                details.append(f"API keys refused (401/403), set aside: {', '.join(refused)}")
+            circuit = provider.circuit
+            if circuit.state != "closed":
+                status = max(status, "unhealthy", key=rank)
+                details.append(f"circuit {circuit.state} after {circuit.failures} failures in a row; calls fail at "
+                               f"once, the next probe in {circuit.retry_in():.1f} s")
         return _check(f"provider:{name}", status, "; ".join(details),
                       probe["latency_ms"] if probe else None, probe["checked_at"] if probe else now)
 

@@ -57,12 +57,21 @@ class _StatusCollector(Collector):
         yield CounterMetricFamily("claif_upstream_errors", "Upstream calls that failed in the end.", value=up["errors"])
         in_flight = GaugeMetricFamily("claif_provider_in_flight", "Requests in flight per provider.", labels=["provider"])
         queued = GaugeMetricFamily("claif_provider_queued", "Requests waiting for a provider slot.", labels=["provider"])
+        circuit = GaugeMetricFamily("claif_provider_circuit_open", "1 while a provider's circuit is open or "
+                                    "half-open (calls fail at once).", labels=["provider"])
+        keys = GaugeMetricFamily("claif_provider_keys", "A provider's API keys by state.", labels=["provider", "state"])
         for name, stats in status["providers"].items():
             if "in_flight" in stats:
                 in_flight.add_metric([name], stats["in_flight"])
                 queued.add_metric([name], stats["queued"])
+            if "circuit" in stats:
+                circuit.add_metric([name], 0 if stats["circuit"]["state"] == "closed" else 1)
+                for state in ("ok", "resting", "refused"):
+                    keys.add_metric([name, state], sum(1 for k in stats["keys"] if k["state"] == state))
         yield in_flight
         yield queued
+        yield circuit
+        yield keys
         cache = self.cache_stats()
         hits = CounterMetricFamily("claif_cache_hits", "Cache hits per tier.", labels=["tier"])
         hits.add_metric(["memory"], cache["hits_memory"])
@@ -142,6 +151,12 @@ class _PerfCollector(Collector):
         for provider, n in list(perf.retries.items()):
             retries.add_metric([provider], n)
         yield retries
+        fallbacks = CounterMetricFamily("claif_fallbacks", "Requests answered by a fallback model "
+                                        "(routing.fallbacks), by the model that failed and why.",
+                                        labels=["from", "to", "reason"])
+        for labels3, n in list(perf.fallbacks.items()):
+            fallbacks.add_metric(list(labels3), n)
+        yield fallbacks
         tokens = CounterMetricFamily("claif_tokens", "Tokens billed by providers.",
                                      labels=["provider", "model", "direction"])
         for labels3, n in list(perf.tokens.items()):

@@ -78,7 +78,9 @@ def _fit(request: CompletionRequest, provider: str, model: str, config: Config,
     answer = request.max_tokens
     if answer is None:
         # A provider whose API requires max_tokens sends its section's default.
-        answer = getattr(getattr(config.providers, provider, None), "default_max_tokens", DEFAULT_ANSWER_TOKENS)
+        section = config.providers.get(provider)
+        answer = section.default_max_tokens if section is not None and section.type == "anthropic" \
+            else DEFAULT_ANSWER_TOKENS
     system = request.system if isinstance(request.system, str) or request.system is None \
         else msgspec.json.encode(request.system).decode()
     tools = estimate_text(msgspec.json.encode(request.tools).decode()) if request.tools else 0

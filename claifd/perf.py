@@ -119,6 +119,8 @@ class Perf:
         self.first_token_seconds: dict[tuple[str, str], Histogram] = {}
         self.attempts: dict[tuple[str, str], int] = {}
         self.retries: dict[str, int] = {}
+        # Answers made by a fallback, by (from, to, reason) (routing.fallbacks).
+        self.fallbacks: dict[tuple[str, str, str], int] = {}
         self.tokens: dict[tuple[str, str, str], int] = {}
         self.cost_usd: dict[tuple[str, str], float] = {}
         self._errors: collections.deque[float] = collections.deque(maxlen=RECENT)
@@ -202,6 +204,10 @@ class Perf:
 
     def retry(self, provider: str) -> None:
         self.retries[provider] = self.retries.get(provider, 0) + 1
+
+    def fallback(self, source: str, target: str, reason: str) -> None:
+        key = (source, target, reason)
+        self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
 
     def upstream_call(self, provider: str, model: str, seconds: float, ok: bool,
                       input_tokens: int = 0, output_tokens: int = 0) -> None:

@@ -23,7 +23,7 @@ class Prepared:
     and its deadline in seconds."""
 
     __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout", "outcome", "started",
-                 "optimized")
+                 "optimized", "fallback")
 
     def __init__(self, request: CompletionRequest, provider: Provider, model: str,
                  key: str | None, namespace: str, mode: str, timeout: float,
@@ -41,6 +41,8 @@ class Prepared:
         # How the answer came, for the metrics: ok (upstream), cached-exact, coalesced.
         self.outcome = "ok"
         self.started = time.perf_counter()
+        # {"from", "to", "reason"} while a fallback model answers it (routing.fallbacks).
+        self.fallback: dict[str, str] | None = None
 
     @property
     def labels(self) -> tuple[str, str]:

@@ -43,8 +43,8 @@ def test_durations(text: object, expected: float) -> None:
 
 def test_defaults() -> None:
     c = Config()
-    assert c.providers.anthropic.base_url == "https://api.anthropic.com"
-    assert c.providers.openai.base_url == "https://api.openai.com/v1"
+    assert c.providers["anthropic"].base_url == "https://api.anthropic.com"
+    assert c.providers["openai"].base_url == "https://api.openai.com/v1"
     assert c.cache.max_size == 100_000_000
     assert c.batch.concurrency == 5
 
@@ -77,7 +77,7 @@ def test_environment_layer_converts_by_schema_type() -> None:
     assert c.pool.max_connections == 7
     assert c.cache.enabled is False
     assert c.cache.semantic.threshold == 0.9
-    assert c.providers.anthropic.base_url == "http://127.0.0.1:9"
+    assert c.providers["anthropic"].base_url == "http://127.0.0.1:9"
     assert (c.client.model, c.client.timeout, c.session.directory) == ("echo/env", 12.0, "/tmp/s")
     assert c.cache.default_ttl == 120.0 and c.logging.level == "debug"
 

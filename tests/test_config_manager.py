@@ -209,7 +209,7 @@ def test_set_refuses_a_broken_file(tmp_path: Path) -> None:
 def test_secrets_are_redacted(tmp_path: Path) -> None:
     write(tmp_path / "global.json", {"providers": {"openai": {"api_key": "sk-very-secret"}}})
     m = manager(tmp_path)
-    assert m.config.providers.openai.api_key == "sk-very-secret"
+    assert m.config.providers["openai"].api_key == "sk-very-secret"
     assert m.get("providers.openai.api_key") == (SECRET_MARK, "global")
     assert m.get("providers.anthropic.api_key") == (None, "default")
     assert "sk-very-secret" not in json.dumps(m.show())

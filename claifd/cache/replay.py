@@ -1,10 +1,12 @@
-"""Replaying an answer that was not streamed as a stream of chunks."""
+"""Replaying a cached answer as a stream of chunks."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["split_for_replay"]
+from .entry import MemEntry
+
+__all__ = ["replay_chunks", "split_for_replay"]
 
 # A word and the whitespace after it, the usual grain of a model's stream.
 _PIECES = re.compile(r"\S+\s*|\s+")
@@ -13,3 +15,11 @@ _PIECES = re.compile(r"\S+\s*|\s+")
 def split_for_replay(text: str) -> list[str]:
     """Pieces that concatenate back to `text` exactly."""
     return _PIECES.findall(text)
+
+
+def replay_chunks(entry: MemEntry) -> list[str] | tuple[str, ...]:
+    """A cached answer as stream chunks: the original boundaries when it was
+    streamed, else word-sized pieces of its text."""
+    if entry.chunks is not None:
+        return entry.chunks
+    return split_for_replay(entry.response().text)

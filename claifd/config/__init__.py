@@ -32,7 +32,6 @@ from .loader import (
 )
 from .quantities import ByteSize, Duration, parse_duration, parse_size
 from .schema import (
-    AnthropicConfig,
     AutoConfig,
     BatchConfig,
     CacheConfig,
@@ -44,24 +43,23 @@ from .schema import (
     HttpFrontConfig,
     LoggingConfig,
     MetricsConfig,
-    OpenAIConfig,
     OptimizerConfig,
     PoolConfig,
     Price,
     ProviderConfig,
-    ProvidersConfig,
     RedisConfig,
     RetryConfig,
+    RoutingConfig,
     SemanticCacheConfig,
     ServerConfig,
     SessionConfig,
 )
 
 __all__ = [
-    "AnthropicConfig", "AutoConfig", "BatchConfig", "ByteSize", "CacheConfig", "ClientConfig", "ComplexityTokens",
+    "AutoConfig", "BatchConfig", "ByteSize", "CacheConfig", "ClientConfig", "ComplexityTokens",
     "Config", "ConfigError", "ContextConfig", "Duration", "HealthConfig", "HttpFrontConfig", "LoggingConfig",
-    "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "MetricsConfig", "OpenAIConfig", "OptimizerConfig", "PoolConfig", "Price",
-    "ProviderConfig", "ProvidersConfig", "RANGES", "RedisConfig", "RetryConfig", "SemanticCacheConfig",
+    "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "MetricsConfig", "OptimizerConfig", "PoolConfig", "Price",
+    "ProviderConfig", "RoutingConfig", "RANGES", "RedisConfig", "RetryConfig", "SemanticCacheConfig",
     "ServerConfig", "SessionConfig", "build_config", "check_ranges", "config_depth", "default_global_path",
     "describe_schema", "env_layer", "merge_layers", "parse_config_text", "parse_duration", "parse_size",
     "read_file_layer", "to_builtins", "unknown_keys",

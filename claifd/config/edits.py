@@ -26,13 +26,15 @@ from . import (
     merge_layers,
     unknown_keys,
 )
+from .loader import struct_of_map
 
 SECRET_MARK = "[redacted]"
 
 
 # Secrets by the name of their key: exactly these, or ending in `_<word>`
 # (so `max_tokens` and other counts are not secrets, `auth_token` is).
-_SECRET_NAMES = ("api_key", "apikey", "secret", "password", "passwd", "authorization", "token", "key")
+_SECRET_NAMES = ("api_key", "api_keys", "apikey", "api-key", "x-api-key", "secret", "password", "passwd",
+                 "authorization", "token", "key")
 
 
 _SECRET_SUFFIXES = ("_api_key", "_secret", "_password", "_token", "_authorization")
@@ -65,7 +67,8 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         return {k: redact(v, f"{key}.{k}" if key else k) for k, v in value.items()}
     if isinstance(value, list):
-        return [SECRET_MARK if isinstance(v, str) and is_secret("", v) else v for v in value]
+        whole = bool(key) and is_secret(key)  # api_keys: every item
+        return [SECRET_MARK if isinstance(v, str) and (whole or is_secret("", v)) else v for v in value]
     if value is not None and is_secret(key, value):
         return SECRET_MARK
     if isinstance(value, str) and "@" in value and "://" in value:  # a URL's password (pool.proxy, redis.url)
@@ -165,6 +168,10 @@ def did_you_mean(key: str) -> str:
     schema: Any = Config
     chosen: list[str] = []
     for part in key.split("."):
+        if (item := struct_of_map(schema)) is not None:  # providers.NAME: any name, then its section
+            chosen.append(part)
+            schema = item
+            continue
         if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
             chosen.append(part)  # inside a map (models, prices): any name goes
             continue

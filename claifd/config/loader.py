@@ -183,9 +183,24 @@ def unknown_keys(data: Mapping[str, Any], schema: type[msgspec.Struct] = Config,
             unknown.append(dotted)
             continue
         sub = fields[key]
-        if isinstance(sub, type) and issubclass(sub, msgspec.Struct) and isinstance(value, Mapping):
+        if _is_struct(sub) and isinstance(value, Mapping):
             unknown.extend(unknown_keys(value, sub, dotted + "."))
+        elif (item := struct_of_map(sub)) is not None and isinstance(value, Mapping):
+            for name, entry in value.items():  # a map of sections (providers.NAME)
+                if isinstance(entry, Mapping):
+                    unknown.extend(unknown_keys(entry, item, f"{dotted}.{name}."))
     return unknown
+
+
+def _is_struct(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
+
+
+def struct_of_map(tp: Any) -> Any:
+    """The section type of a map of sections (`dict[str, ProviderConfig]`), else None."""
+    if getattr(tp, "__origin__", None) is dict and _is_struct(tp.__args__[1]):
+        return tp.__args__[1]
+    return None
 
 
 # Values outside these bounds would stall or break the daemon (a limit of 0
@@ -194,7 +209,10 @@ def unknown_keys(data: Mapping[str, Any], schema: type[msgspec.Struct] = Config,
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "client.timeout": (0.001, None),
     "providers.*.max_concurrency": (1, 100_000),
-    "providers.anthropic.default_max_tokens": (1, None),
+    "providers.*.default_max_tokens": (1, None),
+    "providers.*.timeout": (0.001, None),
+    "providers.*.circuit_failures": (1, 1_000_000),
+    "providers.*.circuit_cooldown": (0, None),
     "pool.max_connections": (1, 100_000),
     "pool.max_keepalive": (0, 100_000),
     "pool.keepalive_expiry": (0, None),
@@ -301,6 +319,9 @@ def build_config(merged: Mapping[str, Any]) -> Config:
         raise ConfigError(str(exc)) from exc
     problems = check_ranges(config)
     problems.extend(_embedder_problems(config.cache.semantic))
+    from ..providers.registry import check  # the provider types live with their code
+
+    problems.extend(check(config))
     for sentinel in config.redis.sentinels:
         host, sep, port = sentinel.rpartition(":")
         if not sep or not host or not port.isdigit():
@@ -336,19 +357,22 @@ def _type_label(tp: Any) -> str:
 def describe_schema(schema: type[msgspec.Struct] = Config, prefix: str = "") -> list[tuple[str, str, Any]]:
     """(dotted key, type label, default) for every key, in schema order:
     docs/CONFIGURATION.md lists exactly these (a test checks)."""
-    defaults = to_builtins(Config())
+    defaults = to_builtins(Config()) if schema is Config else to_builtins(schema())
     rows: list[tuple[str, str, Any]] = []
     for f in msgspec.structs.fields(schema):
         key = prefix + f.name
-        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
+        if _is_struct(f.type):
             rows.extend(describe_schema(f.type, key + "."))
             continue
+        if (item := struct_of_map(f.type)) is not None:  # providers.NAME.*: each key with its own default
+            rows.extend((f"{key}.NAME.{k}", kind, default) for k, kind, default in describe_schema(item))
+            continue
         node: Any = defaults
-        for part in key.split("."):
+        for part in (key if schema is Config else f.name).split("."):
             node = node[part]
         rows.append((key, _type_label(f.type), node))
     return rows
 
 
-def to_builtins(config: Config) -> dict[str, Any]:
+def to_builtins(config: msgspec.Struct) -> dict[str, Any]:
     return msgspec.to_builtins(config, enc_hook=_enc_hook)  # type: ignore[no-any-return]

@@ -26,29 +26,52 @@ class ClientConfig(_Section):
 
 
 class ProviderConfig(_Section):
+    """A provider: `providers.NAME` (claifd/providers/registry.py has the types).
+    `anthropic` and `openai` are built in with their public endpoints; any
+    other name is an endpoint of the user's (Ollama, vLLM, OpenRouter, Azure...)."""
+
+    # The API it speaks (a type of the provider registry: anthropic, openai,
+    # azure). Empty: the name's own type for the built-in names, else openai.
+    type: str = ""
     # As in each official SDK: Anthropic's without the version path,
     # OpenAI's with it (so any OpenAI-compatible server works by its /v1 URL).
+    # Empty: the type's public endpoint (a type without one needs it set).
     base_url: str = ""
-    # None: fall back to ANTHROPIC_API_KEY / OPENAI_API_KEY.
+    # The key; else the keys of `api_keys` (spread over, each cooled on 429,
+    # set aside on 401); else the variable `api_key_env` names (empty: the
+    # type's own, ANTHROPIC_API_KEY / OPENAI_API_KEY, for the built-in names).
     api_key: str | None = None
+    api_keys: list[str] = []
+    api_key_env: str = ""
+    # Extra headers sent with every request to it.
+    headers: dict[str, str] = {}
+    # Model ids it serves: a bare id found here routes to it.
+    models: list[str] = []
     # Requests in flight to this provider; more wait in a FIFO queue.
     max_concurrency: int = 50
-
-
-class AnthropicConfig(ProviderConfig):
-    base_url: str = "https://api.anthropic.com"
+    # Longest wait for the answer to start (the first byte of its head); null: the pool's timeouts.
+    timeout: Duration | None = None
+    # anthropic: the `anthropic-version` header, and max_tokens when a request gives none.
     version: str = "2023-06-01"
-    # The Messages API requires max_tokens; used when a request gives none.
     default_max_tokens: int = 4096
+    # azure: the `api-version` query parameter.
+    api_version: str = "2024-10-21"
+    # The circuit breaker: this many failures in a row (connection, 5xx,
+    # timeout) open it; after `circuit_cooldown` one probe call may pass.
+    circuit_failures: int = 5
+    circuit_cooldown: Duration = Duration(30.0)
 
 
-class OpenAIConfig(ProviderConfig):
-    base_url: str = "https://api.openai.com/v1"
+def _builtin_providers() -> dict[str, ProviderConfig]:
+    return {"anthropic": ProviderConfig(type="anthropic", base_url="https://api.anthropic.com"),
+            "openai": ProviderConfig(type="openai", base_url="https://api.openai.com/v1")}
 
 
-class ProvidersConfig(_Section):
-    anthropic: AnthropicConfig = msgspec.field(default_factory=AnthropicConfig)
-    openai: OpenAIConfig = msgspec.field(default_factory=OpenAIConfig)
+class RoutingConfig(_Section):
+    # Model or alias -> the models tried in order when it fails before its
+    # answer started (overloaded, rate limited after retries, 5xx, timeout,
+    # connection refused, circuit open).
+    fallbacks: dict[str, list[str]] = {}
 
 
 class PoolConfig(_Section):
@@ -314,8 +337,9 @@ class HealthConfig(_Section):
 
 class Config(_Section):
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
-    providers: ProvidersConfig = msgspec.field(default_factory=ProvidersConfig)
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=_builtin_providers)
     models: dict[str, str] = {}
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     auto: AutoConfig = msgspec.field(default_factory=AutoConfig)
     optimizer: OptimizerConfig = msgspec.field(default_factory=OptimizerConfig)
     prices: dict[str, Price] = {}
@@ -330,4 +354,13 @@ class Config(_Section):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
 
-
+    def __post_init__(self) -> None:
+        # The built-in names are always there, with their public endpoints;
+        # each provider knows its type: the built-in names their own, others openai.
+        for name, builtin in _builtin_providers().items():
+            section = self.providers.setdefault(name, builtin)
+            if not section.base_url and section.type in ("", name):
+                section.base_url = builtin.base_url
+        for name, section in self.providers.items():
+            if not section.type:
+                section.type = name if name in ("anthropic", "openai") else "openai"

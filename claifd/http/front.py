@@ -56,7 +56,7 @@ log = structlog.get_logger("claifd.front")
 
 # The daemon's error codes, as HTTP statuses (an upstream's own status wins).
 _STATUS = {"bad_request": 400, "not_found": 404, "not_configured": 401, "rate_limited": 429, "timeout": 504,
-           "shutting_down": 503, "storage_error": 500, "upstream_error": 502, "tls_error": 502, "cancelled": 499,
+           "shutting_down": 503, "storage_error": 500, "upstream_error": 502, "tls_error": 502, "circuit_open": 503, "cancelled": 499,
            "internal": 500}
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -151,7 +151,7 @@ class HttpFront:
             return None
         try:
             if ex.path == _CHAT:
-                ask = read_chat(ex, self.completions.config)
+                ask = read_chat(ex, self.completions.config, self.completions.provider_type)
             elif ex.path == _MESSAGES:
                 ask = read_messages(ex, self.completions.config)
             else:
@@ -288,7 +288,7 @@ class HttpFront:
             return await completions.run(prepared, sink, memory_probed=prepared is work.prepared)
 
     async def _chat(self, ex: Exchange) -> None:
-        ask = read_chat(ex, self.completions.config)
+        ask = read_chat(ex, self.completions.config, self.completions.provider_type)
         model = ask.request.model or ""
         extra = [("x-claif-ignored", ",".join(ask.ignored))] if ask.ignored else []
         rid = "chatcmpl-" + ex.rid

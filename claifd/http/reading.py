@@ -6,6 +6,7 @@ read is a BadRequest (400, in the wire's own error shape)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -16,7 +17,6 @@ from claif_client.wire import WireError, anthropic_request, openai_request
 from ..completions import Prepared
 from ..config import Config
 from ..errors import BadRequest
-from ..providers import resolve_model
 from .server import Exchange
 
 __all__ = ["read_chat", "read_messages"]
@@ -66,7 +66,8 @@ def _decode(ex: Exchange) -> Any:
         raise BadRequest(f"the body is not JSON: {exc}") from None
 
 
-def read_chat(ex: Exchange, config: Config) -> _Ask:
+def read_chat(ex: Exchange, config: Config, type_of: Callable[[str], str]) -> _Ask:
+    """`type_of(model name)`: the API type of the provider it routes to ("" if none)."""
     """An OpenAI chat request."""
     work = _work(ex)
     if work.ask is None:
@@ -74,7 +75,7 @@ def read_chat(ex: Exchange, config: Config) -> _Ask:
             chat = openai_request(_decode(ex))
         except WireError as exc:
             raise BadRequest(str(exc)) from None
-        request, ignored = _steer(ex, chat.request, "openai", config)
+        request, ignored = _steer(ex, chat.request, "openai", config, type_of)
         work.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, tuple(ignored))
     return work.ask
 
@@ -89,11 +90,12 @@ def read_messages(ex: Exchange, config: Config) -> _Ask:
             raise BadRequest(str(exc)) from None
         if request.max_tokens is None:
             raise BadRequest("max_tokens: Field required")
-        work.ask = _Ask(_steer(ex, request, "anthropic", config)[0], stream)
+        work.ask = _Ask(_steer(ex, request, "anthropic", config, None)[0], stream)
     return work.ask
 
 
-def _steer(ex: Exchange, request: CompletionRequest, wire: str, config: Config) -> tuple[CompletionRequest, list[str]]:
+def _steer(ex: Exchange, request: CompletionRequest, wire: str, config: Config,
+           type_of: Callable[[str], str] | None) -> tuple[CompletionRequest, list[str]]:
     """Apply the x-claif-* headers; drop what the target's wire cannot take."""
     h = ex.headers
     mode, namespace, ttl = h.get("x-claif-cache"), h.get("x-claif-namespace"), h.get("x-claif-ttl")
@@ -107,15 +109,10 @@ def _steer(ex: Exchange, request: CompletionRequest, wire: str, config: Config) 
     if h.get("x-claif-session"):
         changes["session"] = h["x-claif-session"]
     ignored: list[str] = []
-    if wire == "openai" and request.extra and _provider_of(request, config) != "openai":
+    if type_of is not None and request.extra and type_of(request.model or config.client.model) not in ("openai", "azure"):
         ignored = [k for k in request.extra if k in _OPENAI_ONLY]
         kept = {k: v for k, v in request.extra.items() if k not in _OPENAI_ONLY}
         changes["extra"] = kept or None
     if changes:
         request = msgspec.structs.replace(request, **changes)
     return request, ignored
-
-
-def _provider_of(request: CompletionRequest, config: Config) -> str:
-    name = request.model or config.client.model
-    return "" if name == "auto" else resolve_model(name, config.client.model, config.models)[0]

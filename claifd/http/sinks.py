@@ -59,7 +59,13 @@ class Answer:
         self.prepared: Prepared | None = None
 
     def _head(self, response: CompletionResponse | None = None) -> list[tuple[str, str]]:
-        return [("x-claif-cache-status", status_of(self.prepared, response)), *self.headers]
+        head = [("x-claif-cache-status", status_of(self.prepared, response)), *self.headers]
+        fallback = response.fallback if response is not None else None
+        if fallback is None and self.prepared is not None:
+            fallback = self.prepared.fallback
+        if fallback:  # x-claif-fallback: openai/gpt-4o-mini -> local/llama3.1:8b (rate_limited)
+            head.append(("x-claif-fallback", f"{fallback['from']} -> {fallback['to']} ({fallback['reason']})"))
+        return head
 
     async def delta(self, text: str) -> None:
         raise AssertionError("not streaming")

@@ -7,7 +7,7 @@ from .anthropic import AnthropicProvider
 from .base import DeltaCallback, Provider
 from .echo import EchoProvider
 from .openai import OpenAIProvider
-from .registry import TYPES, build, provider_of, resolve_model, section_of
+from .registry import TYPES, Providers, provider_of, resolve_model
 
 __all__ = ["Provider", "DeltaCallback", "resolve_model", "provider_of", "EchoProvider", "AnthropicProvider",
-           "OpenAIProvider", "TYPES", "build", "section_of"]
+           "OpenAIProvider", "TYPES", "Providers"]

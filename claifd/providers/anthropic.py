@@ -18,7 +18,7 @@ from httpx_sse import ServerSentEvent
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 from claif_client.wire import content_to_anthropic, tool_choice_to_anthropic, tools_to_anthropic
 
-from ..config import AnthropicConfig, ProviderConfig
+from ..config import ProviderConfig
 from ..content import text_of
 from ..errors import UpstreamError
 from .http import HttpProvider, RetryableFailure, StreamAssembler
@@ -27,14 +27,14 @@ __all__ = ["AnthropicProvider"]
 
 
 class AnthropicProvider(HttpProvider):
-    name = "anthropic"
     env_key = "ANTHROPIC_API_KEY"
+    default_base_url = "https://api.anthropic.com"
 
-    def url(self, config: ProviderConfig) -> str:
-        return config.base_url.rstrip("/") + "/v1/messages"
+    def url(self, config: ProviderConfig, model: str) -> str:
+        return self.base_url(config) + "/v1/messages"
 
     def models_url(self, config: ProviderConfig) -> str:
-        return config.base_url.rstrip("/") + "/v1/models"
+        return self.base_url(config) + "/v1/models"
 
     async def count_tokens(self, body: bytes) -> tuple[int, bytes]:
         """`POST /v1/messages/count_tokens` passed through (the HTTP front):
@@ -43,8 +43,8 @@ class AnthropicProvider(HttpProvider):
         key = self.api_key(config)
         lane = self.pool.acquire()
         try:
-            resp = await lane.send("POST", config.base_url.rstrip("/") + "/v1/messages/count_tokens",
-                                   self.headers(config, key), body)
+            resp = await lane.send("POST", self.base_url(config) + "/v1/messages/count_tokens",
+                                   self.request_headers(config, key), body)
             return resp.status_code, await resp.aread()
         except httpx.HTTPError as exc:
             return 502, msgspec.json.encode({"type": "error", "error": {
@@ -53,11 +53,12 @@ class AnthropicProvider(HttpProvider):
             self.pool.release(lane)
 
     def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
-        assert isinstance(config, AnthropicConfig)
-        return {"x-api-key": key, "anthropic-version": config.version, "content-type": "application/json"}
+        headers = {"anthropic-version": config.version, "content-type": "application/json"}
+        if key:
+            headers["x-api-key"] = key
+        return headers
 
     def body(self, request: CompletionRequest, model: str, stream: bool, config: ProviderConfig) -> dict[str, Any]:
-        assert isinstance(config, AnthropicConfig)
         system_parts = [text_of(m.content) for m in request.messages if m.role == "system"]
         body: dict[str, Any] = {
             "model": model,
@@ -90,7 +91,7 @@ class AnthropicProvider(HttpProvider):
             usage = doc.get("usage") or {}
             return CompletionResponse(
                 id=doc.get("id", ""),
-                model=f"anthropic/{doc.get('model') or model}",
+                model=f"{self.name}/{doc.get('model') or model}",
                 text=text_of(content),
                 content=content,
                 stop_reason=doc.get("stop_reason"),
@@ -99,10 +100,10 @@ class AnthropicProvider(HttpProvider):
                             cache_creation_input_tokens=usage.get("cache_creation_input_tokens") or 0),
             )
         except (KeyError, TypeError, AttributeError) as exc:
-            raise UpstreamError(f"anthropic sent an unexpected response shape ({exc})") from exc
+            raise UpstreamError(f"{self.name} sent an unexpected response shape ({exc})") from exc
 
     def assembler(self, model: str) -> StreamAssembler:
-        return _AnthropicStream(model)
+        return _AnthropicStream(self.name, model)
 
     def error_message(self, doc: Any) -> str | None:
         if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
@@ -112,7 +113,8 @@ class AnthropicProvider(HttpProvider):
 
 
 class _AnthropicStream(StreamAssembler):
-    def __init__(self, model: str) -> None:
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
         self.model = model
         self.id = ""
         self.blocks: dict[int, dict[str, Any]] = {}
@@ -130,7 +132,7 @@ class _AnthropicStream(StreamAssembler):
         try:
             data = msgspec.json.decode(event.data)
         except msgspec.DecodeError as exc:
-            raise UpstreamError(f"anthropic sent a stream event that is not JSON: {event.data[:100]!r}") from exc
+            raise UpstreamError(f"{self.provider} sent a stream event that is not JSON: {event.data[:100]!r}") from exc
         kind = data.get("type", event.event)
         if kind == "content_block_delta":
             delta = data.get("delta", {})
@@ -178,7 +180,7 @@ class _AnthropicStream(StreamAssembler):
             err = data.get("error", {})
             error = UpstreamError(
                 f"anthropic stream error: {err.get('type', 'error')}: {err.get('message', '')}",
-                details={"provider": "anthropic", "type": err.get("type")},
+                details={"provider": self.provider, "type": err.get("type")},
             )
             # An overloaded error before any text is worth another attempt.
             if err.get("type") in ("overloaded_error", "api_error"):
@@ -190,7 +192,7 @@ class _AnthropicStream(StreamAssembler):
         content = [self.blocks[i] for i in sorted(self.blocks)]
         return CompletionResponse(
             id=self.id,
-            model=f"anthropic/{self.model}",
+            model=f"{self.provider}/{self.model}",
             text=text_of(content),
             content=content,
             stop_reason=self.stop_reason,

@@ -9,7 +9,7 @@ wrap the callback (recording a stream for the cache, counting bytes...).
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import Any, Protocol
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
@@ -18,10 +18,11 @@ from ..types import DeltaCallback
 __all__ = ["Provider", "DeltaCallback"]
 
 class Provider(Protocol):
-    name: ClassVar[str]
+    @property
+    def name(self) -> str: ...
 
     async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse: ...
 
     async def stream(self, request: CompletionRequest, model: str, on_delta: DeltaCallback) -> CompletionResponse: ...
 
-    def stats(self) -> dict[str, int]: ...
+    def stats(self) -> dict[str, Any]: ...

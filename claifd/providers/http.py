@@ -9,11 +9,15 @@ Retries follow `retry.RetryPolicy`. A streamed call is retried only while no
 text has reached the client: after the first delta, a failure is the
 client's to see (replaying would duplicate text). A stream that ends without
 its terminal event is an error, never a short answer.
+
+Each attempt takes the next usable key of the provider's `KeyRing` (a 429
+rests that key, a 401/403 sets it aside and the next key is tried at once),
+and asks its `Circuit` first: an open circuit fails the call at once, and an
+attempt that got no answer (connection, 5xx, timeout) counts towards opening it.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
@@ -29,8 +33,8 @@ from claif_client.protocol import CompletionRequest, CompletionResponse
 from ..answers import AnswerTooLarge, UpstreamResponse
 from ..config import ProviderConfig, RetryConfig
 from ..errors import (
+    CircuitOpen,
     ClaifdError,
-    NotConfigured,
     RateLimited,
     TlsError,
     UpstreamError,
@@ -41,6 +45,8 @@ from ..pool import HttpPool, UpstreamTLSError
 from ..redaction import redact_secrets
 from ..retry import RetryPolicy, retry_after_seconds, should_retry_status
 from ..types import DeltaCallback, UpstreamCounters
+from .circuit import Circuit
+from .keys import KeyRing
 
 __all__ = ["HttpProvider", "StreamAssembler", "RetryableFailure"]
 
@@ -50,10 +56,12 @@ log = structlog.get_logger("claifd.upstream")
 class RetryableFailure(Exception):
     """An attempt failed in a way that another attempt may fix."""
 
-    def __init__(self, error: ClaifdError, retry_after: float | None = None) -> None:
+    def __init__(self, error: ClaifdError, retry_after: float | None = None, now: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
         self.retry_after = retry_after
+        # Try again at once (another key), without the policy's wait.
+        self.now = now
 
 
 class StreamAssembler:
@@ -69,11 +77,15 @@ class StreamAssembler:
 
 
 class HttpProvider:
-    name: ClassVar[str]
-    env_key: ClassVar[str]
+    # The variable the built-in provider of this type reads its key from
+    # (a named provider reads the one its `api_key_env` names).
+    env_key: ClassVar[str] = ""
+    # The public endpoint, when `base_url` is empty ("": the type needs one).
+    default_base_url: ClassVar[str] = ""
 
     def __init__(
         self,
+        name: str,
         pool: HttpPool,
         counters: UpstreamCounters,
         config: ProviderConfig,
@@ -82,6 +94,7 @@ class HttpProvider:
         clock: Callable[[], float] = time.monotonic,
         perf: Perf | None = None,
     ) -> None:
+        self.name = name
         self.pool = pool
         self.counters = counters
         self.perf = perf if perf is not None else Perf(enabled=False)
@@ -89,12 +102,27 @@ class HttpProvider:
         self.retry = retry
         self.clock = clock
         self.limiter = anyio.CapacityLimiter(config.max_concurrency)
+        self.keys = self._keys(config)
+        self.circuit = self._circuit(config)
+        # The model ids its GET models listed last (health probes refresh it): bare ids resolve by it.
+        self.listed: list[str] = []
+
+    def _keys(self, config: ProviderConfig) -> KeyRing:
+        # Only a built-in name falls back to its SDK's variable (ANTHROPIC_API_KEY...).
+        builtin = self.name == config.type and self.name in ("anthropic", "openai")
+        return KeyRing(self.name, config, self.env_key if builtin else "", builtin, self.clock)
+
+    def _circuit(self, config: ProviderConfig) -> Circuit:
+        return Circuit(config.circuit_failures, float(config.circuit_cooldown), self.clock)
 
     def reconfigure(self, config: ProviderConfig) -> None:
         """Its `providers.NAME` section changed: new calls use it; the
-        concurrency limit applies at once (calls over it wait)."""
+        concurrency limit applies at once (calls over it wait); its keys and
+        its circuit start afresh (a new key, a new base_url: try again)."""
         self.config = config
         self.limiter.total_tokens = config.max_concurrency
+        self.keys = self._keys(config)
+        self.circuit = self._circuit(config)
 
     def reconfigure_retry(self, retry: RetryConfig) -> None:
         self.retry = retry
@@ -103,13 +131,25 @@ class HttpProvider:
         stats = self.limiter.statistics()
         return f"<{type(self).__name__} in_flight={stats.borrowed_tokens} queued={stats.tasks_waiting}>"
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         s = self.limiter.statistics()
-        return {"in_flight": s.borrowed_tokens, "queued": s.tasks_waiting, "max_concurrency": int(s.total_tokens)}
+        return {"type": self.config.type, "base_url": self.base_url(self.config), "in_flight": s.borrowed_tokens,
+                "queued": s.tasks_waiting, "max_concurrency": int(s.total_tokens), "keys": self.keys.status(),
+                "circuit": self.circuit.status(), "models": list(self.config.models)}
+
+    def base_url(self, config: ProviderConfig) -> str:
+        return (config.base_url or self.default_base_url).rstrip("/")
+
+    def request_headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
+        """The type's headers, with the section's extra `headers` over them."""
+        headers = self.headers(config, key)
+        if config.headers:
+            headers = {**headers, **{k.lower(): v for k, v in config.headers.items()}}
+        return headers
 
     # ------------------------------------------------ what subclasses define
 
-    def url(self, config: ProviderConfig) -> str:
+    def url(self, config: ProviderConfig, model: str) -> str:
         raise NotImplementedError
 
     def models_url(self, config: ProviderConfig) -> str:
@@ -133,23 +173,15 @@ class HttpProvider:
 
     # ------------------------------------------------------------- calling
 
-    def api_key(self, config: ProviderConfig) -> str:
-        key = config.api_key or os.environ.get(self.env_key)
-        if not key:
-            raise NotConfigured(
-                f"no API key for {self.name}: the daemon reads providers.{self.name}.api_key from its config "
-                f"(`claif keys set {self.name}`) or {self.env_key} from its own environment (the systemd service: "
-                f"~/.config/claif/env); a key exported in your shell does not reach a daemon already running"
-            )
-        return key
+    def api_key(self, config: ProviderConfig | None = None) -> str:
+        """The next usable key (NotConfigured: none; RateLimited: all resting)."""
+        return self.keys.pick()
 
     def configured(self) -> bool:
-        """Whether this provider has a key (config or environment) to be used with."""
-        try:
-            self.api_key(self.config)
-        except ClaifdError:
-            return False
-        return True
+        """Whether this provider can be called: a key (config or environment), or none needed."""
+        if not self.keys.required and not len(self.keys):
+            return True
+        return len(self.keys) > 0 and len(self.keys.refused()) < len(self.keys)
 
     async def _get_models(self) -> tuple[UpstreamResponse, str]:
         """`GET models` through the pool (no tokens spent): the response and the key used."""
@@ -157,7 +189,7 @@ class HttpProvider:
         key = self.api_key(config)
         lane = self.pool.acquire()
         try:
-            resp = await lane.send("GET", self.models_url(config), self.headers(config, key))
+            resp = await lane.send("GET", self.models_url(config), self.request_headers(config, key))
             try:
                 await resp.aread()
             finally:
@@ -173,8 +205,10 @@ class HttpProvider:
         except UpstreamTLSError as exc:
             return "unhealthy", f"tls_error: {exc}"
         except httpx.HTTPError as exc:
-            return "unhealthy", f"cannot reach {_host(self.url(self.config))}: {type(exc).__name__}"
+            return "unhealthy", f"cannot reach {_host(self.models_url(self.config))}: {type(exc).__name__}"
         status = resp.status_code
+        if status < 300:
+            self._note_listed(resp.content)
         if status in (401, 403):
             return "unhealthy", f"the API key was refused ({status})"
         if status >= 500:
@@ -190,11 +224,18 @@ class HttpProvider:
         if resp.status_code >= 400:
             failure = self._status_failure(resp, resp.content, key)
             raise failure.error if isinstance(failure, RetryableFailure) else failure
+        listed = self._note_listed(resp.content)
+        if listed is None:
+            raise UpstreamError(f"{self.name} sent a model list of the wrong shape")
+        return listed
+
+    def _note_listed(self, raw: bytes) -> list[str] | None:
         try:
-            doc = msgspec.json.decode(resp.content, type=_ModelList)
-        except msgspec.DecodeError as exc:
-            raise UpstreamError(f"{self.name} sent a model list of the wrong shape ({exc})") from exc
-        return [m.id for m in doc.data]
+            doc = msgspec.json.decode(raw, type=_ModelList)
+        except msgspec.DecodeError:
+            return None
+        self.listed = [m.id for m in doc.data]
+        return self.listed
 
     async def complete(self, request: CompletionRequest, model: str) -> CompletionResponse:
         return await self._call(request, model, None)
@@ -204,9 +245,7 @@ class HttpProvider:
 
     async def _call(self, request: CompletionRequest, model: str, on_delta: DeltaCallback | None) -> CompletionResponse:
         config = self.config
-        key = self.api_key(config)
-        url = self.url(config)
-        headers = self.headers(config, key)
+        url = self.url(config, model)
         content = msgspec.json.encode(self.body(request, model, on_delta is not None, config))
         retry = self.retry
         policy = RetryPolicy(retry.max_attempts, float(retry.base_delay), float(retry.max_delay), float(retry.deadline))
@@ -230,11 +269,14 @@ class HttpProvider:
         try:
             while True:
                 attempt += 1
-                self.counters.requests += 1
                 try:
-                    response = await self._attempt(url, headers, content, model, forward if on_delta else None, key)
+                    key = self._admit()
+                    self.counters.requests += 1
+                    response = await self._judged(url, config, key, content, model, forward if on_delta else None)
                 except RetryableFailure as failure:
                     delay = None if delivered else policy.next_delay(attempt, self.clock() - started, failure.retry_after)
+                    if failure.now and not delivered and attempt < retry.max_attempts:
+                        delay = 0.0  # another key, at once
                     if delay is None:
                         self.counters.errors += 1
                         perf.upstream_call(self.name, model, time.perf_counter() - timer, False)
@@ -258,6 +300,61 @@ class HttpProvider:
         finally:
             self.limiter.release()
 
+    def _admit(self) -> str:
+        """The key for the next attempt, if the circuit lets it go out.
+        All keys resting is a wait the retry policy may take (RetryableFailure)."""
+        if not self.circuit.allow():
+            raise CircuitOpen(f"{self.name} failed {self.circuit.failures} times in a row; calls to it fail at "
+                              f"once for {self.circuit.retry_in():.1f} s more (its circuit is open)",
+                              retry_after=self.circuit.retry_in(), details={"provider": self.name})
+        try:
+            return self.keys.pick()
+        except RateLimited as exc:
+            self.circuit.released()
+            raise RetryableFailure(exc, exc.retry_after) from exc
+        except ClaifdError:
+            self.circuit.released()
+            raise
+
+    async def _judged(self, url: str, config: ProviderConfig, key: str, content: bytes, model: str,
+                      on_delta: DeltaCallback | None) -> CompletionResponse:
+        """One attempt, and what it says of the key and of the provider."""
+        try:
+            response = await self._attempt(url, self.request_headers(config, key), content, model, on_delta, key)
+        except RetryableFailure as failure:
+            self._judge(failure.error, key, failure)
+            raise
+        except ClaifdError as error:
+            again = self._judge(error, key, None)
+            if again is not None:
+                raise again from error
+            raise
+        except BaseException:
+            self.circuit.released()
+            raise
+        self.circuit.succeeded()
+        self.keys.worked(key)
+        return response
+
+    def _judge(self, error: ClaifdError, key: str, failure: RetryableFailure | None) -> RetryableFailure | None:
+        """A 429 rests the key; a 401/403 sets it aside (another key is tried
+        at once: the RetryableFailure returned); no answer counts on the circuit."""
+        status = (error.details or {}).get("status")
+        if status == 429:
+            self.keys.rest(key, error.retry_after)
+            self.circuit.released()
+        elif status in (401, 403):
+            self.circuit.released()
+            log.warning("API key refused", provider=self.name, status=status)
+            if self.keys.refuse(key, status):
+                return RetryableFailure(error, now=True)
+        elif isinstance(error, (TlsError,)) or (status is not None and status < 500) \
+                or (error.details or {}).get("limit"):
+            self.circuit.released()
+        else:  # no answer: a connection refused or dropped, a 5xx, a timeout
+            self.circuit.failed()
+        return None
+
     async def _attempt(
         self, url: str, headers: dict[str, str], content: bytes, model: str,
         on_delta: DeltaCallback | None, key: str,
@@ -265,7 +362,14 @@ class HttpProvider:
         lane = self.pool.acquire()
         status = "error"  # no HTTP status: the connection failed
         try:
-            resp = await lane.send("POST", url, headers, content)
+            timeout = self.config.timeout
+            try:
+                with anyio.fail_after(float(timeout) if timeout is not None else None):
+                    resp = await lane.send("POST", url, headers, content)
+            except TimeoutError as exc:
+                raise RetryableFailure(UpstreamTimeout(
+                    f"{self.name} did not start answering within {float(timeout or 0):g} s "
+                    f"(providers.{self.name}.timeout)", details={"provider": self.name})) from exc
             try:
                 status = str(resp.status_code)
                 if resp.status_code >= 400:

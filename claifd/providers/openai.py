@@ -53,14 +53,17 @@ def _usage(usage: dict[str, Any]) -> Usage:
 
 
 class OpenAIProvider(HttpProvider):
-    name = "openai"
     env_key = "OPENAI_API_KEY"
+    default_base_url = "https://api.openai.com/v1"
 
-    def url(self, config: ProviderConfig) -> str:
-        return config.base_url.rstrip("/") + "/chat/completions"
+    def url(self, config: ProviderConfig, model: str) -> str:
+        return self.base_url(config) + "/chat/completions"
 
     def models_url(self, config: ProviderConfig) -> str:
-        return config.base_url.rstrip("/") + "/models"
+        return self.base_url(config) + "/models"
+
+    def embeddings_url(self, config: ProviderConfig, model: str) -> str:
+        return self.base_url(config) + "/embeddings"
 
     async def embeddings(self, model: str, texts: list[str]) -> list[list[float]]:
         """`POST /embeddings` through the pool (the semantic tier's openai
@@ -72,8 +75,8 @@ class OpenAIProvider(HttpProvider):
         async with self.limiter:
             lane = self.pool.acquire()
             try:
-                resp = await lane.send("POST", config.base_url.rstrip("/") + "/embeddings",
-                                       self.headers(config, key), content)
+                resp = await lane.send("POST", self.embeddings_url(config, model),
+                                       self.request_headers(config, key), content)
                 raw = await resp.aread()
             except httpx.HTTPError as exc:
                 raise UpstreamError(f"embeddings request to {self.name} failed: {type(exc).__name__}") from exc
@@ -89,6 +92,8 @@ class OpenAIProvider(HttpProvider):
         return [item.embedding for item in sorted(doc.data, key=lambda item: item.index)]
 
     def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
+        if not key:
+            return {"content-type": "application/json"}
         return {"authorization": f"Bearer {key}", "content-type": "application/json"}
 
     def body(self, request: CompletionRequest, model: str, stream: bool, config: ProviderConfig) -> dict[str, Any]:
@@ -118,17 +123,17 @@ class OpenAIProvider(HttpProvider):
             finish = choice.get("finish_reason")
             return CompletionResponse(
                 id=doc.get("id", ""),
-                model=f"openai/{doc.get('model') or model}",
+                model=f"{self.name}/{doc.get('model') or model}",
                 text=text,
                 content=_content(text, message.get("tool_calls") or []),
                 stop_reason=_STOP_REASONS.get(finish, finish),
                 usage=_usage(usage),
             )
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise UpstreamError(f"openai sent an unexpected response shape ({exc})") from exc
+            raise UpstreamError(f"{self.name} sent an unexpected response shape ({exc})") from exc
 
     def assembler(self, model: str) -> StreamAssembler:
-        return _OpenAIStream(model)
+        return _OpenAIStream(self.name, model)
 
     def error_message(self, doc: Any) -> str | None:
         if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
@@ -138,7 +143,8 @@ class OpenAIProvider(HttpProvider):
 
 
 class _OpenAIStream(StreamAssembler):
-    def __init__(self, model: str) -> None:
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
         self.model = model
         self.id = ""
         self.text: list[str] = []
@@ -156,11 +162,11 @@ class _OpenAIStream(StreamAssembler):
         try:
             data = msgspec.json.decode(event.data)
         except msgspec.DecodeError as exc:
-            raise UpstreamError(f"openai sent a stream chunk that is not JSON: {event.data[:100]!r}") from exc
+            raise UpstreamError(f"{self.provider} sent a stream chunk that is not JSON: {event.data[:100]!r}") from exc
         if "error" in data and data["error"]:
             err = data["error"]
             message = err.get("message", "error") if isinstance(err, dict) else str(err)
-            raise UpstreamError(f"openai stream error: {message}", details={"provider": "openai"})
+            raise UpstreamError(f"{self.provider} stream error: {message}", details={"provider": self.provider})
         self.id = data.get("id") or self.id
         self.model = data.get("model") or self.model
         if data.get("usage"):
@@ -188,7 +194,7 @@ class _OpenAIStream(StreamAssembler):
         calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         return CompletionResponse(
             id=self.id,
-            model=f"openai/{self.model}",
+            model=f"{self.provider}/{self.model}",
             text=text,
             content=_content(text, calls),
             stop_reason=_STOP_REASONS.get(self.finish or "", self.finish),

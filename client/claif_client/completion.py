@@ -94,6 +94,8 @@ class CompletionResponse(msgspec.Struct, kw_only=True):
     # What the daemon's optimizer changed in this request (model chosen,
     # max_tokens set, context trimmed), and why; None when nothing.
     optimized: dict[str, Any] | None = None
+    # Answered by a fallback model (routing.fallbacks): {"from", "to", "reason"}.
+    fallback: dict[str, str] | None = None
 
 
 class ErrorInfo(msgspec.Struct, omit_defaults=True):

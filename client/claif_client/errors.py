@@ -12,7 +12,8 @@
         ├── NotConfigured      not_configured (e.g. no API key for the provider)
         ├── UpstreamError      upstream_error
         │   ├── RateLimited    rate_limited (see .retry_after)
-        │   └── TlsError       tls_error (a certificate refused either way: never retried)
+        │   ├── TlsError       tls_error (a certificate refused either way: never retried)
+        │   └── CircuitOpen    circuit_open (the provider failed too often in a row: see .retry_after)
         ├── UpstreamTimeout    timeout
         ├── Cancelled          cancelled
         ├── ShuttingDown       shutting_down
@@ -40,6 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CircuitOpen",
     "ClaifError",
     "DaemonUnavailable",
     "UntrustedDaemon",
@@ -177,6 +179,10 @@ class TlsError(UpstreamError):
     pass
 
 
+class CircuitOpen(UpstreamError):
+    pass
+
+
 class UpstreamTimeout(RemoteError, APITimeoutError):
     status_code = 504
 
@@ -236,6 +242,7 @@ _BY_CODE: dict[str, type[RemoteError]] = {
     "not_configured": NotConfigured,
     "rate_limited": RateLimited,
     "tls_error": TlsError,
+    "circuit_open": CircuitOpen,
     "upstream_error": UpstreamError,
     "timeout": UpstreamTimeout,
     "cancelled": Cancelled,

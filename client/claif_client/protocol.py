@@ -101,6 +101,7 @@ class ErrorCode:
     STORAGE_ERROR: Final = "storage_error"
     FORBIDDEN: Final = "forbidden"
     TLS_ERROR: Final = "tls_error"
+    CIRCUIT_OPEN: Final = "circuit_open"
 
 
 # --------------------------------------------------------------------------

@@ -41,6 +41,8 @@ def _response_doc(resp: CompletionResponse, session: Any = None) -> dict[str, An
         doc["semantic"] = msgspec.to_builtins(resp.semantic)
     if resp.optimized is not None:
         doc["optimized"] = resp.optimized
+    if resp.fallback is not None:
+        doc["fallback"] = resp.fallback
     if session:
         doc["session"] = session
     return doc

@@ -11,7 +11,7 @@ import msgspec
 from .._requests import coerce_request
 from .._sync import Client
 from ..errors import InvalidRequest
-from ..protocol import CompletionRequest
+from ..protocol import CompletionRequest, CompletionResponse
 from .common import (
     EXIT_ERROR,
     UsageError,
@@ -83,6 +83,7 @@ def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
             _print_json(_response_doc(stream.response, stream.info))
         else:
             sys.stdout.write("\n")
+            _say_fallback(stream.response)
         return 0
     if args.session:
         resp, info = client.session_send(args.session, prompt, **{k: v for k, v in kwargs.items() if k != "session"})
@@ -92,7 +93,15 @@ def _cmd_ask(client: Client, args: argparse.Namespace) -> int:
         _print_json(_response_doc(resp, info))
     else:
         print(resp.text)
+        _say_fallback(resp)
     return 0
+
+
+def _say_fallback(resp: CompletionResponse) -> None:
+    """On stderr, so the answer on stdout stays clean for pipes."""
+    if resp.fallback:
+        f = resp.fallback
+        print(f"claif: answered by {f.get('to')}: {f.get('from')} failed ({f.get('reason')})", file=sys.stderr)
 
 def _read_batch(text: str) -> tuple[list[CompletionRequest], list[Any]]:
     """Parse a JSONL batch; raise UsageError naming the first bad line (nothing is sent)."""

@@ -158,7 +158,8 @@ def _cmd_models(client: Client, args: argparse.Namespace) -> int:
         return 0
     print(f"default: {doc['default']}")
     for model in doc["models"]:
-        print(model["id"])
+        source = model.get("source")
+        print(model["id"] + ("  (configured)" if source == "config" else ""))
     for alias, target in sorted(doc["aliases"].items()):
         print(f"{alias} -> {target}  (alias)")
     for provider, why in sorted(doc["errors"].items()):
