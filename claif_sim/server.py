@@ -18,6 +18,11 @@ Endpoints:
     POST /v1/embeddings          deterministic word-hashed vectors (64 dims)
     POST /v1/messages/count_tokens  {"input_tokens": words of the prompt}
 
+The OpenAI paths are served under any prefix, as compatible servers put them
+(OpenRouter's /api/v1/chat/completions, Gemini's /v1beta/openai/...,
+Azure's /openai/deployments/NAME/chat/completions?api-version=V, with its
+`api-key` header).
+
 With `tools` in a request whose last turn is a user's question, the answer
 is a call of the first tool (or the one tool_choice names) with input
 {"query": the question}; to a tool result, "Simulated reply to: " the result.
@@ -121,10 +126,11 @@ async def _serve_connection(conn: h11.Connection, stream: anyio.abc.ByteStream, 
 
 async def _route(ex: _Exchange, req: h11.Request, body: bytes, state: SimState) -> None:
     method = req.method.decode()
-    path = _canonical(req.target.decode().split("?", 1)[0])
+    target = req.target.decode()
+    path = _canonical(target.split("?", 1)[0])
     headers = {k.decode().lower(): v.decode() for k, v in req.headers}
     if method == "POST" and path in ("/v1/messages", "/v1/chat/completions"):
-        await _completion(ex, path, headers, body, state)
+        await _completion(ex, path, headers, body, state, target)
     elif method == "POST" and path == "/v1/messages/count_tokens":
         try:
             await ex.respond(200, {"input_tokens": _prompt_tokens(json.loads(body))})
@@ -184,6 +190,8 @@ async def _embeddings(ex: _Exchange, headers: dict[str, str], raw: bytes, state:
                            "usage": {"prompt_tokens": sum(_count_words(t) for t in texts),
                                      "total_tokens": sum(_count_words(t) for t in texts)}})
 
+_KEY_HEADERS = ("authorization", "x-api-key", "api-key")
+
 def _canonical(path: str) -> str:
     """The API a path asks for, whatever prefix a compatible server puts
     before it (OpenRouter's /api/v1, Gemini's /v1beta/openai, Azure's
@@ -204,7 +212,8 @@ async def _models(ex: _Exchange, headers: dict[str, str], listed: list[str] | No
         models = [{"id": m, "object": "model", "created": 1735689600, "owned_by": "claif-sim"} for m in _OPENAI_MODELS]
         await ex.respond(200, {"object": "list", "data": models})
 
-async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: bytes, state: SimState) -> None:
+async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: bytes, state: SimState,
+                      target: str = "") -> None:
     anthropic = path == "/v1/messages"
     state.requests += 1
     state.by_path[path] = state.by_path.get(path, 0) + 1
@@ -253,6 +262,11 @@ async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: by
             "body": body,
             "has_api_key": bool(_api_key(headers)),
             "anthropic_version": headers.get("anthropic-version"),
+            # As sent (a compatible server's prefix, Azure's api-version), and
+            # which header carried the key, and the other headers (keys left out).
+            "target": target or path,
+            "key_header": next((h for h in _KEY_HEADERS if headers.get(h)), None),
+            "headers": {k: v for k, v in headers.items() if k not in _KEY_HEADERS},
             "received": received,
         })
         problem = _check_request(anthropic, headers, body, faults.api_keys, faults.require_key)

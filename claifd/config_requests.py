@@ -117,7 +117,10 @@ class LiveConfig:
             raise BadRequest(f"config not changed: {exc}") from exc
         except OSError as exc:
             raise BadRequest(f"config not changed: cannot write the {msg.scope} file: {exc.strerror or exc}") from exc
-        value, source = self.settings.get(msg.key)
+        try:
+            value, source = self.settings.get(msg.key)
+        except KeyError:  # its section went with it (the last key of a providers.NAME)
+            value, source = None, None
         return Result(id=msg.id, value={"key": msg.key, "scope": msg.scope, "value": value, "source": source,
                                         "generation": self.settings.generation, "changed": [c.key for c in changes]})
 

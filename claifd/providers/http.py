@@ -322,10 +322,9 @@ class HttpProvider:
         try:
             response = await self._attempt(url, self.request_headers(config, key), content, model, on_delta, key)
         except RetryableFailure as failure:
-            self._judge(failure.error, key, failure)
-            raise
+            raise self._judge(failure.error, key) or failure
         except ClaifdError as error:
-            again = self._judge(error, key, None)
+            again = self._judge(error, key)
             if again is not None:
                 raise again from error
             raise
@@ -336,13 +335,16 @@ class HttpProvider:
         self.keys.worked(key)
         return response
 
-    def _judge(self, error: ClaifdError, key: str, failure: RetryableFailure | None) -> RetryableFailure | None:
-        """A 429 rests the key; a 401/403 sets it aside (another key is tried
-        at once: the RetryableFailure returned); no answer counts on the circuit."""
+    def _judge(self, error: ClaifdError, key: str) -> RetryableFailure | None:
+        """A 429 rests the key, a 401/403 sets it aside: another key, if one is
+        left, is tried at once (the RetryableFailure returned). An attempt
+        with no answer counts on the circuit."""
         status = (error.details or {}).get("status")
         if status == 429:
             self.keys.rest(key, error.retry_after)
             self.circuit.released()
+            if self.keys.usable():
+                return RetryableFailure(error, error.retry_after, now=True)
         elif status in (401, 403):
             self.circuit.released()
             log.warning("API key refused", provider=self.name, status=status)

@@ -23,8 +23,8 @@ from ..errors import NotConfigured, RateLimited
 
 __all__ = ["KeyRing"]
 
-# A 429 without retry-after rests its key this long.
-DEFAULT_COOLDOWN = 1.0
+# A 429 without retry-after rests its key this long (none: the next key is taken anyway, round robin).
+DEFAULT_COOLDOWN = 0.0
 
 
 class _Key:

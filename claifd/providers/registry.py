@@ -19,7 +19,7 @@ when the sections change, and resolves model names.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from typing import NamedTuple
 
 import structlog
@@ -145,7 +145,7 @@ class Providers(Mapping[str, Provider]):
 
     def resolve(self, name: str | None, default: str, aliases: Mapping[str, str]) -> tuple[str, str]:
         """`provider/model`, an alias, a bare id, or the default -> (provider, model)."""
-        return resolve_model(name, default, aliases, self._bare)
+        return resolve_model(name, default, aliases, self._bare, self._all)
 
     def _bare(self, model: str) -> str | None:
         """A bare id's provider, in three steps; the first that finds it decides:
@@ -172,9 +172,12 @@ def _public(model: str, http: Mapping[str, HttpProvider]) -> list[str]:
 
 
 def resolve_model(name: str | None, default: str, aliases: Mapping[str, str],
-                  bare: Callable[[str], str | None] = provider_of) -> tuple[str, str]:
+                  bare: Callable[[str], str | None] = provider_of,
+                  known: Container[str] | None = None) -> tuple[str, str]:
     """`provider/model`, an alias from the `models` table, a bare model id
-    (`bare` finds its provider), or the default -> (provider, model)."""
+    (`bare` finds its provider), or the default -> (provider, model). An id
+    with a slash whose first part names no provider (`known`) is a bare id
+    too ("meta-llama/llama-3-70b", listed by OpenRouter)."""
     chosen = name or default
     seen = {chosen}
     while chosen in aliases:
@@ -183,7 +186,7 @@ def resolve_model(name: str | None, default: str, aliases: Mapping[str, str],
             raise BadRequest(f"model alias loop through {chosen!r}")
         seen.add(chosen)
     provider, sep, model = chosen.partition("/")
-    if not sep:
+    if not sep or (known is not None and provider not in known):
         found = bare(chosen)
         if found is not None:
             return found, chosen
