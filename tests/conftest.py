@@ -259,13 +259,18 @@ def start_sim(*args: str) -> Sim:
     return Sim(proc, line.removeprefix("listening on "))
 
 
-@pytest.fixture(scope="session")
-def sim_process() -> Iterator[Sim]:
+def running_sim() -> Iterator[Sim]:
+    """A simulator for the fixture's scope, stopped after it."""
     sim = start_sim()
     yield sim
     sim.http.close()
     sim.proc.terminate()
     sim.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sim_process() -> Iterator[Sim]:
+    yield from running_sim()
 
 
 @pytest.fixture

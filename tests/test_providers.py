@@ -15,18 +15,14 @@ import pytest
 
 from claif_client import BadRequest, CircuitOpen, Client, RateLimited, UpstreamError
 
-from .conftest import DaemonProcess, Sim, eventually, sim_env, start_sim
+from .conftest import DaemonProcess, Sim, eventually, running_sim, sim_env
 
 FALLBACK = "local/llama3.1:8b"
 
 
 @pytest.fixture(scope="module")
 def sim2_process() -> Iterator[Sim]:
-    sim = start_sim()
-    yield sim
-    sim.http.close()
-    sim.proc.terminate()
-    sim.proc.wait(timeout=10)
+    yield from running_sim()
 
 
 @pytest.fixture

@@ -365,13 +365,16 @@ class HttpProvider:
         status = "error"  # no HTTP status: the connection failed
         try:
             timeout = self.config.timeout
-            try:
-                with anyio.fail_after(float(timeout) if timeout is not None else None):
-                    resp = await lane.send("POST", url, headers, content)
-            except TimeoutError as exc:
-                raise RetryableFailure(UpstreamTimeout(
-                    f"{self.name} did not start answering within {float(timeout or 0):g} s "
-                    f"(providers.{self.name}.timeout)", details={"provider": self.name})) from exc
+            if timeout is None:  # (no cancel scope on the common path: it costs ~20 us an attempt)
+                resp = await lane.send("POST", url, headers, content)
+            else:
+                try:
+                    with anyio.fail_after(float(timeout)):
+                        resp = await lane.send("POST", url, headers, content)
+                except TimeoutError as exc:
+                    raise RetryableFailure(UpstreamTimeout(
+                        f"{self.name} did not start answering within {float(timeout):g} s "
+                        f"(providers.{self.name}.timeout)", details={"provider": self.name})) from exc
             try:
                 status = str(resp.status_code)
                 if resp.status_code >= 400:
