@@ -72,7 +72,9 @@ def test_two_health_calls_agree_and_reset_nothing(upstream_daemon: DaemonProcess
 
 
 def test_every_call_failing_after_retries_is_unhealthy(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
-    d = daemon_factory(env=sim_env(sim, CLAIF_RETRY__MAX_ATTEMPTS="3"))
+    # (The circuit breaker would open after 5 failures and say unhealthy on its
+    # own: held closed here, the failure window's rule is what is checked.)
+    d = daemon_factory(env=sim_env(sim, CLAIF_RETRY__MAX_ATTEMPTS="3", CLAIF_PROVIDERS__OPENAI__CIRCUIT_FAILURES="100"))
     with Client(d.socket) as c:
         assert c.health()["status"] == "healthy"
         sim.configure(errors=[500] * 30)
