@@ -33,11 +33,12 @@ LAYERS = {
     "claifd.completions": 2,
     "claifd.cache.service": 3, "claifd.cache.flight": 3, "claifd.cache.tier": 3, "claifd.cache.redis_tier": 3,
     "claifd.cache.memory": 3, "claifd.cache.entry": 3, "claifd.cache.keys": 3, "claifd.cache.policy": 3,
-    "claifd.semantic.tier": 3, "claifd.sessions.service": 3, "claifd.optimizer": 3,
-    "claifd.auto": 3, "claifd.providers.registry": 3,
+    "claifd.cache.replay": 3, "claifd.semantic.service": 3, "claifd.semantic.tier": 3,
+    "claifd.sessions.service": 3, "claifd.optimizer": 3, "claifd.auto": 3, "claifd.providers.registry": 3,
+    "claifd.fallbacks": 3,
     "claifd.providers.http": 4, "claifd.providers.openai": 4, "claifd.providers.anthropic": 4,
-    "claifd.providers.echo": 4,
-    "claifd.pool": 5, "claifd.transport": 5,
+    "claifd.providers.azure": 4, "claifd.providers.echo": 4,
+    "claifd.providers.keys": 5, "claifd.providers.circuit": 5, "claifd.pool": 5, "claifd.transport": 5,
 }
 
 
