@@ -352,10 +352,11 @@ def test_bad_http_gets_a_clear_error_and_the_front_serves_on(front: Front) -> No
     import socket as sk
 
     host, port = front.address.rsplit(":", 1)
+    head = f"host: {front.address}\r\nauthorization: Bearer {front.token}\r\n".encode()
     for raw, status in ((b"GARBAGE\r\n\r\n", b"400"),
                         (b"GET /v1/models HTTP/1.1\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
-                        (b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 20000000\r\n\r\n" + b"x" * 17_000_000,
-                         b"413")):
+                        (b"POST /v1/chat/completions HTTP/1.1\r\n" + head + b"content-length: 20000000\r\n\r\n"
+                         + b"x" * 17_000_000, b"413")):
         with sk.create_connection((host, int(port))) as conn:
             try:
                 conn.sendall(raw)

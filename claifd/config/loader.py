@@ -252,6 +252,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "server.drain_timeout": (0, None),
     "server.max_in_flight_per_connection": (1, 1_000_000),
     "server.frame_timeout": (0.001, None),
+    "server.http.header_timeout": (0.01, 3600),
+    "server.http.max_connections": (1, 1_000_000),
     "server.allowed_uids": (0, 2**32 - 1),
     "health.interval": (0.1, 86400),
     "health.timeout": (0.01, 600),

@@ -288,6 +288,17 @@ class HttpFrontConfig(_Section):
     # "HOST:PORT" of a TCP listener too ("": none); its callers present the
     # local token (`claif token`). Loopback unless you mean it.
     listen: str = ""
+    # Host headers answered on TCP besides its own address and localhost /
+    # 127.0.0.1 / [::1] with its port (DNS rebinding: a web page's request
+    # to "evil.example" resolving to 127.0.0.1 carries that Host and is refused).
+    allowed_hosts: list[str] = []
+    # Origins (scheme://host[:port]) whose requests are answered; a request
+    # carrying any other Origin (a browser's cross-site call) is refused.
+    allowed_origins: list[str] = []
+    # The request line and headers must arrive within this (slowloris).
+    header_timeout: Duration = Duration(10.0)
+    # Connections open at once; more are closed as they come.
+    max_connections: int = 1024
 
 
 class ServerConfig(_Section):

@@ -2,6 +2,11 @@
 the main socket allows (peer credentials, as there); on TCP, callers that
 present the local token (`claif token`: `Authorization: Bearer T` or
 `x-api-key: T`). Provider keys never leave the daemon.
+
+And what no caller may do: on TCP, name a Host that is not the front's own
+(a web page's request through a rebinding DNS name), and from anywhere, send
+a cross-site Origin (a browser on another site), unless
+`server.http.allowed_hosts` / `allowed_origins` list it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 from ..listener import peer_ids
 
-__all__ = ["TOKEN_FILE", "load_token", "peer_uid_in", "token_matches"]
+__all__ = ["TOKEN_FILE", "host_and_origin", "load_token", "peer_uid_in", "token_matches"]
 
 TOKEN_FILE = "http-token"
 
@@ -55,3 +60,22 @@ def token_matches(headers: dict[str, str], token: str | None) -> bool:
         return False
     offered = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
     return hmac.compare_digest(offered.encode(), token.encode())
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+
+
+def host_and_origin(headers: dict[str, str], unix: bool, address: str | None, allowed_hosts: frozenset[str],
+                    allowed_origins: frozenset[str]) -> tuple[int, str] | None:
+    """(403, why) for a foreign Host (TCP) or Origin; None when both are ours."""
+    if not unix:
+        host = headers.get("host", "").lower()
+        port = address.rpartition(":")[2] if address else ""
+        own = {f"{name}:{port}" for name in _LOOPBACK} | ({address.lower()} if address else set())
+        if host not in own and host not in allowed_hosts:
+            return 403, (f"Host {host[:100]!r} is not this daemon's address (server.http.allowed_hosts lists "
+                         "others it answers)")
+    origin = headers.get("origin")
+    if origin is not None and origin.lower().rstrip("/") not in allowed_origins:
+        return 403, f"Origin {origin[:100]!r} may not call this daemon (server.http.allowed_origins)"
+    return None

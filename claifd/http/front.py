@@ -45,7 +45,7 @@ from ..completions import Completions, Sink
 from ..config import HttpFrontConfig
 from ..errors import error_info
 from ..monitoring import CONTENT_TYPE
-from .auth import TOKEN_FILE, load_token, peer_uid_in, token_matches
+from .auth import TOKEN_FILE, host_and_origin, load_token, peer_uid_in, token_matches
 from .reading import _work, read_chat, read_messages
 from .server import Exchange, Gone, HttpServer, Limits
 from .sinks import Answer, AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
@@ -102,6 +102,8 @@ class HttpFront:
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
         self._default_socket = ""
+        self.allowed_hosts: frozenset[str] = frozenset()
+        self.allowed_origins: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"<HttpFront {self.server!r} served={self.served}>"
@@ -118,6 +120,10 @@ class HttpFront:
         self.server.want(*self._listeners(config))
 
     def _listeners(self, config: HttpFrontConfig) -> tuple[str, str]:
+        self.allowed_hosts = frozenset(h.lower() for h in config.allowed_hosts)
+        self.allowed_origins = frozenset(o.lower().rstrip("/") for o in config.allowed_origins)
+        self.limits = self.limits._replace(header_timeout=float(config.header_timeout),
+                                           max_connections=config.max_connections)
         self.enabled = bool(config.enabled)
         if not self.enabled:
             return "", ""
@@ -136,6 +142,9 @@ class HttpFront:
 
     def authorized(self, headers: dict[str, str]) -> bool:
         return token_matches(headers, self.token)
+
+    def admit(self, headers: dict[str, str], unix: bool) -> tuple[int, str] | None:
+        return host_and_origin(headers, unix, self.server.address, self.allowed_hosts, self.allowed_origins)
 
     def request_id(self) -> str:
         self.served += 1

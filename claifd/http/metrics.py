@@ -49,6 +49,9 @@ class MetricsEndpoint:
     def authorized(self, headers: dict[str, str]) -> bool:
         return True
 
+    def admit(self, headers: dict[str, str], unix: bool) -> tuple[int, str] | None:
+        return None
+
     def request_id(self) -> str:
         self.served += 1
         return f"m{next(self._ids):x}"

@@ -37,7 +37,7 @@ __all__ = ["App", "Exchange", "Gone", "HttpServer", "Limits", "parse_listen", "R
 log = structlog.get_logger("claifd.http")
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 413: "Payload Too Large", 429: "Too Many Requests",
+           405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large", 429: "Too Many Requests",
            431: "Request Header Fields Too Large", 499: "Client Closed Request", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 529: "Overloaded"}
 
@@ -46,6 +46,14 @@ class Limits(NamedTuple):
     max_head: int  # the request line and headers, in bytes
     max_body: int
     idle_timeout: float  # a connection silent this long, and not answering, is closed
+    # The request line and headers must be in within this, however they trickle (slowloris).
+    header_timeout: float = 10.0
+    # A body must arrive at least this fast (bytes/s) after the headers' time.
+    min_body_rate: int = 64 * 1024
+    # Connections open at once; more are closed as they come.
+    max_connections: int = 1024
+    # Request body bytes buffered over all connections; past it, 503.
+    max_buffered: int = 256 * 1024 * 1024
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -125,6 +133,10 @@ class App(Protocol):
     def authorized(self, headers: dict[str, str]) -> bool:
         """Whether a request on TCP (or from a peer not allowed) may be served."""
 
+    def admit(self, headers: dict[str, str], unix: bool) -> tuple[int, str] | None:
+        """A refusal (status, why) for a request it never serves, whoever
+        asks (a foreign Host or Origin), decided from the headers; None: go on."""
+
     def request_id(self) -> str: ...
 
     def inline(self, ex: Exchange, authorized: bool) -> bytes | None:
@@ -150,7 +162,17 @@ class _TooLarge(Exception):
 class Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: httptools parses, requests are answered in
     order (inline when the app can, else in a task), writes wait while the
-    peer does not read."""
+    peer does not read.
+
+    What a caller can make it hold is bounded before it is authenticated:
+    the headers are judged as soon as they are in (`on_headers_complete`) --
+    a foreign Host/Origin, a caller without the token sending a body, or a
+    declared body over the limit is answered at once and the connection
+    closed, before any body byte is read or `100 Continue` sent -- and an
+    unauthenticated request is never kept alive. The head must arrive within
+    `header_timeout` and a body at `min_body_rate`. Reading pauses while a
+    request is being answered or the peer does not read what was written
+    (at most one request waits behind the one in progress)."""
 
     def __init__(self, server: HttpServer, unix: bool) -> None:
         self.server = server
@@ -170,30 +192,51 @@ class Connection(asyncio.Protocol):
         self.writable = asyncio.Event()
         self.writable.set()
         self.idle: asyncio.TimerHandle | None = None
+        # The deadline of the head or the body being received.
+        self.deadline: asyncio.TimerHandle | None = None
+        self.authed = False
+        self.reading = True
+        self.buffered = 0  # body bytes received and not yet handed on
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        if len(self.server.connections) >= self.limits.max_connections:
+            self.server.turned_away += 1
+            if self.server.turned_away == 1 or self.server.turned_away % 1000 == 0:
+                log.warning("HTTP: too many connections; new ones are closed", server=self.server.name,
+                            limit=self.limits.max_connections, turned_away=self.server.turned_away)
+            transport.close()
+            self.closed = True
+            return
         self.server.connections.add(self)
         self.trusted = self.app.peer_allowed(transport) if self.unix else False
         if self.unix and not self.trusted:
             log.warning("HTTP: a process of another user was refused", server=self.server.name)
         self._touch()
+        self._deadline(self.limits.header_timeout, "request headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        self._release()
         self.writable.set()
-        if self.idle is not None:
-            self.idle.cancel()
+        for timer in (self.idle, self.deadline):
+            if timer is not None:
+                timer.cancel()
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        self._pause()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        if not self.busy:
+            self._next()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         self._touch()
         try:
             self.parser.feed_data(data)
@@ -215,6 +258,8 @@ class Connection(asyncio.Protocol):
         self.headers = {}
         self.body = bytearray()
         self.head_bytes = 0
+        if self.deadline is None:
+            self._deadline(self.limits.header_timeout, "request headers")
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -230,26 +275,60 @@ class Connection(asyncio.Protocol):
             raise _TooLarge(431, f"request line and headers over {self.limits.max_head} bytes")
 
     def on_headers_complete(self) -> None:
-        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+        """Judge the request from its head, before any of its body is read."""
+        headers = self.headers
+        refused = self.app.admit(headers, self.unix)
+        if refused is not None:
+            raise _TooLarge(*refused)
+        self.authed = self.trusted or self.app.authorized(headers)
+        length = headers.get("content-length", "")
+        has_body = (length not in ("", "0")) or "transfer-encoding" in headers
+        if not self.authed and has_body:
+            raise _TooLarge(401 if not self.unix else 403, "a local token is required (claif token): "
+                            "Authorization: Bearer TOKEN or x-api-key: TOKEN" if not self.unix
+                            else "this daemon serves its own user only")
+        declared = int(length) if length.isdigit() else 0
+        if declared > self.limits.max_body:
+            raise _TooLarge(413, f"request body of {declared} bytes is over {self.limits.max_body}")
+        if has_body:
+            allowed = self.limits.header_timeout + (declared or self.limits.max_body) / self.limits.min_body_rate
+            self._deadline(allowed, "request body")
+        else:
+            self._clear_deadline()
+        if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body += body
+        self.buffered += len(body)
+        self.server.buffered += len(body)
         if len(self.body) > self.limits.max_body:
             raise _TooLarge(413, f"request body over {self.limits.max_body} bytes")
+        if self.server.buffered > self.limits.max_buffered:
+            raise _TooLarge(503, "the daemon holds too many request bodies at once; retry")
 
     def on_message_complete(self) -> None:
+        self._clear_deadline()
         path = self.url.split(b"?", 1)[0].decode("latin-1")
         method = self.parser.get_method().decode("latin-1")
-        ex = Exchange(self, method, path, self.headers, bytes(self.body), self.app.request_id(),
-                      self.parser.should_keep_alive())
+        body = bytes(self.body)
+        self.body = bytearray()
+        self._release()
+        # An unauthenticated caller gets its answer and the connection closes.
+        ex = Exchange(self, method, path, self.headers, body, self.app.request_id(),
+                      self.parser.should_keep_alive() and self.authed)
         self.queue.append(ex)
         if not self.busy:
             self._next()
+        if self.busy or self.queue:
+            self._pause()  # flow control: no more requests read while this one is answered
 
     # answering
     def _next(self) -> None:
         while self.queue and not self.closed:
+            if not self.writable.is_set():
+                self._pause()  # the peer reads nothing: answer no more until it does
+                return
             ex = self.queue.popleft()
             authorized = self.trusted or self.app.authorized(ex.headers)
             answer = self.app.inline(ex, authorized)
@@ -263,6 +342,37 @@ class Connection(asyncio.Protocol):
             self.busy = True
             self.app.spawn(self._answer(ex, authorized))
             return
+        if not self.busy and not self.queue:
+            self._resume()
+
+    def _pause(self) -> None:
+        if self.reading and self.transport is not None and not self.transport.is_closing():
+            self.reading = False
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if not self.reading and self.transport is not None and not self.transport.is_closing():
+            self.reading = True
+            self.transport.resume_reading()
+
+    def _release(self) -> None:
+        self.server.buffered -= self.buffered
+        self.buffered = 0
+
+    def _deadline(self, seconds: float, what: str) -> None:
+        self._clear_deadline()
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.call_later(seconds, self._too_slow, what, seconds)
+
+    def _clear_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _too_slow(self, what: str, seconds: float) -> None:
+        self.deadline = None
+        self.server.too_slow += 1
+        self._fail(408, f"{what} not received within {seconds:g} s")
 
     async def _answer(self, ex: Exchange, authorized: bool) -> None:
         try:
@@ -316,6 +426,9 @@ class HttpServer:
         self.socket_path: str | None = None
         self.address: str | None = None  # "HOST:PORT" listened on (the port resolved when 0)
         self.connections: set[Connection] = set()
+        self.buffered = 0  # request body bytes held over all connections
+        self.turned_away = 0  # connections closed at once: over `max_connections`
+        self.too_slow = 0  # connections closed: head or body past its deadline
         self._wanted: tuple[str, str] = ("", "")
         self._scope: anyio.CancelScope | None = None
         self._task_group: anyio.abc.TaskGroup | None = None

@@ -1,0 +1,194 @@
+"""The HTTP front spends nothing on a caller it has not authenticated, and
+answers only its own Host and no foreign Origin (issue 30): judged from the
+headers before any body byte, deadlines for a head that trickles, reading
+paused while a connection's answer waits, memory asserted under floods."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import pytest
+
+from claif_client import Client
+
+from .conftest import DaemonProcess, Sim, sim_env
+
+GPT = "openai/gpt-4o-mini"
+
+
+class Front:
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.daemon = daemon
+        with Client(daemon.socket) as c:
+            status = c.status()
+        self.address = status["http"]["listen"]
+        self.pid = status["pid"]
+        self.token = (daemon.home / ".claif" / "http-token").read_text().strip()
+        self.url = f"http://{self.address}"
+        host, port = self.address.rsplit(":", 1)
+        self.host, self.port = host, int(port)
+
+    def connect(self) -> socket.socket:
+        conn = socket.create_connection((self.host, self.port))
+        conn.settimeout(10)
+        return conn
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.pid).memory_info().rss)
+
+
+@pytest.fixture
+def front(daemon_factory, sim: Sim) -> Iterator[Front]:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env=sim_env(sim, CLAIF_SERVER__HTTP__ENABLED="true", CLAIF_SERVER__HTTP__LISTEN="127.0.0.1:0"))
+    yield Front(d)
+    assert d.stop() == 0
+
+
+def _read_all(conn: socket.socket) -> bytes:
+    out = b""
+    while True:
+        try:
+            piece = conn.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not piece:
+            break
+        out += piece
+    return out
+
+
+def test_a_caller_without_the_token_is_answered_from_its_headers(front: Front) -> None:
+    with front.connect() as conn:
+        started = time.monotonic()
+        conn.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nhost: {front.address}\r\n"
+                     "content-type: application/json\r\ncontent-length: 16000000\r\nexpect: 100-continue\r\n\r\n".encode())
+        answer = _read_all(conn)  # 401, then closed: no body byte was waited for
+        assert answer.startswith(b"HTTP/1.1 401") and b"100 Continue" not in answer
+        assert time.monotonic() - started < 2
+    # Without a body it gets the API's own 401, and the connection is not kept.
+    r = httpx.get(front.url + "/v1/models")
+    assert r.status_code == 401 and r.headers["connection"] == "close"
+    # A declared body over the limit: 413 at once, even with the token.
+    with front.connect() as conn:
+        conn.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nhost: {front.address}\r\nauthorization: Bearer "
+                     f"{front.token}\r\ncontent-length: 17000000\r\n\r\n".encode())
+        assert _read_all(conn).startswith(b"HTTP/1.1 413")
+
+
+def test_a_head_that_trickles_is_cut_at_its_deadline(front: Front) -> None:
+    with Client(front.daemon.socket) as c:
+        c.config_set("server.http.header_timeout", 0.5)
+    time.sleep(0.2)  # (new connections take the new limits)
+    with front.connect() as conn:
+        started = time.monotonic()
+        closed = None
+        for byte in b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n":
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                closed = time.monotonic() - started
+                break
+            time.sleep(0.05)
+        answer = _read_all(conn)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        assert (closed or time.monotonic() - started) < 2.5
+    # A quiet connection that never starts a request is closed too.
+    with front.connect() as conn:
+        assert _read_all(conn).startswith(b"HTTP/1.1 408")
+    assert httpx.get(front.url + "/v1/models", headers={"authorization": f"Bearer {front.token}"}).status_code == 200
+
+
+def test_only_its_own_host_and_no_foreign_origin(front: Front) -> None:
+    auth = {"authorization": f"Bearer {front.token}"}
+    assert httpx.get(front.url + "/v1/models", headers=auth).status_code == 200
+    for port_host in (f"localhost:{front.port}", f"127.0.0.1:{front.port}"):
+        assert httpx.get(front.url + "/v1/models", headers={**auth, "host": port_host}).status_code == 200
+    evil = httpx.get(front.url + "/v1/models", headers={**auth, "host": "evil.example"})
+    assert evil.status_code == 403 and "allowed_hosts" in evil.text
+    cross = httpx.get(front.url + "/v1/models", headers={**auth, "origin": "https://evil.example"})
+    assert cross.status_code == 403 and "allowed_origins" in cross.text
+    assert "access-control-allow-origin" not in cross.headers
+    with Client(front.daemon.socket) as c:
+        c.config_set("server.http.allowed_hosts", ["evil.example"])
+        c.config_set("server.http.allowed_origins", ["https://app.example"])
+    assert httpx.get(front.url + "/v1/models", headers={**auth, "host": "evil.example"}).status_code == 200
+    assert httpx.get(front.url + "/v1/models", headers={**auth, "origin": "https://app.example"}).status_code == 200
+    assert httpx.get(front.url + "/v1/models", headers={**auth, "origin": "https://evil.example"}).status_code == 403
+
+
+def _flood(front: Front, connections: int, payload: bytes) -> None:
+    def one() -> None:
+        try:
+            with front.connect() as conn:
+                conn.sendall(payload)
+                _read_all(conn)
+        except OSError:
+            pass  # closed on us mid-send: what the daemon should do
+
+    threads = [threading.Thread(target=one) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
+def test_floods_without_the_token_hold_no_memory(front: Front) -> None:
+    body = b'{"model":"echo/x","messages":[{"role":"user","content":"' + b"a" * 65_000 + b'"}]}'
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {front.address}\r\ncontent-type: application/json\r\n"
+               f"content-length: {len(body)}\r\n\r\n").encode() + body
+    before = front.rss()
+    peak = before
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, front.rss())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    _flood(front, 40, request * 50)  # 40 connections pipelining 50 x 64 KB each: 128 MB offered
+    # 30 connections each sending 4 MiB of a declared 16 MiB body, without the token (120 MB offered).
+    short = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {front.address}\r\n"
+             f"content-length: {16 * 1024 * 1024}\r\n\r\n").encode() + b"x" * (4 * 1024 * 1024)
+    _flood(front, 30, short)
+    done.set()
+    watcher.join()
+    after = front.rss()
+    assert peak - before < 40 * 1024 * 1024, (before, peak)
+    assert after - before < 40 * 1024 * 1024, (before, after)
+    with Client(front.daemon.socket) as c:
+        assert c.status()["http"]["served"] <= 70  # one 401 per connection at most: the rest was never read
+
+
+def test_pipelined_hits_never_read_pause_their_connection(front: Front) -> None:
+    auth = {"authorization": f"Bearer {front.token}"}
+    body = b'{"model":"echo/x","messages":[{"role":"user","content":"' + b"b" * 2000 + b'"}]}'
+    assert httpx.post(front.url + "/v1/chat/completions", headers=auth, content=body).status_code == 200  # now a hit
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {front.address}\r\nauthorization: Bearer {front.token}"
+               f"\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+    before = front.rss()
+    conn = front.connect()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sent = 0
+    conn.settimeout(3)
+    try:
+        for _ in range(20_000):  # 40 MB of requests, each answered by ~2.5 KB, never read
+            conn.sendall(request)
+            sent += 1
+    except (TimeoutError, OSError):
+        pass  # the daemon stopped reading: our sends block, as they should
+    grown = front.rss() - before
+    # A bystander is served at once.
+    started = time.monotonic()
+    assert httpx.get(front.url + "/v1/models", headers=auth).status_code == 200
+    assert time.monotonic() - started < 2
+    conn.close()
+    assert sent < 20_000, "the daemon kept reading requests whose answers nobody read"
+    assert grown < 30 * 1024 * 1024, grown
