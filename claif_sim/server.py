@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import time
 
 import anyio
@@ -86,6 +87,8 @@ async def _handle_connection(stream: anyio.abc.ByteStream, state: SimState) -> N
         # A peer that closes mid-body or sends garbage ends its own
         # connection, never the simulator.
         state.disconnects += 1
+    except Exception as exc:  # a bug of ours: that connection ends, the simulator serves on
+        print(f"claif-sim: connection failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         state.connections_open -= 1
         await anyio.aclose_forcefully(stream)
@@ -274,10 +277,16 @@ async def _completion(ex: _Exchange, path: str, headers: dict[str, str], raw: by
             status, message = problem
             await ex.respond(status, _error_doc(anthropic, status, message))
             return
+        try:
+            # A shape no real API would take fails here, before anything is
+            # sent: answered 400, as the APIs do, and the simulator serves on.
+            doc = anthropic_doc(body, state) if anthropic else openai_doc(body, state)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            await ex.respond(400, _error_doc(anthropic, 400, f"invalid request: {type(exc).__name__}: {exc}"))
+            return
         if body.get("stream"):
             await (_anthropic_stream if anthropic else _openai_stream)(ex, body, state)
             return
-        doc = anthropic_doc(body, state) if anthropic else openai_doc(body, state)
         if state.faults.malformed:
             await _malformed(ex, state.faults.malformed, doc, "content" if anthropic else "choices", "usage")
             return

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .protocol import CacheControl, CompletionRequest, Message
+from .wire_check import check_anthropic, check_openai
 
 __all__ = [
     "WireError", "openai_request", "anthropic_request", "messages_to_openai", "tools_to_openai",
@@ -261,6 +262,9 @@ def openai_request(body: Any) -> OpenAIAsk:
         n = 1
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
         raise WireError(f"n must be an integer from 1 to {MAX_CHOICES}, got {n!r}")
+    problem = check_openai(body)
+    if problem is not None:
+        raise WireError(problem)
     system, messages = _openai_messages(body.get("messages"))
     stop = body.get("stop")
     options = body.get("stream_options") or {}
@@ -299,6 +303,9 @@ def anthropic_request(body: Any) -> tuple[CompletionRequest, bool]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise WireError("messages must be a non-empty list")
+    problem = check_anthropic(body)
+    if problem is not None:
+        raise WireError(problem)
     extra = {k: v for k, v in body.items() if k not in _ANTHROPIC_FIELDS}
     try:
         request = msgspec.convert({
