@@ -164,7 +164,9 @@ class HealthMonitor:
     async def _probe_sessions(self) -> tuple[str, str]:
         if self.sessions.store_error is not None:
             return "unhealthy", f"session store unavailable: {self.sessions.store_error}"
-        await self.sessions.probe()
+        at_risk = await self.sessions.probe()
+        if at_risk is not None:
+            return "warning", at_risk
         return "ok", "write and read back"
 
     async def _probe_cache(self) -> tuple[str, str]:

@@ -11,12 +11,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from claif_client import ClaifError, Client, NotFound, StorageError
 
-from .conftest import DaemonProcess, Sim, sim_env
+from .conftest import DaemonProcess, Sim, eventually, sim_env
 
 MODEL = "openai/gpt-4o-mini"
 REDIS = shutil.which("redis-server")
@@ -450,3 +451,28 @@ def test_on_a_redis_cluster(daemon_factory, sim: Sim, short_tmp: Path) -> None: 
         for p in procs:
             p.terminate()
             p.wait(10)
+
+
+def test_sessions_on_a_redis_without_persistence_are_a_warning(daemon_factory, sim: Sim,  # type: ignore[no-untyped-def]
+                                                               redis_server: RedisServer, short_tmp: Path) -> None:
+    import redis
+
+    a, b = daemons_on(daemon_factory, sim, redis_server.url, short_tmp, CLAIF_SESSION__BACKEND="redis",
+                      CLAIF_HEALTH__INTERVAL="0.2")
+    assert b.stop() == 0
+
+    def sessions_check(c: Client) -> dict[str, Any]:
+        return next(x for x in c.health()["checks"] if x["name"] == "sessions")
+
+    with Client(a.socket) as c:
+        check = eventually(lambda: (x := sessions_check(c))["status"] == "warning" and x)
+        assert check and "appendonly" in check["detail"] and "lost" in check["detail"]
+        admin = redis.Redis(unix_socket_path=str(redis_server.socket))
+        admin.config_set("appendonly", "yes")
+        admin.config_set("appendfsync", "no")
+        check = eventually(lambda: "appendfsync" in (x := sessions_check(c))["detail"] and x)
+        assert check and check["status"] == "warning"
+        admin.config_set("appendfsync", "everysec")
+        assert eventually(lambda: sessions_check(c)["status"] == "ok")
+        admin.close()
+    assert a.stop() == 0

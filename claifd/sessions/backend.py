@@ -61,6 +61,9 @@ class SessionBackend(Protocol):
 
     async def probe(self, now: float) -> None: ...
 
+    async def at_risk(self) -> str | None:
+        """What a crash of the store would lose that was acknowledged (health warns), or None."""
+
     def stats(self) -> dict[str, Any]: ...
 
     def quarantined(self) -> list[Any]: ...
@@ -215,6 +218,9 @@ class LocalSessions:
         if seen != now:
             raise StorageError(f"the probe row read back {seen!r}, not {now!r}")
 
+    async def at_risk(self) -> str | None:
+        return None  # committed (fsynced, WAL) before each acknowledgement
+
     def stats(self) -> dict[str, Any]:
         return {"commits": self.commits, "write_errors": self.write_errors, "write_error": self.write_error,
                 "store_error": self.store_error, "damaged": self.damaged, "quarantined": self.quarantined(),
@@ -279,6 +285,9 @@ class RedisSessions:
 
     async def probe(self, now: float) -> None:
         await self.remote.probe()
+
+    async def at_risk(self) -> str | None:
+        return await self.remote.at_risk()
 
     def stats(self) -> dict[str, Any]:
         return {"commits": 0, "write_errors": 0, "write_error": None, "store_error": None, "damaged": 0,

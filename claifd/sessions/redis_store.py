@@ -191,3 +191,20 @@ class RedisSessionStore:
 
     async def probe(self) -> None:
         await self._run("answer a ping", self.client.ping())
+
+    async def at_risk(self) -> str | None:
+        """What a Redis crash would lose, by its persistence settings, or None
+        when every acknowledged write is in its append-only file."""
+        try:
+            found = await self.client.config_get("append*")
+        except Exception as exc:  # CONFIG renamed or refused (a managed Redis): say we cannot tell
+            return f"cannot read Redis' persistence settings ({type(exc).__name__}); make sure appendonly is on"
+        appendonly = str(found.get("appendonly", "")).lower()
+        fsync = str(found.get("appendfsync", "")).lower()
+        if appendonly != "yes":
+            return ("Redis runs without its append-only file (appendonly no): session messages acknowledged since "
+                    "its last snapshot are lost if it crashes; set appendonly yes")
+        if fsync == "no":
+            return ("Redis' append-only file is never fsynced (appendfsync no): the last ~30 s of acknowledged "
+                    "session messages can be lost if the machine crashes; set appendfsync everysec or always")
+        return None

@@ -258,9 +258,11 @@ class SessionService:
             info = {"session_id": session_id, "message_index": index, "dropped": dropped, "model": response.model}
             return response, info
 
-    async def probe(self) -> None:
-        """Write a row and read it back, or ping Redis (health)."""
+    async def probe(self) -> str | None:
+        """Write a row and read it back, or ping Redis (health); what a crash
+        of the store would lose, if anything."""
         await self.backend.probe(self.clock())
+        return await self.backend.at_risk()
 
     def _lock(self, session_id: str) -> _SessionLock:
         return _SessionLock(self._locks, session_id)
