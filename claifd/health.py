@@ -278,6 +278,14 @@ class HealthMonitor:
             return _check("sessions", "unhealthy", f"session store unavailable: {sessions.store_error}")
         if sessions.write_error:
             return _check("sessions", "unhealthy", f"the last write failed: {sessions.write_error}")
+        waiting = sessions.backend.unacknowledged()
+        if waiting:
+            record = waiting[-1]
+            saved = (f"; {record['salvaged']} sessions and {record['messages_salvaged']} messages saved, "
+                     f"{record['messages_lost']} messages lost") if "salvaged" in record else ""
+            return _check("sessions", "unhealthy", f"damaged session store moved aside to {record['path']} "
+                          f"({record['reason']}{saved}); look at it, then `claif session recover`"
+                          + (f" ({len(waiting)} such files)" if len(waiting) > 1 else ""))
         recent = _recent(sessions.backend.quarantined(), now)
         if recent is not None:
             return _check("sessions", "warning", f"damaged session file moved aside to {recent['path']}: "

@@ -68,6 +68,11 @@ class SessionBackend(Protocol):
 
     def quarantined(self) -> list[Any]: ...
 
+    def unacknowledged(self) -> list[dict[str, Any]]:
+        """Damaged files moved aside that nobody has acknowledged (health: unhealthy)."""
+
+    async def acknowledge(self) -> list[dict[str, Any]]: ...
+
 
 class _Pending:
     __slots__ = ("ops", "done", "error")
@@ -229,6 +234,12 @@ class LocalSessions:
     def quarantined(self) -> list[Any]:
         return list(self.store.quarantined)
 
+    def unacknowledged(self) -> list[dict[str, Any]]:
+        return list(self.store.unacknowledged)
+
+    async def acknowledge(self) -> list[dict[str, Any]]:
+        return await anyio.to_thread.run_sync(self.store.acknowledge, limiter=self._write_thread)
+
 
 class RedisSessions:
     name = "redis"
@@ -294,4 +305,10 @@ class RedisSessions:
                 "quarantined": [], "synchronous": None, "remote_error": self.remote.error}
 
     def quarantined(self) -> list[Any]:
+        return []
+
+    def unacknowledged(self) -> list[dict[str, Any]]:
+        return []
+
+    async def acknowledge(self) -> list[dict[str, Any]]:
         return []

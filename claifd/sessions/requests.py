@@ -15,6 +15,7 @@ from claif_client.protocol import (
     SessionGet,
     SessionImport,
     SessionList,
+    SessionRecover,
 )
 
 from ..dispatch import Conn, Dispatch, Start
@@ -70,3 +71,8 @@ def register(dispatch: Dispatch, sessions: SessionService) -> None:
     dispatch.task(SessionExport, export)
     dispatch.task(SessionImport, import_)
     dispatch.task(SessionFork, fork)
+
+    async def recover(msg: SessionRecover, conn: Conn, _: None) -> Result:
+        return Result(id=msg.id, value={"acknowledged": await sessions.backend.acknowledge()})
+
+    dispatch.task(SessionRecover, recover)

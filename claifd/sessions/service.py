@@ -278,6 +278,7 @@ class SessionService:
             "evictions": self.lru.evictions,
             "loads": self.loads,
             **self.backend.stats(),
+            "unacknowledged": self.backend.unacknowledged(),
             "backend": self._source[0],  # the store in use (a switch takes a moment)
         }
 

@@ -25,13 +25,17 @@ import msgspec
 import structlog
 
 from ..fs import check_wal, ensure_private_dir, is_corruption, quarantine
+from ..sqlite_salvage import inspect, wal_cut
 from .model import Session, SessionMessage, SessionSummary
+from .salvage import salvage as salvage_store
 
 __all__ = ["SessionStore", "CreateSession", "AppendMessages", "DeleteSession", "Op", "FILENAME", "DamagedSession"]
 
 log = structlog.get_logger("claifd.sessions.store")
 
 FILENAME = "sessions.sqlite3"
+# Beside a damaged file moved aside: someone has looked at it (`claif session recover`).
+ACKNOWLEDGED = ".acknowledged"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -113,6 +117,9 @@ class SessionStore:
         self.synchronous = "closed"
         # Damaged files moved aside at start-up, and what was saved from them.
         self.quarantined: list[dict[str, Any]] = []
+        # Damaged files moved aside (this run or an earlier one) that nobody
+        # has looked at yet: health is unhealthy until `acknowledge`.
+        self.unacknowledged: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
         return f"<SessionStore {self.path}>"
@@ -127,6 +134,38 @@ class SessionStore:
         file is copied into it: damage costs the damaged sessions, not all.
         """
         ensure_private_dir(self.path.parent)
+        try:
+            self._open()
+        finally:
+            self.unacknowledged = self._unacknowledged()
+
+    def _unacknowledged(self) -> list[dict[str, Any]]:
+        records = {r["path"]: r for r in self.quarantined}
+        bases = set()
+        for aside in self.path.parent.glob(self.path.name + ".damaged-*"):
+            name = str(aside)
+            if name.endswith((".rebuilt", ACKNOWLEDGED)):
+                continue
+            bases.add(name.removesuffix("-wal").removesuffix("-shm"))  # (a WAL alone may have been moved)
+        return [records.get(base, {"path": base, "reason": "moved aside by an earlier run"})
+                for base in sorted(bases) if not Path(base + ACKNOWLEDGED).exists()]
+
+    def acknowledge(self) -> list[dict[str, Any]]:
+        """Someone has looked: the damaged files stay where they are, health stops saying so."""
+        done = list(self.unacknowledged)
+        for record in done:
+            Path(record["path"] + ACKNOWLEDGED).write_text(f"acknowledged at {time.time():.0f}\n")
+        self.unacknowledged = []
+        return done
+
+    def _open(self) -> None:
+        # Before SQLite sees them: a main file with no pages (or fewer than its
+        # header says) next to a WAL would make SQLite delete the WAL, and a WAL
+        # cut inside a frame would lose its tail in silence.
+        damaged = inspect(self.path) or wal_cut(self.path)
+        if damaged is not None:
+            self._quarantine(damaged, salvage=True)
+            return
         problem = check_wal(self.path)
         if problem is not None:
             self._quarantine(problem, salvage=False, wal_only=True)
@@ -160,34 +199,9 @@ class SessionStore:
         self.quarantined.append(record)
         if salvage:
             self._connect()
-            record["salvaged"], record["lost"] = self._salvage(aside)
-            log.error("sessions salvaged from a damaged store", moved_to=str(aside),
-                      salvaged=record["salvaged"], lost=record["lost"])
-
-    def _salvage(self, damaged: Path) -> tuple[int, int]:
-        """Copy every readable session of `damaged` into the new store."""
-        try:
-            old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True, check_same_thread=False)
-        except sqlite3.Error:
-            return 0, 0
-        old.text_factory = _lenient_text
-        saved = lost = 0
-        try:
-            try:
-                ids = [row[0] for row in old.execute("SELECT id FROM sessions")]
-            except sqlite3.Error:
-                ids = []
-            for sid in ids:
-                try:
-                    session = _read_session(old, sid)
-                    if session is not None:
-                        self.apply([CreateSession(session)])
-                        saved += 1
-                except (sqlite3.Error, DamagedSession):
-                    lost += 1
-        finally:
-            old.close()
-        return saved, lost
+            record.update(salvage_store(aside, lambda session: self.apply([CreateSession(session)])))
+            log.error("sessions salvaged from a damaged store", moved_to=str(aside), **{
+                k: record[k] for k in ("salvaged", "lost", "messages_salvaged", "messages_lost")})
 
     def close(self) -> None:
         for db in (self._writer, self._reader):

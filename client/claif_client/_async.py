@@ -61,6 +61,7 @@ from .protocol import (
     SessionGet,
     SessionImport,
     SessionList,
+    SessionRecover,
 )
 
 if TYPE_CHECKING:
@@ -172,6 +173,10 @@ class AsyncClient:
 
     async def session_delete(self, session_id: str) -> None:
         await self._value(SessionDelete(id=self._protocol.next_id(), session_id=session_id))
+
+    async def session_recover(self) -> dict[str, Any]:
+        """Acknowledge the damaged session files the daemon moved aside: `{acknowledged: [...]}`."""
+        return await self._value(SessionRecover(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def session_export(self, session_id: str, format: str = "json") -> Any:
         """The session as a document ("json") or as markdown text ("md")."""

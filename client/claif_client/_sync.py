@@ -55,6 +55,7 @@ from .protocol import (
     SessionGet,
     SessionImport,
     SessionList,
+    SessionRecover,
 )
 
 if TYPE_CHECKING:
@@ -166,6 +167,10 @@ class Client:
 
     def session_delete(self, session_id: str) -> None:
         self._value(SessionDelete(id=self._protocol.next_id(), session_id=session_id))
+
+    def session_recover(self) -> dict[str, Any]:
+        """Acknowledge the damaged session files the daemon moved aside: `{acknowledged: [...]}`."""
+        return self._value(SessionRecover(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def session_export(self, session_id: str, format: str = "json") -> Any:
         """The session as a document ("json") or as markdown text ("md")."""

@@ -64,7 +64,7 @@ __all__ = [
     "SemanticMatch", "PROTOCOL_VERSION", "MAX_FRAME_SIZE", "HEADER_SIZE", "ErrorCode", "Message", "Usage",
     "CacheControl", "CompletionRequest", "CompletionResponse", "Hello", "Welcome", "Ping", "GetStatus",
     "Complete", "Batch", "Cancel", "CacheStats", "CacheClear", "CacheDelete", "Health", "Metrics", "Models",
-    "RequestLog", "SessionCreate", "SessionGet", "SessionList", "SessionDelete", "SessionExport",
+    "RequestLog", "SessionCreate", "SessionGet", "SessionList", "SessionDelete", "SessionRecover", "SessionExport",
     "SessionImport", "SessionFork", "ConfigGet", "ConfigSet", "ConfigUnset", "ConfigShow", "ConfigSources",
     "ConfigReload", "ConfigValidate", "ErrorInfo", "BatchItem", "BatchProgress", "Pong", "Result", "Chunk",
     "Done", "Error", "Request", "Reply", "REQUEST_TYPES", "encode_frame", "request_decoder", "reply_decoder",
@@ -204,6 +204,14 @@ class SessionList(_Frame, tag="session.list"):
 class SessionDelete(_Frame, tag="session.delete"):
     id: int
     session_id: str
+
+
+class SessionRecover(_Frame, tag="session.recover"):
+    """Acknowledge damaged session files the daemon moved aside (they stay on
+    disk; health stops being unhealthy for them).
+    -> Result{value: {acknowledged: [{path, reason, salvaged, lost, messages_salvaged, messages_lost}]}}."""
+
+    id: int
 
 
 class SessionExport(_Frame, tag="session.export"):
@@ -347,7 +355,7 @@ class Error(_Frame, tag="error"):
 Request = Union[
     Ping, GetStatus, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete,
     ConfigGet, ConfigSet, ConfigUnset, ConfigShow, ConfigSources, ConfigReload, ConfigValidate,
-    SessionCreate, SessionGet, SessionList, SessionDelete, SessionExport, SessionImport, SessionFork,
+    SessionCreate, SessionGet, SessionList, SessionDelete, SessionRecover, SessionExport, SessionImport, SessionFork,
     Health, Metrics, Models, RequestLog,
 ]
 Reply = Union[Pong, Result, Chunk, Done, Error]

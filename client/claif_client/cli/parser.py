@@ -82,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     validate = config_sub.add_parser("validate", help="check a config file without applying it")
     validate.add_argument("file", metavar="FILE")
 
-    sess = sub.add_parser("session", help="conversation sessions: new, list, show, rm, export, import, fork")
+    sess = sub.add_parser("session", help="conversation sessions: new, list, show, rm, export, import, fork, recover")
     sess_sub = sess.add_subparsers(dest="session_command", metavar="ACTION", parser_class=_Parser, required=True)
     new = sess_sub.add_parser("new", help="start a session; prints its id")
     new.add_argument("--title", "-t")
@@ -97,6 +97,8 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("session_id", metavar="ID")
     rm = sess_sub.add_parser("rm", help="delete a session")
     rm.add_argument("session_id", metavar="ID")
+    sess_sub.add_parser("recover", help="acknowledge damaged session files the daemon moved aside "
+                                        "(after looking at them: health stops being unhealthy)")
     export = sess_sub.add_parser("export", help="a session as markdown or JSON")
     export.add_argument("session_id", metavar="ID")
     export.add_argument("--format", choices=["md", "json"], default="md")

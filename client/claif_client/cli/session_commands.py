@@ -45,6 +45,18 @@ def _cmd_session(client: Client, args: argparse.Namespace) -> int:
             for i, m in enumerate(doc.get("messages", [])):
                 pin = " (pinned)" if m.get("pinned") else ""
                 print(f"\n[{i}] {m['role']}{pin}:\n{_content_text(m['content'])}")
+    elif action == "recover":
+        done = client.session_recover()["acknowledged"]
+        if args.json:
+            _print_json(done)
+        elif not done:
+            print("no damaged session files waiting")
+        for record in [] if args.json else done:
+            print(f"{record['path']}: {record['reason']}")
+            if "salvaged" in record:
+                print(f"  saved {record['salvaged']} sessions, {record['messages_salvaged']} messages; "
+                      f"lost {record['messages_lost']} messages ({record['lost']} sessions left empty)")
+            print("  acknowledged (the file stays where it is)")
     elif action == "rm":
         client.session_delete(args.session_id)
         _print_json({"deleted": args.session_id}) if args.json else print(f"deleted {args.session_id}")
