@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,22 @@ def test_model_resolution() -> None:
         resolve_model("loop", "echo/d", {"loop": "loop2", "loop2": "loop"})
     with pytest.raises(BadRequest):
         resolve_model("plain", "echo/d", {})
+
+
+@pytest.mark.parametrize(("key", "value", "bound"), [
+    ("cache.default_ttl", 1e12, "<= 3.1536e+08"),
+    ("cache.max_ttl", 1e12, "<= 3.1536e+08"),
+    ("redis.near_cache_ttl", 1e12, "<= 3.1536e+08"),
+    ("providers.anthropic.default_max_tokens", 10_000_000, "<= 200000"),
+    ("optimizer.max_tokens.complex", 10_000_000, "<= 200000"),
+])
+def test_values_past_what_the_backends_and_apis_take_are_refused_naming_the_range(key: str, value: float,
+                                                                                   bound: str) -> None:
+    doc: dict[str, object] = {}
+    node = doc
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})  # type: ignore[assignment]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=re.escape(f"{key} must be {bound}")):
+        build_config(doc)

@@ -206,10 +206,13 @@ def struct_of_map(tp: Any) -> Any:
 # Values outside these bounds would stall or break the daemon (a limit of 0
 # never admits a request, a NaN TTL poisons a disk write). Inclusive bounds;
 # None: unbounded on that side. Every numeric key is listed (a test checks).
+_TEN_YEARS = 10 * 365 * 86400
+
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "client.timeout": (0.001, None),
     "providers.*.max_concurrency": (1, 100_000),
-    "providers.*.default_max_tokens": (1, None),
+    # What the APIs accept for max_tokens (Claude's largest output is 128k).
+    "providers.*.default_max_tokens": (1, 200_000),
     "providers.*.timeout": (0.001, None),
     "providers.*.circuit_failures": (1, 1_000_000),
     "providers.*.circuit_cooldown": (0, None),
@@ -228,25 +231,27 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "retry.max_delay": (0, None),
     "retry.deadline": (0.001, None),
     "cache.semantic.threshold": (0.0, 1.0),
-    "cache.default_ttl": (0, None),
-    "cache.max_ttl": (0, None),
+    # TTLs go to Redis as milliseconds (PX) and to SQLite as REAL seconds:
+    # ten years keeps both far from overflow.
+    "cache.default_ttl": (0, _TEN_YEARS),
+    "cache.max_ttl": (0, _TEN_YEARS),
     "cache.max_size": (0, None),
     "cache.memory_max_bytes": (0, None),
     "cache.max_entry_bytes": (1024, None),
     "redis.max_connections": (1, 10_000),
     "redis.timeout": (0.001, None),
-    "redis.near_cache_ttl": (0, None),
-    "redis.lock_ttl": (0.1, None),
+    "redis.near_cache_ttl": (0, _TEN_YEARS),
+    "redis.lock_ttl": (0.1, 86400),
     "prices.*.input": (0, None),
     "prices.*.output": (0, None),
     "session.memory_budget": (0, None),
     "session.context.max_tokens": (1, None),
     "session.context.recent": (1, None),
     "auto.short_chars": (0, None),
-    "optimizer.max_tokens.simple": (0, None),
-    "optimizer.max_tokens.moderate": (0, None),
-    "optimizer.max_tokens.complex": (0, None),
-    "optimizer.context_windows.*": (1, None),
+    "optimizer.max_tokens.simple": (0, 200_000),
+    "optimizer.max_tokens.moderate": (0, 200_000),
+    "optimizer.max_tokens.complex": (0, 200_000),
+    "optimizer.context_windows.*": (1, 100_000_000),
     "auto.long_chars": (0, None),
     "batch.concurrency": (1, 10_000),
     "server.drain_timeout": (0, None),
