@@ -1,6 +1,6 @@
 """Long fault runs against the real daemon (`make stress`; not part of `make test`).
 
-Four runs, each printing its figures:
+Six runs, each printing its figures:
 
 1. malformed frames: 100,000 frames of every bad kind (invalid msgpack,
    invalid UTF-8, nesting 1000+, NaN and 70-bit numbers, unknown methods,
@@ -14,7 +14,11 @@ Four runs, each printing its figures:
 4. kill -9 under 10 concurrent session writers, 10 times: no acknowledged
    message lost, `PRAGMA integrity_check` ok every time;
 5. single-flight while callers leave: 4,000 identical requests in rounds,
-   half of them giving up at random moments; none that stays may fail.
+   half of them giving up at random moments; none that stays may fail;
+6. the HTTP front's floods, from callers without the token and one that
+   never reads: pipelined 64 KB POSTs, bodies left one byte short, a
+   slowloris crowd, pipelined hits never read -- RSS peak and after close,
+   every slow head cut at its deadline, a bystander served throughout.
 
     python tests/stress.py [--quick]     (--quick: a tenth of each count)
 """
@@ -319,6 +323,130 @@ def never_reads(d: Daemon, seconds: float) -> dict[str, Any]:
             "rss_after_close": d.rss_mb(), "bystander_pings": served, "bystander_worst_ms": worst_ms}
 
 
+# ---------------------------------------------------- 6. the front's floods
+
+
+def _front_flood(address: str, seconds: float, payload: bytes, conns: int) -> int:
+    """`conns` threads, each reconnecting and writing `payload` until `seconds` pass; bytes written."""
+    import socket as sk
+    import threading
+
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + seconds
+    written = [0]
+
+    def one() -> None:
+        while time.monotonic() < deadline:
+            try:
+                with sk.create_connection((host, int(port)), timeout=5) as conn:
+                    conn.sendall(payload)
+                    written[0] += len(payload)
+                    conn.recv(4096)
+            except OSError:
+                pass
+
+    threads = [threading.Thread(target=one) for _ in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return written[0]
+
+
+def front_floods(d: Daemon, seconds: float) -> dict[str, Any]:
+    import socket as sk
+    import threading
+
+    with Client(d.socket) as c:
+        c.config_set("server.http.enabled", True)
+        c.config_set("server.http.listen", "127.0.0.1:0")
+        c.config_set("server.http.header_timeout", 3)
+        time.sleep(0.5)
+        address = c.status()["http"]["listen"]
+    token = (d.home / ".claif" / "http-token").read_text().strip()
+    host, port = address.rsplit(":", 1)
+    rss0 = d.rss_mb()
+    peak = [rss0]
+    worst = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        with Client(d.socket, timeout=30) as bystander:
+            while not done.is_set():
+                peak[0] = max(peak[0], d.rss_mb())
+                t0 = time.perf_counter()
+                bystander.complete("bystander", model="echo/x")
+                worst[0] = max(worst[0], (time.perf_counter() - t0) * 1000)
+                time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    body = b'{"model":"echo/x","messages":[{"role":"user","content":"' + b"a" * 65_000 + b'"}]}'
+    post = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode() + body
+    unauth = _front_flood(address, seconds, post * 20, 40)
+    short = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {address}\r\n"
+             f"content-length: {16 * 1024 * 1024}\r\n\r\n").encode() + b"x" * (16 * 1024 * 1024 - 1)
+    unauth += _front_flood(address, seconds / 2, short, 30)
+    # A slowloris crowd: 500 heads at a byte a second.
+    crowd = [sk.create_connection((host, int(port))) for _ in range(500)]
+    started = time.monotonic()
+    open_ = list(crowd)
+    while open_ and time.monotonic() - started < 10:
+        still = []
+        for conn in open_:
+            try:
+                conn.send(b"P")
+                still.append(conn)
+            except OSError:
+                pass
+        open_ = still
+        time.sleep(1)
+    cut_after = time.monotonic() - started
+    for conn in crowd:
+        conn.close()
+    # Pipelined hits, never read.
+    hit = b'{"model":"echo/x","messages":[{"role":"user","content":"hit"}]}'
+    req = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\n"
+           f"content-type: application/json\r\ncontent-length: {len(hit)}\r\n\r\n").encode() + hit
+    hog = sk.create_connection((host, int(port)))
+    hog.settimeout(2)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            hog.sendall(req * 100)
+            sent += len(req) * 100
+        except (TimeoutError, OSError):
+            break
+    hog_rss = d.rss_mb()
+    hog.close()
+    done.set()
+    watcher.join()
+    time.sleep(2)
+    return {"unauth_mb": unauth / 1e6, "rss_before": rss0, "rss_peak": peak[0], "rss_after": d.rss_mb(),
+            "slow_open_after_10s": len(open_), "slow_cut_s": cut_after, "hog_sent_mb": sent / 1e6,
+            "hog_rss": hog_rss, "bystander_worst_ms": worst[0]}
+
+
+def report_front_floods(d: Daemon, scale: int) -> bool:
+    seconds = 10 if scale == 1 else 3
+    print(f"\n6. the HTTP front's floods ({seconds} s each)")
+    f = front_floods(d, seconds)
+    table([
+        ("written by callers without the token", f"{f['unauth_mb']:,.0f} MB (pipelined 64 KB POSTs, 16 MiB bodies one byte short)"),
+        ("daemon RSS", f"{f['rss_before']:.1f} MB before, peak {f['rss_peak']:.1f} MB "
+                       f"({f['rss_peak'] - f['rss_before']:+.1f} MB), {f['rss_after']:.1f} MB after close"),
+        ("slowloris (500 heads, 1 byte/s, header_timeout 3 s)",
+         f"{f['slow_open_after_10s']} still open after {f['slow_cut_s']:.1f} s"),
+        ("pipelined hits never read", f"{f['hog_sent_mb']:.1f} MB sent before the daemon stopped reading; "
+                                      f"RSS {f['hog_rss']:.1f} MB then"),
+        ("bystander", f"worst {f['bystander_worst_ms']:.1f} ms"),
+    ])
+    return bool(f["rss_peak"] - f["rss_before"] > 100 or f["rss_after"] - f["rss_before"] > 40
+                or f["slow_open_after_10s"] > 0 or f["bystander_worst_ms"] > 2000)
+
+
 # ------------------------------------------------- 4. kill -9 under writers
 
 
@@ -540,9 +668,9 @@ def _sim_post(url: str, path: str, doc: dict[str, Any]) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a tenth of each count")
-    p.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4, 5], help="run only run N (repeatable)")
+    p.add_argument("--only", type=int, action="append", choices=[1, 2, 3, 4, 5, 6], help="run only run N (repeatable)")
     args = p.parse_args()
-    runs = set(args.only or [1, 2, 3, 4, 5])
+    runs = set(args.only or [1, 2, 3, 4, 5, 6])
     scale = 10 if args.quick else 1
     base = Path(tempfile.mkdtemp(prefix="clst", dir="/tmp"))
     sim = subprocess.Popen([sys.executable, "-m", "claif_sim", "--port", "0"], stdout=subprocess.PIPE, text=True,
@@ -551,7 +679,7 @@ def main() -> int:
     sim_url = sim.stdout.readline().strip().removeprefix("listening on ")
     failed = False
     try:
-        if runs & {1, 2, 3, 5}:
+        if runs & {1, 2, 3, 5, 6}:
             env = {"CLAIF_PROVIDERS__ANTHROPIC__BASE_URL": sim_url, "ANTHROPIC_API_KEY": "sk-stress",
                    "CLAIF_SERVER__MAX_IN_FLIGHT_PER_CONNECTION": "64"}
             (base / "a").mkdir()
@@ -564,6 +692,8 @@ def main() -> int:
                 failed |= report_never_reads(d, scale)
             if 5 in runs:
                 failed |= report_flights(d, scale, sim_url)
+            if 6 in runs:
+                failed |= report_front_floods(d, scale)
             print(f"   (daemon exit code {d.stop()})")
         if 4 in runs:
             (base / "k").mkdir()
