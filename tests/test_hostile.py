@@ -21,6 +21,7 @@ from claif_client import (
     Client,
     DaemonUnavailable,
     Forbidden,
+    InvalidRequest,
     NotFound,
     StorageError,
     UntrustedDaemon,
@@ -650,6 +651,30 @@ def test_a_batch_whose_results_exceed_a_frame_loses_nothing(daemon: DaemonProces
         items = c.batch([{"messages": [{"role": "user", "content": p}]} for p in prompts], concurrency=20)
         assert [item.index for item in items] == list(range(200))
         assert all(item.response is not None and item.response.text == f"echo: {p}" for item, p in zip(items, prompts))
+        c.ping()
+
+
+def test_a_batch_larger_than_a_frame_is_sent_in_parts_and_returns_its_memory(daemon: DaemonProcess) -> None:
+    import psutil
+
+    # 40 MB of requests: more than two frames' worth. Once a broken pipe
+    # (the daemon closed the connection on the oversized frame).
+    prompts = [f"{i} " + "p" * 4000 for i in range(10_000)]
+    progress: list[dict[str, int]] = []
+    with Client(daemon.socket, timeout=300) as c:
+        pid = c.status()["pid"]
+        before = psutil.Process(pid).memory_info().rss
+        items = c.batch([{"prompt": p, "model": "echo/x", "cache": "bypass"} for p in prompts], concurrency=50,
+                        on_progress=progress.append)
+        assert [item.index for item in items] == list(range(10_000))
+        assert all(item.response is not None and item.response.text == f"echo: {p}" for item, p in zip(items, prompts))
+        assert progress[-1]["done"] == progress[-1]["total"] == 10_000
+        assert sorted(p["index"] for p in progress) == list(range(10_000))
+        time.sleep(1)
+        grown = psutil.Process(pid).memory_info().rss - before
+        assert grown < 50 * 1024 * 1024, f"{grown / 1e6:.0f} MB kept after the batch"
+        with pytest.raises(InvalidRequest, match="request 1 is .* over the"):
+            c.batch([{"prompt": "small"}, {"prompt": "x" * (17 * 1024 * 1024)}])
         c.ping()
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from .errors import InvalidRequest
-from .protocol import CacheControl, CompletionRequest, Message
+from .protocol import MAX_FRAME_SIZE, CacheControl, CompletionRequest, Message
 
 __all__ = ["build_request", "coerce_request", "CacheArg", "MessagesArg"]
 
@@ -106,3 +106,30 @@ def coerce_request(item: Any, where: str = "request") -> CompletionRequest:
         return msgspec.convert(doc, CompletionRequest)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"{where}: {exc}") from exc
+
+
+# A Batch frame's own fields and msgpack's per-item overhead, kept free below the frame limit.
+_BATCH_MARGIN = 64 * 1024
+_encoder = msgspec.msgpack.Encoder()
+
+
+def split_batch(requests: list[CompletionRequest],
+                limit: int = MAX_FRAME_SIZE - _BATCH_MARGIN) -> list[tuple[int, list[CompletionRequest]]]:
+    """`requests` in consecutive parts whose Batch frames each fit in one
+    frame: (index of the part's first request, the part). A request that is
+    alone over the limit is an InvalidRequest naming it."""
+    parts: list[tuple[int, list[CompletionRequest]]] = []
+    start, size = 0, 0
+    current: list[CompletionRequest] = []
+    for i, request in enumerate(requests):
+        need = len(_encoder.encode(request))
+        if need > limit:
+            raise InvalidRequest(f"request {i} is {need} bytes encoded, over the {limit}-byte frame limit")
+        if current and size + need > limit:
+            parts.append((start, current))
+            start, size, current = i, 0, []
+        current.append(request)
+        size += need
+    if current or not parts:
+        parts.append((start, current))
+    return parts

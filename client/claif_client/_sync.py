@@ -16,7 +16,7 @@ import msgspec
 from ._sync_io import SyncIO
 from ._sync_stream import CompletionStream
 from ._demux import terminal_result
-from ._requests import CacheArg, MessagesArg, build_request, coerce_request
+from ._requests import CacheArg, MessagesArg, build_request, coerce_request, split_batch
 from ._version import __version__
 from .connection import DEFAULT_TIMEOUT, ClientConnection
 from .errors import ProtocolError
@@ -264,8 +264,16 @@ class Client:
         """Run `requests` on the daemon, `concurrency` at a time (default:
         `batch.concurrency`). Results come in input order; a failed item has
         `.error` instead of `.response`. `on_progress` gets
-        `{index, ok, done, total}` as each item finishes."""
+        `{index, ok, done, total}` as each item finishes. A batch larger than
+        one frame is sent as several, one after the other (`split_batch`)."""
         reqs = [coerce_request(r, f"request {i}") for i, r in enumerate(requests)]
+        items: list[BatchItem] = []
+        for start, part in split_batch(reqs):
+            items += self._batch_part(part, start, len(reqs), concurrency, on_progress)
+        return items
+
+    def _batch_part(self, reqs: list[CompletionRequest], start: int, total: int, concurrency: int | None,
+                          on_progress: Callable[[dict[str, Any]], None] | None) -> list[BatchItem]:
         rid = self._protocol.next_id()
         self._demux.open(rid)
         # Each item arrives with its progress frame (`stream_results`), so no
@@ -282,7 +290,9 @@ class Client:
                 if item is not None:
                     converted = msgspec.convert(item, BatchItem)
                     items[converted.index] = converted
+                    converted.index += start
                 if on_progress is not None:
+                    progress.update(index=progress["index"] + start, done=progress["done"] + start, total=total)
                     on_progress(progress)
         except BaseException:
             self._io.give_up(rid)

@@ -65,7 +65,10 @@ class FrameDecoder:
             frames.append(bytes(buf[pos + HEADER_SIZE : end]))
             pos = end
         if pos:
-            del buf[:pos]
+            if pos == end_of_data:
+                self._buf = bytearray()  # (not `del`: a 16 MiB buffer would keep its capacity)
+            else:
+                del buf[:pos]
             self.completed += len(frames)
         return frames
 
