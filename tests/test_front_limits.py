@@ -192,3 +192,35 @@ def test_pipelined_hits_never_read_pause_their_connection(front: Front) -> None:
     conn.close()
     assert sent < 20_000, "the daemon kept reading requests whose answers nobody read"
     assert grown < 30 * 1024 * 1024, grown
+
+
+def test_bodies_held_over_all_connections_are_bounded(front: Front) -> None:
+    with Client(front.daemon.socket) as c:
+        c.config_set("server.http.max_buffered", 1024 * 1024)
+    time.sleep(0.2)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {front.address}\r\nauthorization: Bearer {front.token}\r\n"
+            f"content-type: application/json\r\ncontent-length: {900 * 1024}\r\n\r\n").encode()
+    first, second = front.connect(), front.connect()
+    first.sendall(head + b"x" * (700 * 1024))  # held, incomplete
+    time.sleep(0.3)
+    second.sendall(head)
+    try:
+        second.sendall(b"y" * (700 * 1024))
+    except OSError:
+        pass  # closed on us mid-send: the answer is already waiting
+    assert _read_all(second).startswith(b"HTTP/1.1 503")
+    first.close()
+    time.sleep(0.3)  # its bytes are released with it: a new body fits
+    r = httpx.post(front.url + "/v1/chat/completions", headers={"authorization": f"Bearer {front.token}"},
+                   json={"model": "echo/x", "messages": [{"role": "user", "content": "z" * 500_000}]})
+    assert r.status_code == 200
+
+
+def test_the_metrics_endpoint_answers_only_its_own_host(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d = daemon_factory(env={"CLAIF_METRICS__LISTEN": "127.0.0.1:0"})
+    with Client(d.socket) as c:
+        address = c.status()["metrics_listen"]
+    assert httpx.get(f"http://{address}/metrics").status_code == 200
+    assert httpx.get(f"http://{address}/metrics", headers={"host": "rebound.example"}).status_code == 403
+    assert httpx.get(f"http://{address}/health", headers={"origin": "https://evil.example"}).status_code == 403
+    assert d.stop() == 0

@@ -259,6 +259,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "server.frame_timeout": (0.001, None),
     "server.http.header_timeout": (0.01, 3600),
     "server.http.max_connections": (1, 1_000_000),
+    "server.http.max_buffered": (1024 * 1024, None),
     "server.allowed_uids": (0, 2**32 - 1),
     "health.interval": (0.1, 86400),
     "health.timeout": (0.01, 600),

@@ -299,6 +299,8 @@ class HttpFrontConfig(_Section):
     header_timeout: Duration = Duration(10.0)
     # Connections open at once; more are closed as they come.
     max_connections: int = 1024
+    # Request body bytes held over all its connections at once; past it, 503.
+    max_buffered: ByteSize = ByteSize(256 * 1024**2)
 
 
 class ServerConfig(_Section):

@@ -123,7 +123,8 @@ class HttpFront:
         self.allowed_hosts = frozenset(h.lower() for h in config.allowed_hosts)
         self.allowed_origins = frozenset(o.lower().rstrip("/") for o in config.allowed_origins)
         self.limits = self.limits._replace(header_timeout=float(config.header_timeout),
-                                           max_connections=config.max_connections)
+                                           max_connections=config.max_connections,
+                                           max_buffered=int(config.max_buffered))
         self.enabled = bool(config.enabled)
         if not self.enabled:
             return "", ""

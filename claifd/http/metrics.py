@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..monitoring import CONTENT_TYPE
+from .auth import host_and_origin
 from .server import Exchange, HttpServer, Limits
 
 __all__ = ["MetricsEndpoint"]
@@ -50,7 +51,9 @@ class MetricsEndpoint:
         return True
 
     def admit(self, headers: dict[str, str], unix: bool) -> tuple[int, str] | None:
-        return None
+        # Its own address only, and no web page's Origin: a rebinding DNS name
+        # must not read the figures (models, traffic) from a browser.
+        return host_and_origin(headers, unix, self.server.address, frozenset(), frozenset())
 
     def request_id(self) -> str:
         self.served += 1
