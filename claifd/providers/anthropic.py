@@ -40,7 +40,7 @@ class AnthropicProvider(HttpProvider):
         """`POST /v1/messages/count_tokens` passed through (the HTTP front):
         the upstream's status and body, or a 502 in Anthropic's error shape."""
         config = self.config
-        key = self.api_key(config)
+        key = self.api_key()
         lane = self.pool.acquire()
         try:
             resp = await lane.send("POST", self.base_url(config) + "/v1/messages/count_tokens",

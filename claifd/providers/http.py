@@ -173,7 +173,7 @@ class HttpProvider:
 
     # ------------------------------------------------------------- calling
 
-    def api_key(self, config: ProviderConfig | None = None) -> str:
+    def api_key(self) -> str:
         """The next usable key (NotConfigured: none; RateLimited: all resting)."""
         return self.keys.pick()
 
@@ -186,7 +186,7 @@ class HttpProvider:
     async def _get_models(self) -> tuple[UpstreamResponse, str]:
         """`GET models` through the pool (no tokens spent): the response and the key used."""
         config = self.config
-        key = self.api_key(config)
+        key = self.api_key()
         lane = self.pool.acquire()
         try:
             resp = await lane.send("GET", self.models_url(config), self.request_headers(config, key))
@@ -350,7 +350,7 @@ class HttpProvider:
             log.warning("API key refused", provider=self.name, status=status)
             if self.keys.refuse(key, status):
                 return RetryableFailure(error, now=True)
-        elif isinstance(error, (TlsError,)) or (status is not None and status < 500) \
+        elif isinstance(error, TlsError) or (status is not None and status < 500) \
                 or (error.details or {}).get("limit"):
             self.circuit.released()
         else:  # no answer: a connection refused or dropped, a 5xx, a timeout

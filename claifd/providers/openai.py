@@ -70,7 +70,7 @@ class OpenAIProvider(HttpProvider):
         embedder): one vector per text, in order. One attempt: a failed
         embedding makes a cache miss, not a failed request."""
         config = self.config
-        key = self.api_key(config)
+        key = self.api_key()
         content = msgspec.json.encode({"model": model, "input": texts})
         async with self.limiter:
             lane = self.pool.acquire()

@@ -8,20 +8,16 @@ lost.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from ..sqlite_salvage import rebuild
 from .model import Session, SessionMessage
+from .rows import ROW_ERRORS, json_or_none, lenient_text, message_of
 
 __all__ = ["salvage"]
-
-_content_dec = msgspec.msgpack.Decoder(str | list[dict[str, Any]])
 
 
 def _both_ways(db: sqlite3.Connection, query: str, forwards: str, backwards: str) -> Iterator[tuple[Any, ...]]:
@@ -46,18 +42,9 @@ def _rows(db: sqlite3.Connection) -> tuple[dict[str, tuple[Any, ...]], dict[str,
 
 
 def _message(row: tuple[Any, ...]) -> SessionMessage | None:
-    _, _, role, content, t, tokens, meta, pinned, model = row
     try:
-        return SessionMessage(role=role, content=_content_dec.decode(content), time=t, tokens=tokens,
-                              metadata=json.loads(meta) if meta else None, pinned=bool(pinned), model=model)
-    except (msgspec.DecodeError, ValueError, TypeError, RecursionError):
-        return None
-
-
-def _json(text: Any) -> Any:
-    try:
-        return json.loads(text) if text else None
-    except (ValueError, TypeError, RecursionError):
+        return message_of(*row[2:])
+    except ROW_ERRORS:
         return None
 
 
@@ -72,7 +59,7 @@ def salvage(damaged: Path, keep: Callable[[Session], None]) -> dict[str, int]:
         db = sqlite3.connect(f"file:{image}?mode=ro&immutable=1", uri=True)
     except (OSError, sqlite3.Error):
         return report
-    db.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    db.text_factory = lenient_text
     try:
         sessions, messages = _rows(db)
     finally:
@@ -85,7 +72,7 @@ def salvage(damaged: Path, keep: Callable[[Session], None]) -> dict[str, int]:
         expected = max(int(row[8]) if row is not None and isinstance(row[8], int) else 0, len(rows))
         if row is not None:
             _, title, model, system, metadata, created, updated, accessed, _ = row
-            session = Session(id=sid, title=str(title), model=model, system=system, metadata=_json(metadata),
+            session = Session(id=sid, title=str(title), model=model, system=system, metadata=json_or_none(metadata),
                               created=float(created), updated=float(updated), accessed=float(accessed), messages=kept)
         elif kept:  # its row was on a lost page: the messages keep their session
             first, last = kept[0].time, kept[-1].time

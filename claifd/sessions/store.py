@@ -27,6 +27,7 @@ import structlog
 from ..fs import check_wal, ensure_private_dir, is_corruption, quarantine
 from ..sqlite_salvage import inspect, wal_cut
 from .model import Session, SessionMessage, SessionSummary
+from .rows import ROW_ERRORS, json_or_none, lenient_text, message_of
 from .salvage import salvage as salvage_store
 
 __all__ = ["SessionStore", "CreateSession", "AppendMessages", "DeleteSession", "Op", "FILENAME", "DamagedSession"]
@@ -67,7 +68,6 @@ CREATE TABLE IF NOT EXISTS messages (
 
 _SYNCHRONOUS = {0: "off", 1: "normal", 2: "full", 3: "extra"}
 _enc = msgspec.msgpack.Encoder()
-_content_dec = msgspec.msgpack.Decoder(str | list[dict[str, Any]])
 
 
 @dataclass
@@ -191,7 +191,7 @@ class SessionStore:
         self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._reader.execute("PRAGMA query_only = ON")
         # Damaged text must not make every listing fail: it reads with U+FFFD.
-        self._reader.text_factory = _lenient_text
+        self._reader.text_factory = lenient_text
 
     def _quarantine(self, reason: str, *, salvage: bool, wal_only: bool = False) -> None:
         aside = quarantine(self.path, reason, wal_only=wal_only)
@@ -286,7 +286,7 @@ class SessionStore:
         ).fetchall()
         return int(total), [
             SessionSummary(id=r[0], title=r[1], updated=r[2], message_count=r[3], model=r[4],
-                           metadata=_json_or_none(r[5]))
+                           metadata=json_or_none(r[5]))
             for r in rows
         ]
 
@@ -313,20 +313,6 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _lenient_text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
-
-
-def _json_or_none(text: str | None) -> Any:
-    """Stored JSON metadata; None when it is damaged (a listing must not fail for it)."""
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-
-
 def _read_session(db: sqlite3.Connection, session_id: str) -> Session | None:
     row = db.execute(
         "SELECT id, title, model, system, metadata, created, updated, accessed FROM sessions WHERE id = ?",
@@ -336,11 +322,8 @@ def _read_session(db: sqlite3.Connection, session_id: str) -> Session | None:
         return None
     try:
         messages = [
-            SessionMessage(
-                role=role, content=_content_dec.decode(content), time=t, tokens=tokens,
-                metadata=json.loads(meta) if meta else None, pinned=bool(pinned), model=model,
-            )
-            for role, content, t, tokens, meta, pinned, model in db.execute(
+            message_of(*columns)
+            for columns in db.execute(
                 "SELECT role, content, time, tokens, metadata, pinned, model FROM messages "
                 "WHERE session_id = ? ORDER BY seq",
                 (session_id,),
@@ -351,6 +334,6 @@ def _read_session(db: sqlite3.Connection, session_id: str) -> Session | None:
             id=sid, title=title, model=model, system=system, metadata=json.loads(metadata) if metadata else None,
             created=created, updated=updated, accessed=accessed, messages=messages,
         )
-    except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
+    except ROW_ERRORS as exc:
         raise DamagedSession(f"session {session_id} is damaged and cannot be read ({type(exc).__name__}: {exc})") \
             from exc
