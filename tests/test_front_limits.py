@@ -121,6 +121,34 @@ def test_only_its_own_host_and_no_foreign_origin(front: Front) -> None:
     assert httpx.get(front.url + "/v1/models", headers={**auth, "origin": "https://evil.example"}).status_code == 403
 
 
+def test_cors_only_for_the_origins_configured(front: Front) -> None:
+    """A browser page of a listed Origin gets its preflight answered (no
+    token needed for that) and may read the answers; nothing else gets CORS
+    headers."""
+    auth = {"authorization": f"Bearer {front.token}"}
+    preflight = {"origin": "https://app.example", "access-control-request-method": "POST",
+                 "access-control-request-headers": "authorization, content-type"}
+    assert "access-control-allow-origin" not in httpx.get(front.url + "/v1/models", headers=auth).headers
+    assert httpx.options(front.url + "/v1/chat/completions", headers=preflight).status_code == 403
+    with Client(front.daemon.socket) as c:
+        c.config_set("server.http.allowed_origins", ["https://app.example"])
+    answer = httpx.options(front.url + "/v1/chat/completions", headers=preflight)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    assert "POST" in answer.headers["access-control-allow-methods"]
+    assert answer.headers["access-control-allow-headers"] == "authorization, content-type"
+    body = {"model": "echo/x", "messages": [{"role": "user", "content": "hi"}]}
+    done = httpx.post(front.url + "/v1/chat/completions", json=body,
+                      headers={**auth, "origin": "https://app.example"})
+    assert done.status_code == 200
+    assert done.headers["access-control-allow-origin"] == "https://app.example"
+    assert "x-claif-cache-status" in done.headers["access-control-expose-headers"]
+    # Without the token, still refused (the preflight opens nothing else).
+    refused = httpx.get(front.url + "/v1/models", headers={"origin": "https://app.example"})
+    assert refused.status_code == 401
+    assert "access-control-allow-origin" not in httpx.get(front.url + "/v1/models", headers=auth).headers
+
+
 def _flood(front: Front, connections: int, payload: bytes) -> None:
     def one() -> None:
         try:

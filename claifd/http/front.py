@@ -191,6 +191,14 @@ class HttpFront:
 
     async def serve(self, ex: Exchange, authorized: bool, unix: bool) -> None:
         try:
+            if ex.method == "OPTIONS" and "origin" in ex.headers:
+                # A browser's CORS preflight (it carries no token). Its Origin was
+                # admitted, so it is one of server.http.allowed_origins.
+                await ex.respond(200, b"", [
+                    ("access-control-allow-methods", "GET, POST, OPTIONS"),
+                    ("access-control-allow-headers", ex.headers.get("access-control-request-headers", "")[:1000]),
+                    ("access-control-max-age", "600")])
+                return
             if not authorized:
                 raise _Reply(401 if not unix else 403, self._error_doc(
                     ex, 401 if not unix else 403,

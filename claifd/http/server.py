@@ -42,6 +42,11 @@ REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 529: "Overloaded"}
 
 
+# What a web page of an allowed Origin may read of an answer besides the simple headers.
+_EXPOSE = (b"access-control-expose-headers: x-claif-request-id, x-claif-cache-status, x-claif-ignored, "
+           b"x-claif-fallback, x-should-retry, retry-after\r\n")
+
+
 class Limits(NamedTuple):
     max_head: int  # the request line and headers, in bytes
     max_body: int
@@ -88,6 +93,9 @@ class Exchange:
         for name, value in headers:
             out += b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
         out += b"x-claif-request-id: %s\r\n" % self.rid.encode()
+        origin = self.headers.get("origin")
+        if origin is not None:  # admitted, so listed in allowed_origins: a browser may read the answer
+            out += b"access-control-allow-origin: %s\r\nvary: Origin\r\n%s" % (origin.encode("latin-1"), _EXPOSE)
         if not self.keep_alive:
             out += b"connection: close\r\n"
         return out
