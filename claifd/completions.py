@@ -112,7 +112,7 @@ class Completions:
 
     # ------------------------------------------------------------ decisions
 
-    def prepare(self, request: CompletionRequest) -> Prepared:
+    def prepare(self, request: CompletionRequest, front: str = "socket") -> Prepared:
         """Validate and route a request, compute its cache key and deadline (no I/O).
 
         Raises the request's `ClaifdError` (bad_request, shutting_down...).
@@ -144,8 +144,10 @@ class Completions:
             key = cache_key(provider_name, model, request, namespace)
         elif mode == "only":
             raise NotFound("cache mode 'only' but the cache is disabled")
-        return Prepared(request, provider, model, key, namespace, mode, self.request_timeout(request),
-                        optimized or None)
+        prepared = Prepared(request, provider, model, key, namespace, mode, self.request_timeout(request),
+                            optimized or None)
+        prepared.front = front
+        return prepared
 
     def request_timeout(self, request: CompletionRequest) -> float:
         return request.timeout if request.timeout is not None else float(self.config.client.timeout)
@@ -159,19 +161,19 @@ class Completions:
             return None
         entry = self.cache.lookup_memory(prepared.key)
         if entry is not None:
-            self.record_hit(entry, started)
+            self.record_hit(entry, started, prepared.front)
         return entry
 
-    def record_hit(self, entry: MemEntry, started: float) -> None:
+    def record_hit(self, entry: MemEntry, started: float, front: str = "socket") -> None:
         perf = self.perf
         if perf.enabled:
             provider, model = perf.labels(entry.model)
-            self._record(provider, model, "cached-exact", time.perf_counter() - started, entry.input_tokens,
+            self._record(front, provider, model, "cached-exact", time.perf_counter() - started, entry.input_tokens,
                          entry.output_tokens)
 
-    def refused(self, code: str, started: float) -> None:
+    def refused(self, code: str, started: float, front: str = "socket") -> None:
         """A completion request refused before it ran (invalid, unroutable, draining)."""
-        self.perf.request("complete", "", "", code, time.perf_counter() - started)
+        self.perf.request("complete", "", "", code, time.perf_counter() - started, front)
 
     async def run(self, prepared: Prepared, sink: Sink | None = None, memory_probed: bool = False) -> CompletionResponse:
         """Everything but a memory-tier hit, for every front, into `sink`
@@ -194,14 +196,15 @@ class Completions:
         finally:
             if self.perf.enabled:
                 usage = response.usage if response is not None else None
-                self._record(prepared.provider.name, prepared.model, prepared.outcome if outcome == "ok" else outcome,
+                self._record(prepared.front, prepared.provider.name, prepared.model,
+                             prepared.outcome if outcome == "ok" else outcome,
                              time.perf_counter() - prepared.started, usage.input_tokens if usage else 0,
                              usage.output_tokens if usage else 0)
 
-    def _record(self, provider: str, model: str, outcome: str, seconds: float, tokens_in: int,
+    def _record(self, front: str, provider: str, model: str, outcome: str, seconds: float, tokens_in: int,
                 tokens_out: int) -> None:
-        self.perf.request("complete", provider, model, outcome, seconds)
-        self.perf.completion("complete", provider, model, outcome, seconds, tokens_in, tokens_out)
+        self.perf.request("complete", provider, model, outcome, seconds, front)
+        self.perf.completion("complete", provider, model, outcome, seconds, tokens_in, tokens_out, front)
 
     def _first_token(self, prepared: Prepared, on_delta: DeltaCallback) -> DeltaCallback:
         """`on_delta`, timing the first piece of text (time to first token)."""
@@ -330,7 +333,7 @@ class Completions:
                                     self.config, self.prepare, self.perf)
 
     async def session_send(
-        self, request: CompletionRequest, on_delta: DeltaCallback | None
+        self, request: CompletionRequest, on_delta: DeltaCallback | None, front: str = "socket"
     ) -> tuple[CompletionResponse, dict[str, Any]]:
         """`complete` within a session: its context goes upstream, the new
         message and the reply are saved before the reply is returned. The
@@ -342,7 +345,7 @@ class Completions:
 
         async def complete(upstream: CompletionRequest, deltas: DeltaCallback | None) -> CompletionResponse:
             nonlocal ran
-            prepared = self.prepare(upstream)
+            prepared = self.prepare(upstream, front)
             ran = True
             return await self.run(prepared, _Deltas(deltas) if deltas is not None else None)
 
@@ -354,7 +357,7 @@ class Completions:
             )
         except BaseException as exc:
             if not ran:
-                self.refused(_outcome(exc, started, self.request_timeout(request)), started)
+                self.refused(_outcome(exc, started, self.request_timeout(request)), started, front)
             raise
 
 

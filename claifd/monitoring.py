@@ -130,14 +130,15 @@ class _PerfCollector(Collector):
         info = GaugeMetricFamily("claif_build_info", "The daemon's version (always 1).", labels=["version", "python"])
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
-        requests = CounterMetricFamily("claif_requests", "Requests answered, by method, provider, model and outcome "
-                                       "(ok, cached-exact, cached-semantic, coalesced, or an error code).",
-                                       labels=["method", "provider", "model", "outcome"])
+        requests = CounterMetricFamily("claif_requests", "Requests answered, by method, provider, model, outcome "
+                                       "(ok, cached-exact, cached-semantic, coalesced, or an error code) and the "
+                                       "front that asked (socket, openai, anthropic, responses).",
+                                       labels=["method", "provider", "model", "outcome", "front"])
         for labels, hist in list(perf.requests.items()):
             requests.add_metric(list(labels), hist.count)
         yield requests
         yield _histograms("claif_request_duration_seconds", "Whole requests, as the daemon saw them.",
-                          ["method", "provider", "model"], perf.request_seconds())
+                          ["method", "provider", "model", "front"], perf.request_seconds())
         yield _histograms("claif_upstream_duration_seconds", "Upstream calls, all their attempts and waits.",
                           ["provider", "model"], perf.upstream_seconds)
         yield _histograms("claif_time_to_first_token_seconds", "Streamed requests: until the first text.",

@@ -112,9 +112,9 @@ class Perf:
     def __init__(self, prices: Mapping[str, Mapping[str, float]] | None = None, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self.prices = PriceTable(prices or {})
-        # Requests by (method, provider, model, outcome): their durations (the
-        # counts are the histograms' counts; outcomes merge when rendered).
-        self.requests: dict[tuple[str, str, str, str], Histogram] = {}
+        # Requests by (method, provider, model, outcome, front): their durations
+        # (the counts are the histograms' counts; outcomes merge when rendered).
+        self.requests: dict[tuple[str, str, str, str, str], Histogram] = {}
         self.upstream_seconds: dict[tuple[str, str], Histogram] = {}
         self.first_token_seconds: dict[tuple[str, str], Histogram] = {}
         self.attempts: dict[tuple[str, str], int] = {}
@@ -137,13 +137,13 @@ class Perf:
     def __repr__(self) -> str:
         return f"<Perf requests={sum(h.count for h in self.requests.values())} enabled={self.enabled}>"
 
-    def request_seconds(self) -> dict[tuple[str, str, str], Histogram]:
-        """Durations by (method, provider, model), all outcomes together."""
-        merged: dict[tuple[str, str, str], Histogram] = {}
-        for (method, provider, model, _), hist in list(self.requests.items()):
-            into = merged.get((method, provider, model))
+    def request_seconds(self) -> dict[tuple[str, str, str, str], Histogram]:
+        """Durations by (method, provider, model, front), all outcomes together."""
+        merged: dict[tuple[str, str, str, str], Histogram] = {}
+        for (method, provider, model, _, front), hist in list(self.requests.items()):
+            into = merged.get((method, provider, model, front))
             if into is None:
-                into = merged[(method, provider, model)] = Histogram()
+                into = merged[(method, provider, model, front)] = Histogram()
             into.merge(hist)
         return merged
 
@@ -161,12 +161,14 @@ class Perf:
 
     # ------------------------------------------------------------ recording
 
-    def request(self, method: str, provider: str, model: str, outcome: str, seconds: float) -> None:
-        """One request answered (or failed) after `seconds`. The hot path:
-        one dictionary lookup, one histogram update, one append."""
+    def request(self, method: str, provider: str, model: str, outcome: str, seconds: float,
+                front: str = "socket") -> None:
+        """One request answered (or failed) after `seconds`, asked through
+        `front` (socket, openai, anthropic, responses). The hot path: one
+        dictionary lookup, one histogram update, one append."""
         if not self.enabled:
             return
-        _observe(self.requests, (method, provider, model, outcome), seconds)
+        _observe(self.requests, (method, provider, model, outcome, front), seconds)
         now = _monotonic()
         self._recent.append((now, seconds))
         if outcome not in _SUCCESS:
@@ -175,18 +177,18 @@ class Perf:
                                      "at": time.time()})
 
     def completion(self, method: str, provider: str, model: str, outcome: str, seconds: float,
-                   input_tokens: int = 0, output_tokens: int = 0) -> None:
+                   input_tokens: int = 0, output_tokens: int = 0, front: str = "socket") -> None:
         """A completion for the request log (a tuple now, a document when asked)."""
         self.completions.append((time.time(), method, provider, model, outcome, seconds, input_tokens,
-                                 output_tokens))
+                                 output_tokens, front))
 
     def recent_completions(self, limit: int) -> list[dict[str, Any]]:
         rows = list(self.completions)[-limit:]
         out = []
-        for at, method, provider, model, outcome, seconds, tokens_in, tokens_out in rows:
+        for at, method, provider, model, outcome, seconds, tokens_in, tokens_out, front in rows:
             billed = outcome == "ok"  # a hit or a coalesced answer cost nothing more
             out.append({
-                "at": at, "method": method, "provider": provider, "model": model, "outcome": outcome,
+                "at": at, "method": method, "front": front, "provider": provider, "model": model, "outcome": outcome,
                 "cached": outcome.startswith("cached"), "ms": round(seconds * 1000, 3),
                 "input_tokens": tokens_in, "output_tokens": tokens_out,
                 "cost_usd": round(self.prices.cost(f"{provider}/{model}", tokens_in, tokens_out), 6) if billed else 0.0,

@@ -23,7 +23,7 @@ class Prepared:
     and its deadline in seconds."""
 
     __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout", "outcome", "started",
-                 "optimized", "fallback")
+                 "optimized", "fallback", "front")
 
     def __init__(self, request: CompletionRequest, provider: Provider, model: str,
                  key: str | None, namespace: str, mode: str, timeout: float,
@@ -43,6 +43,8 @@ class Prepared:
         self.started = time.perf_counter()
         # {"from", "to", "reason"} while a fallback model answers it (routing.fallbacks).
         self.fallback: dict[str, str] | None = None
+        # Which front asked, for the metrics and the log: socket, openai, anthropic, responses.
+        self.front = "socket"
 
     @property
     def labels(self) -> tuple[str, str]:

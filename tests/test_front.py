@@ -426,12 +426,13 @@ def test_every_request_through_the_front_is_counted_and_logged(front: Front, wir
     def value(name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
-    these = {"method": "complete", "provider": "openai", "model": "gpt-4o-mini"}
+    these = {"method": "complete", "provider": "openai", "model": "gpt-4o-mini", "front": wire}
     assert value("claif_requests_total", **these, outcome="ok") == 1
     assert value("claif_requests_total", **these, outcome="cached-exact") == 1
-    assert value("claif_requests_total", method="complete", provider="", model="", outcome="bad_request") == 1
+    assert value("claif_requests_total", method="complete", provider="", model="", outcome="bad_request",
+                 front=wire) == 1
     assert value("claif_request_duration_seconds_count", **these) == 2  # (the refusal has no model)
     assert value("claif_time_to_first_token_seconds_count", provider="openai",
                  model="gpt-4o-mini") == (2 if stream else 0)
-    assert [(row["model"], row["outcome"], row["output_tokens"]) for row in log] == [
-        ("gpt-4o-mini", "ok", 5), ("gpt-4o-mini", "cached-exact", 5)]
+    assert [(row["model"], row["outcome"], row["output_tokens"], row["front"]) for row in log] == [
+        ("gpt-4o-mini", "ok", 5, wire), ("gpt-4o-mini", "cached-exact", 5, wire)]

@@ -185,17 +185,17 @@ def test_metrics_after_scripted_traffic(upstream_daemon: DaemonProcess, sim: Sim
     def value(name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
-    assert value("claif_requests_total", method="complete", provider="openai", model="m", outcome="ok") == 2
-    assert value("claif_requests_total", method="complete", provider="openai", model="m",
+    assert value("claif_requests_total", method="complete", provider="openai", model="m", front="socket", outcome="ok") == 2
+    assert value("claif_requests_total", method="complete", provider="openai", model="m", front="socket",
                  outcome="cached-exact") == 1
-    assert value("claif_requests_total", method="complete", provider="openai", model="m", outcome="coalesced") == 2
-    assert value("claif_requests_total", method="complete", provider="openai", model="m",
+    assert value("claif_requests_total", method="complete", provider="openai", model="m", front="socket", outcome="coalesced") == 2
+    assert value("claif_requests_total", method="complete", provider="openai", model="m", front="socket",
                  outcome="upstream_error") == 1
     assert value("claif_upstream_attempts_total", provider="anthropic", status="429") == 1
     assert value("claif_upstream_attempts_total", provider="anthropic", status="200") == 2
     assert value("claif_upstream_retries_total", provider="anthropic") == 1
-    assert value("claif_request_duration_seconds_count", method="complete", provider="openai", model="m") == 6
-    assert value("claif_request_duration_seconds_bucket", method="complete", provider="openai", model="m",
+    assert value("claif_request_duration_seconds_count", method="complete", provider="openai", model="m", front="socket") == 6
+    assert value("claif_request_duration_seconds_bucket", method="complete", provider="openai", model="m", front="socket",
                  le="+Inf") == 6
     assert value("claif_upstream_duration_seconds_count", provider="anthropic", model="m") == 2
     assert value("claif_time_to_first_token_seconds_count", provider="anthropic", model="m") == 1
@@ -230,8 +230,8 @@ def test_metrics_recording_can_be_turned_off(daemon_factory) -> None:  # type: i
         assert not any(k[0] == "claif_requests_total" for k in samples_of(c.metrics()))
         c.config_set("metrics.enabled", True)
         c.complete("a")
-        assert samples_of(c.metrics())[("claif_requests_total", (("method", "complete"), ("model", "default"),
-                                                                  ("outcome", "cached-exact"),
+        assert samples_of(c.metrics())[("claif_requests_total", (("front", "socket"), ("method", "complete"),
+                                                                  ("model", "default"), ("outcome", "cached-exact"),
                                                                   ("provider", "echo")))] == 1
 
 

@@ -64,6 +64,8 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 429: "rate_limit_exceeded"}
 _CHAT, _MESSAGES = "/v1/chat/completions", "/v1/messages"
+# The completion routes, as the `front` label of the metrics and the log.
+_FRONTS = {_CHAT: "openai", _MESSAGES: "anthropic"}
 # A refusal decided in the front, as the daemon's error code (for the metrics).
 _REPLY_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
 class _Reply(Exception):
@@ -169,7 +171,7 @@ class HttpFront:
             if ask.stream or ask.n > 1:
                 return None
             work = _work(ex)
-            prepared = work.prepared = self.completions.prepare(ask.request)
+            prepared = work.prepared = self.completions.prepare(ask.request, _FRONTS[ex.path])
         except Exception:
             return None  # answered (with its error) by `serve`
         entry = self.completions.try_hit(prepared, ex.t0)
@@ -218,9 +220,10 @@ class HttpFront:
         """A completion request that failed before the pipeline had it is
         counted too (the pipeline records the rest)."""
         work = _work(ex)
-        if not work.recorded and ex.method == "POST" and ex.path in (_CHAT, _MESSAGES):
+        front = _FRONTS.get(ex.path)
+        if not work.recorded and ex.method == "POST" and front is not None:
             work.recorded = True
-            self.completions.refused(code, ex.t0)
+            self.completions.refused(code, ex.t0, front)
 
     async def _fail(self, ex: Exchange, exc: BaseException) -> None:
         info = error_info(exc)
@@ -287,7 +290,8 @@ class HttpFront:
         work = _work(ex)
         work.recorded = True
         if request.session is not None:
-            response, _ = await completions.session_send(request, sink.delta if sink and sink.streaming else None)
+            response, _ = await completions.session_send(request, sink.delta if sink and sink.streaming else None,
+                                                         _FRONTS[ex.path])
             if sink is not None:
                 await sink.done(response)
             return response
@@ -296,9 +300,9 @@ class HttpFront:
             # The inline attempt prepared the request itself (choice 0's is the request).
             prepared = work.prepared if request is work.ask.request else None
             if prepared is None:
-                prepared = completions.prepare(request)
+                prepared = completions.prepare(request, _FRONTS[ex.path])
         except Exception as exc:
-            completions.refused(error_info(exc).code, ex.t0)
+            completions.refused(error_info(exc).code, ex.t0, _FRONTS[ex.path])
             raise
         if status is not None:
             status.prepared = prepared

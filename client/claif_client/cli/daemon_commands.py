@@ -174,7 +174,7 @@ def _cmd_log(client: Client, args: argparse.Namespace) -> int:
     for row in rows:
         when = time.strftime("%H:%M:%S", time.localtime(row["at"]))
         model = f"{row['provider']}/{row['model']}" if row["provider"] else row["model"] or "-"
-        print(f"{when}  {model:<36} {row['outcome']:<14} {row['ms']:>9.1f} ms  "
+        print(f"{when}  {row.get('front', 'socket'):<9} {model:<36} {row['outcome']:<14} {row['ms']:>9.1f} ms  "
               f"{row['input_tokens']:>6} in {row['output_tokens']:>6} out  ${row['cost_usd']:.6f}")
     return 0
 
