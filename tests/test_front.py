@@ -194,6 +194,8 @@ def test_errors_are_the_sdks_own_classes(front: Front, sim: Sim) -> None:
     with pytest.raises(openai.RateLimitError) as rate:
         oa.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "rl"}])
     assert rate.value.response.headers["retry-after"] == "3"
+    assert rate.value.response.headers["retry-after-ms"] == "3000"
+    assert rate.value.response.headers["x-should-retry"] == "false"
     sim.configure(errors=[529])
     with pytest.raises(anthropic.InternalServerError) as overloaded:
         an.messages.create(model=CLAUDE, max_tokens=9, messages=[{"role": "user", "content": "ov"}])
@@ -436,3 +438,34 @@ def test_every_request_through_the_front_is_counted_and_logged(front: Front, wir
                  model="gpt-4o-mini") == (2 if stream else 0)
     assert [(row["model"], row["outcome"], row["output_tokens"], row["front"]) for row in log] == [
         ("gpt-4o-mini", "ok", 5, wire), ("gpt-4o-mini", "cached-exact", 5, wire)]
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_one_sdk_call_costs_no_more_attempts_than_one_claif_ask(front: Front, sim: Sim, wire: str) -> None:
+    """Against a 429 storm, an SDK with its default retries makes no more
+    upstream attempts than the daemon's own policy (4), not 4 x 3: the
+    daemon's answer says x-should-retry: false, with the upstream's wait."""
+    with Client(front.daemon.socket) as c:
+        c.config_set("retry.base_delay", 0.01)
+        attempts = c.config_get("retry.max_attempts")["value"]
+    sim.configure(errors=[429] * 50, retry_after=0.05)
+    before = sim.stats()["requests"]
+    if wire == "openai":
+        sdk = openai.OpenAI(base_url=front.url + "/v1", api_key=front.token)  # its default: 2 retries
+        with pytest.raises(openai.RateLimitError) as failed:
+            sdk.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "storm"}])
+    else:
+        an = anthropic.Anthropic(base_url=front.url, api_key=front.token)
+        with pytest.raises(anthropic.RateLimitError) as failed:  # type: ignore[assignment]
+            an.messages.create(model=CLAUDE, max_tokens=9, messages=[{"role": "user", "content": "storm"}])
+    made = int(sim.stats()["requests"]) - before  # type: ignore[call-overload]
+    assert made == attempts == 4, made
+    headers = failed.value.response.headers
+    assert headers["x-should-retry"] == "false"
+    assert headers["retry-after-ms"] == "50" and headers["retry-after"] == "1"
+    time.sleep(0.1)  # the key's rest (the 429's retry-after) is over: the socket's call starts as fresh
+    with Client(front.daemon.socket) as c:
+        socket_before = sim.stats()["requests"]
+        with pytest.raises(Exception):
+            c.complete("storm again", model=GPT)
+    assert int(sim.stats()["requests"]) - socket_before == attempts  # type: ignore[call-overload]

@@ -27,6 +27,7 @@ Per request, headers steer the cache: `x-claif-cache: use|refresh|bypass|only`,
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -66,6 +67,9 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
 _CHAT, _MESSAGES = "/v1/chat/completions", "/v1/messages"
 # The completion routes, as the `front` label of the metrics and the log.
 _FRONTS = {_CHAT: "openai", _MESSAGES: "anthropic"}
+# Errors the daemon's retry policy has already retried (or, for an open
+# circuit, decided not to): the caller should not retry them again.
+_RETRIED = frozenset({"rate_limited", "upstream_error", "timeout", "tls_error", "circuit_open"})
 # A refusal decided in the front, as the daemon's error code (for the metrics).
 _REPLY_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
 class _Reply(Exception):
@@ -238,8 +242,7 @@ class HttpFront:
             await ex.sse(doc, "error" if _anthropic(ex) else None)
             await ex.end()
             return
-        headers = [("retry-after", f"{info.retry_after:g}")] if info.retry_after is not None else []
-        await ex.respond(status, self._error_doc(ex, status, info.message), headers)
+        await ex.respond(status, self._error_doc(ex, status, info.message), _retry_headers(info.code, info.retry_after))
 
     @staticmethod
     def _error_doc(ex: Exchange, status: int, message: str) -> dict[str, Any]:
@@ -337,6 +340,20 @@ class HttpFront:
         model, rid = ask.request.model or "", "msg_" + ex.rid
         sink = AnthropicStream(ex, model, rid, []) if ask.stream else AnthropicJSON(ex, model, rid, [])
         await self._run(ex, ask.request, sink, sink)
+
+
+def _retry_headers(code: str, retry_after: float | None) -> list[tuple[str, str]]:
+    """What an SDK needs to decide whether to try again. An error the daemon's
+    own retry policy already had (a 429, a 5xx, a timeout, an open circuit)
+    says `x-should-retry: false`: the SDK's retries on top would multiply the
+    upstream attempts. The wait is the upstream's own, in whole seconds
+    (`retry-after`, as RFC 9110 has it) and in milliseconds (`retry-after-ms`,
+    which the official SDKs read first)."""
+    headers = [("x-should-retry", "false")] if code in _RETRIED else []
+    if retry_after is not None:
+        wait = max(retry_after, 0.0)
+        headers += [("retry-after", str(math.ceil(wait))), ("retry-after-ms", str(round(wait * 1000)))]
+    return headers
 
 
 async def _each(n: int, run: Callable[[int], Coroutine[Any, Any, Any]]) -> None:

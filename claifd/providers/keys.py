@@ -27,6 +27,8 @@ __all__ = ["KeyRing"]
 DEFAULT_COOLDOWN = 0.0
 
 
+_TIMER_SLACK = 0.002
+
 class _Key:
     __slots__ = ("value", "resting_until", "refused", "uses")
 
@@ -74,7 +76,9 @@ class KeyRing:
                 f"no API key for {self.name}: the daemon reads providers.{self.name}.api_key (or api_keys) from its "
                 f"config (`claif keys set {self.name}`){env}; a key exported in your shell does not reach a daemon "
                 f"already running")
-        now = self.clock()
+        # (A wait the retry policy slept may end a hair early: the event loop's
+        # timers have millisecond resolution.)
+        now = self.clock() + _TIMER_SLACK
         count = len(self.keys)
         for step in range(count):
             key = self.keys[(self._next + step) % count]
