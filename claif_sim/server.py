@@ -136,7 +136,9 @@ async def _route(ex: _Exchange, req: h11.Request, body: bytes, state: SimState) 
         await _completion(ex, path, headers, body, state, target)
     elif method == "POST" and path == "/v1/messages/count_tokens":
         try:
-            await ex.respond(200, {"input_tokens": _prompt_tokens(json.loads(body))})
+            doc = json.loads(body)
+            state.recent.append({"path": path, "body": doc, "target": target, "received": time.monotonic()})
+            await ex.respond(200, {"input_tokens": _prompt_tokens(doc)})
         except (ValueError, AttributeError) as exc:
             await ex.respond(400, _error_doc(True, 400, f"invalid body: {exc}"))
     elif method == "POST" and path == "/v1/embeddings":

@@ -36,7 +36,7 @@ from .http.metrics import MetricsEndpoint
 from .logs import set_level
 from .perf import Perf
 from .pool import HttpPool
-from .providers import AnthropicProvider, OpenAIProvider, Providers
+from .providers import OpenAIProvider, Providers
 from .semantic.service import SemanticCache
 from .sessions import requests as session_requests
 from .sessions.service import SessionService
@@ -82,8 +82,7 @@ class App:
                                     self.cache, self.semantic, self.sessions, lambda: self.settings.last_error)
         self.metrics_http = MetricsEndpoint(self.metrics_text, self.health.report, self.state.tasks.spawn)
         self.front = HttpFront(self.completions, lambda: self.catalog.list(), self.metrics_text, self.health.report,
-                               lambda: self.state.allowed_uids, self._count_tokens,
-                               settings.global_path.parent)
+                               lambda: self.state.allowed_uids, settings.global_path.parent)
         self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf)
         self.dispatch = Dispatch()
         self.completion_requests = CompletionRequests(self.completions)
@@ -160,13 +159,6 @@ class App:
             raise NotConfigured("the openai embedder needs a provider of type openai")
         assert isinstance(provider, OpenAIProvider)
         return await provider.embeddings(model, texts)
-
-    async def _count_tokens(self, body: bytes) -> tuple[int, bytes]:
-        """The front's count_tokens: Anthropic's, through the `anthropic` provider."""
-        provider = self.providers.of_type(AnthropicProvider, "anthropic")
-        if not isinstance(provider, AnthropicProvider):
-            return 404, b'{"type":"error","error":{"type":"not_found_error","message":"no provider of type anthropic"}}'
-        return await provider.count_tokens(body)
 
     def metrics_text(self) -> str:
         return monitoring.metrics_text(self.status, self.cache_stats, self.perf)

@@ -166,6 +166,13 @@ def test_cross_wire_translation_reaches_upstream_in_its_own_format(front: Front,
             {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"query\":\"q\"}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "r"}]
 
+    # System blocks reach an OpenAI upstream as paragraphs, not run together.
+    front.anthropic().messages.create(model=GPT, max_tokens=50, messages=[{"role": "user", "content": "q2"}],
+                                      system=[{"type": "text", "text": "You are terse."},
+                                              {"type": "text", "text": "Second block."}])
+    body = sim.requests()[-1]["body"]
+    assert body["messages"][0] == {"role": "system", "content": "You are terse.\n\nSecond block."}  # type: ignore[index]
+
 
 def test_openai_only_fields_pass_through_to_openai(front: Front, sim: Sim) -> None:
     front.openai().chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}], seed=7,
@@ -255,6 +262,27 @@ def test_cache_headers_models_metrics_health_count_tokens(front: Front, sim: Sim
     assert httpx.get(front.url + "/health", headers=h).json()["status"] in ("healthy", "warning")
     count = front.anthropic().messages.count_tokens(model="claude-x", messages=[{"role": "user", "content": "a b c"}])
     assert count.input_tokens == 3
+    assert sim.requests()[-1]["path"].endswith("/count_tokens")
+    count = front.anthropic().messages.count_tokens(model=CLAUDE, messages=[{"role": "user", "content": "a b c d"}])
+    assert count.input_tokens == 4 and sim.requests()[-1]["body"]["model"] == "claude-sonnet-4-5"  # type: ignore[index]
+    # Any other model: an estimate, said so, and nothing sent to Anthropic.
+    seen = len(sim.requests())
+    for model in (GPT, "echo/x"):
+        raw = front.anthropic().messages.with_raw_response.count_tokens(
+            model=model, system="be brief", messages=[{"role": "user", "content": "x" * 40}])
+        assert raw.parse().input_tokens == 10 + 4 + 2 and "estimate" in raw.headers["x-claif-estimate"]
+    assert len(sim.requests()) == seen
+
+
+def test_one_model_by_id(front: Front) -> None:
+    """models.retrieve: the openai SDK percent-encodes the slash."""
+    oa = front.openai()
+    assert oa.models.retrieve("echo/default").id == "echo/default"
+    assert oa.models.retrieve("openai/gpt-4o-mini").id == "openai/gpt-4o-mini"
+    with pytest.raises(openai.NotFoundError):
+        oa.models.retrieve("openai/no-such-model")
+    an = front.anthropic().models.retrieve("echo/default")
+    assert an.id == "echo/default" and an.type == "model"
 
 
 def test_session_header_keeps_a_conversation(front: Front, sim: Sim) -> None:

@@ -4,8 +4,9 @@ use the daemon's cache, pool and sessions by changing a base URL.
 
     POST /v1/chat/completions      OpenAI Chat Completions (JSON; SSE with "stream": true)
     POST /v1/messages              Anthropic Messages (JSON; SSE, the documented event sequence)
-    POST /v1/messages/count_tokens passed through to Anthropic
+    POST /v1/messages/count_tokens Anthropic's count for its models, an estimate (said so) for others
     GET  /v1/models                both shapes (Anthropic's when anthropic-version is sent)
+    GET  /v1/models/{id}           one of them (the id percent-encoded, as the openai SDK sends it)
     GET  /metrics, GET /health     as `metrics.listen`
 
 Any model through either wire: a request is read into the daemon's shape
@@ -30,6 +31,7 @@ import itertools
 import math
 import secrets
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -40,14 +42,17 @@ import structlog
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 from claif_client.shapes import anthropic_response, openai_response
-from claif_client.wire import choice_request
+from claif_client.wire import WireError, anthropic_request, choice_request
 
 from ..completions import Completions, Sink
 from ..config import HttpFrontConfig
-from ..errors import error_info
+from ..content import text_of
+from ..errors import BadRequest, error_info
 from ..monitoring import CONTENT_TYPE
+from ..providers import AnthropicProvider
+from ..sessions.context import estimate_text, estimate_tokens
 from .auth import TOKEN_FILE, host_and_origin, load_token, peer_uid_in, token_matches
-from .reading import _work, read_chat, read_messages
+from .reading import _decode, _work, read_chat, read_messages
 from .server import Exchange, Gone, HttpServer, Limits
 from .sinks import Answer, AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
 
@@ -84,7 +89,7 @@ class _Reply(Exception):
 
 def _anthropic(ex: Exchange) -> bool:
     """The request's errors and model list take Anthropic's shape."""
-    return ex.path.startswith(_MESSAGES) or (ex.path == "/v1/models" and "anthropic-version" in ex.headers)
+    return ex.path.startswith(_MESSAGES) or (ex.path.startswith("/v1/models") and "anthropic-version" in ex.headers)
 
 
 class HttpFront:
@@ -92,14 +97,12 @@ class HttpFront:
 
     def __init__(self, completions: Completions, models: Callable[[], Awaitable[dict[str, Any]]],
                  metrics: Callable[[], str], health: Callable[[], Awaitable[dict[str, Any]]],
-                 allowed_uids: Callable[[], frozenset[int]], count_tokens: Callable[[bytes], Awaitable[tuple[int, bytes]]],
-                 config_dir: Path) -> None:
+                 allowed_uids: Callable[[], frozenset[int]], config_dir: Path) -> None:
         self.completions = completions
         self.models = models
         self.metrics = metrics
         self.health = health
         self.allowed_uids = allowed_uids
-        self.count_tokens = count_tokens
         self.config_dir = config_dir
         self.server = HttpServer(self, "front")
         self.token: str | None = None
@@ -260,10 +263,11 @@ class HttpFront:
         elif method == "POST" and path == _MESSAGES:
             await self._messages(ex)
         elif method == "POST" and path == "/v1/messages/count_tokens":
-            status, body = await self.count_tokens(ex.body)
-            await ex.respond(status, body, [])
+            await self._count_tokens(ex)
         elif method == "GET" and path == "/v1/models":
             await ex.respond(200, await self._models(ex), [])
+        elif method == "GET" and path.startswith("/v1/models/"):
+            await ex.respond(200, await self._model(ex, urllib.parse.unquote(path[len("/v1/models/"):])), [])
         elif method == "GET" and path == "/metrics":
             await ex.respond(200, self.metrics().encode(), [], CONTENT_TYPE)
         elif method == "GET" and path == "/health":
@@ -276,11 +280,49 @@ class HttpFront:
         listing = await self.models()
         ids = [m["id"] for m in listing["models"]]
         if _anthropic(ex):
-            data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"} for i in ids]
+            data = [_anthropic_model(i) for i in ids]
             return {"data": data, "has_more": False, "first_id": ids[0] if ids else None,
                     "last_id": ids[-1] if ids else None}
-        return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": i.split("/")[0]}
-                                           for i in ids]}
+        return {"object": "list", "data": [_openai_model(i) for i in ids]}
+
+    async def _count_tokens(self, ex: Exchange) -> None:
+        """Anthropic's count_tokens for the model it routes to: an Anthropic
+        provider counts (its own model name in the body); for any other model
+        the daemon estimates (4 characters a token, as its session budgets
+        do) and says so in `x-claif-estimate`. Never sent to a provider that
+        does not serve the model."""
+        doc = _decode(ex)
+        try:
+            request, _ = anthropic_request(doc)
+        except WireError as exc:
+            raise BadRequest(str(exc)) from None
+        completions = self.completions
+        config = completions.config
+        name, model = completions.providers.resolve(request.model, config.client.model, config.models)
+        provider = completions.providers.get(name)
+        if isinstance(provider, AnthropicProvider):
+            status, body = await provider.count_tokens(msgspec.json.encode({**doc, "model": model}))
+            await ex.respond(status, body, [])
+            return
+        tokens = sum(estimate_tokens(m) for m in request.messages) + estimate_text(text_of(request.system, "\n\n"))
+        if request.tools:
+            tokens += estimate_text(msgspec.json.encode(request.tools).decode())
+        await ex.respond(200, {"input_tokens": tokens}, [
+            ("x-claif-estimate", f"{name}/{model} is not served by Anthropic: an estimate (4 characters a token)")])
+
+    async def _model(self, ex: Exchange, wanted: str) -> dict[str, Any]:
+        """`GET /v1/models/{id}` (the openai SDK sends "openai%2Fgpt-4o" for
+        "openai/gpt-4o"): a listed id, or a bare name listed under exactly
+        one provider; else 404, as the APIs answer."""
+        ids = [m["id"] for m in (await self.models())["models"]]
+        found = wanted if wanted in ids else None
+        if found is None and "/" not in wanted:
+            matches = [i for i in ids if i.split("/", 1)[-1] == wanted]
+            found = matches[0] if len(matches) == 1 else None
+        if found is None:
+            raise _Reply(404, self._error_doc(ex, 404, f"model {wanted[:200]!r} is not in this daemon's list "
+                                                       f"(claif models)"))
+        return _anthropic_model(found) if "anthropic-version" in ex.headers else _openai_model(found)
 
     # ------------------------------------------------------------ running
 
@@ -340,6 +382,14 @@ class HttpFront:
         model, rid = ask.request.model or "", "msg_" + ex.rid
         sink = AnthropicStream(ex, model, rid, []) if ask.stream else AnthropicJSON(ex, model, rid, [])
         await self._run(ex, ask.request, sink, sink)
+
+
+def _openai_model(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": model_id.split("/")[0]}
+
+
+def _anthropic_model(model_id: str) -> dict[str, Any]:
+    return {"type": "model", "id": model_id, "display_name": model_id, "created_at": "1970-01-01T00:00:00Z"}
 
 
 def _retry_headers(code: str, retry_after: float | None) -> list[tuple[str, str]]:

@@ -58,12 +58,12 @@ def _json_args(raw: Any) -> Any:
         return raw
 
 
-def _text(content: Any) -> str:
+def _text(content: Any, sep: str = "") -> str:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return sep.join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
 
 
 # ------------------------------------------------------------- content parts
@@ -165,7 +165,7 @@ def messages_to_openai(system: Any, messages: list[Message]) -> list[dict[str, A
     become an assistant's `tool_calls`, tool_result blocks `tool` messages."""
     out: list[dict[str, Any]] = []
     if system is not None:
-        out.append({"role": "system", "content": _text(system)})
+        out.append({"role": "system", "content": _text(system, "\n\n")})  # blocks: paragraphs
     for m in messages:
         content = m.content
         if isinstance(content, str) or not any(
