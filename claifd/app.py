@@ -144,6 +144,9 @@ class App:
         attach("health", self.health.reconfigure)
         attach("metrics", self._reconfigure_metrics)
         attach("server.http", self.front.reconfigure)
+        self.health.listen_errors = lambda: {"http": self.front.server.error, "metrics": self.metrics_http.server.error}
+        self.live_config.probes["server.http.listen"] = self.front.server.can_listen
+        self.live_config.probes["metrics.listen"] = self.metrics_http.server.can_listen
         attach("prices", lambda _: self.perf.set_prices(_price_table(self.config)))
         attach("", self.completions.reconfigure)
         attach("", self.completion_requests.reconfigure)
@@ -196,6 +199,7 @@ class App:
             "performance": self.perf.summary(),
             "process": self._process_figures(),
             "metrics_listen": self.metrics_http.address,
+            "metrics_listen_error": self.metrics_http.server.error,
             "http": self.front.info(),
         }
 

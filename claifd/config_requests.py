@@ -39,6 +39,9 @@ class LiveConfig:
         self._lock = anyio.Lock()
         # (before, after) a reload: the daemon tells systemd (RELOADING=1 ... READY=1).
         self.around_reload: tuple[Callable[[], None], Callable[[], None]] | None = None
+        # Checks of the world a value must pass before `config set` accepts it,
+        # by key: why not, or None (a listen address another process holds).
+        self.probes: dict[str, Callable[[Any], str | None]] = {}
 
     def __repr__(self) -> str:
         return f"<LiveConfig generation={self.settings.generation} error={self.settings.last_error!r}>"
@@ -87,6 +90,10 @@ class LiveConfig:
     async def on_set(self, msg: ConfigSet, conn: Conn, _: None) -> Result:
         if msg.scope not in _SCOPES:
             raise BadRequest(f"unknown scope {msg.scope!r} (runtime, project or global)")
+        probe = self.probes.get(msg.key)
+        why = await anyio.to_thread.run_sync(probe, msg.value) if probe is not None else None
+        if why is not None:
+            raise BadRequest(f"config not changed: {why}")
         try:
             changes = await self.set(msg.key, msg.value, msg.scope)  # type: ignore[arg-type]
         except ConfigError as exc:

@@ -97,6 +97,8 @@ class HealthMonitor:
         self.first_run = anyio.Event()
         self._wakeup = anyio.Event()
         self._process = psutil.Process()
+        # Why a wanted listener is not open, by name ("http", "metrics"); the app sets it.
+        self.listen_errors: Callable[[], dict[str, str | None]] = dict
 
     def __repr__(self) -> str:
         return f"<HealthMonitor runs={self.runs} probes={len(self.probes)}>"
@@ -331,8 +333,10 @@ class HealthMonitor:
         draining = self.state.draining
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         fds = self.state.open_fds
+        listening = [f"{name}: {why}" for name, why in self.listen_errors().items() if why]
         return [
             _check("config", "warning" if error else "ok", f"last edit rejected: {error}" if error else ""),
+            _check("listeners", "warning" if listening else "ok", "; ".join(listening)),
             _check("draining", "warning" if draining else "ok", "shutting down" if draining else ""),
             self._semantic_check(),
             _check("file_descriptors", "warning" if limit > 0 and fds >= 0.9 * limit else "ok",

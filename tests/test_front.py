@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ import openai
 import pytest
 
 from claif_client import Client
+from claif_client.errors import BadRequest
 
-from .conftest import DaemonProcess, Sim, sim_env
+from .conftest import DaemonProcess, Sim, eventually, sim_env
 from .test_monitoring import samples_of
 
 GPT = "openai/gpt-4o-mini"
@@ -497,3 +499,59 @@ def test_one_sdk_call_costs_no_more_attempts_than_one_claif_ask(front: Front, si
         with pytest.raises(Exception):
             c.complete("storm again", model=GPT)
     assert int(sim.stats()["requests"]) - socket_before == attempts  # type: ignore[call-overload]
+
+
+def _busy_port() -> socket.socket:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder
+
+
+def _unix_get(path: str, url: str) -> httpx.Response:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=path)) as unix:
+        return unix.get("http://claifd" + url)
+
+
+def test_a_port_clash_is_refused_and_never_takes_the_front_down(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    """A clash at start-up or in an edited file leaves the front's Unix
+    socket serving, and status and health say what failed; `config set` to a
+    port another process holds is refused with the reason."""
+    holders = [_busy_port(), _busy_port()]
+    busy = ["127.0.0.1:%d" % h.getsockname()[1] for h in holders]
+    d = daemon_factory(env=sim_env(sim, CLAIF_SERVER__HTTP__ENABLED="true"), start=False)
+    config = d.home / ".claif" / "config.json"
+    config.parent.mkdir(exist_ok=True)
+
+    def listen_in_file(address: str) -> None:
+        config.write_text(json.dumps({"server": {"http": {"listen": address}}}))
+
+    listen_in_file(busy[0])
+    d.start()
+    try:
+        with Client(d.socket) as c:
+            http = c.status()["http"]
+            assert http["enabled"] and http["listen"] is None and "cannot listen on " + busy[0] in http["error"]
+            check = next(x for x in c.health()["checks"] if x["name"] == "listeners")
+            assert check["status"] == "warning" and busy[0] in check["detail"]
+            assert _unix_get(http["socket"], "/health").status_code == 200
+            for key in ("server.http.listen", "metrics.listen"):
+                with pytest.raises(BadRequest, match="config not changed: cannot listen on .*in use"):
+                    c.config_set(key, busy[1])
+            assert c.config_get("metrics.listen")["value"] == ""
+            listen_in_file(busy[1])
+            c.config_reload()
+            assert eventually(lambda: busy[1] in (c.status()["http"]["error"] or ""))
+            assert _unix_get(http["socket"], "/health").status_code == 200
+    finally:
+        for holder in holders:
+            holder.close()
+    with Client(d.socket) as c:
+        listen_in_file("127.0.0.1:0")
+        c.config_reload()
+        address = eventually(lambda: c.status()["http"]["listen"])
+        assert c.status()["http"]["error"] is None
+        assert next(x for x in c.health()["checks"] if x["name"] == "listeners")["status"] == "ok"
+        token = (d.home / ".claif" / "http-token").read_text().strip()
+    assert httpx.get(f"http://{address}/v1/models", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    assert d.stop() == 0

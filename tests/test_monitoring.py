@@ -24,7 +24,8 @@ from claif_client import Client, UpstreamError
 from .conftest import DaemonProcess, Sim, eventually, sim_env, start_sim
 from .test_cli import CLAIF, claif
 
-BASE_CHECKS = {"config", "draining", "cache_disk", "sessions", "disk_space", "memory", "file_descriptors", "semantic_cache"}
+BASE_CHECKS = {"config", "draining", "cache_disk", "sessions", "disk_space", "memory", "file_descriptors", "semantic_cache",
+               "listeners"}
 
 
 def samples_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

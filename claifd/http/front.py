@@ -119,7 +119,8 @@ class HttpFront:
 
     def info(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "socket": self.server.socket_path, "listen": self.server.address,
-                "token_file": str(self.config_dir / TOKEN_FILE) if self.token else None, "served": self.served}
+                "token_file": str(self.config_dir / TOKEN_FILE) if self.token else None, "served": self.served,
+                "error": self.server.error}
 
     async def start(self, task_group: anyio.abc.TaskGroup, config: HttpFrontConfig, default_socket: str) -> None:
         self._default_socket = default_socket

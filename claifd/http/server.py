@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import stat
 import time
 from collections import deque
@@ -437,6 +438,7 @@ class HttpServer:
         self.buffered = 0  # request body bytes held over all connections
         self.turned_away = 0  # connections closed at once: over `max_connections`
         self.too_slow = 0  # connections closed: head or body past its deadline
+        self.error: str | None = None  # why a wanted listener is not open (status, health)
         self._wanted: tuple[str, str] = ("", "")
         self._scope: anyio.CancelScope | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -445,51 +447,80 @@ class HttpServer:
     def __repr__(self) -> str:
         return f"<HttpServer {self.name} socket={self.socket_path} listen={self.address}>"
 
-    async def start(self, task_group: anyio.abc.TaskGroup, socket: str, listen: str) -> None:
+    async def start(self, task_group: anyio.abc.TaskGroup, path: str, listen: str) -> None:
         """Listen, and wait (up to 5 s) until the listeners are open or failed."""
         self._task_group = task_group
-        self.want(socket, listen)
-        if socket or listen:
+        self.want(path, listen)
+        if path or listen:
             with anyio.move_on_after(5):
                 await self._opened.wait()
 
-    def want(self, socket: str, listen: str) -> None:
+    def want(self, path: str, listen: str) -> None:
         """Listen on these ("" for neither: closed)."""
-        wanted = (socket, listen)
+        wanted = (path, listen)
         if wanted == self._wanted:
             return
         self._wanted = wanted
+        self.error = None
         if self._scope is not None:
             self._scope.cancel()
             self._scope = None
             log.info("HTTP listener closed", server=self.name, socket=self.socket_path, listen=self.address)
             self.socket_path = self.address = None
-        if (socket or listen) and self._task_group is not None:
+        if (path or listen) and self._task_group is not None:
             self._opened = anyio.Event()
             scope = self._scope = anyio.CancelScope()
-            self._task_group.start_soon(self._open, socket, listen, scope)
+            self._task_group.start_soon(self._open, path, listen, scope)
+
+    def can_listen(self, listen: Any) -> str | None:
+        """Why `listen` ("HOST:PORT") cannot be listened on (a port another
+        process holds, an address not of this machine), or None: asked before
+        a config change is accepted, so a clash is refused, not applied."""
+        if not listen or listen == self.address:
+            return None
+        try:
+            host, port = parse_listen(str(listen))
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, kind, proto, _, address = infos[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener will
+                probe.bind(address)
+        except (OSError, ValueError) as exc:
+            return f"cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}"
+        return None
 
     async def _open(self, path: str, listen: str, scope: anyio.CancelScope) -> None:
+        """Each listener on its own: a TCP port another process holds does not
+        take the Unix socket down with it; what failed is `error`."""
         loop = asyncio.get_running_loop()
         servers: list[asyncio.AbstractServer] = []
+        errors: list[str] = []
         with scope:
             try:
                 if path:
-                    if os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
-                        os.unlink(path)  # ours, from an earlier run (the daemon's lock guards the directory)
-                    servers.append(await loop.create_unix_server(lambda: Connection(self, unix=True), path))
-                    os.chmod(path, 0o600)
-                    self.socket_path = path
+                    try:
+                        if os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
+                            os.unlink(path)  # ours, from an earlier run (the daemon's lock guards the directory)
+                        servers.append(await loop.create_unix_server(lambda: Connection(self, unix=True), path))
+                        os.chmod(path, 0o600)
+                        self.socket_path = path
+                    except OSError as exc:
+                        errors.append(f"cannot listen on {path}: {exc.strerror or exc}")
                 if listen:
-                    host, port = parse_listen(listen)
-                    server = await loop.create_server(lambda: Connection(self, unix=False), host, port)
-                    servers.append(server)
-                    self.address = f"{host}:{server.sockets[0].getsockname()[1]}"
-                log.info("HTTP listening", server=self.name, socket=self.socket_path, listen=self.address)
+                    try:
+                        host, port = parse_listen(listen)
+                        server = await loop.create_server(lambda: Connection(self, unix=False), host, port)
+                        servers.append(server)
+                        self.address = f"{host}:{server.sockets[0].getsockname()[1]}"
+                    except (OSError, ValueError) as exc:
+                        errors.append(f"cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}")
+                if errors:
+                    self.error = "; ".join(errors)
+                    log.error("cannot listen", server=self.name, error=self.error)
+                if servers:
+                    log.info("HTTP listening", server=self.name, socket=self.socket_path, listen=self.address)
                 self._opened.set()
                 await anyio.sleep_forever()
-            except (OSError, ValueError) as exc:
-                log.error("cannot listen", server=self.name, socket=path, listen=listen, error=str(exc))
             finally:
                 self._opened.set()
                 for listening in servers:
