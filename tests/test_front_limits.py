@@ -16,7 +16,7 @@ import pytest
 
 from claif_client import Client
 
-from .conftest import DaemonProcess, Sim, sim_env
+from .conftest import DaemonProcess, Sim, eventually, sim_env
 
 GPT = "openai/gpt-4o-mini"
 
@@ -220,6 +220,49 @@ def test_pipelined_hits_never_read_pause_their_connection(front: Front) -> None:
     conn.close()
     assert sent < 20_000, "the daemon kept reading requests whose answers nobody read"
     assert grown < 30 * 1024 * 1024, grown
+
+
+def test_requests_pipelined_behind_a_busy_one_are_not_read(front: Front, sim: Sim) -> None:
+    """One request waits on the upstream; 2,000 pipelined behind it (120 MB)
+    are not read into memory: reading pauses while a request on the
+    connection is in flight (at most one waits behind it)."""
+    auth = {"authorization": f"Bearer {front.token}"}
+    sim.configure(hold=True)
+    busy = b'{"model":"%s","messages":[{"role":"user","content":"busy"}]}' % GPT.encode()
+    filler = b'{"model":"echo/x","messages":[{"role":"user","content":"' + b"p" * 60_000 + b'"}]}'
+
+    def request(body: bytes) -> bytes:
+        return (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {front.address}\r\nauthorization: Bearer "
+                f"{front.token}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+                ).encode() + body
+
+    before = front.rss()
+    conn = front.connect()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    conn.sendall(request(busy))
+    eventually(lambda: sim.stats()["held"] == 1)
+    conn.settimeout(3)
+    sent = 0
+    peak = 0
+    try:
+        for _ in range(2000):
+            conn.sendall(request(filler))
+            sent += 1
+            if sent % 100 == 0:
+                peak = max(peak, front.rss() - before)
+    except (TimeoutError, OSError):
+        pass  # the daemon stopped reading: our sends block, as they should
+    peak = max(peak, front.rss() - before)
+    assert sent < 2000, "the daemon read every pipelined request while the first was in flight"
+    assert peak < 30 * 1024 * 1024, peak
+    # A bystander is served meanwhile; released, the busy request is answered first.
+    assert httpx.get(front.url + "/v1/models", headers=auth).status_code == 200
+    sim.configure(hold=False)
+    httpx.post(sim.url + "/_sim/release")
+    conn.settimeout(10)
+    first = conn.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200") and b"busy" in first, first[:200]
+    conn.close()
 
 
 def test_bodies_held_over_all_connections_are_bounded(front: Front) -> None:
