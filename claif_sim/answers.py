@@ -15,6 +15,7 @@ import zlib
 from typing import Any
 
 from .faults import SimState
+from .schemas import instance
 
 _WORDS = re.compile(r"\S+\s*")
 
@@ -61,7 +62,8 @@ def tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(tool name, input) when the answer is a tool call: the request offers
     tools, does not forbid them, and its last turn is a user's question (not
     a tool result). The tool is the one tool_choice names, else the first;
-    the input is {"query": the question}."""
+    the input is valid against the tool's schema, its strings the question
+    ({"query": the question} for a tool with no properties)."""
     tools = body.get("tools")
     messages = body.get("messages") or []
     if not isinstance(tools, list) or not tools or not messages or _tool_result_text(messages[-1]) is not None:
@@ -69,13 +71,27 @@ def tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     choice = body.get("tool_choice")
     if choice in ("none", {"type": "none"}):
         return None
-    names = [(t.get("function") or {}).get("name") if t.get("type") == "function" else t.get("name")
-             for t in tools if isinstance(t, dict)]
-    name = names[0] if names else ""
+    schemas: dict[str, Any] = {}
+    for i, t in enumerate(tools):
+        if not isinstance(t, dict):
+            raise TypeError(f"tools[{i}] must be an object")
+        if t.get("type") == "function":
+            fn = t.get("function")
+            if not isinstance(fn, dict):
+                raise TypeError(f"tools[{i}].function must be an object")
+            schemas.setdefault(str(fn.get("name")), fn.get("parameters"))
+        else:
+            schemas.setdefault(str(t.get("name")), t.get("input_schema"))
+    name = next(iter(schemas), "")
     if isinstance(choice, dict):
-        name = choice.get("name") or (choice.get("function") or {}).get("name") or name
+        name = str(choice.get("name") or (choice.get("function") or {}).get("name") or name)
     last = messages[-1]
-    return str(name), {"query": _text_of(last.get("content")) if isinstance(last, dict) else ""}
+    question = _text_of(last.get("content")) if isinstance(last, dict) else ""
+    schema = schemas.get(name)
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict) or not schema["properties"]:
+        return name, {"query": question}
+    arguments = instance(schema, question)
+    return name, arguments if isinstance(arguments, dict) else {"query": question}
 
 def _count_words(text: str) -> int:
     return len(text.split())
@@ -92,8 +108,25 @@ def _cache_read(body: dict[str, Any]) -> int:
         return _count_words(_text_of(system))
     return 0
 
+def structured_text(body: dict[str, Any]) -> str | None:
+    """The answer to OpenAI's response_format (json_object, json_schema) or
+    Anthropic's output_format: JSON valid against the schema; None for text."""
+    fmt = body.get("response_format") or body.get("output_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    question = reply_text(body.get("messages", []))[len("Simulated reply to: "):]
+    if fmt["type"] == "json_object":
+        return json.dumps({"answer": question})
+    spec = fmt.get("json_schema") if "json_schema" in fmt else fmt
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return json.dumps(instance(schema if isinstance(schema, dict) else {"type": "object"}, question))
+
+
 def _answer(body: dict[str, Any], max_tokens: int | None) -> tuple[list[str], bool]:
     """Words of the reply (with their trailing spaces), and whether max_tokens cut it."""
+    structured = structured_text(body)
+    if structured is not None:
+        return [structured[:len(structured) // 2], structured[len(structured) // 2:]], False
     words = _WORDS.findall(reply_text(body.get("messages", [])))
     if max_tokens is not None and len(words) > max_tokens:
         return words[:max_tokens], True

@@ -24,8 +24,11 @@ Azure's /openai/deployments/NAME/chat/completions?api-version=V, with its
 `api-key` header).
 
 With `tools` in a request whose last turn is a user's question, the answer
-is a call of the first tool (or the one tool_choice names) with input
-{"query": the question}; to a tool result, "Simulated reply to: " the result.
+is a call of the first tool (or the one tool_choice names) with input valid
+against the tool's schema, its strings the question ({"query": the question}
+for a tool without properties; schemas.py); to a tool result, "Simulated
+reply to: " the result. With `response_format` (json_object, json_schema) or
+Anthropic's `output_format`, the answer is JSON valid against the schema.
 
 The reply text is a pure function of the request: "Simulated reply to: " and
 the last user message. Tokens are whitespace-separated words; streams send a

@@ -22,8 +22,9 @@ from .server import Exchange
 __all__ = ["read_chat", "read_messages"]
 
 # OpenAI-only request fields an Anthropic model cannot take: dropped (and named
-# in x-claif-ignored) when the request crosses wires.
-_OPENAI_ONLY = ("seed", "user", "response_format", "logprobs", "top_logprobs", "presence_penalty",
+# in x-claif-ignored) when the request crosses wires. (response_format is
+# translated: claifd/structured.py.)
+_OPENAI_ONLY = ("seed", "user", "logprobs", "top_logprobs", "presence_penalty",
                 "frequency_penalty", "logit_bias", "parallel_tool_calls", "service_tier", "reasoning_effort",
                 "modalities", "prediction", "audio", "web_search_options")
 

@@ -18,6 +18,7 @@ from httpx_sse import ServerSentEvent
 from claif_client.protocol import CompletionRequest, CompletionResponse, Usage
 from claif_client.wire import content_to_anthropic, tool_choice_to_anthropic, tools_to_anthropic
 
+from .. import structured
 from ..config import ProviderConfig
 from ..content import text_of
 from ..errors import UpstreamError
@@ -81,20 +82,26 @@ class AnthropicProvider(HttpProvider):
                 body[field] = value
         if stream:
             body["stream"] = True
-        if request.extra:
-            body.update(request.extra)
+        extra = request.extra
+        fmt = structured.response_format(request)
+        if extra and "response_format" in extra:
+            extra = {k: v for k, v in extra.items() if k != "response_format"}
+        if fmt is not None:  # no such field here: a tool the model must answer with
+            body["tools"], body["tool_choice"] = structured.forced_tool(fmt, body.get("tools"), body.get("tool_choice"))
+        if extra:
+            body.update(extra)
         return body
 
     def parse(self, doc: Any, model: str) -> CompletionResponse:
         try:
-            content = doc["content"]
+            content, stop_reason = structured.unwrap(doc["content"], doc.get("stop_reason"))
             usage = doc.get("usage") or {}
             return CompletionResponse(
                 id=doc.get("id", ""),
                 model=f"{self.name}/{doc.get('model') or model}",
                 text=text_of(content),
                 content=content,
-                stop_reason=doc.get("stop_reason"),
+                stop_reason=stop_reason,
                 usage=Usage(input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0),
                             cache_read_input_tokens=usage.get("cache_read_input_tokens") or 0,
                             cache_creation_input_tokens=usage.get("cache_creation_input_tokens") or 0),
@@ -119,6 +126,8 @@ class _AnthropicStream(StreamAssembler):
         self.id = ""
         self.blocks: dict[int, dict[str, Any]] = {}
         self.partial_json: dict[int, str] = {}
+        # Blocks that are a structured answer (the output tool): their JSON is the answer's text.
+        self.structured: set[int] = set()
         self.stop_reason: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
@@ -144,7 +153,10 @@ class _AnthropicStream(StreamAssembler):
                 block["text"] = block.get("text", "") + text
                 return text or None
             if dtype == "input_json_delta":
-                self.partial_json[index] = self.partial_json.get(index, "") + delta.get("partial_json", "")
+                piece = delta.get("partial_json", "")
+                self.partial_json[index] = self.partial_json.get(index, "") + piece
+                if index in self.structured:
+                    return piece or None
             elif dtype == "thinking_delta":
                 block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
             elif dtype == "signature_delta":
@@ -160,10 +172,14 @@ class _AnthropicStream(StreamAssembler):
             self.cache_read = usage.get("cache_read_input_tokens") or 0
             self.cache_creation = usage.get("cache_creation_input_tokens") or 0
         elif kind == "content_block_start":
-            self.blocks[data.get("index", 0)] = dict(data.get("content_block", {}))
+            block = self.blocks[data.get("index", 0)] = dict(data.get("content_block", {}))
+            if block.get("type") == "tool_use" and block.get("name") == structured.TOOL:
+                self.structured.add(data.get("index", 0))
         elif kind == "content_block_stop":
             index = data.get("index", 0)
-            if index in self.partial_json:
+            if index in self.structured:  # the text as it was streamed
+                self.blocks[index]["input"] = self.partial_json.pop(index, "") or "{}"
+            elif index in self.partial_json:
                 raw = self.partial_json.pop(index)
                 try:
                     self.blocks[index]["input"] = msgspec.json.decode(raw) if raw else {}
@@ -189,13 +205,13 @@ class _AnthropicStream(StreamAssembler):
         return None
 
     def response(self) -> CompletionResponse:
-        content = [self.blocks[i] for i in sorted(self.blocks)]
+        content, stop_reason = structured.unwrap([self.blocks[i] for i in sorted(self.blocks)], self.stop_reason)
         return CompletionResponse(
             id=self.id,
             model=f"{self.provider}/{self.model}",
             text=text_of(content),
             content=content,
-            stop_reason=self.stop_reason,
+            stop_reason=stop_reason,
             usage=Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
                         cache_read_input_tokens=self.cache_read, cache_creation_input_tokens=self.cache_creation),
         )

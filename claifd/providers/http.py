@@ -30,6 +30,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
 
+from .. import structured
 from ..answers import AnswerTooLarge, UpstreamResponse
 from ..config import ProviderConfig, RetryConfig
 from ..errors import (
@@ -296,6 +297,7 @@ class HttpProvider:
                     usage = response.usage
                     perf.upstream_call(self.name, model, time.perf_counter() - timer, True,
                                        usage.input_tokens, usage.output_tokens)
+                    structured.check(request, response)  # (strict structured output: the schema holds)
                     return response
         finally:
             self.limiter.release()

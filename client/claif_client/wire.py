@@ -307,6 +307,13 @@ def anthropic_request(body: Any) -> tuple[CompletionRequest, bool]:
     if problem is not None:
         raise WireError(problem)
     extra = {k: v for k, v in body.items() if k not in _ANTHROPIC_FIELDS}
+    output = extra.pop("output_format", None)
+    if output is not None:  # Anthropic's structured output, as OpenAI's response_format (strict, as Anthropic's is)
+        if not isinstance(output, dict) or output.get("type") != "json_schema" or not isinstance(output.get("schema"),
+                                                                                                 dict):
+            raise WireError("output_format must be {\"type\": \"json_schema\", \"schema\": {...}}")
+        extra["response_format"] = {"type": "json_schema",
+                                    "json_schema": {"name": "output", "schema": output["schema"], "strict": True}}
     try:
         request = msgspec.convert({
             "messages": messages, "model": body.get("model"), "system": body.get("system"),
