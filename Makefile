@@ -40,6 +40,7 @@ lock: $(UV)
 	echo 'uv==$(UV_VERSION)' | $(UV) pip compile --quiet --universal --generate-hashes --no-header - -o requirements-uv.txt
 	$(UV) lock --upgrade
 	$(UV) lock --upgrade --project bench/litellm
+	$(UV) lock --upgrade --project tests/integrations/langchain
 
 demo: $(STAMP)
 	$(PY) -m claifd.demo

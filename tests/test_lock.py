@@ -1,6 +1,7 @@
 """Every install resolves from the committed locks (see the Makefile's head).
 
-uv.lock (the project), bench/litellm/uv.lock (the LiteLLM yardstick) and
+uv.lock (the project), bench/litellm/uv.lock (the LiteLLM yardstick),
+tests/integrations/langchain/uv.lock (LangChain, tests/test_langchain.py) and
 requirements-uv.txt (uv itself) are written by `make lock`, on purpose; these
 tests fail when one of them no longer says what pyproject.toml or the
 Makefile asks for, or when a make target installs around them.
@@ -29,7 +30,7 @@ def uv(*args: str) -> subprocess.CompletedProcess[str]:
                                "UV_PYTHON": sys.executable})
 
 
-@pytest.mark.parametrize("project", [".", "bench/litellm"])
+@pytest.mark.parametrize("project", [".", "bench/litellm", "tests/integrations/langchain"])
 def test_the_lock_agrees_with_pyproject(project: str) -> None:
     # --offline: the lock is checked against pyproject.toml, nothing is resolved anew.
     out = uv("lock", "--check", "--offline", "--project", project)
