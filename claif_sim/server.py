@@ -193,6 +193,7 @@ async def _embeddings(ex: _Exchange, headers: dict[str, str], raw: bytes, state:
     except (ValueError, KeyError, TypeError) as exc:
         await ex.respond(400, _error_doc(False, 400, f"invalid embeddings request: {exc}"))
         return
+    state.recent.append({"path": "/v1/embeddings", "body": body, "received": time.monotonic()})
     data = [{"object": "embedding", "index": i, "embedding": embedding(t)} for i, t in enumerate(texts)]
     await ex.respond(200, {"object": "list", "data": data, "model": body.get("model", ""),
                            "usage": {"prompt_tokens": sum(_count_words(t) for t in texts),

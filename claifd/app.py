@@ -29,6 +29,7 @@ from .config import Config, MetricsConfig
 from .config_manager import Change, ConfigManager
 from .config_requests import LiveConfig
 from .dispatch import Dispatch
+from .embeddings import Embeddings
 from .errors import NotConfigured
 from .health import HealthMonitor
 from .http.front import HttpFront
@@ -81,8 +82,10 @@ class App:
         self.health = HealthMonitor(lambda: self.settings.config, self.state, self.perf, http_providers,
                                     self.cache, self.semantic, self.sessions, lambda: self.settings.last_error)
         self.metrics_http = MetricsEndpoint(self.metrics_text, self.health.report, self.state.tasks.spawn)
-        self.front = HttpFront(self.completions, lambda: self.catalog.list(), self.metrics_text, self.health.report,
-                               lambda: self.state.allowed_uids, settings.global_path.parent)
+        self.embeddings = Embeddings(self.cache, self.providers, lambda: self.settings.config, self.perf,
+                                     self.state.tasks.spawn)
+        self.front = HttpFront(self.completions, self.embeddings, lambda: self.catalog.list(), self.metrics_text,
+                               self.health.report, lambda: self.state.allowed_uids, settings.global_path.parent)
         self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf)
         self.dispatch = Dispatch()
         self.completion_requests = CompletionRequests(self.completions)

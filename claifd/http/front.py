@@ -4,6 +4,7 @@ use the daemon's cache, pool and sessions by changing a base URL.
 
     POST /v1/chat/completions      OpenAI Chat Completions (JSON; SSE with "stream": true)
     POST /v1/messages              Anthropic Messages (JSON; SSE, the documented event sequence)
+    POST /v1/embeddings            OpenAI's, cached exactly per input and batched (embeddings.py)
     POST /v1/messages/count_tokens Anthropic's count for its models, an estimate (said so) for others
     GET  /v1/models                both shapes (Anthropic's when anthropic-version is sent)
     GET  /v1/models/{id}           one of them (the id percent-encoded, as the openai SDK sends it)
@@ -47,6 +48,7 @@ from claif_client.wire import WireError, anthropic_request, choice_request
 from ..completions import Completions, Sink
 from ..config import HttpFrontConfig
 from ..content import text_of
+from ..embeddings import Embeddings
 from ..errors import BadRequest, error_info
 from ..monitoring import CONTENT_TYPE
 from ..providers import AnthropicProvider
@@ -95,10 +97,12 @@ def _anthropic(ex: Exchange) -> bool:
 class HttpFront:
     limits = Limits(max_head=64 * 1024, max_body=16 * 1024 * 1024, idle_timeout=300.0)
 
-    def __init__(self, completions: Completions, models: Callable[[], Awaitable[dict[str, Any]]],
+    def __init__(self, completions: Completions, embeddings: Embeddings,
+                 models: Callable[[], Awaitable[dict[str, Any]]],
                  metrics: Callable[[], str], health: Callable[[], Awaitable[dict[str, Any]]],
                  allowed_uids: Callable[[], frozenset[int]], config_dir: Path) -> None:
         self.completions = completions
+        self.embeddings = embeddings
         self.models = models
         self.metrics = metrics
         self.health = health
@@ -263,6 +267,11 @@ class HttpFront:
             await self._chat(ex)
         elif method == "POST" and path == _MESSAGES:
             await self._messages(ex)
+        elif method == "POST" and path == "/v1/embeddings":
+            doc, cached = await self.embeddings.create(_decode(ex))
+            total = len(doc["data"])
+            await ex.respond(200, doc, [("x-claif-cache-status", "hit-exact" if cached == total else "miss"),
+                                        ("x-claif-cached-inputs", f"{cached}/{total}")])
         elif method == "POST" and path == "/v1/messages/count_tokens":
             await self._count_tokens(ex)
         elif method == "GET" and path == "/v1/models":

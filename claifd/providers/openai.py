@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
 import msgspec
 from httpx_sse import ServerSentEvent
@@ -23,6 +24,7 @@ from claif_client.wire import STOP_REASONS, messages_to_openai, tool_choice_to_o
 
 from ..config import ProviderConfig
 from ..errors import UpstreamError
+from ..retry import RetryPolicy
 from .http import HttpProvider, RetryableFailure, StreamAssembler
 
 __all__ = ["OpenAIProvider"]
@@ -69,27 +71,65 @@ class OpenAIProvider(HttpProvider):
         """`POST /embeddings` through the pool (the semantic tier's openai
         embedder): one vector per text, in order. One attempt: a failed
         embedding makes a cache miss, not a failed request."""
+        return (await self.embed(model, texts))[0]
+
+    async def embed_retried(self, model: str, texts: list[str],
+                            dimensions: int | None = None) -> tuple[list[list[float]], int]:
+        """`embed` with the retry policy (`retry.*`): a 429 or a 5xx is tried
+        again, waiting what the provider asks."""
+        retry = self.retry
+        policy = RetryPolicy(retry.max_attempts, float(retry.base_delay), float(retry.max_delay), float(retry.deadline))
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.embed(model, texts, dimensions, retryable=True)
+            except RetryableFailure as failure:
+                delay = policy.next_delay(attempt, self.clock() - started, failure.retry_after)
+                if delay is None:
+                    raise failure.error from None
+                self.perf.retry(self.name)
+                await anyio.sleep(delay)
+
+    async def embed(self, model: str, texts: list[str], dimensions: int | None = None,
+                    retryable: bool = False) -> tuple[list[list[float]], int]:
+        """One `POST /embeddings`: a vector per text, in order, and the prompt
+        tokens it cost. A failure worth another attempt is a RetryableFailure
+        when `retryable`."""
         config = self.config
         key = self.api_key()
-        content = msgspec.json.encode({"model": model, "input": texts})
+        doc: dict[str, Any] = {"model": model, "input": texts}
+        if dimensions is not None:
+            doc["dimensions"] = dimensions
+        content = msgspec.json.encode(doc)
         async with self.limiter:
             lane = self.pool.acquire()
+            status = "error"  # no HTTP status: the connection failed
             try:
                 resp = await lane.send("POST", self.embeddings_url(config, model),
                                        self.request_headers(config, key), content)
+                status = str(resp.status_code)
                 raw = await resp.aread()
             except httpx.HTTPError as exc:
-                raise UpstreamError(f"embeddings request to {self.name} failed: {type(exc).__name__}") from exc
+                error = UpstreamError(f"embeddings request to {self.name} failed: {type(exc).__name__}")
+                raise (RetryableFailure(error) if retryable else error) from exc
             finally:
+                self.perf.attempt(self.name, status)
                 self.pool.release(lane)
         if resp.status_code >= 400:
             failure = self._status_failure(resp, raw, key)
-            raise failure.error if isinstance(failure, RetryableFailure) else failure
+            if isinstance(failure, RetryableFailure) and not retryable:
+                raise failure.error
+            raise failure
         try:
-            doc = msgspec.json.decode(raw, type=_Embeddings)
+            answer = msgspec.json.decode(raw, type=_Embeddings)
         except msgspec.DecodeError as exc:
             raise UpstreamError(f"{self.name} sent embeddings of the wrong shape ({exc})") from exc
-        return [item.embedding for item in sorted(doc.data, key=lambda item: item.index)]
+        if len(answer.data) != len(texts):
+            raise UpstreamError(f"{self.name} sent {len(answer.data)} embeddings for {len(texts)} inputs")
+        vectors = [item.embedding for item in sorted(answer.data, key=lambda item: item.index)]
+        return vectors, answer.usage.prompt_tokens if answer.usage is not None else 0
 
     def headers(self, config: ProviderConfig, key: str) -> dict[str, str]:
         if not key:
@@ -207,5 +247,10 @@ class _Embedding(msgspec.Struct):
     index: int = 0
 
 
+class _EmbeddingsUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+
+
 class _Embeddings(msgspec.Struct):
     data: list[_Embedding]
+    usage: _EmbeddingsUsage | None = None
