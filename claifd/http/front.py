@@ -4,6 +4,7 @@ use the daemon's cache, pool and sessions by changing a base URL.
 
     POST /v1/chat/completions      OpenAI Chat Completions (JSON; SSE with "stream": true)
     POST /v1/messages              Anthropic Messages (JSON; SSE, the documented event sequence)
+    POST /v1/responses             OpenAI's Responses API, any model (responses.py); GET/DELETE /v1/responses/{id}
     POST /v1/embeddings            OpenAI's, cached exactly per input and batched (embeddings.py)
     POST /v1/messages/count_tokens Anthropic's count for its models, an estimate (said so) for others
     GET  /v1/models                both shapes (Anthropic's when anthropic-version is sent)
@@ -41,7 +42,7 @@ import anyio
 import msgspec
 import structlog
 
-from claif_client.protocol import CompletionRequest, CompletionResponse
+from claif_client.protocol import CompletionRequest, CompletionResponse, Message
 from claif_client.shapes import anthropic_response, openai_response
 from claif_client.wire import WireError, anthropic_request, choice_request
 
@@ -49,12 +50,13 @@ from ..completions import Completions, Sink
 from ..config import HttpFrontConfig
 from ..content import text_of
 from ..embeddings import Embeddings
-from ..errors import BadRequest, error_info
+from ..errors import BadRequest, NotFound, error_info
 from ..monitoring import CONTENT_TYPE
 from ..providers import AnthropicProvider
 from ..sessions.context import estimate_text, estimate_tokens
 from .auth import TOKEN_FILE, host_and_origin, load_token, peer_uid_in, token_matches
 from .reading import _decode, _work, read_chat, read_messages
+from .responses import ResponsesJSON, ResponsesStream, conversation, to_chat
 from .server import Exchange, Gone, HttpServer, Limits
 from .sinks import Answer, AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
 
@@ -71,9 +73,9 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     529: "overloaded_error", 503: "overloaded_error"}
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 429: "rate_limit_exceeded"}
-_CHAT, _MESSAGES = "/v1/chat/completions", "/v1/messages"
+_CHAT, _MESSAGES, _RESPONSES = "/v1/chat/completions", "/v1/messages", "/v1/responses"
 # The completion routes, as the `front` label of the metrics and the log.
-_FRONTS = {_CHAT: "openai", _MESSAGES: "anthropic"}
+_FRONTS = {_CHAT: "openai", _MESSAGES: "anthropic", _RESPONSES: "responses"}
 # Errors the daemon's retry policy has already retried (or, for an open
 # circuit, decided not to): the caller should not retry them again.
 _RETRIED = frozenset({"rate_limited", "upstream_error", "timeout", "tls_error", "circuit_open"})
@@ -267,6 +269,10 @@ class HttpFront:
             await self._chat(ex)
         elif method == "POST" and path == _MESSAGES:
             await self._messages(ex)
+        elif method == "POST" and path == _RESPONSES:
+            await self._responses(ex)
+        elif method in ("GET", "DELETE") and path.startswith(_RESPONSES + "/"):
+            await self._stored_response(ex, urllib.parse.unquote(path[len(_RESPONSES) + 1:]))
         elif method == "POST" and path == "/v1/embeddings":
             doc, cached = await self.embeddings.create(_decode(ex))
             total = len(doc["data"])
@@ -386,6 +392,56 @@ class HttpFront:
 
             await _each(ask.n, run)
             await choices.finish([r for r in responses if r is not None])
+
+    async def _responses(self, ex: Exchange) -> None:
+        """The Responses API (responses.py): read as a chat request, the
+        conversation of `previous_response_id` before it, answered in the
+        Responses shape and kept as a session unless `store` is false."""
+        doc = _decode(ex)
+        chat, ignored = to_chat(doc)
+        completions = self.completions
+        ask = read_chat(ex, completions.config, completions.provider_type, chat, tuple(ignored))
+        request = ask.request
+        previous = doc.get("previous_response_id")
+        if previous is not None:
+            if not isinstance(previous, str):
+                raise BadRequest("previous_response_id: a string")
+            try:
+                before = await completions.sessions.get(previous)
+            except NotFound:
+                raise BadRequest(f"previous_response_id: no stored response {previous[:100]!r}") from None
+            if not (before.metadata or {}).get("response"):
+                raise BadRequest(f"previous_response_id: {previous[:100]!r} is a session, not a response")
+            prior = [Message(role=m.role, content=m.content) for m in before.messages]
+            request = msgspec.structs.replace(request, messages=[*prior, *request.messages])
+            _work(ex).ask = ask._replace(request=request)
+        rid = "resp_" + ex.rid.removeprefix("req_")
+        keep = None
+        if doc.get("store", True) is not False:
+            async def keep(response: CompletionResponse, obj: dict[str, Any]) -> None:
+                await completions.sessions.create(
+                    title=f"Responses API {rid}", model=response.model, session_id=rid,
+                    metadata={"kind": "response", "previous_response_id": previous, "response": obj},
+                    messages=conversation(request.messages, response, time.time()))
+
+        extra = [("x-claif-ignored", ",".join(ask.ignored))] if ask.ignored else []
+        model = request.model or ""
+        sink = (ResponsesStream if ask.stream else ResponsesJSON)(ex, model, rid, extra, doc, keep)
+        await self._run(ex, request, sink, sink)
+
+    async def _stored_response(self, ex: Exchange, rid: str) -> None:
+        sessions = self.completions.sessions
+        try:
+            stored = await sessions.get(rid)
+        except NotFound:
+            stored = None
+        doc = (stored.metadata or {}).get("response") if stored is not None else None
+        if doc is None:
+            raise _Reply(404, self._error_doc(ex, 404, f"no stored response {rid[:100]!r}"))
+        if ex.method == "DELETE":
+            await sessions.delete(rid)
+            doc = {"id": rid, "object": "response", "deleted": True}
+        await ex.respond(200, doc, [])
 
     async def _messages(self, ex: Exchange) -> None:
         ask = read_messages(ex, self.completions.config)

@@ -19,7 +19,7 @@ from ..config import Config
 from ..errors import BadRequest
 from .server import Exchange
 
-__all__ = ["read_chat", "read_messages"]
+__all__ = ["read_chat", "read_messages", "_decode"]
 
 # OpenAI-only request fields an Anthropic model cannot take: dropped (and named
 # in x-claif-ignored) when the request crosses wires. (response_format is
@@ -67,17 +67,19 @@ def _decode(ex: Exchange) -> Any:
         raise BadRequest(f"the body is not JSON: {exc}") from None
 
 
-def read_chat(ex: Exchange, config: Config, type_of: Callable[[str], str]) -> _Ask:
-    """`type_of(model name)`: the API type of the provider it routes to ("" if none)."""
-    """An OpenAI chat request."""
+def read_chat(ex: Exchange, config: Config, type_of: Callable[[str], str], body: Any = None,
+              ignored: tuple[str, ...] = ()) -> _Ask:
+    """An OpenAI chat request (`body`: already decoded, from the Responses
+    API). `type_of(model name)`: the API type of the provider it routes to
+    ("" if none)."""
     work = _work(ex)
     if work.ask is None:
         try:
-            chat = openai_request(_decode(ex))
+            chat = openai_request(_decode(ex) if body is None else body)
         except WireError as exc:
             raise BadRequest(str(exc)) from None
-        request, ignored = _steer(ex, chat.request, "openai", config, type_of)
-        work.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, tuple(ignored))
+        request, dropped = _steer(ex, chat.request, "openai", config, type_of)
+        work.ask = _Ask(request, chat.stream, chat.n, chat.include_usage, (*ignored, *dropped))
     return work.ask
 
 
