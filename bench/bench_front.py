@@ -11,7 +11,9 @@
 4. a miss at 0 ms upstream: its latency over a direct call to the simulator
    with the same client (what the front adds).
 
-Targets: the front's hit <= 1.3 x the floor with the same client.
+Targets: the front's hit <= 1.25 x the floor with the same httpx client (issue 29).
+With the openai SDK the ratio also carries the SDK's own parsing of a whole
+ChatCompletion (the floor answers `{}`), which no server can remove.
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def main() -> None:
                 p50["direct call to the simulator (httpx)"] if "miss" in name or "direct" in name else
                 p50["floor: do-nothing server (httpx)"])
         table.append({"row": name, "p50_us": value * 1e6, "ratio": value / base,
-                      "target": "<= 1.3" if name.startswith("front cache hit") else ""})
+                      "target": "<= 1.25" if name == "front cache hit (httpx)" else ""})
     print_table("HTTP front, one keep-alive client per column, interleaved rounds", table)
     direct = p50["direct call to the simulator (httpx)"]
     added = (p50["front miss, 0 ms upstream (httpx)"] - direct) * 1e6

@@ -153,6 +153,7 @@ class App:
         attach("prices", lambda _: self.perf.set_prices(_price_table(self.config)))
         attach("", self.completions.reconfigure)
         attach("", self.completion_requests.reconfigure)
+        attach("", self.front.forget)
 
     def _reconfigure_metrics(self, section: MetricsConfig) -> None:
         self.perf.enabled = section.enabled

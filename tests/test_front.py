@@ -555,3 +555,25 @@ def test_a_port_clash_is_refused_and_never_takes_the_front_down(daemon_factory, 
         token = (d.home / ".claif" / "http-token").read_text().strip()
     assert httpx.get(f"http://{address}/v1/models", headers={"authorization": f"Bearer {token}"}).status_code == 200
     assert d.stop() == 0
+
+
+def test_a_repeated_request_is_served_from_its_bytes_until_the_config_changes(front: Front) -> None:
+    """The hot path remembers a request's cache key by its bytes and steering
+    headers; any config change forgets it (here: another namespace, where the
+    same request is not cached yet)."""
+    h = {"authorization": f"Bearer {front.token}"}
+    body = {"model": "echo/x", "messages": [{"role": "user", "content": "hot"}]}
+
+    def status(**headers: str) -> str:
+        answer = httpx.post(front.url + "/v1/chat/completions", json=body, headers={**h, **headers})
+        assert answer.status_code == 200
+        return answer.headers["x-claif-cache-status"]
+
+    assert [status(), status(), status()] == ["miss", "hit-exact", "hit-exact"]
+    assert status(**{"x-claif-namespace": "elsewhere"}) == "miss"  # another header: another key
+    with Client(front.daemon.socket) as c:
+        c.config_set("cache.namespace", "moved")
+    assert [status(), status()] == ["miss", "hit-exact"]
+    with Client(front.daemon.socket) as c:
+        c.config_set("cache.enabled", False)
+    assert status() == "miss"

@@ -46,7 +46,7 @@ from claif_client.protocol import CompletionRequest, CompletionResponse, Message
 from claif_client.shapes import anthropic_response, openai_response
 from claif_client.wire import WireError, anthropic_request, choice_request
 
-from ..completions import Completions, Sink
+from ..completions import Completions, Prepared, Sink
 from ..config import HttpFrontConfig
 from ..content import text_of
 from ..embeddings import Embeddings
@@ -76,6 +76,8 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
 _CHAT, _MESSAGES, _RESPONSES = "/v1/chat/completions", "/v1/messages", "/v1/responses"
 # The completion routes, as the `front` label of the metrics and the log.
 _FRONTS = {_CHAT: "openai", _MESSAGES: "anthropic", _RESPONSES: "responses"}
+# Distinct recent requests whose cache keys the hot path remembers.
+_HOT_KEYS = 4096
 # Errors the daemon's retry policy has already retried (or, for an open
 # circuit, decided not to): the caller should not retry them again.
 _RETRIED = frozenset({"rate_limited", "upstream_error", "timeout", "tls_error", "circuit_open"})
@@ -119,6 +121,9 @@ class HttpFront:
         self._default_socket = ""
         self.allowed_hosts: frozenset[str] = frozenset()
         self.allowed_origins: frozenset[str] = frozenset()
+        # (path, body, x-claif-cache, -namespace, -ttl) -> (cache key, model asked for, ignored fields).
+        self._hot: dict[tuple[str, bytes, str | None, str | None, str | None],
+                        tuple[str, str | None, tuple[str, ...]]] = {}
 
     def __repr__(self) -> str:
         return f"<HttpFront {self.server!r} served={self.served}>"
@@ -175,6 +180,15 @@ class HttpFront:
         None: the request is answered in a task (`serve`)."""
         if not authorized or ex.method != "POST" or "x-claif-session" in ex.headers:
             return None
+        completions = self.completions
+        if self._hot and not completions.state.draining:
+            h = ex.headers
+            seen = self._hot.get((ex.path, ex.body, h.get("x-claif-cache"), h.get("x-claif-namespace"),
+                                  h.get("x-claif-ttl")))
+            if seen is not None and (entry := completions.cache.lookup_memory(seen[0])) is not None:
+                _work(ex).recorded = True
+                completions.record_hit(entry, ex.t0, _FRONTS[ex.path])
+                return self._hit(ex, entry.response(), seen[1], seen[2])
         try:
             if ex.path == _CHAT:
                 ask = read_chat(ex, self.completions.config, self.completions.provider_type)
@@ -188,6 +202,7 @@ class HttpFront:
             prepared = work.prepared = self.completions.prepare(ask.request, _FRONTS[ex.path])
         except Exception:
             return None  # answered (with its error) by `serve`
+        self._remember(ex, prepared, ask.request.model, ask.ignored)
         entry = self.completions.try_hit(prepared, ex.t0)
         if entry is None:
             return None
@@ -195,15 +210,35 @@ class HttpFront:
         response = entry.response()
         if prepared.optimized is not None:
             response = msgspec.structs.replace(response, optimized=prepared.optimized)
-        model = ask.request.model or response.model
+        return self._hit(ex, response, ask.request.model, ask.ignored)
+
+    def _hit(self, ex: Exchange, response: CompletionResponse, model: str | None,
+             ignored: tuple[str, ...]) -> bytes:
         headers = [("x-claif-cache-status", "hit-exact")]
         if ex.path == _CHAT:
-            if ask.ignored:
-                headers.append(("x-claif-ignored", ",".join(ask.ignored)))
-            doc = openai_response(response, model, "chatcmpl-" + ex.rid, int(time.time()))
+            if ignored:
+                headers.append(("x-claif-ignored", ",".join(ignored)))
+            doc = openai_response(response, model or response.model, "chatcmpl-" + ex.rid, int(time.time()))
         else:
-            doc = anthropic_response(response, model, "msg_" + ex.rid)
+            doc = anthropic_response(response, model or response.model, "msg_" + ex.rid)
         return ex.response(200, doc, headers)
+
+    def _remember(self, ex: Exchange, prepared: Prepared, model: str | None, ignored: tuple[str, ...]) -> None:
+        """The cache key of a request read and prepared once, by its bytes and
+        the headers that steer it: a repeat skips reading, validating, routing
+        and hashing (as the main socket's hot path does). Only plain reads;
+        any config change forgets them all (`forget`)."""
+        if prepared.key is None or prepared.mode not in ("use", "only") or prepared.optimized is not None:
+            return
+        if len(self._hot) >= _HOT_KEYS:
+            self._hot.clear()
+        h = ex.headers
+        self._hot[(ex.path, ex.body, h.get("x-claif-cache"), h.get("x-claif-namespace"), h.get("x-claif-ttl"))] = (
+            prepared.key, model, ignored)
+
+    def forget(self, _: Any = None) -> None:
+        """A config change: routes, aliases and cache settings may differ."""
+        self._hot.clear()
 
     async def serve(self, ex: Exchange, authorized: bool, unix: bool) -> None:
         try:

@@ -74,7 +74,8 @@ class Exchange:
     """One request on a kept-alive connection, and how its answer is written
     (whole, or as server-sent events in chunked encoding)."""
 
-    __slots__ = ("conn", "method", "path", "headers", "body", "rid", "started", "keep_alive", "t0", "state")
+    __slots__ = ("conn", "method", "path", "headers", "body", "rid", "started", "keep_alive", "t0", "state",
+                 "authorized")
 
     def __init__(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes,
                  rid: str, keep_alive: bool) -> None:
@@ -88,6 +89,7 @@ class Exchange:
         self.keep_alive = keep_alive
         self.t0 = time.perf_counter()  # when the request was in
         self.state: Any = None  # the app's own, while it answers
+        self.authorized = False  # the token (or a trusted peer): set by the connection
 
     def head(self, status: int, headers: list[tuple[str, str]]) -> bytearray:
         out = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode()))
@@ -200,9 +202,15 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.writable = asyncio.Event()
         self.writable.set()
-        self.idle: asyncio.TimerHandle | None = None
-        # The deadline of the head or the body being received.
-        self.deadline: asyncio.TimerHandle | None = None
+        # One timer per connection, re-armed lazily (`_check`): setting a
+        # deadline or noting activity is a timestamp, not a timer, on the hot path.
+        self.loop = asyncio.get_running_loop()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.active_at = 0.0  # the last bytes received
+        # The deadline of the head or the body being received (loop time), what it is for and its length.
+        self.deadline_at: float | None = None
+        self.deadline_for = ("", 0.0)
         self.authed = False
         self.reading = True
         self.buffered = 0  # body bytes received and not yet handed on
@@ -230,9 +238,9 @@ class Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self._release()
         self.writable.set()
-        for timer in (self.idle, self.deadline):
-            if timer is not None:
-                timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -267,7 +275,7 @@ class Connection(asyncio.Protocol):
         self.headers = {}
         self.body = bytearray()
         self.head_bytes = 0
-        if self.deadline is None:
+        if self.deadline_at is None:
             self._deadline(self.limits.header_timeout, "request headers")
 
     def on_url(self, url: bytes) -> None:
@@ -276,7 +284,9 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-        self._count(len(name) + len(value))
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > self.limits.max_head:
+            raise _TooLarge(431, f"request line and headers over {self.limits.max_head} bytes")
 
     def _count(self, size: int) -> None:
         self.head_bytes += size
@@ -326,6 +336,7 @@ class Connection(asyncio.Protocol):
         # An unauthenticated caller gets its answer and the connection closes.
         ex = Exchange(self, method, path, self.headers, body, self.app.request_id(),
                       self.parser.should_keep_alive() and self.authed)
+        ex.authorized = self.authed
         self.queue.append(ex)
         if not self.busy:
             self._next()
@@ -339,7 +350,7 @@ class Connection(asyncio.Protocol):
                 self._pause()  # the peer reads nothing: answer no more until it does
                 return
             ex = self.queue.popleft()
-            authorized = self.trusted or self.app.authorized(ex.headers)
+            authorized = ex.authorized  # (judged from its headers, as they came in)
             answer = self.app.inline(ex, authorized)
             if answer is not None:
                 assert self.transport is not None
@@ -369,19 +380,42 @@ class Connection(asyncio.Protocol):
         self.buffered = 0
 
     def _deadline(self, seconds: float, what: str) -> None:
-        self._clear_deadline()
-        loop = asyncio.get_running_loop()
-        self.deadline = loop.call_later(seconds, self._too_slow, what, seconds)
+        self.deadline_at = at = self.loop.time() + seconds
+        self.deadline_for = (what, seconds)
+        self._arm(at)
 
     def _clear_deadline(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.deadline_at = None
 
-    def _too_slow(self, what: str, seconds: float) -> None:
-        self.deadline = None
-        self.server.too_slow += 1
-        self._fail(408, f"{what} not received within {seconds:g} s")
+    def _arm(self, at: float) -> None:
+        """The timer fires by `at` (a timer already due sooner stays)."""
+        if self.timer is not None:
+            if self.timer_at <= at:
+                return
+            self.timer.cancel()
+        self.timer_at = at
+        self.timer = self.loop.call_at(at, self._check)
+
+    def _check(self) -> None:
+        """The timer: a deadline passed (408), or silence past the idle
+        timeout while not answering (closed); else armed for what is next."""
+        self.timer = None
+        if self.closed:
+            return
+        now = self.loop.time()
+        if self.deadline_at is not None and now >= self.deadline_at:
+            what, seconds = self.deadline_for
+            self.deadline_at = None
+            self.server.too_slow += 1
+            self._fail(408, f"{what} not received within {seconds:g} s")
+            return
+        idle_at = self.active_at + self.limits.idle_timeout
+        if now >= idle_at:
+            if not self.busy and self.transport is not None:
+                self.transport.close()
+                return
+            idle_at = now + self.limits.idle_timeout  # answering: look again later
+        self._arm(idle_at if self.deadline_at is None else min(idle_at, self.deadline_at))
 
     async def _answer(self, ex: Exchange, authorized: bool) -> None:
         try:
@@ -414,14 +448,7 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def _touch(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        loop = asyncio.get_running_loop()
-        self.idle = loop.call_later(self.limits.idle_timeout, self._idle_out)
-
-    def _idle_out(self) -> None:
-        if not self.busy and self.transport is not None:
-            self.transport.close()
+        self.active_at = self.loop.time()
 
 
 class HttpServer:
