@@ -142,7 +142,8 @@ def test_cross_wire_translation_reaches_upstream_in_its_own_format(front: Front,
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"query\": \"q\"}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "r"}], seed=7, stop="END")
+        {"role": "tool", "tool_call_id": "c1", "content": "r"}], seed=7, stop="END",
+        extra_headers={"x-claif-drop-params": "true"})
     body = sim.requests()[-1]["body"]
     assert body["system"] == "be brief" and body["tools"] == WEATHER_ANTHROPIC  # type: ignore[index]
     assert body["tool_choice"] == {"type": "any"} and body["stop_sequences"] == ["END"]  # type: ignore[index]
@@ -577,3 +578,31 @@ def test_a_repeated_request_is_served_from_its_bytes_until_the_config_changes(fr
     with Client(front.daemon.socket) as c:
         c.config_set("cache.enabled", False)
     assert status() == "miss"
+
+
+def test_what_cannot_cross_wires_is_refused_unless_dropped_on_purpose(front: Front, sim: Sim) -> None:
+    """A field the target cannot take that would change its answer is a 400
+    naming it, unless `x-claif-drop-params: true`; one that changes nothing
+    (user, service_tier...) is dropped and named in x-claif-ignored."""
+    h = {"authorization": f"Bearer {front.token}"}
+    chat = {"model": CLAUDE, "messages": [{"role": "user", "content": "q"}]}
+    refused = httpx.post(front.url + "/v1/chat/completions", headers=h, json={**chat, "seed": 7, "user": "u"})
+    assert refused.status_code == 400 and refused.json()["error"]["message"].startswith("seed:")
+    assert "x-claif-drop-params" in refused.json()["error"]["message"]
+    dropped = httpx.post(front.url + "/v1/chat/completions", headers={**h, "x-claif-drop-params": "true"},
+                         json={**chat, "seed": 7, "user": "u"})
+    assert dropped.status_code == 200 and dropped.headers["x-claif-ignored"] == "seed,user"
+    body = sim.requests()[-1]["body"]
+    assert "seed" not in body and "user" not in body  # type: ignore[operator]
+    harmless = httpx.post(front.url + "/v1/chat/completions", headers=h, json={**chat, "user": "u"})
+    assert harmless.status_code == 200 and harmless.headers["x-claif-ignored"] == "user"
+    # Repeated (the hot path): still refused without the header.
+    assert httpx.post(front.url + "/v1/chat/completions", headers=h,
+                      json={**chat, "seed": 7, "user": "u"}).status_code == 400
+    # The Anthropic wire's top_k to an OpenAI model: the same rule.
+    messages = {"model": GPT, "max_tokens": 9, "top_k": 5, "messages": [{"role": "user", "content": "k"}]}
+    an = {"x-api-key": front.token, "anthropic-version": "2023-06-01"}
+    assert httpx.post(front.url + "/v1/messages", headers=an, json=messages).status_code == 400
+    kept = httpx.post(front.url + "/v1/messages", headers={**an, "x-claif-drop-params": "1"}, json=messages)
+    assert kept.status_code == 200 and kept.headers["x-claif-ignored"] == "top_k"
+    assert "top_k" not in sim.requests()[-1]["body"]  # type: ignore[operator]

@@ -55,7 +55,7 @@ from ..monitoring import CONTENT_TYPE
 from ..providers import AnthropicProvider
 from ..sessions.context import estimate_text, estimate_tokens
 from .auth import TOKEN_FILE, host_and_origin, load_token, peer_uid_in, token_matches
-from .reading import _decode, _work, read_chat, read_messages
+from .reading import DROP_HEADER, _decode, _work, read_chat, read_messages
 from .responses import ResponsesJSON, ResponsesStream, conversation, to_chat
 from .server import Exchange, Gone, HttpServer, Limits
 from .sinks import Answer, AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
@@ -121,9 +121,8 @@ class HttpFront:
         self._default_socket = ""
         self.allowed_hosts: frozenset[str] = frozenset()
         self.allowed_origins: frozenset[str] = frozenset()
-        # (path, body, x-claif-cache, -namespace, -ttl) -> (cache key, model asked for, ignored fields).
-        self._hot: dict[tuple[str, bytes, str | None, str | None, str | None],
-                        tuple[str, str | None, tuple[str, ...]]] = {}
+        # `_hot_material` -> (cache key, model asked for, ignored fields).
+        self._hot: dict[tuple[str | bytes | None, ...], tuple[str, str | None, tuple[str, ...]]] = {}
 
     def __repr__(self) -> str:
         return f"<HttpFront {self.server!r} served={self.served}>"
@@ -182,9 +181,7 @@ class HttpFront:
             return None
         completions = self.completions
         if self._hot and not completions.state.draining:
-            h = ex.headers
-            seen = self._hot.get((ex.path, ex.body, h.get("x-claif-cache"), h.get("x-claif-namespace"),
-                                  h.get("x-claif-ttl")))
+            seen = self._hot.get(_hot_material(ex))
             if seen is not None and (entry := completions.cache.lookup_memory(seen[0])) is not None:
                 _work(ex).recorded = True
                 completions.record_hit(entry, ex.t0, _FRONTS[ex.path])
@@ -193,7 +190,7 @@ class HttpFront:
             if ex.path == _CHAT:
                 ask = read_chat(ex, self.completions.config, self.completions.provider_type)
             elif ex.path == _MESSAGES:
-                ask = read_messages(ex, self.completions.config)
+                ask = read_messages(ex, self.completions.config, self.completions.provider_type)
             else:
                 return None
             if ask.stream or ask.n > 1:
@@ -215,9 +212,9 @@ class HttpFront:
     def _hit(self, ex: Exchange, response: CompletionResponse, model: str | None,
              ignored: tuple[str, ...]) -> bytes:
         headers = [("x-claif-cache-status", "hit-exact")]
+        if ignored:
+            headers.append(("x-claif-ignored", ",".join(ignored)))
         if ex.path == _CHAT:
-            if ignored:
-                headers.append(("x-claif-ignored", ",".join(ignored)))
             doc = openai_response(response, model or response.model, "chatcmpl-" + ex.rid, int(time.time()))
         else:
             doc = anthropic_response(response, model or response.model, "msg_" + ex.rid)
@@ -232,9 +229,7 @@ class HttpFront:
             return
         if len(self._hot) >= _HOT_KEYS:
             self._hot.clear()
-        h = ex.headers
-        self._hot[(ex.path, ex.body, h.get("x-claif-cache"), h.get("x-claif-namespace"), h.get("x-claif-ttl"))] = (
-            prepared.key, model, ignored)
+        self._hot[_hot_material(ex)] = (prepared.key, model, ignored)
 
     def forget(self, _: Any = None) -> None:
         """A config change: routes, aliases and cache settings may differ."""
@@ -479,10 +474,19 @@ class HttpFront:
         await ex.respond(200, doc, [])
 
     async def _messages(self, ex: Exchange) -> None:
-        ask = read_messages(ex, self.completions.config)
+        ask = read_messages(ex, self.completions.config, self.completions.provider_type)
         model, rid = ask.request.model or "", "msg_" + ex.rid
-        sink = AnthropicStream(ex, model, rid, []) if ask.stream else AnthropicJSON(ex, model, rid, [])
+        extra = [("x-claif-ignored", ",".join(ask.ignored))] if ask.ignored else []
+        sink = AnthropicStream(ex, model, rid, extra) if ask.stream else AnthropicJSON(ex, model, rid, extra)
         await self._run(ex, ask.request, sink, sink)
+
+
+def _hot_material(ex: Exchange) -> tuple[str | bytes | None, ...]:
+    """What decides a request's cache key besides the config: its route, its
+    bytes and the headers that steer it."""
+    h = ex.headers
+    return (ex.path, ex.body, h.get("x-claif-cache"), h.get("x-claif-namespace"), h.get("x-claif-ttl"),
+            h.get(DROP_HEADER))
 
 
 def _openai_model(model_id: str) -> dict[str, Any]:

@@ -21,12 +21,17 @@ from .server import Exchange
 
 __all__ = ["read_chat", "read_messages", "_decode"]
 
-# OpenAI-only request fields an Anthropic model cannot take: dropped (and named
-# in x-claif-ignored) when the request crosses wires. (response_format is
-# translated: claifd/structured.py.)
-_OPENAI_ONLY = ("seed", "user", "logprobs", "top_logprobs", "presence_penalty",
-                "frequency_penalty", "logit_bias", "parallel_tool_calls", "service_tier", "reasoning_effort",
-                "modalities", "prediction", "audio", "web_search_options")
+# OpenAI-only request fields an Anthropic model cannot take, when the request
+# crosses wires (response_format is translated: claifd/structured.py):
+# - these change nothing in the answer: dropped, named in x-claif-ignored;
+_OPENAI_HARMLESS = ("user", "service_tier", "parallel_tool_calls", "store", "prompt_cache_key", "safety_identifier")
+# - these would: a 400 naming the field, unless the caller sends `x-claif-drop-params: true`
+#   (then dropped and named in x-claif-ignored).
+_OPENAI_ONLY = ("seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias",
+                "reasoning_effort", "modalities", "prediction", "audio", "web_search_options")
+# Anthropic-only request fields an OpenAI-compatible model cannot take (the same rule).
+_ANTHROPIC_ONLY = ("top_k",)
+DROP_HEADER = "x-claif-drop-params"
 
 
 class _Ask(NamedTuple):
@@ -83,7 +88,7 @@ def read_chat(ex: Exchange, config: Config, type_of: Callable[[str], str], body:
     return work.ask
 
 
-def read_messages(ex: Exchange, config: Config) -> _Ask:
+def read_messages(ex: Exchange, config: Config, type_of: Callable[[str], str] | None = None) -> _Ask:
     """An Anthropic Messages request."""
     work = _work(ex)
     if work.ask is None:
@@ -93,7 +98,8 @@ def read_messages(ex: Exchange, config: Config) -> _Ask:
             raise BadRequest(str(exc)) from None
         if request.max_tokens is None:
             raise BadRequest("max_tokens: Field required")
-        work.ask = _Ask(_steer(ex, request, "anthropic", config, None)[0], stream)
+        request, dropped = _steer(ex, request, "anthropic", config, type_of)
+        work.ask = _Ask(request, stream, ignored=tuple(dropped))
     return work.ask
 
 
@@ -112,10 +118,27 @@ def _steer(ex: Exchange, request: CompletionRequest, wire: str, config: Config,
     if h.get("x-claif-session"):
         changes["session"] = h["x-claif-session"]
     ignored: list[str] = []
-    if type_of is not None and request.extra and type_of(request.model or config.client.model) not in ("openai", "azure"):
-        ignored = [k for k in request.extra if k in _OPENAI_ONLY]
-        kept = {k: v for k, v in request.extra.items() if k not in _OPENAI_ONLY}
-        changes["extra"] = kept or None
+    if type_of is not None and wire == "openai" and request.extra:
+        if type_of(request.model or config.client.model) not in ("openai", "azure"):
+            ignored = _untranslatable(h, [k for k in request.extra if k in _OPENAI_ONLY],
+                                      request.model or config.client.model)
+            ignored += [k for k in request.extra if k in _OPENAI_HARMLESS]
+            if ignored:
+                kept = {k: v for k, v in request.extra.items() if k not in ignored}
+                changes["extra"] = kept or None
+    elif type_of is not None and wire == "anthropic" and request.top_k is not None:
+        if type_of(request.model or config.client.model) in ("openai", "azure"):
+            ignored = _untranslatable(h, ["top_k"], request.model or config.client.model)
+            changes["top_k"] = None
     if changes:
         request = msgspec.structs.replace(request, **changes)
     return request, ignored
+
+
+def _untranslatable(headers: dict[str, str], fields: list[str], model: str) -> list[str]:
+    """`fields` the target cannot take and that would change its answer: a
+    400 naming the first, unless the caller agreed to lose them."""
+    if fields and headers.get(DROP_HEADER, "").lower() not in ("true", "1", "yes"):
+        raise BadRequest(f"{fields[0]}: {model} cannot take it and the daemon cannot translate it; send "
+                         f"`{DROP_HEADER}: true` to have such fields dropped (named in x-claif-ignored)")
+    return fields
