@@ -129,3 +129,11 @@ def test_counted_under_the_responses_front(front: Front) -> None:
     assert samples[("claif_requests_total", (("front", "responses"), ("method", "complete"), ("model", "gpt-4o-mini"),
                                              ("outcome", "ok"), ("provider", "openai")))] == 1
     assert log[-1]["front"] == "responses"
+
+
+def test_a_stream_failing_midway_ends_with_an_error_event(front: Front, sim: Sim) -> None:
+    sim.configure(stream_error_after=2)
+    events = list(front.openai().responses.create(model=CLAUDE, input="one two three four five six", stream=True))
+    assert [e.type for e in events][:2] == ["response.created", "response.in_progress"]
+    assert events[-1].type == "error" and events[-1].message  # type: ignore[union-attr]
+    assert events[-1].sequence_number == len(events) - 1

@@ -55,7 +55,7 @@ from ..monitoring import CONTENT_TYPE
 from ..providers import AnthropicProvider
 from ..sessions.context import estimate_text, estimate_tokens
 from .auth import TOKEN_FILE, host_and_origin, load_token, peer_uid_in, token_matches
-from .reading import DROP_HEADER, _decode, _work, read_chat, read_messages
+from .reading import DROP_HEADER, _decode, _Work, _work, read_chat, read_messages
 from .responses import ResponsesJSON, ResponsesStream, conversation, to_chat
 from .server import Exchange, Gone, HttpServer, Limits
 from .sinks import Answer, AnthropicJSON, AnthropicStream, OpenAIChoices, OpenAIJSON, OpenAIStream
@@ -278,8 +278,13 @@ class HttpFront:
         if info.code == "upstream_error" and isinstance(upstream, int) and 400 <= upstream < 600:
             status = upstream
         if ex.started:  # mid-stream: an error event in the stream's own shape
-            doc = self._error_doc(ex, status, info.message)
-            await ex.sse(doc, "error" if _anthropic(ex) else None)
+            if ex.path == _RESPONSES:  # (the Responses API's: typed, numbered after the stream's own)
+                sink = ex.state.sink if isinstance(ex.state, _Work) else None
+                number = sink.sequence if isinstance(sink, ResponsesStream) else 0
+                await ex.sse({"type": "error", "code": info.code, "message": info.message, "param": None,
+                              "sequence_number": number}, "error")
+            else:
+                await ex.sse(self._error_doc(ex, status, info.message), "error" if _anthropic(ex) else None)
             await ex.end()
             return
         await ex.respond(status, self._error_doc(ex, status, info.message), _retry_headers(info.code, info.retry_after))
@@ -457,6 +462,7 @@ class HttpFront:
         extra = [("x-claif-ignored", ",".join(ask.ignored))] if ask.ignored else []
         model = request.model or ""
         sink = (ResponsesStream if ask.stream else ResponsesJSON)(ex, model, rid, extra, doc, keep)
+        _work(ex).sink = sink
         await self._run(ex, request, sink, sink)
 
     async def _stored_response(self, ex: Exchange, rid: str) -> None:

@@ -19,7 +19,7 @@ from ..config import Config
 from ..errors import BadRequest
 from .server import Exchange
 
-__all__ = ["read_chat", "read_messages", "_decode"]
+__all__ = ["read_chat", "read_messages", "_decode", "_Work"]
 
 # OpenAI-only request fields an Anthropic model cannot take, when the request
 # crosses wires (response_format is translated: claifd/structured.py):
@@ -50,12 +50,13 @@ class _Work:
     what the inline attempt learned, so a miss is not read, translated and
     prepared twice, and whether the pipeline has recorded the request."""
 
-    __slots__ = ("ask", "prepared", "recorded")
+    __slots__ = ("ask", "prepared", "recorded", "sink")
 
     def __init__(self) -> None:
         self.ask: _Ask | None = None
         self.prepared: Prepared | None = None
         self.recorded = False
+        self.sink: Any = None  # the answer's sink, once there is one
 
 
 def _work(ex: Exchange) -> _Work:
