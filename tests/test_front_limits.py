@@ -218,8 +218,10 @@ def test_pipelined_hits_never_read_pause_their_connection(front: Front) -> None:
     assert httpx.get(front.url + "/v1/models", headers=auth).status_code == 200
     assert time.monotonic() - started < 2
     conn.close()
-    assert sent < 20_000, "the daemon kept reading requests whose answers nobody read"
-    assert grown < 30 * 1024 * 1024, grown
+    # Paused, only the kernel's buffers take requests (~3,300 of them, ~7 MB, measured)
+    # and the daemon holds ~1 MB more; reading on, it would hold each request it read.
+    assert sent < 8_000, f"the daemon kept reading requests whose answers nobody read ({sent})"
+    assert grown < 12 * 1024 * 1024, grown
 
 
 def test_requests_pipelined_behind_a_busy_one_are_not_read(front: Front, sim: Sim) -> None:
