@@ -33,6 +33,7 @@ from typing import Any, Literal
 import structlog
 
 from .config import (
+    ENV_ALIASES,
     MAX_CONFIG_DEPTH,
     Config,
     ConfigError,
@@ -55,6 +56,7 @@ from .config.edits import (
     _set_path,
     _unknown_leaves,
     did_you_mean,
+    env_warnings,
     flatten,
     layer_errors,
     redact,
@@ -351,6 +353,7 @@ class ConfigManager:
         for key in _unknown_leaves(self._layers["env"]):
             variable = "CLAIF_" + "__".join(part.upper() for part in key.split("."))
             out.append(f"unknown key {key!r} from ${variable}{did_you_mean(key)}")
+        out.extend(env_warnings(self.environ, ENV_ALIASES))
         return out
 
     def adopt_layer(self, scope: str, layer: dict[str, Any]) -> list[Change]:

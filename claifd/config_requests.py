@@ -31,6 +31,8 @@ from .errors import BadRequest, NotFound
 __all__ = ["LiveConfig"]
 
 _SCOPES = ("runtime", "project", "global")
+# Keys read once, when the daemon starts (docs/CONFIGURATION.md marks them `restart`), and why.
+RESTART_ONLY = {"cache.compression": "the disk tier's compression is chosen when it opens"}
 
 
 class LiveConfig:
@@ -90,6 +92,10 @@ class LiveConfig:
     async def on_set(self, msg: ConfigSet, conn: Conn, _: None) -> Result:
         if msg.scope not in _SCOPES:
             raise BadRequest(f"unknown scope {msg.scope!r} (runtime, project or global)")
+        why_restart = RESTART_ONLY.get(msg.key)
+        if why_restart is not None and msg.scope == "runtime":
+            raise BadRequest(f"config not changed: {msg.key} is read at start only ({why_restart}), and the runtime "
+                             f"layer ends with the daemon: set it with --scope global (or project), then restart")
         probe = self.probes.get(msg.key)
         why = await anyio.to_thread.run_sync(probe, msg.value) if probe is not None else None
         if why is not None:
@@ -102,9 +108,12 @@ class LiveConfig:
             raise BadRequest(f"config not changed: cannot write the {msg.scope} file: {exc.strerror or exc}") from exc
         value, source = self.settings.get(msg.key)
         written = redact(msg.value, msg.key)
-        return Result(id=msg.id, value={"key": msg.key, "written": written, "scope": msg.scope,
-                                        "path": self.settings.path_of(msg.scope), "value": value, "source": source,
-                                        "generation": self.settings.generation, "changed": [c.key for c in changes]})
+        doc = {"key": msg.key, "written": written, "scope": msg.scope, "path": self.settings.path_of(msg.scope),
+               "value": value, "source": source, "generation": self.settings.generation,
+               "changed": [c.key for c in changes]}
+        if why_restart is not None:
+            doc["notice"] = f"{msg.key} takes effect when the daemon restarts ({why_restart})"
+        return Result(id=msg.id, value=doc)
 
     async def on_unset(self, msg: ConfigUnset, conn: Conn, _: None) -> Result:
         if msg.scope not in _SCOPES:

@@ -14,6 +14,7 @@ Sizes ("100MB", "64 MiB", or bytes) and durations (seconds, or "30s", "5m",
 from __future__ import annotations
 
 from .loader import (
+    ENV_ALIASES,
     MAX_CONFIG_BYTES,
     MAX_CONFIG_DEPTH,
     RANGES,
@@ -61,6 +62,6 @@ __all__ = [
     "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "MetricsConfig", "OptimizerConfig", "PoolConfig", "Price",
     "ProviderConfig", "RoutingConfig", "RANGES", "RedisConfig", "RetryConfig", "SemanticCacheConfig",
     "ServerConfig", "SessionConfig", "build_config", "check_ranges", "config_depth", "default_global_path",
-    "describe_schema", "env_layer", "merge_layers", "parse_config_text", "parse_duration", "parse_size",
+    "describe_schema", "ENV_ALIASES", "env_layer", "merge_layers", "parse_config_text", "parse_duration", "parse_size",
     "read_file_layer", "to_builtins", "unknown_keys",
 ]

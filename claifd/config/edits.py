@@ -222,3 +222,44 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     _set_path(doc, key, value)
     return doc
+
+
+# CLAIF_* variables read by the processes themselves, not config keys.
+PROCESS_VARIABLES = frozenset({"CLAIF_SOCKET", "CLAIF_TRUSTED_UIDS"})
+
+
+def _leaf_keys(schema: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema's sections (maps of sections left out)."""
+    out: list[str] = []
+    for field in msgspec.structs.fields(schema):
+        kind = field.type
+        if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            out.extend(_leaf_keys(kind, f"{prefix}{field.name}."))
+        else:
+            out.append(prefix + field.name)
+    return out
+
+
+def env_warnings(environ: Mapping[str, str], aliases: Mapping[str, Any]) -> list[str]:
+    """A warning, with a suggestion, for each CLAIF_* variable nothing reads:
+    the seed's single-underscore names (CLAIF_POOL_MAX_CONNECTIONS: levels
+    take a double underscore), CLAIF_API_KEY, and near misses."""
+    names = [n for n in environ if n.startswith("CLAIF_") and "__" not in n and n not in aliases
+             and n not in PROCESS_VARIABLES]
+    if not names:
+        return []
+    flat = {key.upper().replace(".", "_"): key for key in _leaf_keys(Config)}
+    known = sorted(PROCESS_VARIABLES | set(aliases))
+    out = []
+    for name in sorted(names):
+        if name == "CLAIF_API_KEY":
+            out.append("$CLAIF_API_KEY is not read: API keys are providers.NAME.api_key (`claif keys set NAME`), "
+                       "or ANTHROPIC_API_KEY / OPENAI_API_KEY in the daemon's environment")
+        elif (key := flat.get(name[len("CLAIF_"):])) is not None:
+            variable = "CLAIF_" + "__".join(part.upper() for part in key.split("."))
+            out.append(f"${name} is not read: for {key} write ${variable} (a double underscore between levels)")
+        else:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+            hint = f" (did you mean ${close[0]}?)" if close else ""
+            out.append(f"${name} is not read: no such variable{hint}")
+    return out

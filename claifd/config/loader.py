@@ -7,7 +7,9 @@ import importlib.util
 import json
 import math
 import os
+import re
 import stat
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -119,7 +121,7 @@ def config_depth(value: Any) -> int:
     return deepest
 
 
-_ENV_ALIASES = {
+ENV_ALIASES = {
     "CLAIF_DEFAULT_MODEL": ("client", "model"),
     "CLAIF_TIMEOUT": ("client", "timeout"),
     "CLAIF_SESSION_DIR": ("session", "directory"),
@@ -136,8 +138,8 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     """
     layer: dict[str, Any] = {}
     for name, value in environ.items():
-        if name in _ENV_ALIASES:
-            path: tuple[str, ...] = _ENV_ALIASES[name]
+        if name in ENV_ALIASES:
+            path: tuple[str, ...] = ENV_ALIASES[name]
         elif name.startswith("CLAIF_") and "__" in name:
             path = tuple(part.lower() for part in name[len("CLAIF_") :].split("__"))
             if not all(path):
@@ -318,13 +320,32 @@ def _embedder_problems(semantic: SemanticCacheConfig) -> list[str]:
     return []
 
 
+def _choices_of(message: str) -> str:
+    """ " (one of: zlib, zstd, none)" for msgspec's "Invalid enum value ... - at `$.cache.compression`"."""
+    found = re.match(r"Invalid enum value .* - at `\$\.([\w.]+)`", message)
+    if found is None:
+        return ""
+    schema: Any = Config
+    for part in found.group(1).split("."):
+        if (item := struct_of_map(schema)) is not None:
+            schema = item  # providers.NAME: the name, then its section
+            continue
+        fields = {f.name: f.type for f in msgspec.structs.fields(schema)} if isinstance(schema, type) and \
+            issubclass(schema, msgspec.Struct) else {}
+        if part not in fields:
+            return ""
+        schema = fields[part]
+    choices = [str(c) for c in typing.get_args(schema) if isinstance(c, str)]
+    return f" (one of: {', '.join(choices)})" if choices else ""
+
+
 def build_config(merged: Mapping[str, Any]) -> Config:
     """Validate a merged layer dict into a `Config`, or raise `ConfigError`
     (naming every value that is out of range, not only the first)."""
     try:
         config = msgspec.convert(merged, Config, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(str(exc) + _choices_of(str(exc))) from exc
     problems = check_ranges(config)
     problems.extend(_embedder_problems(config.cache.semantic))
     from ..providers.registry import check  # the provider types live with their code

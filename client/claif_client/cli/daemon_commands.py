@@ -106,7 +106,10 @@ def _cmd_config(client: Client, args: argparse.Namespace) -> int:
         else:
             where = f"the {doc['scope']} layer" + (f" ({doc['path']})" if doc.get("path") else "")
             print(f"wrote {doc['key']} = {_shown(doc['written'])} to {where}")
-            print(f"effective: {_shown(doc['value'])} (from {doc['source']})")
+            if doc.get("notice"):
+                print(f"not yet effective: {doc['notice']}")
+            else:
+                print(f"effective: {_shown(doc['value'])} (from {doc['source']})")
     elif action == "unset":
         doc = client.config_unset(args.key, args.scope)
         if args.json:
