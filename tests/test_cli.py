@@ -17,6 +17,8 @@ CLAIF = str(Path(sys.executable).with_name("claif"))
 
 def claif(*args: str, socket: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    if socket is not None:  # what `-c` remembers, kept beside the test's daemon
+        env["XDG_STATE_HOME"] = str(Path(socket).parent / "state")
     cmd = [CLAIF] + (["--socket", str(socket)] if socket else []) + list(args)
     return subprocess.run(cmd, capture_output=True, text=True, input=stdin if stdin is not None else "", env=env,
                           timeout=60)

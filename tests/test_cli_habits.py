@@ -4,11 +4,15 @@ real daemon."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import time
 
 from claif_client import Client
 
-from .conftest import DaemonProcess
-from .test_cli import claif
+from .conftest import DaemonProcess, Sim, sim_env
+from .test_cli import CLAIF, claif
 
 
 def test_unknown_environment_names_are_warned_with_a_suggestion(daemon_factory) -> None:  # type: ignore[no-untyped-def]
@@ -42,3 +46,93 @@ def test_enum_errors_list_the_choices(daemon: DaemonProcess) -> None:
     out = claif("--json", "config", "validate", "-", socket=daemon.socket, stdin=json.dumps(
         {"cache": {"compression": "lz4"}}))
     assert "one of: zlib, zstd, none" in out.stdout
+
+
+def _upstream_messages(sim: Sim) -> list[tuple[str, str]]:
+    body = sim.requests()[-1]["body"]
+    return [(m["role"], m["content"]) for m in body["messages"]]  # type: ignore[index]
+
+
+def test_dash_c_continues_the_last_exchange_from_this_cli(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    d: DaemonProcess = daemon_factory(env=sim_env(sim, CLAIF_CLIENT__MODEL="openai/gpt-4o-mini"))
+    with Client(d.socket) as c:  # an older conversation that -c must not pick up
+        old = c.session_create(title="older chat")["id"]
+        for i in range(5):
+            c.session_send(old, f"old message {i}")
+    assert claif("ask", "my favourite fruit is mango", socket=d.socket).returncode == 0
+    out = claif("ask", "-c", "what is my favourite fruit", socket=d.socket)
+    assert out.returncode == 0, out.stderr
+    assert _upstream_messages(sim) == [("user", "my favourite fruit is mango"),
+                                       ("assistant", "Simulated reply to: my favourite fruit is mango"),
+                                       ("user", "what is my favourite fruit")]
+    out = claif("ask", "-c", "and the colour?", socket=d.socket)
+    assert [m for _, m in _upstream_messages(sim)][-3:] == ["what is my favourite fruit",
+                                                           "Simulated reply to: what is my favourite fruit",
+                                                           "and the colour?"]
+    # --cid continues a given conversation.
+    out = claif("--json", "ask", "--cid", old, "one more", socket=d.socket)
+    assert out.returncode == 0 and len(_upstream_messages(sim)) == 11
+    assert json.loads(out.stdout)["session"]["session_id"] == old
+    assert d.stop() == 0
+
+
+def test_chat_takes_blocks_and_commands_that_never_reach_the_model(daemon_factory, sim: Sim, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d: DaemonProcess = daemon_factory(env=sim_env(sim, CLAIF_CLIENT__MODEL="openai/gpt-4o-mini"))
+    script = "\n".join(["/help", "/model anthropic/claude-sonnet-4-5", '"""', "def f(x):", "    return x + 1",
+                        '"""', "/system be terse", "second question", f"/save {tmp_path}/chat.md", "/bogus", "/exit"])
+    before = sim.stats()["requests"]
+    out = claif("chat", socket=d.socket, stdin=script + "\n")
+    assert out.returncode == 0, out.stderr
+    assert "model openai/gpt-4o-mini" in out.stderr and "model anthropic/claude-sonnet-4-5" in out.stderr
+    assert "/model NAME" in out.stderr and "unknown command /bogus" in out.stderr
+    assert sim.stats()["requests"] - before == 2  # the two questions; no command was sent
+    first, second = sim.requests()[-2:]
+    assert first["path"] == "/v1/messages"
+    assert first["body"]["messages"][-1]["content"] == "def f(x):\n    return x + 1"  # type: ignore[index]
+    assert second["body"]["system"] == "be terse"  # type: ignore[index]
+    assert "second question" in (tmp_path / "chat.md").read_text()
+    # -c after a chat continues that chat.
+    claif("ask", "-c", "third", socket=d.socket)
+    assert [m for _, m in _upstream_messages(sim)][-1] == "third" and len(_upstream_messages(sim)) == 5
+    assert d.stop() == 0
+
+
+def test_double_dash_ends_the_options_and_a_misplaced_one_says_so(daemon: DaemonProcess) -> None:
+    out = claif("ask", "--", "what", "does", "-m", "mean", socket=daemon.socket)
+    assert (out.returncode, out.stdout) == (0, "echo: what does -m mean\n")
+    out = claif("ask", "what", "does", "-m", "mean", socket=daemon.socket)
+    assert out.returncode == 2 and "claif ask -- what does -m mean" in out.stderr
+    out = claif("ask", "hi", "-o", "temprature", "0.2", socket=daemon.socket)
+    assert "did you mean temperature?" in out.stderr
+
+
+def test_ask_streams_on_a_terminal_and_not_when_piped(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    d: DaemonProcess = daemon_factory(env=sim_env(sim))
+    sim.configure(token_delay_ms=80)
+    prompt = "one two three four five six seven eight"
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    env["XDG_STATE_HOME"] = str(d.socket.parent / "state")
+    started = time.monotonic()
+    proc = subprocess.Popen([CLAIF, "--socket", str(d.socket), "ask", "-m", "openai/gpt-4o-mini", prompt],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    arrivals: list[tuple[float, bytes]] = []
+    while True:
+        try:
+            piece = os.read(master, 4096)
+        except OSError:
+            break
+        if not piece:
+            break
+        arrivals.append((time.monotonic() - started, piece))
+    proc.wait(timeout=30)
+    os.close(master)
+    text = b"".join(p for _, p in arrivals).decode()
+    assert "Simulated reply to: " + prompt in text
+    assert len(arrivals) >= 3 and arrivals[-1][0] - arrivals[0][0] > 0.3, arrivals  # word by word
+    piped = claif("ask", "-m", "openai/gpt-4o-mini", prompt, socket=d.socket)
+    assert piped.stdout == "Simulated reply to: " + prompt + "\n"
+    out = claif("ask", "--no-stream", "-m", "openai/gpt-4o-mini", "x", socket=d.socket)
+    assert out.stdout == "Simulated reply to: x\n"
+    assert d.stop() == 0

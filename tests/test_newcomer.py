@@ -65,7 +65,7 @@ def test_bare_model_ids_resolve_to_their_provider(upstream_daemon: DaemonProcess
             c.complete("hi", model="llama-3")
 
 
-def test_continue_the_most_recent_session(daemon: DaemonProcess) -> None:
+def test_continue_the_last_exchange(daemon: DaemonProcess) -> None:
     s = daemon.socket
     ok("ask", "-c", "remember", "seven", socket=s)
     ok("ask", "-c", "what", "was", "it", socket=s)
@@ -76,12 +76,13 @@ def test_continue_the_most_recent_session(daemon: DaemonProcess) -> None:
     assert texts == ["remember seven", "echo: remember seven", "what was it", "echo: what was it"]
 
 
-def test_chat_continues_the_most_recent_session_under_a_terminal(daemon: DaemonProcess) -> None:
+def test_chat_continues_the_last_exchange_under_a_terminal(daemon: DaemonProcess) -> None:
     ok("ask", "-c", "first", "turn", socket=daemon.socket)
     # On a terminal, started by subprocess: no Python runs between fork and
     # exec (a fork of this multi-threaded test process could hang there).
     fd, terminal = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
+    env["XDG_STATE_HOME"] = str(daemon.socket.parent / "state")  # (where `claif()` keeps what -c continues)
     proc = subprocess.Popen([CLAIF, "--socket", str(daemon.socket), "chat", "-c"],
                             stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True)
     os.close(terminal)

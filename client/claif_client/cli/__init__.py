@@ -73,10 +73,12 @@ def _hoist_globals(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
+    raw = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(_hoist_globals(sys.argv[1:] if argv is None else list(argv)))
+        args = parser.parse_args(_hoist_globals(raw))
     except UsageError as exc:
         return _fail("UsageError", str(exc), EXIT_USAGE)
+    args.argv = raw
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -107,3 +107,49 @@ def _meta(pairs: list[str]) -> dict[str, Any] | None:
 def _fail(kind: str, message: str, code: int) -> int:
     sys.stderr.write(f"claif: {kind}: {message}\n")
     return code
+
+
+# ------------------------------------------- the CLI's memory of the last exchange
+
+
+def _last_path() -> str:
+    """`$XDG_STATE_HOME/claif/last.json` (else ~/.local/state/claif/last.json):
+    what `-c` continues, per daemon socket."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "claif", "last.json")
+
+
+def _recall(socket: str) -> dict[str, Any] | None:
+    """The last exchange made from this user's CLI with this daemon, or None."""
+    try:
+        with open(_last_path(), "rb") as f:
+            doc = msgspec.json.decode(f.read())
+    except (OSError, msgspec.DecodeError):
+        return None
+    entry = doc.get(socket) if isinstance(doc, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _remember(socket: str, entry: dict[str, Any]) -> None:
+    """Keep `entry` as this daemon's last exchange (private: it holds the text;
+    a failure to write only loses `-c`, never the answer)."""
+    path = _last_path()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            with open(path, "rb") as f:
+                doc = msgspec.json.decode(f.read())
+        except (OSError, msgspec.DecodeError):
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        doc[socket] = entry
+        if len(doc) > 32:  # (daemons come and go: keep the newest few)
+            doc = dict(list(doc.items())[-32:])
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.encode(doc))
+        os.replace(tmp, path)
+    except OSError as exc:
+        print(f"claif: warning: cannot remember this exchange for -c ({exc})", file=sys.stderr)

@@ -39,7 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--model", "-m", help="PROVIDER/MODEL, a model id (claude-..., gpt-...) or an alias "
                                            "(default: client.model)")
     ask.add_argument("--continue", "-c", dest="continue_", action="store_true",
-                     help="continue the most recent session (a new one if there is none)")
+                     help="continue your last exchange made from this CLI (an ask or a chat)")
+    ask.add_argument("--cid", metavar="ID", help="continue conversation ID (a session id)")
     ask.add_argument("--option", "-o", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                      help="a model option (temperature, top_p, top_k, max_tokens, stop, or any provider field)")
     ask.add_argument("--system", "-s", help="system prompt")
@@ -48,7 +49,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--complexity", choices=("simple", "moderate", "complex"),
                      help="how demanding the question is: picks the model under --model auto and a max_tokens "
                           "default (the daemon's optimizer.* settings)")
-    ask.add_argument("--stream", action="store_true", help="print the answer as it arrives")
+    ask.add_argument("--stream", action="store_true", default=None,
+                     help="print the answer as it arrives (the default when stdout is a terminal)")
+    ask.add_argument("--no-stream", action="store_true", help="print the answer whole, even on a terminal")
     ask.add_argument("--session", help="send within this session")
     modes = ask.add_mutually_exclusive_group()
     modes.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
@@ -113,7 +116,8 @@ def _build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="interactive conversation (streams replies; /exit or Ctrl-D to leave)")
     chat.add_argument("--session", help="continue this session (default: a new one)")
     chat.add_argument("--continue", "-c", dest="continue_", action="store_true",
-                      help="continue the most recent session")
+                      help="continue your last exchange made from this CLI (an ask or a chat)")
+    chat.add_argument("--cid", metavar="ID", help="continue conversation ID (a session id)")
     chat.add_argument("--model", "-m")
     chat.add_argument("--system", "-s")
 
