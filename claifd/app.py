@@ -38,6 +38,7 @@ from .logs import set_level
 from .perf import Perf
 from .pool import HttpPool
 from .providers import OpenAIProvider, Providers
+from .request_log import CompletionLog
 from .semantic.service import SemanticCache
 from .sessions import requests as session_requests
 from .sessions.service import SessionService
@@ -86,7 +87,9 @@ class App:
                                      self.state.tasks.spawn)
         self.front = HttpFront(self.completions, self.embeddings, lambda: self.catalog.list(), self.metrics_text,
                                self.health.report, lambda: self.state.allowed_uids, settings.global_path.parent)
-        self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf)
+        self.request_log = CompletionLog(config.log)
+        self.completions.request_log = self.request_log
+        self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf, self.request_log)
         self.dispatch = Dispatch()
         self.completion_requests = CompletionRequests(self.completions)
         self.completion_requests.register(self.dispatch)
@@ -112,6 +115,7 @@ class App:
         await self.semantic.start(task_group)
         await self.sessions.start(task_group)
         self.health.start(task_group)
+        self.request_log.start(task_group)
         await self.metrics_http.server.start(task_group, "", self.config.metrics.listen)
         await self.front.start(task_group, self.config.server.http,
                                str(Path(self.socket_path).with_name("claifd-http.sock")) if self.socket_path else "")
@@ -147,6 +151,7 @@ class App:
         attach("health", self.health.reconfigure)
         attach("metrics", self._reconfigure_metrics)
         attach("server.http", self.front.reconfigure)
+        attach("log", self.request_log.reconfigure)
         self.health.listen_errors = lambda: {"http": self.front.server.error, "metrics": self.metrics_http.server.error}
         self.live_config.probes["server.http.listen"] = self.front.server.can_listen
         self.live_config.probes["metrics.listen"] = self.metrics_http.server.can_listen

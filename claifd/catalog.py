@@ -26,6 +26,7 @@ from .dispatch import Conn, Dispatch
 from .errors import ClaifdError
 from .perf import Perf
 from .providers.http import HttpProvider
+from .request_log import CompletionLog
 
 __all__ = ["ModelCatalog", "CATALOG_TTL"]
 
@@ -34,10 +35,12 @@ LIST_TIMEOUT = 10.0
 
 
 class ModelCatalog:
-    def __init__(self, providers: dict[str, HttpProvider], config: Callable[[], Config], perf: Perf) -> None:
+    def __init__(self, providers: dict[str, HttpProvider], config: Callable[[], Config], perf: Perf,
+                 log: CompletionLog) -> None:
         self.providers = providers
         self.config = config
         self.perf = perf
+        self.log = log
         self._cache: dict[str, tuple[float, list[str]]] = {}
 
     def __repr__(self) -> str:
@@ -45,7 +48,10 @@ class ModelCatalog:
 
     def register(self, dispatch: Dispatch) -> None:
         dispatch.task(Models, self.on_models)
-        dispatch.inline(RequestLog, lambda msg, conn: Result(id=msg.id, value=self.perf.recent_completions(msg.limit)))
+        dispatch.task(RequestLog, self.on_log)
+
+    async def on_log(self, msg: RequestLog, conn: Conn, _: None) -> Result:
+        return Result(id=msg.id, value=await self.log.query(msg.limit, msg.query))
 
     async def on_models(self, msg: Models, conn: Conn, _: None) -> Result:
         return Result(id=msg.id, value=await self.list(refresh=msg.refresh))

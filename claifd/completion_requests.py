@@ -123,7 +123,7 @@ class CompletionRequests:
         key = self.hot_key(msg.request)
         if key is not None and (entry := self.cache.lookup_memory(key)) is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry))
-            self.completions.record_hit(entry, started)
+            self.completions.record_hit(entry, started, "socket", (bytes(msg.request), "socket"))
             return None
         try:
             request = _request_decoder.decode(msg.request)

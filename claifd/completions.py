@@ -55,6 +55,7 @@ from .optimizer import Optimized, optimize
 from .perf import Perf
 from .prepared import CACHE_MODES, Prepared, _validate
 from .providers import Providers
+from .request_log import CompletionLog
 from .semantic.service import SemanticCache
 from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
@@ -84,6 +85,8 @@ class Completions:
                  perf: Perf | None = None) -> None:
         self.config = settings.config
         self.perf = perf if perf is not None else Perf(enabled=False)
+        # Where every completion is logged (claif log); the app sets it.
+        self.request_log: CompletionLog | None = None
         self.providers = providers
         self.cache = cache
         self.semantic = semantic
@@ -161,19 +164,19 @@ class Completions:
             return None
         entry = self.cache.lookup_memory(prepared.key)
         if entry is not None:
-            self.record_hit(entry, started, prepared.front)
+            self.record_hit(entry, started, prepared.front, prepared.request)
         return entry
 
-    def record_hit(self, entry: MemEntry, started: float, front: str = "socket") -> None:
-        perf = self.perf
-        if perf.enabled:
-            provider, model = perf.labels(entry.model)
-            self._record(front, provider, model, "cached-exact", time.perf_counter() - started, entry.input_tokens,
-                         entry.output_tokens)
+    def record_hit(self, entry: MemEntry, started: float, front: str = "socket", request: Any = None) -> None:
+        """A memory-tier hit, recorded. `request`: the request, or (its raw
+        bytes, their wire) from a hot path that never decoded it."""
+        provider, model = self.perf.labels(entry.model)
+        self._record(front, provider, model, "cached-exact", time.perf_counter() - started, entry.input_tokens,
+                     entry.output_tokens, entry.namespace, request, entry)
 
     def refused(self, code: str, started: float, front: str = "socket") -> None:
         """A completion request refused before it ran (invalid, unroutable, draining)."""
-        self.perf.request("complete", "", "", code, time.perf_counter() - started, front)
+        self._record(front, "", "", code, time.perf_counter() - started, 0, 0)
 
     async def run(self, prepared: Prepared, sink: Sink | None = None, memory_probed: bool = False) -> CompletionResponse:
         """Everything but a memory-tier hit, for every front, into `sink`
@@ -194,17 +197,22 @@ class Completions:
             outcome = _outcome(exc, prepared.started, prepared.timeout)
             raise
         finally:
-            if self.perf.enabled:
-                usage = response.usage if response is not None else None
-                self._record(prepared.front, prepared.provider.name, prepared.model,
-                             prepared.outcome if outcome == "ok" else outcome,
-                             time.perf_counter() - prepared.started, usage.input_tokens if usage else 0,
-                             usage.output_tokens if usage else 0)
+            usage = response.usage if response is not None else None
+            self._record(prepared.front, prepared.provider.name, prepared.model,
+                         prepared.outcome if outcome == "ok" else outcome,
+                         time.perf_counter() - prepared.started, usage.input_tokens if usage else 0,
+                         usage.output_tokens if usage else 0, prepared.namespace, prepared.request, response)
 
     def _record(self, front: str, provider: str, model: str, outcome: str, seconds: float, tokens_in: int,
-                tokens_out: int) -> None:
-        self.perf.request("complete", provider, model, outcome, seconds, front)
-        self.perf.completion("complete", provider, model, outcome, seconds, tokens_in, tokens_out, front)
+                tokens_out: int, namespace: str | None = None, request: Any = None, answer: Any = None) -> None:
+        """The metrics (when on) and the request log (claif log)."""
+        perf = self.perf
+        perf.request("complete", provider, model, outcome, seconds, front)
+        log = self.request_log
+        if log is not None:
+            cost = perf.prices.cost(f"{provider}/{model}", tokens_in, tokens_out) if outcome == "ok" else 0.0
+            log.add((time.time(), front, "complete", namespace, provider, model, outcome, seconds, tokens_in,
+                     tokens_out, cost, request, answer))
 
     def _first_token(self, prepared: Prepared, on_delta: DeltaCallback) -> DeltaCallback:
         """`on_delta`, timing the first piece of text (time to first token)."""

@@ -104,8 +104,6 @@ class RateWindow:
 
 # Durations kept for percentiles in `status` (the newest ones, up to 5 minutes old).
 RECENT = 4096
-# Completions kept for `claif log`.
-LOG_SIZE = 1000
 
 
 class Perf:
@@ -128,8 +126,6 @@ class Perf:
         self.calls: dict[str, RateWindow] = {}
         self.failed_calls: dict[str, RateWindow] = {}
         self.last_errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=5)
-        # The request log (`claif log`): recent completions, never their content.
-        self.completions: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=LOG_SIZE)
         self._recent: collections.deque[tuple[float, float]] = collections.deque(maxlen=RECENT)
         # "provider/model" -> (provider, model), split once per model name.
         self._split: dict[str, tuple[str, str]] = {}
@@ -175,25 +171,6 @@ class Perf:
             self._errors.append(now)
             self.last_errors.append({"method": method, "provider": provider, "model": model, "code": outcome,
                                      "at": time.time()})
-
-    def completion(self, method: str, provider: str, model: str, outcome: str, seconds: float,
-                   input_tokens: int = 0, output_tokens: int = 0, front: str = "socket") -> None:
-        """A completion for the request log (a tuple now, a document when asked)."""
-        self.completions.append((time.time(), method, provider, model, outcome, seconds, input_tokens,
-                                 output_tokens, front))
-
-    def recent_completions(self, limit: int) -> list[dict[str, Any]]:
-        rows = list(self.completions)[-limit:]
-        out = []
-        for at, method, provider, model, outcome, seconds, tokens_in, tokens_out, front in rows:
-            billed = outcome == "ok"  # a hit or a coalesced answer cost nothing more
-            out.append({
-                "at": at, "method": method, "front": front, "provider": provider, "model": model, "outcome": outcome,
-                "cached": outcome.startswith("cached"), "ms": round(seconds * 1000, 3),
-                "input_tokens": tokens_in, "output_tokens": tokens_out,
-                "cost_usd": round(self.prices.cost(f"{provider}/{model}", tokens_in, tokens_out), 6) if billed else 0.0,
-            })
-        return out
 
     def first_token(self, provider: str, model: str, seconds: float) -> None:
         if self.enabled:

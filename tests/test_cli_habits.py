@@ -136,3 +136,28 @@ def test_ask_streams_on_a_terminal_and_not_when_piped(daemon_factory, sim: Sim) 
     out = claif("ask", "--no-stream", "-m", "openai/gpt-4o-mini", "x", socket=d.socket)
     assert out.stdout == "Simulated reply to: x\n"
     assert d.stop() == 0
+
+
+def test_the_log_remembers_across_a_restart_and_searches(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    d: DaemonProcess = daemon_factory(env=sim_env(sim, CLAIF_CLIENT__MODEL="openai/gpt-4o-mini"))
+    claif("ask", "the capital of France", socket=d.socket)
+    claif("ask", "--namespace", "private", "my bank password hint", socket=d.socket)
+    with Client(d.socket) as c:
+        c.config_set("log.namespaces.private.content", False, scope="global")
+    claif("ask", "--namespace", "private", "my other secret", socket=d.socket)
+    assert d.stop() == 0
+    d.start()
+    rows = json.loads(claif("--json", "log", "-n", "10", socket=d.socket).stdout)
+    assert [r["prompt"] for r in rows] == ["the capital of France", "my bank password hint", None]
+    assert rows[2]["namespace"] == "private" and rows[2]["output_tokens"] > 0
+    found = json.loads(claif("--json", "log", "-q", "FRANCE", socket=d.socket).stdout)  # (case-insensitive)
+    assert [r["prompt"] for r in found] == ["the capital of France"]
+    assert json.loads(claif("--json", "log", "-q", "100%_", socket=d.socket).stdout) == []
+    text = claif("log", "-n", "1", socket=d.socket).stdout
+    assert text[:4].isdigit() and text[4] == "-"  # the date, not only the time
+    # Retention.
+    with Client(d.socket) as c:
+        c.config_set("log.max_entries", 2)
+    claif("ask", "one more", socket=d.socket)
+    assert len(json.loads(claif("--json", "log", "-n", "10", socket=d.socket).stdout)) == 2
+    assert d.stop() == 0

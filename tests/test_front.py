@@ -468,7 +468,9 @@ def test_every_request_through_the_front_is_counted_and_logged(front: Front, wir
     assert value("claif_time_to_first_token_seconds_count", provider="openai",
                  model="gpt-4o-mini") == (2 if stream else 0)
     assert [(row["model"], row["outcome"], row["output_tokens"], row["front"]) for row in log] == [
-        ("gpt-4o-mini", "ok", 5, wire), ("gpt-4o-mini", "cached-exact", 5, wire)]
+        ("gpt-4o-mini", "ok", 5, wire), ("gpt-4o-mini", "cached-exact", 5, wire), ("", "bad_request", 0, wire)]
+    assert [row["prompt"] for row in log] == ["count me", "count me", None]  # (the refused one was never read)
+    assert log[0]["answer"] == "Simulated reply to: count me" and log[1]["answer"] == log[0]["answer"]
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])

@@ -132,7 +132,7 @@ def test_models_lists_providers_and_aliases(daemon_factory, sim: Sim) -> None:  
     assert doc["models"] == [{"id": "echo/default", "provider": "echo"}]
 
 
-def test_the_request_log_has_figures_and_no_content(upstream_daemon: DaemonProcess, sim: Sim) -> None:
+def test_the_request_log_has_figures_and_content_unless_turned_off(upstream_daemon: DaemonProcess, sim: Sim) -> None:
     s = upstream_daemon.socket
     ok("ask", "-m", "gpt-4o-mini", "a secret question", socket=s)
     ok("ask", "-m", "gpt-4o-mini", "a secret question", socket=s)
@@ -140,8 +140,13 @@ def test_the_request_log_has_figures_and_no_content(upstream_daemon: DaemonProce
     assert [r["outcome"] for r in rows[-2:]] == ["ok", "cached-exact"]
     assert rows[-2]["model"] == "gpt-4o-mini" and rows[-2]["output_tokens"] > 0 and rows[-2]["cost_usd"] > 0
     assert rows[-1]["cost_usd"] == 0 and rows[-1]["cached"] is True
+    assert rows[-1]["prompt"] == "a secret question" and rows[-1]["answer"] == "Simulated reply to: a secret question"
     text = ok("log", socket=s)
-    assert "openai/gpt-4o-mini" in text and "secret" not in text and "secret" not in json.dumps(rows)
+    assert "openai/gpt-4o-mini" in text and "prompt: a secret question" in text
+    ok("config", "set", "log.content", "false", socket=s)
+    ok("ask", "-m", "gpt-4o-mini", "another secret", socket=s)
+    rows = json.loads(ok("--json", "log", socket=s))
+    assert rows[-1]["output_tokens"] > 0 and "another" not in json.dumps(rows[-1])
 
 
 def test_keys_set_reaches_the_running_daemon(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]

@@ -42,6 +42,7 @@ from .schema import (
     ContextConfig,
     HealthConfig,
     HttpFrontConfig,
+    LogConfig,
     LoggingConfig,
     MetricsConfig,
     OptimizerConfig,
@@ -58,7 +59,7 @@ from .schema import (
 
 __all__ = [
     "AutoConfig", "BatchConfig", "ByteSize", "CacheConfig", "ClientConfig", "ComplexityTokens",
-    "Config", "ConfigError", "ContextConfig", "Duration", "HealthConfig", "HttpFrontConfig", "LoggingConfig",
+    "Config", "ConfigError", "ContextConfig", "Duration", "HealthConfig", "HttpFrontConfig", "LogConfig", "LoggingConfig",
     "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "MetricsConfig", "OptimizerConfig", "PoolConfig", "Price",
     "ProviderConfig", "RoutingConfig", "RANGES", "RedisConfig", "RetryConfig", "SemanticCacheConfig",
     "ServerConfig", "SessionConfig", "build_config", "check_ranges", "config_depth", "default_global_path",

@@ -212,6 +212,8 @@ _TEN_YEARS = 10 * 365 * 86400
 
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "client.timeout": (0.001, None),
+    "log.max_entries": (1, 100_000_000),
+    "log.max_age": (1, 10 * 365 * 86400),
     "providers.*.max_concurrency": (1, 100_000),
     # What the APIs accept for max_tokens (Claude's largest output is 128k).
     "providers.*.default_max_tokens": (1, 200_000),

@@ -279,6 +279,26 @@ class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
 
+class LogNamespaceConfig(_Section):
+    # Keep the text (prompt, system, answer) of this namespace's requests.
+    content: bool = True
+
+
+class LogConfig(_Section):
+    """The request log (`claif log`, claifd/request_log.py): every completion
+    of every front, in SQLite, kept across restarts."""
+
+    enabled: bool = True
+    path: str = "~/.claif/log.db"
+    # Keep the text (prompt, system, answer); off: the figures only.
+    content: bool = True
+    # Per cache namespace: `log.namespaces.NS.content false` keeps that namespace's text out.
+    namespaces: dict[str, LogNamespaceConfig] = {}
+    # The newest this many entries are kept, none older than max_age.
+    max_entries: int = 100_000
+    max_age: Duration = Duration(90 * 86400.0)
+
+
 class HttpFrontConfig(_Section):
     """The HTTP front (claifd/front.py): the OpenAI and Anthropic APIs over HTTP."""
 
@@ -363,6 +383,7 @@ class Config(_Section):
     session: SessionConfig = msgspec.field(default_factory=SessionConfig)
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)

@@ -184,7 +184,7 @@ class HttpFront:
             seen = self._hot.get(_hot_material(ex))
             if seen is not None and (entry := completions.cache.lookup_memory(seen[0])) is not None:
                 _work(ex).recorded = True
-                completions.record_hit(entry, ex.t0, _FRONTS[ex.path])
+                completions.record_hit(entry, ex.t0, _FRONTS[ex.path], (ex.body, _FRONTS[ex.path]))
                 return self._hit(ex, entry.response(), seen[1], seen[2])
         try:
             if ex.path == _CHAT:

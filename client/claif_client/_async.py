@@ -201,9 +201,11 @@ class AsyncClient:
         """{models: [{id, provider}], aliases, default, errors}: what the configured providers offer."""
         return await self._value(Models(id=self._protocol.next_id(), refresh=refresh))  # type: ignore[no-any-return]
 
-    async def request_log(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Recent completions (time, model, outcome, latency, tokens, cost), newest last; never their content."""
-        return await self._value(RequestLog(id=self._protocol.next_id(), limit=limit))  # type: ignore[no-any-return]
+    async def request_log(self, limit: int = 20, query: str | None = None) -> list[dict[str, Any]]:
+        """The request log, newest last: time, front, model, outcome, latency, tokens, cost, and the prompt,
+        system prompt and answer (unless log.content is off); `query`: only those whose prompt or answer
+        holds it."""
+        return await self._value(RequestLog(id=self._protocol.next_id(), limit=limit, query=query))  # type: ignore[no-any-return]
 
     async def config_unset(self, key: str, scope: str = "runtime") -> dict[str, Any]:
         """Remove a dotted key from a layer, so the layers below show through."""

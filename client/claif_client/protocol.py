@@ -310,11 +310,14 @@ class Models(_Frame, tag="models"):
 
 
 class RequestLog(_Frame, tag="log"):
-    """Recent completions, newest last (no content).
-    -> Result{value: [{at, method, provider, model, outcome, ms, input_tokens, output_tokens, cost_usd}]}."""
+    """The request log, newest last: the newest `limit` completions, those
+    whose prompt or answer holds `query` when given.
+    -> Result{value: [{id, at, front, method, namespace, provider, model, outcome, ms, input_tokens,
+    output_tokens, cost_usd, cached, prompt, system, answer}]} (the texts null when log.content is off)."""
 
     id: int
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    query: str | None = None
 
 
 class Pong(_Frame, tag="pong"):

@@ -170,15 +170,20 @@ def _cmd_models(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 def _cmd_log(client: Client, args: argparse.Namespace) -> int:
-    rows = client.request_log(args.limit)
+    rows = client.request_log(args.limit, args.query)
     if args.json:
         _print_json(rows)
         return 0
     for row in rows:
-        when = time.strftime("%H:%M:%S", time.localtime(row["at"]))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["at"]))
         model = f"{row['provider']}/{row['model']}" if row["provider"] else row["model"] or "-"
         print(f"{when}  {row.get('front', 'socket'):<9} {model:<36} {row['outcome']:<14} {row['ms']:>9.1f} ms  "
               f"{row['input_tokens']:>6} in {row['output_tokens']:>6} out  ${row['cost_usd']:.6f}")
+        for label in ("prompt", "answer"):
+            text = row.get(label)
+            if text:
+                line = " ".join(text.split())
+                print(f"    {label}: {line[:200]}{'...' if len(line) > 200 else ''}")
     return 0
 
 def _cmd_keys(client: Client, args: argparse.Namespace) -> int:

@@ -124,8 +124,10 @@ def _build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the models of the configured providers, and the aliases")
     models.add_argument("--refresh", action="store_true", help="ask the providers again (else cached 5 min)")
 
-    lg = sub.add_parser("log", help="recent requests: time, model, outcome, latency, tokens, cost (no content)")
-    lg.add_argument("--limit", "-n", type=int, default=20)
+    lg = sub.add_parser("log", help="the request log: date, front, model, outcome, latency, tokens, cost, prompt "
+                                    "and answer (kept across restarts)")
+    lg.add_argument("--limit", "-n", type=int, default=20, help="the newest N entries (default 20)")
+    lg.add_argument("--query", "-q", metavar="TEXT", help="only entries whose prompt or answer holds TEXT")
 
     keys = sub.add_parser("keys", help="API keys the daemon uses")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser, required=True)
