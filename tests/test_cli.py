@@ -38,7 +38,9 @@ def test_status_json_has_contract_keys(daemon: DaemonProcess) -> None:
     for key in ("version", "pid", "uptime_s", "requests_total", "cache", "sessions", "upstream", "config"):
         assert key in doc
     human = claif("status", socket=daemon.socket).stdout
-    assert "requests_total" in human and "cache.hits" in human
+    lines = human.splitlines()
+    assert len(lines) <= 24 and all(len(line) <= 120 for line in lines), human  # one screen
+    assert lines[0].startswith("claifd ") and any(line.startswith("cache ") and " hits" in line for line in lines)
 
 
 def test_status_watch_prints_repeatedly(daemon: DaemonProcess) -> None:

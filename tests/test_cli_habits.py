@@ -161,3 +161,15 @@ def test_the_log_remembers_across_a_restart_and_searches(daemon_factory, sim: Si
     claif("ask", "one more", socket=d.socket)
     assert len(json.loads(claif("--json", "log", "-n", "10", socket=d.socket).stdout)) == 2
     assert d.stop() == 0
+
+
+def test_status_fits_one_screen_and_flags_what_needs_a_look(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    d: DaemonProcess = daemon_factory(env={"CLAIF_POOL_MAX_CONNECTIONS": "33"})
+    out = claif("status", socket=d.socket)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) <= 24, out.stdout
+    for part in ("requests", "cache", "sessions", "upstream", "providers", "http", "process"):
+        assert any(line.startswith(part + " ") for line in lines), part
+    assert any(line.startswith("! config: $CLAIF_POOL_MAX_CONNECTIONS") for line in lines)
+    assert json.loads(claif("--json", "status", socket=d.socket).stdout)["pool"]["max_connections"] == 100
+    assert d.stop() == 0

@@ -38,10 +38,92 @@ def _print_status(doc: dict[str, Any]) -> None:
     for key, value in rows:
         print(f"{key:<{width}}  {'-' if value is None else value}")
 
+def _size(n: Any) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _status_lines(doc: dict[str, Any]) -> list[str]:
+    """`claif status` for a person: one line per part, then what needs a look
+    (`--json` has every field)."""
+    def g(*path: str) -> Any:
+        return _dig(doc, path)
+
+    perf = doc.get("performance") or {}
+    latency = perf.get("latency_ms") or {}
+    rate = perf.get("requests_per_s") or {}
+    providers = doc.get("providers") or {}
+    named = []
+    for name, p in sorted(providers.items()):
+        if "type" not in p:
+            named.append(name)
+            continue
+        keys = p.get("keys") or []
+        state = (p.get("circuit") or {}).get("state", "closed")
+        named.append(f"{name} ({len(keys)} key{'s' if len(keys) != 1 else ''}"
+                     f"{', circuit ' + state if state != 'closed' else ''}"
+                     f"{', ' + str(p.get('in_flight')) + ' in flight' if p.get('in_flight') else ''})")
+    http = doc.get("http") or {}
+    front = "off" if not http.get("enabled") else " · ".join(
+        x for x in (f"socket {http.get('socket')}" if http.get("socket") else "",
+                    f"listening {http.get('listen')}" if http.get("listen") else "",
+                    f"{http.get('served', 0)} served") if x)
+    lines = [
+        f"claifd {doc.get('version')} · pid {doc.get('pid')} · up {float(doc.get('uptime_s') or 0):.0f} s · "
+        f"{doc.get('socket')}",
+        f"requests   {doc.get('requests_total')} total · {rate.get('1m', 0)}/s (1 min) · p50 {latency.get('p50')} ms · "
+        f"p99 {latency.get('p99')} ms · {doc.get('in_flight')} in flight · {doc.get('connections')} connections",
+        f"cache      {g('cache', 'hits')} hits · {g('cache', 'misses')} misses · {g('cache', 'coalesced')} coalesced · "
+        f"{g('cache', 'entries')} entries ({_size(g('cache', 'bytes'))}) · disk {g('cache', 'disk_tier')}",
+        f"sessions   {g('sessions', 'in_memory')} in memory of {g('sessions', 'total')} · "
+        f"{_size(g('sessions', 'memory_bytes'))} of {_size(g('sessions', 'memory_budget_bytes'))} · "
+        f"backend {g('sessions', 'backend')}",
+        f"upstream   {g('upstream', 'requests')} requests · {g('upstream', 'retries')} retries · "
+        f"{g('upstream', 'errors')} errors · pool {g('pool', 'transport')}, {g('pool', 'in_flight')} in flight of "
+        f"{g('pool', 'max_connections')}, proxy {g('pool', 'proxy')}",
+        f"providers  {', '.join(named) or '-'}",
+        f"http       {front}",
+        f"metrics    {doc.get('metrics_listen') or 'off'}",
+        f"process    RSS {_size(g('process', 'rss_bytes'))} · CPU {g('process', 'cpu_percent')}% · "
+        f"{g('process', 'threads')} threads · {doc.get('open_fds')} fds · {doc.get('tasks')} tasks",
+        f"config     generation {g('config', 'generation')}",
+    ]
+    notes = []
+    if doc.get("draining"):
+        notes.append("draining: shutting down")
+    for key, label in ((("config", "last_error"), "config"), (("cache", "disk_error"), "cache disk"),
+                       (("sessions", "store_error"), "sessions"), (("sessions", "write_error"), "session writes"),
+                       (("http", "error"), "http"), (("metrics_listen_error",), "metrics")):
+        if g(*key):
+            notes.append(f"{label}: {g(*key)}")
+    notes += [f"config: {w}" for w in g("config", "warnings") or []]
+    if g("sessions", "unacknowledged"):
+        notes.append(f"sessions: {len(g('sessions', 'unacknowledged'))} damaged store(s) not yet acknowledged "
+                     f"(claif session recover)")
+    notes += [f"error: {e.get('code')} {e.get('provider')}/{e.get('model')}" for e in perf.get("last_errors") or []]
+    if notes:
+        lines.append("")
+        lines += [f"! {n}" for n in notes]
+    return lines
+
+
+def _dig(doc: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
 def _cmd_status(client: Client, args: argparse.Namespace) -> int:
     if not args.watch:
         doc = client.status()
-        _print_json(doc) if args.json else _print_status(doc)
+        if args.json:
+            _print_json(doc)
+        else:
+            print("\n".join(_status_lines(doc)))
         return 0
     if not args.json:
         from ..watch import watch  # rich, only for this command
