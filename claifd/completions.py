@@ -48,7 +48,7 @@ from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
 from .cache.replay import replay_chunks
-from .config import Config
+from .config import ClientConfig, Config
 from .config_manager import ConfigManager
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_info
 from .optimizer import Optimized, optimize
@@ -61,6 +61,9 @@ from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
 
 __all__ = ["Completions", "Prepared", "Sink", "CACHE_MODES", "report"]
+
+# client.model as shipped: the offline echo provider.
+DEFAULT_MODEL = ClientConfig().model
 
 log = structlog.get_logger("claifd.completions")
 
@@ -126,6 +129,11 @@ class Completions:
         config = self.config
         optimized: Optimized = {}
         name = request.model or config.client.model
+        if request.model is None and name == DEFAULT_MODEL and (keyed := self.providers.only_keyed()) is not None:
+            # client.model not set, one provider with a key: that one answers (and the reply says why).
+            name = keyed
+            optimized["model"] = {"chosen": keyed, "rule": "the only provider with an API key (client.model is "
+                                                           "not set)"}
         if name == AUTO:
             name, rule = choose_model(request, config.auto)
             optimized["model"] = {"chosen": name, "rule": rule}

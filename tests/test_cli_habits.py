@@ -173,3 +173,18 @@ def test_status_fits_one_screen_and_flags_what_needs_a_look(daemon_factory) -> N
     assert any(line.startswith("! config: $CLAIF_POOL_MAX_CONNECTIONS") for line in lines)
     assert json.loads(claif("--json", "status", socket=d.socket).stdout)["pool"]["max_connections"] == 100
     assert d.stop() == 0
+
+
+def test_a_key_alone_is_enough(daemon_factory, sim: Sim) -> None:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in sim_env(sim).items() if k != "OPENAI_API_KEY"}
+    d: DaemonProcess = daemon_factory(env=env)
+    first = claif("ask", "hello", socket=d.socket)
+    assert first.returncode == 0 and first.stdout == "Simulated reply to: hello\n", first.stderr
+    assert "answering with anthropic/claude-sonnet-4-5, the only provider with an API key" in first.stderr
+    assert sim.requests()[-1]["body"]["model"] == "claude-sonnet-4-5"  # type: ignore[index]
+    again = claif("ask", "hello again", socket=d.socket)
+    assert again.returncode == 0 and "answering with" not in again.stderr  # said once
+    with Client(d.socket) as c:
+        c.config_set("providers.openai.api_key", "sk-second")
+    assert claif("ask", "now?", socket=d.socket).stdout == "echo: now?\n"  # two keys: nothing is guessed
+    assert d.stop() == 0

@@ -30,6 +30,7 @@ __all__ = ["AnthropicProvider"]
 class AnthropicProvider(HttpProvider):
     env_key = "ANTHROPIC_API_KEY"
     default_base_url = "https://api.anthropic.com"
+    default_model = "claude-sonnet-4-5"
 
     def url(self, config: ProviderConfig, model: str) -> str:
         return self.base_url(config) + "/v1/messages"

@@ -22,6 +22,7 @@ __all__ = ["AzureProvider"]
 class AzureProvider(OpenAIProvider):
     env_key = ""
     default_base_url = ""
+    default_model = ""  # (deployments have the names you gave them)
 
     def _deployment(self, config: ProviderConfig, model: str, operation: str) -> str:
         quoted = urllib.parse.quote(model, safe="")

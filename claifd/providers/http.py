@@ -83,6 +83,8 @@ class HttpProvider:
     env_key: ClassVar[str] = ""
     # The public endpoint, when `base_url` is empty ("": the type needs one).
     default_base_url: ClassVar[str] = ""
+    # The model that answers when this is the only provider with a key and client.model is not set.
+    default_model: ClassVar[str] = ""
 
     def __init__(
         self,

@@ -57,6 +57,7 @@ def _usage(usage: dict[str, Any]) -> Usage:
 class OpenAIProvider(HttpProvider):
     env_key = "OPENAI_API_KEY"
     default_base_url = "https://api.openai.com/v1"
+    default_model = "gpt-4o-mini"
 
     def url(self, config: ProviderConfig, model: str) -> str:
         return self.base_url(config) + "/chat/completions"

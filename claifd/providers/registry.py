@@ -134,6 +134,17 @@ class Providers(Mapping[str, Provider]):
         for provider in self.http.values():
             provider.reconfigure_retry(retry)
 
+    def only_keyed(self) -> str | None:
+        """"provider/model" of the one provider that has an API key, when only
+        one has: its first configured model, else its type's default (None
+        when several or none have a key, or it has no default)."""
+        keyed = [(name, p) for name, p in self.http.items() if len(p.keys) > 0]
+        if len(keyed) != 1:
+            return None
+        name, provider = keyed[0]
+        model = provider.config.models[0] if provider.config.models else provider.default_model
+        return f"{name}/{model}" if model else None
+
     def of_type(self, cls: type[HttpProvider], preferred: str) -> HttpProvider | None:
         """The provider named `preferred` if it is a `cls`, else the first that is."""
         found = self.http.get(preferred)

@@ -154,8 +154,22 @@ def _ask(client: Client, args: argparse.Namespace, prompt: str, cache: dict[str,
     _keep_last(client, args, prompt, resp)
     return 0
 
+def _say_chosen_model(client: Client, resp: CompletionResponse) -> None:
+    """Once per daemon and model: which model answered when none was chosen
+    (the only provider with a key answers while client.model is not set)."""
+    chosen = (resp.optimized or {}).get("model") or {}
+    if "only provider" not in str(chosen.get("rule", "")):
+        return
+    told = f"{client.socket_path}#told-model"
+    if (_recall(told) or {}).get("model") == chosen.get("chosen"):
+        return
+    print(f"claif: answering with {chosen.get('chosen')}, {chosen.get('rule')}; choose with -m MODEL or "
+          f"`claif config set client.model MODEL --scope global` (said once)", file=sys.stderr)
+    _remember(told, {"model": chosen.get("chosen")})
+
 def _keep_last(client: Client, args: argparse.Namespace, prompt: str, resp: CompletionResponse) -> None:
     """What `-c` continues next: this session, or this exchange."""
+    _say_chosen_model(client, resp)
     if args.session:
         _remember(str(client.socket_path), {"session": args.session})
     else:
