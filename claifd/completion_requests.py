@@ -41,6 +41,7 @@ from .config import Config
 from .dispatch import Conn, Dispatch, Start
 from .errors import BadRequest, ClaifdError, error_frame, error_info
 from .optimizer import Optimized
+from .request_log import CompletionLog
 
 __all__ = ["CompletionRequests", "cached_frames"]
 
@@ -167,7 +168,7 @@ class CompletionRequests:
 
         items = await self.batch(msg.requests, msg.concurrency, on_progress, msg.stream_results)
         if len(msg.requests) >= _LARGE_BATCH:
-            self.completions.state.tasks.spawn(_give_memory_back())
+            self.completions.state.tasks.spawn(_give_memory_back(self.completions.request_log))
         if msg.stream_results:
             failed = sum(1 for item in items if item.error is not None)
             return Result(id=msg.id, value={"total": len(msg.requests), "ok": len(msg.requests) - failed,
@@ -260,10 +261,13 @@ def cached_frames(rid: int, stream: bool, entry: MemEntry, optimized: Optimized 
 _LARGE_BATCH = 1000
 
 
-async def _give_memory_back() -> None:
+async def _give_memory_back(log: CompletionLog | None) -> None:
     """`malloc_trim(0)` in a worker thread, once the batch's objects are gone
+    -- the request log's rows written first, so it holds none of them --
     (glibc only: elsewhere, nothing to do)."""
     await anyio.sleep(0.05)
+    if log is not None:
+        await log.flush()
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim
