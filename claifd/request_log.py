@@ -39,8 +39,9 @@ log = structlog.get_logger("claifd.log")
 FLUSH_S = 0.2
 # Pending rows past this are written at once (a burst never holds much).
 _BURST = 2000
-# Text kept per field (a pasted book stays in the session, not in the log).
-_MAX_TEXT = 64 * 1024
+# Text kept per field (a pasted book stays in the session, not in the log):
+# with log.max_entries at 100,000, the log stays within ~2.5 GB at the worst.
+_MAX_TEXT = 8 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -227,7 +228,9 @@ def _row(pending: Pending, config: LogConfig) -> tuple[Any, ...]:
 
 
 def _cut(text: str | None) -> str | None:
-    return text[:_MAX_TEXT] if text else text
+    if text and len(text) > _MAX_TEXT:
+        return f"{text[:_MAX_TEXT]} [... {len(text) - _MAX_TEXT} more characters not kept]"
+    return text
 
 
 # Texts read lately, by raw request bytes and by cache entry: a repeated hit is not decoded again.
