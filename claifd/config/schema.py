@@ -289,7 +289,8 @@ class LogConfig(_Section):
     of every front, in SQLite, kept across restarts."""
 
     enabled: bool = True
-    path: str = "~/.claif/log.db"
+    # (a directory of its own: ~/.claif itself is watched for config edits)
+    path: str = "~/.claif/log/requests.db"
     # Keep the text (prompt, system, answer); off: the figures only.
     content: bool = True
     # Per cache namespace: `log.namespaces.NS.content false` keeps that namespace's text out.
