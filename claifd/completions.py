@@ -48,7 +48,7 @@ from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
 from .cache.replay import replay_chunks
-from .config import ClientConfig, Config
+from .config import Config
 from .config_manager import ConfigManager
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_info
 from .optimizer import Optimized, optimize
@@ -61,9 +61,6 @@ from .sessions.service import SessionService
 from .types import DeltaCallback, ServerState
 
 __all__ = ["Completions", "Prepared", "Sink", "CACHE_MODES", "report"]
-
-# client.model as shipped: the offline echo provider.
-DEFAULT_MODEL = ClientConfig().model
 
 log = structlog.get_logger("claifd.completions")
 
@@ -87,6 +84,7 @@ class Completions:
                  semantic: SemanticCache, sessions: SessionService, state: ServerState,
                  perf: Perf | None = None) -> None:
         self.config = settings.config
+        self.settings = settings
         self.perf = perf if perf is not None else Perf(enabled=False)
         # Where every completion is logged (claif log); the app sets it.
         self.request_log: CompletionLog | None = None
@@ -129,7 +127,8 @@ class Completions:
         config = self.config
         optimized: Optimized = {}
         name = request.model or config.client.model
-        if request.model is None and name == DEFAULT_MODEL and (keyed := self.providers.only_keyed()) is not None:
+        if request.model is None and not self.settings.is_set("client.model") and \
+                (keyed := self.providers.only_keyed()) is not None:
             # client.model not set, one provider with a key: that one answers (and the reply says why).
             name = keyed
             optimized["model"] = {"chosen": keyed, "rule": "the only provider with an API key (client.model is "

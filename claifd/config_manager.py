@@ -261,6 +261,10 @@ class ConfigManager:
 
     # ------------------------------------------------------------- surface
 
+    def is_set(self, key: str) -> bool:
+        """Whether any layer above the defaults sets `key` (cheap: no conversion)."""
+        return any(_get_path(self._layers[layer], key)[0] for layer in LAYERS[1:])
+
     def get(self, key: str) -> tuple[Any, str]:
         """The effective value of `key` (redacted) and the layer it comes from."""
         found, value = _get_path(to_builtins(self.config), key)

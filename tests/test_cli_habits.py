@@ -185,6 +185,10 @@ def test_a_key_alone_is_enough(daemon_factory, sim: Sim) -> None:  # type: ignor
     again = claif("ask", "hello again", socket=d.socket)
     assert again.returncode == 0 and "answering with" not in again.stderr  # said once
     with Client(d.socket) as c:
+        c.config_set("client.model", "echo/default")  # set, even to the shipped value: it is what answers
+    assert claif("ask", "now?", socket=d.socket).stdout == "echo: now?\n"
+    with Client(d.socket) as c:
+        c.config_unset("client.model")
         c.config_set("providers.openai.api_key", "sk-second")
-    assert claif("ask", "now?", socket=d.socket).stdout == "echo: now?\n"  # two keys: nothing is guessed
+    assert claif("ask", "and now?", socket=d.socket).stdout == "echo: and now?\n"  # two keys: nothing is guessed
     assert d.stop() == 0
