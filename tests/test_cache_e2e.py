@@ -434,3 +434,16 @@ def test_remembered_keys_follow_config_changes(daemon: DaemonProcess) -> None:
         assert c.complete("same bytes", model="fast").model == "echo/two"
         c.config_set("cache.enabled", False)
         assert c.complete("same bytes", model="fast").cached is False
+
+
+def test_outer_whitespace_is_the_same_question_inner_whitespace_is_not(daemon: DaemonProcess) -> None:
+    """The exact tier keys text without its outer whitespace (issue 31), as
+    the seed does; inner whitespace is kept (code depends on it)."""
+    with Client(daemon.socket) as c:
+        assert c.complete("What is machine learning?", system="Be brief.").cached is False
+        assert c.complete("  What is machine learning?\n", system="  Be brief. ").cached == "exact"
+        assert c.complete("What is  machine learning?", system="Be brief.").cached is False
+        code = "def f():\n    return 1"
+        assert c.complete(code).cached is False
+        assert c.complete("def f():\n  return 1").cached is False  # indentation is meaning
+        assert c.complete(code + "\n\n").cached == "exact"

@@ -31,7 +31,7 @@ __all__ = ["cache_key", "KEY_VERSION", "DEFAULT_NAMESPACE", "canonical_bytes"]
 
 # Part of every key: bump it when the encoding below changes, so old disk
 # entries are simply never matched again instead of being misread.
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: text parts and the system prompt keyed without their outer whitespace
 DEFAULT_NAMESPACE = "default"
 
 
@@ -58,14 +58,36 @@ def _float(value: float | None, digits: int | None = None) -> float | None:
     return round(float(value), digits) if digits is not None else float(value)
 
 
+def _stripped(content: Any) -> Any:
+    """Text without its leading and trailing whitespace ("  What is X?\n" is
+    "What is X?"); inner whitespace is kept: code depends on it."""
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):
+        return [{**part, "text": part["text"].strip()} if part.get("type") == "text" and isinstance(
+            part.get("text"), str) else part for part in content]
+    return content
+
+
+def _messages(messages: list[Message]) -> list[Message]:
+    out = messages
+    for i, m in enumerate(messages):
+        content = _stripped(m.content)
+        if content != m.content:
+            if out is messages:
+                out = list(messages)
+            out[i] = msgspec.structs.replace(m, content=content)
+    return out
+
+
 def canonical_bytes(provider: str, model: str, request: CompletionRequest, namespace: str) -> bytes:
     material = _KeyMaterial(
         v=KEY_VERSION,
         namespace=namespace,
         provider=provider,
         model=model,
-        messages=request.messages,
-        system=request.system,
+        messages=_messages(request.messages),
+        system=_stripped(request.system),
         max_tokens=request.max_tokens,
         temperature=_float(request.temperature, 2),
         top_p=_float(request.top_p),
