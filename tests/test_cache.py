@@ -104,6 +104,15 @@ def test_the_design_documents_bug_is_not_ours() -> None:
     assert key_of(two) != key_of(three)
 
 
+def _keyed(field: str, value: Any) -> Any:
+    """A field as the key sees it: texts without their outer whitespace."""
+    if field == "system" and isinstance(value, str):
+        return value.strip()
+    if field == "messages":
+        return [(m.role, m.content.strip() if isinstance(m.content, str) else m.content) for m in value]
+    return value
+
+
 texts = st.text(max_size=30)
 messages = st.lists(st.builds(Message, role=st.sampled_from(["user", "assistant"]), content=texts), min_size=1, max_size=4)
 requests = st.builds(
@@ -135,7 +144,7 @@ def test_property_any_output_change_changes_the_key(request: CompletionRequest, 
         "extra": {"x": data.draw(texts)},
     }[field]
     changed = msgspec.structs.replace(request, **{field: changed_value})
-    same_value = getattr(request, field) == changed_value or (
+    same_value = _keyed(field, getattr(request, field)) == _keyed(field, changed_value) or (
         field == "extra" and not request.extra and not changed_value
     )
     assert (key_of(changed) == key_of(request)) == same_value
