@@ -22,6 +22,7 @@ import psutil
 from . import __version__, monitoring
 from .cache import ResponseCache
 from .cache import requests as cache_requests
+from .callers import Callers
 from .catalog import ModelCatalog
 from .completion_requests import CompletionRequests
 from .completions import Completions
@@ -78,7 +79,8 @@ class App:
         self.sessions = SessionService(config.session, redis=config.redis)
         self.completions = Completions(settings, self.providers, self.cache, self.semantic, self.sessions,
                                        self.state, self.perf)
-        self.live_config = LiveConfig(settings)
+        self.callers = Callers(settings)
+        self.live_config = LiveConfig(settings, self.callers)
         http_providers = self.providers.http  # (kept current as sections come and go)
         self.health = HealthMonitor(lambda: self.settings.config, self.state, self.perf, http_providers,
                                     self.cache, self.semantic, self.sessions, lambda: self.settings.last_error)
@@ -156,6 +158,7 @@ class App:
         self.live_config.probes["server.http.listen"] = self.front.server.can_listen
         self.live_config.probes["metrics.listen"] = self.metrics_http.server.can_listen
         attach("prices", lambda _: self.perf.set_prices(_price_table(self.config)))
+        attach("", self.callers.reconfigure)
         attach("", self.completions.reconfigure)
         attach("", self.completion_requests.reconfigure)
         attach("", self.front.forget)

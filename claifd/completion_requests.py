@@ -36,6 +36,7 @@ from claif_client.protocol import (
 
 from .cache.entry import MemEntry
 from .cache.replay import replay_chunks
+from .callers import Caller
 from .completions import Completions, Prepared, report
 from .config import Config
 from .dispatch import Conn, Dispatch, Start
@@ -121,7 +122,8 @@ class CompletionRequests:
         if self.state.draining:
             return self._refused(Error(id=msg.id, code=ErrorCode.SHUTTING_DOWN, message="the daemon is shutting down"),
                                  started)
-        key = self.hot_key(msg.request)
+        caller = conn.caller
+        key = self.hot_key(msg.request, caller)
         if key is not None and (entry := self.cache.lookup_memory(key)) is not None:
             conn.write_raw(cached_frames(msg.id, msg.stream, entry))
             self.completions.record_hit(entry, started, "socket", (bytes(msg.request), "socket"))
@@ -133,9 +135,10 @@ class CompletionRequests:
                                  started)
         complete = Complete(id=msg.id, request=request, stream=msg.stream)
         if request.session is not None:
-            return Start(complete, self.session_task, None, self.completions.request_timeout(request), recorded=True)
+            return Start(complete, self.session_task, None, self.completions.request_timeout(request, caller),
+                         recorded=True)
         try:
-            prepared = self.completions.prepare(request)
+            prepared = self.completions.prepare(request, "socket", caller)
         except ClaifdError as exc:  # anything else is the server's to log as internal
             return self._refused(error_frame(msg.id, exc), started)
         self.remember_key(msg.request, prepared)
@@ -159,14 +162,14 @@ class CompletionRequests:
             async def on_delta(text: str) -> None:
                 await conn.send(Chunk(id=msg.id, text=text))
 
-        response, info = await self.completions.session_send(msg.request, on_delta)
+        response, info = await self.completions.session_send(msg.request, on_delta, "socket", conn.caller)
         return Done(id=msg.id, response=response, value=info)
 
     async def batch_task(self, msg: Batch, conn: Conn, _: None) -> Result:
         async def on_progress(progress: BatchProgress) -> None:
             await conn.send(Chunk(id=msg.id, data=progress))
 
-        items = await self.batch(msg.requests, msg.concurrency, on_progress, msg.stream_results)
+        items = await self.batch(msg.requests, msg.concurrency, on_progress, msg.stream_results, conn.caller)
         if len(msg.requests) >= _LARGE_BATCH:
             self.completions.state.tasks.spawn(_give_memory_back(self.completions.request_log))
         if msg.stream_results:
@@ -177,7 +180,7 @@ class CompletionRequests:
 
     async def batch(
         self, requests: list[CompletionRequest], concurrency: int | None, on_progress: ProgressCallback,
-        stream_results: bool = False,
+        stream_results: bool = False, caller: Caller | None = None,
     ) -> list[BatchItem]:
         """Every request, at most `concurrency` at a time; results in input order.
 
@@ -190,7 +193,8 @@ class CompletionRequests:
             return []
         if len(requests) > MAX_BATCH_ITEMS:
             raise BadRequest(f"a batch holds at most {MAX_BATCH_ITEMS} requests, got {len(requests)}")
-        limit = concurrency if concurrency is not None else self.completions.config.batch.concurrency
+        config = self.completions.config if caller is None else caller.config
+        limit = concurrency if concurrency is not None else config.batch.concurrency
         if limit < 1:
             raise BadRequest("batch concurrency must be at least 1")
         limiter = anyio.CapacityLimiter(limit)
@@ -203,7 +207,7 @@ class CompletionRequests:
                 try:
                     if request.session is not None:
                         raise BadRequest("a request within a session is sent with `complete`, not in a batch")
-                    prepared = self.completions.prepare(request)
+                    prepared = self.completions.prepare(request, "socket", caller)
                     with anyio.fail_after(prepared.timeout):
                         item = BatchItem(index=index, response=await self.completions.run(prepared))
                 except Exception as exc:
@@ -224,22 +228,25 @@ class CompletionRequests:
                 tg.start_soon(run_one, index, request)
         return [r for r in results if r is not None]
 
-    def hot_key(self, raw: msgspec.Raw) -> str | None:
+    def hot_key(self, raw: msgspec.Raw, caller: Caller | None = None) -> str | None:
         """The cache key of a request seen before, from its bytes alone.
 
-        Identical bytes under the same configuration validate, route and hash
-        identically, so the key is reused; a config change clears the table.
+        Identical bytes under the same configuration (the daemon's, or one
+        caller's project layer over it) validate, route and hash identically,
+        so the key is reused; a config change clears the table.
         """
-        if not self._hot_keys:
+        hot = self._hot_keys if caller is None else caller.hot_keys
+        if not hot:
             return None
-        return self._hot_keys.get(bytes(raw))
+        return hot.get(bytes(raw))
 
     def remember_key(self, raw: msgspec.Raw, prepared: Prepared) -> None:
         if prepared.key is None or prepared.mode not in ("use", "only") or prepared.optimized is not None:
             return  # only plain cache reads take the shortcut; an optimized request is reported each time
-        if len(self._hot_keys) >= HOT_KEYS:
-            self._hot_keys.clear()
-        self._hot_keys[bytes(raw)] = prepared.key
+        hot = self._hot_keys if prepared.caller is None else prepared.caller.hot_keys
+        if len(hot) >= HOT_KEYS:
+            hot.clear()
+        hot[bytes(raw)] = prepared.key
 
 
 def cached_frames(rid: int, stream: bool, entry: MemEntry, optimized: Optimized | None = None) -> bytes:

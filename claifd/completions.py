@@ -48,6 +48,7 @@ from .cache import ResponseCache, cache_key, split_for_replay
 from .cache.entry import MemEntry
 from .cache.flight import Flight
 from .cache.replay import replay_chunks
+from .callers import Caller
 from .config import Config
 from .config_manager import ConfigManager
 from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_info
@@ -116,18 +117,21 @@ class Completions:
 
     # ------------------------------------------------------------ decisions
 
-    def prepare(self, request: CompletionRequest, front: str = "socket") -> Prepared:
-        """Validate and route a request, compute its cache key and deadline (no I/O).
+    def prepare(self, request: CompletionRequest, front: str = "socket", caller: Caller | None = None) -> Prepared:
+        """Validate and route a request, compute its cache key and deadline
+        (no I/O); `caller`: the project layer of the caller (None: the daemon's
+        configuration).
 
         Raises the request's `ClaifdError` (bad_request, shutting_down...).
         """
         if self.state.draining:
             raise ShuttingDown("the daemon is shutting down")
         _validate(request)
-        config = self.config
+        config = self.config if caller is None else caller.config
         optimized: Optimized = {}
         name = request.model or config.client.model
-        if request.model is None and not self.settings.is_set("client.model") and \
+        if request.model is None and \
+                not self.settings.is_set("client.model", caller.layer if caller is not None else None) and \
                 (keyed := self.providers.only_keyed()) is not None:
             # client.model not set, one provider with a key: that one answers (and the reply says why).
             name = keyed
@@ -154,13 +158,19 @@ class Completions:
             key = cache_key(provider_name, model, request, namespace)
         elif mode == "only":
             raise NotFound("cache mode 'only' but the cache is disabled")
-        prepared = Prepared(request, provider, model, key, namespace, mode, self.request_timeout(request),
-                            optimized or None)
-        prepared.front = front
-        return prepared
+        timeout = request.timeout if request.timeout is not None else float(config.client.timeout)
+        return Prepared(request, provider, model, key, namespace, mode, timeout, optimized or None, front, caller)
 
-    def request_timeout(self, request: CompletionRequest) -> float:
-        return request.timeout if request.timeout is not None else float(self.config.client.timeout)
+    def reprepare(self, request: CompletionRequest, like: Prepared) -> Prepared:
+        """`request` (a fallback's) decided as `like` was: same front, same caller."""
+        return self.prepare(request, like.front, like.caller)
+
+    def config_of(self, prepared: Prepared) -> Config:
+        return self.config if prepared.caller is None else prepared.caller.config
+
+    def request_timeout(self, request: CompletionRequest, caller: Caller | None = None) -> float:
+        config = self.config if caller is None else caller.config
+        return request.timeout if request.timeout is not None else float(config.client.timeout)
 
     # ------------------------------------------- the pipeline, for every front
 
@@ -240,7 +250,7 @@ class Completions:
         if prepared.key is None:
             streamed = fallbacks.Streamed(on_delta)
             response, _, note = await fallbacks.call(prepared, streamed.forward if on_delta else None, streamed,
-                                                     self.config, self.prepare, self.perf)
+                                                     self.config_of(prepared), self.reprepare, self.perf)
             return response if note is None else msgspec.structs.replace(response, fallback=note)
         if prepared.mode != "refresh":
             entry = await self.cache.lookup(prepared.key, memory_probed, prepared.namespace)
@@ -345,10 +355,11 @@ class Completions:
     async def _provider_call(self, prepared: Prepared, flight: Flight) -> _Made:
         """The provider's call, or its fallbacks' (never once a streamed byte went out)."""
         return await fallbacks.call(prepared, flight.record if flight.streaming else None, lambda: bool(flight.chunks),
-                                    self.config, self.prepare, self.perf)
+                                    self.config_of(prepared), self.reprepare, self.perf)
 
     async def session_send(
-        self, request: CompletionRequest, on_delta: DeltaCallback | None, front: str = "socket"
+        self, request: CompletionRequest, on_delta: DeltaCallback | None, front: str = "socket",
+        caller: Caller | None = None,
     ) -> tuple[CompletionResponse, dict[str, Any]]:
         """`complete` within a session: its context goes upstream, the new
         message and the reply are saved before the reply is returned. The
@@ -360,7 +371,7 @@ class Completions:
 
         async def complete(upstream: CompletionRequest, deltas: DeltaCallback | None) -> CompletionResponse:
             nonlocal ran
-            prepared = self.prepare(upstream, front)
+            prepared = self.prepare(upstream, front, caller)
             ran = True
             return await self.run(prepared, _Deltas(deltas) if deltas is not None else None)
 
@@ -372,7 +383,7 @@ class Completions:
             )
         except BaseException as exc:
             if not ran:
-                self.refused(_outcome(exc, started, self.request_timeout(request)), started, front)
+                self.refused(_outcome(exc, started, self.request_timeout(request, caller)), started, front)
             raise
 
 

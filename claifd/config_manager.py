@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import structlog
 
 from .config import (
@@ -65,13 +66,21 @@ from .config.edits import (
 
 __all__ = [
     "ConfigManager", "Change", "Source", "FileRead", "LAYERS", "SECRET_MARK",
-    "redact", "flatten", "write_json_atomically", "Scope",
+    "redact", "flatten", "write_json_atomically", "Scope", "CALLER_KEYS", "is_caller_key",
 ]
 
 log = structlog.get_logger("claifd.config")
 
 LAYERS = ("default", "global", "project", "env", "runtime")
 Scope = Literal["runtime", "project", "global"]
+# What a caller's own project file decides for its requests (the model, the
+# optimizer, the cache namespace...); every other key is the daemon's, one
+# for all callers (one pool, one cache, one set of providers and keys).
+CALLER_KEYS = ("client", "models", "auto", "optimizer", "routing", "batch", "cache.enabled", "cache.namespace")
+
+
+def is_caller_key(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in CALLER_KEYS)
 
 
 @dataclass
@@ -261,20 +270,44 @@ class ConfigManager:
 
     # ------------------------------------------------------------- surface
 
-    def is_set(self, key: str) -> bool:
-        """Whether any layer above the defaults sets `key` (cheap: no conversion)."""
-        return any(_get_path(self._layers[layer], key)[0] for layer in LAYERS[1:])
+    def is_set(self, key: str, project: Mapping[str, Any] | None = None) -> bool:
+        """Whether any layer above the defaults sets `key` (cheap: no
+        conversion); `project`: a caller's project layer in place of ours."""
+        layers = self._layers_for(key, project)
+        return any(_get_path(layers[layer], key)[0] for layer in LAYERS[1:])
 
-    def get(self, key: str) -> tuple[Any, str]:
-        """The effective value of `key` (redacted) and the layer it comes from."""
-        found, value = _get_path(to_builtins(self.config), key)
+    def get(self, key: str, project: Mapping[str, Any] | None = None,
+            config: Config | None = None) -> tuple[Any, str]:
+        """The effective value of `key` (redacted) and the layer it comes
+        from; for a caller with a project file, `project` is its layer and
+        `config` what it sees (`caller_config`)."""
+        found, value = _get_path(to_builtins(config or self.config), key)
         if not found:
             raise KeyError(key)
+        layers = self._layers_for(key, project)
         source = "default"
         for layer in LAYERS[1:]:
-            if _get_path(self._layers[layer], key)[0]:
+            if _get_path(layers[layer], key)[0]:
                 source = layer
         return redact(value, key), source
+
+    def _layers_for(self, key: str, project: Mapping[str, Any] | None) -> Mapping[str, Mapping[str, Any]]:
+        if project is None or not is_caller_key(key):
+            return self._layers
+        return {**self._layers, "project": project}
+
+    def caller_config(self, project: Mapping[str, Any]) -> Config:
+        """What a caller whose project file holds `project` sees: the caller
+        keys (CALLER_KEYS) merged with that file as the project layer, every
+        other key the daemon's. Raises ConfigError (no I/O)."""
+        merged = self._build({**self._layers, "project": project})
+        config = self.config
+        return msgspec.structs.replace(
+            config, client=merged.client, models=merged.models, auto=merged.auto, optimizer=merged.optimizer,
+            routing=merged.routing, batch=merged.batch,
+            cache=msgspec.structs.replace(config.cache, enabled=merged.cache.enabled,
+                                          namespace=merged.cache.namespace),
+        )
 
     def show(self) -> dict[str, Any]:
         return redact(to_builtins(self.config))  # type: ignore[no-any-return]
@@ -288,15 +321,16 @@ class ConfigManager:
         self.runtime = layer
         return self.adopt_layer("runtime", layer)
 
-    def write_file_setting(self, scope: Scope, key: str, value: Any) -> dict[str, Any]:
-        """Set `key` in the global or project file: validate the whole
-        configuration with it, then rewrite the file atomically, keeping its
-        other keys. Blocking: run it in a worker thread. Raises ConfigError
-        (nothing written) for an invalid key or value, or a file that does not
-        parse (fix it first)."""
+    def write_file_setting(self, scope: Scope, key: str, value: Any, path: Path | None = None) -> dict[str, Any]:
+        """Set `key` in the global or project file (`path`: a caller's
+        project file instead of ours): validate the whole configuration with
+        it, then rewrite the file atomically, keeping its other keys.
+        Blocking: run it in a worker thread. Raises ConfigError (nothing
+        written) for an invalid key or value, or a file that does not parse
+        (fix it first)."""
         if scope not in ("global", "project"):
             raise ConfigError(f"unknown scope {scope!r} (runtime, project or global)")
-        path = self.global_path if scope == "global" else self.project_path
+        path = path or (self.global_path if scope == "global" else self.project_path)
         layer = self.prepare_set(scope, key, value, read_file_layer(path))
         write_json_atomically(path, layer)
         return layer
@@ -328,12 +362,13 @@ class ConfigManager:
         self.runtime = layer
         return self.adopt_layer("runtime", layer)
 
-    def unset_file_setting(self, scope: Scope, key: str) -> dict[str, Any]:
-        """Remove `key` from the global or project file (blocking: run it in a
-        worker thread). KeyError if the file does not set it."""
+    def unset_file_setting(self, scope: Scope, key: str, path: Path | None = None) -> dict[str, Any]:
+        """Remove `key` from the global or project file (`path`: a caller's
+        project file instead; blocking: run it in a worker thread). KeyError
+        if the file does not set it."""
         if scope not in ("global", "project"):
             raise ConfigError(f"unknown scope {scope!r} (runtime, project or global)")
-        path = self.global_path if scope == "global" else self.project_path
+        path = path or (self.global_path if scope == "global" else self.project_path)
         layer = read_file_layer(path)
         if not _del_path(layer, key):
             raise KeyError(key)

@@ -220,12 +220,13 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path, activated: socket.
         sock = activated if activated is not None else bind_socket(path)
         async with anyio.create_task_group() as root:
             async with anyio.create_task_group() as requests:
-                server = Server(app.dispatch, app.state, requests, app.perf)
+                server = Server(app.dispatch, app.state, requests, app.callers, app.perf)
                 await app.start(requests)
                 # Watch before serving, then catch up on any edit made since
                 # the first load, so no change can slip between the two.
                 stop_watching = anyio.Event()
                 await root.start(watch_config, app, stop_watching)
+                await root.start(app.callers.watch)
                 await app.config_reload("start-up")
                 app.live_config.around_reload = (notifier.reloading, lambda: notifier.reloaded(app.status_line()))
                 await server.start(sock)
@@ -249,6 +250,7 @@ async def _run_app(opts: DaemonOptions, app: App, path: Path, activated: socket.
             # (up to its 5 s rust_timeout) and hold up the exit; this ends it
             # within one `step`.
             stop_watching.set()
+            app.callers.stop()
             root.cancel_scope.cancel()
     notifier.close()
 

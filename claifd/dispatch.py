@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Union
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .callers import Caller
 
 __all__ = ["Conn", "Dispatch", "InlineHandler", "TaskHandler", "Route", "Start"]
 
@@ -36,6 +39,12 @@ class Conn(Protocol):
     """What a handler sees of the connection its request came on."""
 
     cid: int
+    # The caller's project layer (callers.py), or None: the daemon's configuration.
+    caller: Caller | None
+
+    @property
+    def cwd(self) -> str:
+        """Where the caller runs ("" if it did not say)."""
 
     def write(self, msg: msgspec.Struct) -> None:
         """Queue a reply now (small, terminal replies)."""

@@ -42,7 +42,7 @@ async def upstream(prepared: Prepared, on_delta: DeltaCallback | None) -> Comple
 
 
 async def call(prepared: Prepared, on_delta: DeltaCallback | None, streamed: Callable[[], bool], config: Config,
-               prepare: Callable[[CompletionRequest], Prepared],
+               prepare: Callable[[CompletionRequest, Prepared], Prepared],
                perf: Perf) -> tuple[CompletionResponse, Prepared, dict[str, str] | None]:
     """The provider's call, then each fallback in turn while the failure
     falls back: (the answer, the request that made it -- cache it under that
@@ -58,7 +58,7 @@ async def call(prepared: Prepared, on_delta: DeltaCallback | None, streamed: Cal
     tried: list[str] = []
     for target in targets:
         try:
-            alt = prepare(msgspec.structs.replace(prepared.request, model=target))
+            alt = prepare(msgspec.structs.replace(prepared.request, model=target), prepared)
             # Known before its first byte: a stream's headers say so.
             prepared.fallback = {"from": failed, "to": f"{alt.provider.name}/{alt.model}", "reason": why}
             response = await upstream(alt, on_delta)

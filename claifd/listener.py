@@ -26,6 +26,7 @@ from claif_client.protocol import (
 )
 
 from . import __version__
+from .callers import Callers
 from .dispatch import Dispatch
 from .perf import Perf
 from .server import CAPABILITIES, Connection
@@ -41,9 +42,11 @@ LISTEN_BACKLOG = 512
 class Server:
     """Owns the listening socket, the live connections and the request tasks."""
 
-    def __init__(self, dispatch: Dispatch, state: ServerState, task_group: anyio.abc.TaskGroup,
+    def __init__(self, dispatch: Dispatch, state: ServerState, task_group: anyio.abc.TaskGroup, callers: Callers,
                  perf: Perf | None = None) -> None:
         self.dispatch = dispatch
+        # Each caller's project layer, by the file its Hello names.
+        self.callers = callers
         self.perf = perf if perf is not None else Perf(enabled=False)
         self.state = state
         self.task_group = task_group

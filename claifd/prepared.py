@@ -5,12 +5,16 @@ mode and namespace, and its deadline."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from claif_client.protocol import CompletionRequest
 
 from .errors import BadRequest
 from .optimizer import Optimized
 from .providers import Provider
+
+if TYPE_CHECKING:
+    from .callers import Caller
 
 __all__ = ["CACHE_MODES", "Prepared"]
 
@@ -23,11 +27,11 @@ class Prepared:
     and its deadline in seconds."""
 
     __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout", "outcome", "started",
-                 "optimized", "fallback", "front")
+                 "optimized", "fallback", "front", "caller")
 
     def __init__(self, request: CompletionRequest, provider: Provider, model: str,
                  key: str | None, namespace: str, mode: str, timeout: float,
-                 optimized: Optimized | None = None) -> None:
+                 optimized: Optimized | None = None, front: str = "socket", caller: Caller | None = None) -> None:
         # The request as it goes upstream (after the optimizer).
         self.request = request
         # What the optimizer changed (reported in the reply), or None.
@@ -44,7 +48,9 @@ class Prepared:
         # {"from", "to", "reason"} while a fallback model answers it (routing.fallbacks).
         self.fallback: dict[str, str] | None = None
         # Which front asked, for the metrics and the log: socket, openai, anthropic, responses.
-        self.front = "socket"
+        self.front = front
+        # Whose project layer decided it (None: the daemon's configuration); a fallback is decided the same way.
+        self.caller = caller
 
     @property
     def labels(self) -> tuple[str, str]:

@@ -41,6 +41,7 @@ from .dispatch import Start, TaskHandler
 from .errors import error_frame
 
 if TYPE_CHECKING:
+    from .callers import Caller
     from .listener import Server
 
 __all__ = ["Connection", "CAPABILITIES"]
@@ -79,12 +80,20 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._tasks_full = False
+        # Its project file is being read (on_hello): frames wait meanwhile.
+        self._loading = False
+        # The caller's project layer (callers.py), or None: the daemon's own configuration.
+        self.caller: Caller | None = None
         self._backlog: collections.deque[bytes | memoryview] = collections.deque()
         self._can_write: asyncio.Event | None = None
         # For the server's sweep: when the connection came, and the partial
         # frame last seen pending (frames completed so far, since when).
         self.opened_at = time.monotonic()
         self.stall: tuple[int, float] | None = None
+
+    @property
+    def cwd(self) -> str:
+        return self.protocol.cwd
 
     def __repr__(self) -> str:
         return f"<Connection #{self.cid} in_flight={len(self.protocol.in_flight)} closed={self.closed}>"
@@ -132,7 +141,7 @@ class Connection(asyncio.Protocol):
             log.warning("frame too large, closing connection", conn=self.cid, size=exc.size, limit=exc.limit)
             self.fail(ErrorCode.TOO_LARGE, str(exc))
             return
-        if self._backlog or self._write_paused or self._tasks_full:
+        if self._backlog or self._write_paused or self._tasks_full or self._loading:
             self._backlog.extend(payloads)
             self._set_reading()
             return
@@ -140,7 +149,7 @@ class Connection(asyncio.Protocol):
             if self.closed:
                 return
             self.on_payload(payload)
-            if self._write_paused or self._tasks_full:
+            if self._write_paused or self._tasks_full or self._loading:
                 # Hold the rest until the client reads (or requests finish).
                 self._backlog.extend(payloads[i + 1 :])
                 self._set_reading()
@@ -161,12 +170,12 @@ class Connection(asyncio.Protocol):
     def _unblocked(self) -> None:
         """A reason to hold back went away: work through the backlog, then read again."""
         backlog = self._backlog
-        while backlog and not (self._write_paused or self._tasks_full or self.closed):
+        while backlog and not (self._write_paused or self._tasks_full or self._loading or self.closed):
             self.on_payload(backlog.popleft())
         self._set_reading()
 
     def _set_reading(self) -> None:
-        pause = self._write_paused or self._tasks_full or bool(self._backlog)
+        pause = self._write_paused or self._tasks_full or self._loading or bool(self._backlog)
         if pause != self._reading_paused and not self.closed and self.transport is not None:
             self._reading_paused = pause
             if pause:
@@ -234,10 +243,26 @@ class Connection(asyncio.Protocol):
     def on_hello(self, payload: bytes | memoryview) -> None:
         frame, opened = self.protocol.receive_hello(payload)
         self.write_raw(frame)
-        if opened:
-            log.debug("client connected", conn=self.cid, client=self.protocol.client)
-        else:
+        if not opened:
             self.close()
+            return
+        log.debug("client connected", conn=self.cid, client=self.protocol.client, project=self.protocol.project)
+        project = self.protocol.project
+        if project:
+            self.caller = self.server.callers.known(project)
+            if self.caller is None:
+                # Its project file is read first (off the loop); its requests wait in the backlog.
+                self._loading = True
+                self.server.task_group.start_soon(self._load_caller, project)
+
+    async def _load_caller(self, project: str) -> None:
+        try:
+            self.caller = await self.server.callers.load(project)
+        except Exception:
+            log.exception("cannot read a caller's project config", conn=self.cid, file=project)
+        finally:
+            self._loading = False
+            self._unblocked()
 
     def on_request(self, payload: bytes | memoryview) -> None:
         try:

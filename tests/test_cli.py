@@ -15,13 +15,18 @@ from .conftest import DaemonProcess
 CLAIF = str(Path(sys.executable).with_name("claif"))
 
 
-def claif(*args: str, socket: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def claif(*args: str, socket: Path | None = None, stdin: str | None = None,
+          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI, run beside the test's daemon socket (or in `cwd`: a project
+    `.claif.json` is looked for upward from there)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAIF_")}
     if socket is not None:  # what `-c` remembers, kept beside the test's daemon
         env["XDG_STATE_HOME"] = str(Path(socket).parent / "state")
     cmd = [CLAIF] + (["--socket", str(socket)] if socket else []) + list(args)
+    if cwd is None and socket is not None:
+        cwd = Path(socket).parent
     return subprocess.run(cmd, capture_output=True, text=True, input=stdin if stdin is not None else "", env=env,
-                          timeout=60)
+                          timeout=60, cwd=cwd)
 
 
 def test_ping(daemon: DaemonProcess) -> None:

@@ -192,3 +192,63 @@ def test_a_key_alone_is_enough(daemon_factory, sim: Sim) -> None:  # type: ignor
         c.config_set("providers.openai.api_key", "sk-second")
     assert claif("ask", "and now?", socket=d.socket).stdout == "echo: and now?\n"  # two keys: nothing is guessed
     assert d.stop() == 0
+
+
+def wait_for(check, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_the_project_file_is_the_callers_not_the_daemons(daemon: DaemonProcess, short_tmp) -> None:  # type: ignore[no-untyped-def]
+    s = daemon.socket
+    project = short_tmp / "proj"
+    deep = project / "src" / "pkg"
+    deep.mkdir(parents=True)
+    (project / ".claif.json").write_text(json.dumps({"client": {"model": "echo/proj"}, "pool": {"max_connections": 7}}))
+
+    def model(where) -> str:  # type: ignore[no-untyped-def]
+        out = claif("--json", "ask", "which model", "--no-cache", socket=s, cwd=where)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["model"]  # type: ignore[no-any-return]
+
+    # Found upward from a subdirectory; elsewhere the daemon's own configuration.
+    assert model(deep) == "echo/proj"
+    assert model(short_tmp) == "echo/default"
+    # The same request bytes from two places are two requests (two cache keys).
+    for where, expected in ((short_tmp, "echo/default"), (deep, "echo/proj"), (short_tmp, "echo/default")):
+        out = claif("--json", "ask", "the same words", socket=s, cwd=where)
+        assert json.loads(out.stdout)["model"] == expected
+    got = json.loads(claif("--json", "config", "get", "client.model", socket=s, cwd=deep).stdout)
+    assert got == {"key": "client.model", "value": "echo/proj", "source": "project"}
+    # Only the caller keys: the pool stays the daemon's, and the file is told so.
+    got = json.loads(claif("--json", "config", "get", "pool.max_connections", socket=s, cwd=deep).stdout)
+    assert got["value"] == 100 and got["source"] == "default"
+    sources = json.loads(claif("--json", "config", "sources", socket=s, cwd=deep).stdout)
+    assert next(x for x in sources["sources"] if x["layer"] == "project")["path"] == str(project / ".claif.json")
+    assert any("pool.max_connections" in w and "global" in w for w in sources["project_warnings"])
+    # Watched: an edit applies to the next request.
+    (project / ".claif.json").write_text(json.dumps({"client": {"model": "echo/edited"}}))
+    assert wait_for(lambda: model(deep) == "echo/edited")
+    # A broken edit keeps the last good content, and says why.
+    (project / ".claif.json").write_text('{"client": {"model": ')
+    assert wait_for(lambda: next(x for x in json.loads(claif("--json", "config", "sources", socket=s, cwd=deep).stdout)
+                                 ["sources"] if x["layer"] == "project")["error"])
+    assert model(deep) == "echo/edited"
+    # `--scope project` where there is none creates one in the caller's directory.
+    other = short_tmp / "other"
+    other.mkdir()
+    out = claif("config", "set", "client.model", "echo/other", "--scope", "project", socket=s, cwd=other)
+    assert out.returncode == 0, out.stderr
+    assert str(other / ".claif.json") in out.stdout
+    assert json.loads((other / ".claif.json").read_text()) == {"client": {"model": "echo/other"}}
+    assert model(other) == "echo/other" and model(short_tmp) == "echo/default"
+    # A key of the daemon's is refused there, with where it belongs.
+    out = claif("config", "set", "pool.max_connections", "9", "--scope", "project", socket=s, cwd=other)
+    assert out.returncode == 1 and "--scope global" in out.stderr
+    assert json.loads((other / ".claif.json").read_text()) == {"client": {"model": "echo/other"}}
+    with Client(s) as c:  # (a library client started elsewhere sees the daemon's)
+        assert c.config_get("pool.max_connections")["value"] == 100

@@ -126,7 +126,7 @@ def test_config_commands_over_the_cli(daemon: DaemonProcess, short_tmp: Path) ->
     assert json.loads(out.stdout) == {"key": "pool.max_connections", "value": 100, "source": "default"}
     assert claif("config", "set", "pool.max_connections", "60", socket=s).returncode == 0
     assert json.loads(claif("--json", "config", "get", "pool.max_connections", socket=s).stdout)["source"] == "runtime"
-    out = claif("config", "set", "cache.max_size", "50MB", "--scope", "project", socket=s)
+    out = claif("config", "set", "cache.max_size", "50MB", "--scope", "project", socket=s, cwd=daemon.home)
     assert out.returncode == 0, out.stderr
     assert json.loads(project_file(daemon).read_text()) == {"cache": {"max_size": "50MB"}}
     out = claif("config", "set", "client.model", "echo/g", "--scope", "global", socket=s)

@@ -24,8 +24,8 @@ from .test_cli import CLAIF, claif
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ok(*args: str, socket: Path, stdin: str | None = None) -> str:
-    out = claif(*args, socket=socket, stdin=stdin)
+def ok(*args: str, socket: Path, stdin: str | None = None, cwd: Path | None = None) -> str:
+    out = claif(*args, socket=socket, stdin=stdin, cwd=cwd)
     assert out.returncode == 0, (args, out.stdout, out.stderr)
     return out.stdout
 
@@ -190,12 +190,13 @@ def test_set_validates_its_own_layer_prints_what_it_wrote_and_unset(daemon: Daem
     bad = claif("config", "set", "pool.max_connections", "abc", "--scope", "global", socket=s)
     assert bad.returncode == 1 and "max_connections" in bad.stderr
     assert not (daemon.home / ".claif" / "config.json").exists()
-    out = ok("config", "set", "pool.max_connections", "20", "--scope", "project", socket=s)
+    # (run where the daemon runs: its own project file is the one there)
+    out = ok("config", "set", "pool.max_connections", "20", "--scope", "project", socket=s, cwd=daemon.home)
     assert "wrote pool.max_connections = 20 to the project layer" in out
     assert "effective: 50 (from runtime)" in out
     out = ok("config", "unset", "pool.max_connections", socket=s)
     assert "effective: 20 (from project)" in out
-    out = ok("config", "unset", "pool.max_connections", "--scope", "project", socket=s)
+    out = ok("config", "unset", "pool.max_connections", "--scope", "project", socket=s, cwd=daemon.home)
     assert "effective: 100 (from default)" in out
     assert json.loads((daemon.home / ".claif.json").read_text()) == {}
     missing = claif("config", "unset", "pool.max_connections", socket=s)

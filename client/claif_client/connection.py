@@ -23,6 +23,7 @@ and the connection lives on.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
@@ -68,13 +69,36 @@ def encode_request(msg: msgspec.Struct) -> bytes:
 
 
 
+PROJECT_FILE = ".claif.json"
+
+
+def caller_place() -> tuple[str, str]:
+    """This process's working directory, and the nearest `.claif.json` at or
+    above it ("" when none; both "" when the directory is gone)."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return "", ""
+    directory = cwd
+    while True:
+        candidate = os.path.join(directory, PROJECT_FILE)
+        if os.path.isfile(candidate):
+            return cwd, candidate
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return cwd, ""
+        directory = parent
+
+
 class Handshake:
     """Send `hello`; `feed` what comes back until it returns the Welcome
     (None while more bytes are needed). A bad or refused handshake raises
     `ProtocolError`."""
 
     def __init__(self, client_name: str) -> None:
-        self.hello = bytes(encode_frame(Hello(protocol=PROTOCOL_VERSION, client=client_name)))
+        cwd, project = caller_place()
+        self.hello = bytes(encode_frame(Hello(protocol=PROTOCOL_VERSION, client=client_name, cwd=cwd,
+                                              project=project)))
         self._frames = FrameDecoder()
 
     def __repr__(self) -> str:
@@ -141,7 +165,7 @@ class ServerConnection(Generic[T]):
     the duplicate-id check and cancellation. Each request in flight holds a
     token of the caller's (the daemon keeps its cancel scope there)."""
 
-    __slots__ = ("decoder", "welcome", "frames", "open", "client", "in_flight")
+    __slots__ = ("decoder", "welcome", "frames", "open", "client", "cwd", "project", "in_flight")
 
     def __init__(self, decoder: msgspec.msgpack.Decoder[Any], welcome: Welcome) -> None:
         self.decoder = decoder
@@ -149,6 +173,8 @@ class ServerConnection(Generic[T]):
         self.frames = FrameDecoder()
         self.open = False
         self.client = ""  # the name the client gave in its Hello
+        self.cwd = ""  # where it runs, and its project file ("" if none): see Hello
+        self.project = ""
         self.in_flight: dict[int, T] = {}
 
     def __repr__(self) -> str:
@@ -171,6 +197,8 @@ class ServerConnection(Generic[T]):
             ), False
         self.open = True
         self.client = hello.client
+        self.cwd = hello.cwd
+        self.project = hello.project
         return self.welcome, True
 
     def receive_request(self, payload: bytes | memoryview) -> Any:

@@ -115,6 +115,11 @@ class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True):
 class Hello(_Frame, tag="hello"):
     protocol: int
     client: str = ""
+    # Where the caller runs (its working directory), and the nearest
+    # `.claif.json` found upward from there ("" when there is none): the
+    # daemon uses that file as this caller's project layer.
+    cwd: str = ""
+    project: str = ""
 
 
 class Welcome(_Frame, tag="welcome"):
@@ -283,7 +288,9 @@ class ConfigShow(_Frame, tag="config.show"):
 
 
 class ConfigSources(_Frame, tag="config.sources"):
-    """-> Result{value: {generation, last_error, sources: [{layer, path, exists, loaded, error, unknown_keys}]}}."""
+    """-> Result{value: {generation, last_error, sources: [{layer, path, exists, loaded, error, unknown_keys}]}}
+    (asked from a project: its file is the project source, and `project_warnings` lists its keys that have no
+    effect there)."""
 
     id: int
 

@@ -215,6 +215,8 @@ def _cmd_config(client: Client, args: argparse.Namespace) -> int:
                     print(f"           error: {src['error']}")
                 for key in src["unknown_keys"]:
                     print(f"           unknown key: {key}")
+            for warning in doc.get("project_warnings") or []:
+                print(f"  warning: {warning}")
     elif action == "reload":
         doc = client.config_reload()
         if args.json:

@@ -75,7 +75,8 @@ def _build_parser() -> argparse.ArgumentParser:
     set_.add_argument("key", metavar="KEY")
     set_.add_argument("value", metavar="VALUE", help="JSON (50, true, [1], {...}) or a plain string")
     set_.add_argument("--scope", choices=["runtime", "project", "global"], default="runtime",
-                      help="runtime (until restart, default), project (.claif.json) or global (~/.claif/config.json)")
+                      help="runtime (until restart, default), project (the nearest .claif.json, else a new one here) "
+                           "or global (~/.claif/config.json)")
     unset = config_sub.add_parser("unset", help="remove a key from a layer (the layers below show through)")
     unset.add_argument("key", metavar="KEY")
     unset.add_argument("--scope", choices=["runtime", "project", "global"], default="runtime")
