@@ -8,6 +8,7 @@ translations are tested against."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -100,13 +101,105 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     n = sum(_count_words(_text_of(m.get("content"))) for m in body.get("messages", []) if isinstance(m, dict))
     return n + _count_words(_text_of(body.get("system")))
 
-def _cache_read(body: dict[str, Any]) -> int:
-    """Prompt-cache tokens read: the system prompt's words when its blocks ask
-    for caching (`cache_control`), as if an earlier call had written them."""
+PROMPT_CACHE_TTL = 300.0  # seconds an unread cache entry lives (Anthropic's default, refreshed on a read)
+OPENAI_CACHE_MIN = 1024  # OpenAI caches prompts from this many tokens on, automatically
+
+
+def cache_minimum(model: str) -> int:
+    """The shortest prefix (tokens) a model caches."""
+    return 2048 if "haiku" in model else 1024
+
+
+def _prompt_blocks(body: dict[str, Any]) -> list[tuple[str, int, bool]]:
+    """The prompt in cache order -- tools, system, messages -- as (the
+    block's JSON without its marker, its tokens (words), whether it carries
+    `cache_control`)."""
+    out: list[tuple[str, int, bool]] = []
+
+    def add(block: Any, words: int) -> None:
+        marked = isinstance(block, dict) and bool(block.get("cache_control"))
+        bare = {k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block
+        out.append((json.dumps(bare, sort_keys=True), words, marked))
+
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            add(tool, _count_words(json.dumps({k: v for k, v in tool.items() if k != "cache_control"})))
     system = body.get("system")
-    if isinstance(system, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system):
-        return _count_words(_text_of(system))
-    return 0
+    for block in system if isinstance(system, list) else [system] if system else []:
+        add(block, _count_words(_text_of([block]) if isinstance(block, dict) else str(block)))
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        for block in content if isinstance(content, list) else [content]:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                words = _count_words(_text_of(block.get("content")))
+            elif isinstance(block, dict) and block.get("type") == "tool_use":
+                words = _count_words(json.dumps(block.get("input")))
+            else:
+                words = _count_words(_text_of([block]) if isinstance(block, dict) else str(block or ""))
+            add({"role": message.get("role"), "block": block} if not isinstance(block, dict) else
+                {**block, "role": message.get("role")}, words)
+    return out
+
+
+def _prefixes(model: str, blocks: list[tuple[str, int, bool]]) -> list[tuple[str, int]]:
+    """(fingerprint, tokens) of each prefix of the prompt, ending at each block."""
+    digest = hashlib.sha256(model.encode())
+    out, tokens = [], 0
+    for text, words, _ in blocks:
+        digest.update(text.encode())
+        tokens += words
+        out.append((digest.copy().hexdigest(), tokens))
+    return out
+
+
+def anthropic_usage(body: dict[str, Any], state: SimState) -> dict[str, int]:
+    """Anthropic's input usage, prompt caching modelled: each marked prefix
+    of at least the model's minimum is written (creation tokens) unless an
+    earlier call wrote it; the longest prefix written before, ending at or
+    before the last marker, is read. Input tokens are the rest."""
+    blocks = _prompt_blocks(body)
+    marks = [i for i, (_, _, marked) in enumerate(blocks) if marked]
+    if not marks:
+        return {"input_tokens": _prompt_tokens(body), "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    model, now, store = str(body.get("model")), time.monotonic(), state.prompt_cache
+    prefixes = _prefixes(model, blocks)
+    total = prefixes[-1][1]
+    read = 0
+    for fingerprint, tokens in reversed(prefixes[:marks[-1] + 1]):
+        if store.get(fingerprint, 0.0) > now:
+            read = tokens
+            store[fingerprint] = now + PROMPT_CACHE_TTL
+            break
+    written = read
+    for i in marks:
+        fingerprint, tokens = prefixes[i]
+        if tokens >= cache_minimum(model) and tokens > read:
+            store[fingerprint] = now + PROMPT_CACHE_TTL
+            written = max(written, tokens)
+    return {"input_tokens": total - written, "cache_creation_input_tokens": written - read,
+            "cache_read_input_tokens": read}
+
+
+def openai_cached(body: dict[str, Any], state: SimState) -> int:
+    """OpenAI's automatic prompt caching: a prompt of 1,024 tokens or more
+    reads the longest prefix, ending at a message, that an earlier prompt
+    had (and of at least 1,024 tokens); every such prefix is kept."""
+    blocks = _prompt_blocks({**body, "tools": body.get("tools")})
+    if not blocks:
+        return 0
+    prefixes = _prefixes("openai/" + str(body.get("model")), blocks)
+    if prefixes[-1][1] < OPENAI_CACHE_MIN:
+        return 0
+    now, store, cached = time.monotonic(), state.prompt_cache, 0
+    for fingerprint, tokens in prefixes:
+        if tokens < OPENAI_CACHE_MIN:
+            continue
+        if store.get(fingerprint, 0.0) > now:
+            cached = tokens
+        store[fingerprint] = now + PROMPT_CACHE_TTL
+    return cached
 
 def structured_text(body: dict[str, Any]) -> str | None:
     """The answer to OpenAI's response_format (json_object, json_schema) or
@@ -159,16 +252,14 @@ def anthropic_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
             "content": [{"type": "tool_use", "id": f"toolu_sim_{next(state.ids):08d}", "name": call[0],
                          "input": call[1]}],
             "stop_reason": "tool_use", "stop_sequence": None,
-            "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": 1,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": _cache_read(body)},
+            "usage": {**anthropic_usage(body, state), "output_tokens": 1},
         }
     words, truncated = _answer(body, body["max_tokens"])
     return {
         "id": f"msg_sim_{next(state.ids):08d}", "type": "message", "role": "assistant", "model": body["model"],
         "content": [{"type": "text", "text": "".join(words)}],
         "stop_reason": "max_tokens" if truncated else "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": _prompt_tokens(body), "output_tokens": len(words),
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": _cache_read(body)},
+        "usage": {**anthropic_usage(body, state), "output_tokens": len(words)},
     }
 
 def _openai_answer(body: dict[str, Any]) -> tuple[list[str], str]:
@@ -176,9 +267,14 @@ def _openai_answer(body: dict[str, Any]) -> tuple[list[str], str]:
     words, truncated = _answer(body, limit if isinstance(limit, int) else None)
     return words, "length" if truncated else "stop"
 
-def _openai_usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
+def _openai_usage(body: dict[str, Any], words: list[str], state: SimState) -> dict[str, Any]:
     prompt = _prompt_tokens(body)
-    return {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": len(words),
+                             "total_tokens": prompt + len(words)}
+    cached = openai_cached(body, state)
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": min(cached, prompt)}
+    return usage
 
 def openai_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
     """The JSON answer (not streamed) to an OpenAI Chat Completions request."""
@@ -191,7 +287,7 @@ def openai_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
                 "role": "assistant", "content": None, "refusal": None,
                 "tool_calls": [{"id": f"call_sim{next(state.ids):08d}", "type": "function",
                                 "function": {"name": call[0], "arguments": json.dumps(call[1])}}]}}],
-            "usage": _openai_usage(body, ["x"]), "system_fingerprint": None,
+            "usage": _openai_usage(body, ["x"], state), "system_fingerprint": None,
         }
     words, finish = _openai_answer(body)
     return {
@@ -199,5 +295,5 @@ def openai_doc(body: dict[str, Any], state: SimState) -> dict[str, Any]:
         "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words), "refusal": None},
                      "logprobs": None, "finish_reason": finish}],
-        "usage": _openai_usage(body, words), "system_fingerprint": None,
+        "usage": _openai_usage(body, words, state), "system_fingerprint": None,
     }

@@ -77,6 +77,8 @@ class SimState:
     by_path: dict[str, int] = field(default_factory=dict)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_RECENT))
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # The prompt cache: prefix fingerprint -> when it expires (answers.anthropic_usage, openai_cached).
+    prompt_cache: dict[str, float] = field(default_factory=dict)
 
     released: anyio.Event = field(default_factory=anyio.Event)
 
@@ -90,6 +92,7 @@ class SimState:
         self.peak_concurrency = self.in_flight
         self.by_path.clear()
         self.recent.clear()
+        self.prompt_cache.clear()
 
     def release(self) -> None:
         """Let held requests go on; later ones are held again while `hold` is set."""

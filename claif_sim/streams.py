@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 import h11
 
-from .answers import _answer, _cache_read, _openai_answer, _openai_usage, _prompt_tokens, tool_call
+from .answers import _answer, _openai_answer, _openai_usage, anthropic_usage, tool_call
 from .exchange import _ClientGone, _Exchange
 from .faults import SimState
 
@@ -44,13 +44,12 @@ async def _anthropic_stream(ex: _Exchange, body: dict[str, Any], state: SimState
     model = body["model"]
     words, truncated = _answer(body, body["max_tokens"])
     stop_reason = "max_tokens" if truncated else "end_turn"
-    usage_in = _prompt_tokens(body)
+    usage_in = anthropic_usage(body, state)
     msg_id = f"msg_sim_{next(state.ids):08d}"
     await ex.start_sse()
     await ex.sse({"type": "message_start", "message": {
         "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage_in, "output_tokens": 1,
-        "cache_creation_input_tokens": 0, "cache_read_input_tokens": _cache_read(body)},
+        "stop_reason": None, "stop_sequence": None, "usage": {**usage_in, "output_tokens": 1},
     }}, "message_start")
     call = tool_call(body)
     if call is not None:
@@ -101,7 +100,7 @@ async def _openai_stream(ex: _Exchange, body: dict[str, Any], state: SimState) -
     words, finish = _openai_answer(body)
     created = int(time.time())
     cid = f"chatcmpl-sim{next(state.ids):08d}"
-    usage = _openai_usage(body, words)
+    usage = _openai_usage(body, words, state)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -124,7 +123,7 @@ async def _openai_stream(ex: _Exchange, body: dict[str, Any], state: SimState) -
                                             "function": {"name": call[0], "arguments": ""}}]}))
         for piece in (arguments[:len(arguments) // 2], arguments[len(arguments) // 2:]):
             await ex.sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
-        finish, usage = "tool_calls", _openai_usage(body, ["x"])
+        finish, usage = "tool_calls", _openai_usage(body, ["x"], state)
     elif not await _stream_openai_words(ex, words, state, chunk):
         await ex.send(h11.EndOfMessage())
         return

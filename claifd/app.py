@@ -17,11 +17,14 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
+import msgspec
 import psutil
 
 from . import __version__, monitoring
 from .cache import ResponseCache
 from .cache import requests as cache_requests
+from .cache.prices import PriceTable
 from .callers import Callers
 from .catalog import ModelCatalog
 from .completion_requests import CompletionRequests
@@ -43,6 +46,7 @@ from .request_log import CompletionLog
 from .semantic.service import SemanticCache
 from .sessions import requests as session_requests
 from .sessions.service import SessionService
+from .spend import Spend
 from .types import ServerState, UpstreamCounters
 
 __all__ = ["App"]
@@ -91,6 +95,9 @@ class App:
                                self.health.report, lambda: self.state.allowed_uids, settings.global_path.parent)
         self.request_log = CompletionLog(config.log)
         self.completions.request_log = self.request_log
+        self.spend = Spend(config.budgets, PriceTable(_price_table(config)))
+        self.completions.spend = self.spend
+        self.health.spend = self.spend
         self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf, self.request_log)
         self.dispatch = Dispatch()
         self.completion_requests = CompletionRequests(self.completions)
@@ -99,7 +106,8 @@ class App:
         session_requests.register(self.dispatch, self.sessions)
         self.live_config.register(self.dispatch)
         self.catalog.register(self.dispatch)
-        monitoring.register(self.dispatch, self.status, self.cache_stats, self.perf, self.health.report)
+        monitoring.register(self.dispatch, self.status, self.cache_stats, self.perf, self.health.report,
+                            lambda: self.spend.report())
         self._process = psutil.Process()
         self._attach()
 
@@ -118,6 +126,7 @@ class App:
         await self.sessions.start(task_group)
         self.health.start(task_group)
         self.request_log.start(task_group)
+        await self.spend.start(task_group)
         await self.metrics_http.server.start(task_group, "", self.config.metrics.listen)
         await self.front.start(task_group, self.config.server.http,
                                str(Path(self.socket_path).with_name("claifd-http.sock")) if self.socket_path else "")
@@ -127,6 +136,7 @@ class App:
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.spend.close)
             await self.sessions.aclose()
             await self.cache.aclose()
             await self.pool.aclose()
@@ -158,6 +168,8 @@ class App:
         self.live_config.probes["server.http.listen"] = self.front.server.can_listen
         self.live_config.probes["metrics.listen"] = self.metrics_http.server.can_listen
         attach("prices", lambda _: self.perf.set_prices(_price_table(self.config)))
+        attach("prices", lambda _: self.spend.set_prices(PriceTable(_price_table(self.config))))
+        attach("budgets", self.spend.reconfigure)
         attach("", self.callers.reconfigure)
         attach("", self.completions.reconfigure)
         attach("", self.completion_requests.reconfigure)
@@ -213,7 +225,17 @@ class App:
             "metrics_listen": self.metrics_http.address,
             "metrics_listen_error": self.metrics_http.server.error,
             "http": self.front.info(),
+            "spend": self._spend_status(),
         }
+
+    def _spend_status(self) -> dict[str, Any]:
+        report = self.spend.report()
+        return {"today_usd": report["today"]["usd"], "month_usd": report["month"]["usd"],
+                "saved_today_usd": report["today"]["saved"], "budgets": report["budgets"],
+                "action": report["action"], "unpriced": report["unpriced"], "ledger": report["ledger"],
+                # Since the daemon started (the metrics' counters).
+                "usd_since_start": {f"{p}/{m}": round(usd, 9) for (p, m), usd in self.spend.usd_total.items()},
+                "saved_since_start": {k: round(v, 9) for k, v in self.spend.saved_total.items()}}
 
     def status_line(self) -> str:
         """One line for systemd's STATUS= (`systemctl --user status claifd`)."""
@@ -235,5 +257,5 @@ class App:
             }
 
 
-def _price_table(config: Config) -> dict[str, dict[str, float]]:
-    return {k: {"input": v.input, "output": v.output} for k, v in config.prices.items()}
+def _price_table(config: Config) -> dict[str, dict[str, Any]]:
+    return {k: msgspec.structs.asdict(v) for k, v in config.prices.items()}

@@ -30,6 +30,7 @@ queued session sends).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
@@ -51,14 +52,16 @@ from .cache.replay import replay_chunks
 from .callers import Caller
 from .config import Config
 from .config_manager import ConfigManager
-from .errors import BadRequest, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_info
+from .errors import BadRequest, BudgetExceeded, ClaifdError, NotFound, ShuttingDown, UpstreamTimeout, error_info
 from .optimizer import Optimized, optimize
 from .perf import Perf
 from .prepared import CACHE_MODES, Prepared, _validate
+from .prompt_cache import PromptCache
 from .providers import Providers
 from .request_log import CompletionLog
 from .semantic.service import SemanticCache
 from .sessions.service import SessionService
+from .spend import Limit, Spend
 from .types import DeltaCallback, ServerState
 
 __all__ = ["Completions", "Prepared", "Sink", "CACHE_MODES", "report"]
@@ -96,6 +99,9 @@ class Completions:
         self.state = state
         # How often `model: "auto"` chose each model.
         self.auto_selected: dict[str, int] = {}
+        # What calls cost, and the budgets (the app sets it); prompt-cache breakpoints placed for callers.
+        self.spend: Spend | None = None
+        self.prompt_cache = PromptCache()
 
     def __repr__(self) -> str:
         return f"<Completions flights={len(self.cache.flights)}>"
@@ -147,19 +153,37 @@ class Completions:
             raise BadRequest(
                 f"unknown provider {provider_name!r} (available: {', '.join(sorted(self.providers))})"
             )
-        request = optimize(request, provider_name, model, config, optimized)
         control = request.cache
+        namespace = (control.namespace if control is not None else None) or config.cache.namespace
+        over_budget = None
+        spend = self.spend
+        if spend is not None and spend.limits and (over := spend.over(provider_name, model, namespace)) is not None:
+            over_budget = _budget_reached(*over)
+            if config.budgets.action == "downgrade":
+                # The fast tier serves it instead (reported), at the fast tier's price.
+                fast = self.providers.resolve(config.auto.fast, config.client.model, config.models)
+                if fast != (provider_name, model):
+                    provider = self.providers.get(fast[0])
+                    if provider is None:
+                        raise BadRequest(f"budgets.action is downgrade, but auto.fast {config.auto.fast!r} routes "
+                                         f"to no provider")
+                    optimized["budget"] = {"from": f"{provider_name}/{model}", "to": f"{fast[0]}/{fast[1]}",
+                                           "rule": over_budget}
+                    provider_name, model = fast
+                over_budget = None
+        request = optimize(request, provider_name, model, config, optimized)
         mode = control.mode if control is not None else "use"
         if mode not in CACHE_MODES:
             raise BadRequest(f"cache mode {mode!r} is not one of {', '.join(sorted(CACHE_MODES))}")
-        namespace = (control.namespace if control is not None else None) or config.cache.namespace
         key = None
         if config.cache.enabled and mode != "bypass":
             key = cache_key(provider_name, model, request, namespace)
         elif mode == "only":
             raise NotFound("cache mode 'only' but the cache is disabled")
         timeout = request.timeout if request.timeout is not None else float(config.client.timeout)
-        return Prepared(request, provider, model, key, namespace, mode, timeout, optimized or None, front, caller)
+        prepared = Prepared(request, provider, model, key, namespace, mode, timeout, optimized or None, front, caller)
+        prepared.over_budget = over_budget
+        return prepared
 
     def reprepare(self, request: CompletionRequest, like: Prepared) -> Prepared:
         """`request` (a fallback's) decided as `like` was: same front, same caller."""
@@ -225,9 +249,16 @@ class Completions:
         """The metrics (when on) and the request log (claif log)."""
         perf = self.perf
         perf.request("complete", provider, model, outcome, seconds, front)
+        if outcome[:7] == "cached-" and self.spend is not None:
+            self.spend.hit(provider, model, namespace or "", tokens_in, tokens_out)
         log = self.request_log
         if log is not None:
-            cost = perf.prices.cost(f"{provider}/{model}", tokens_in, tokens_out) if outcome == "ok" else 0.0
+            cost = 0.0
+            if outcome == "ok":
+                usage = answer.usage if isinstance(answer, CompletionResponse) else None
+                cost = perf.prices.cost(f"{provider}/{model}", tokens_in, tokens_out,
+                                        usage.cache_creation_input_tokens if usage else 0,
+                                        usage.cache_read_input_tokens if usage else 0)
             log.add((time.time(), front, "complete", namespace, provider, model, outcome, seconds, tokens_in,
                      tokens_out, cost, request, answer))
 
@@ -249,8 +280,7 @@ class Completions:
         """The cache tiers, then the flight that shares one upstream call."""
         if prepared.key is None:
             streamed = fallbacks.Streamed(on_delta)
-            response, _, note = await fallbacks.call(prepared, streamed.forward if on_delta else None, streamed,
-                                                     self.config_of(prepared), self.reprepare, self.perf)
+            response, _, note = await self._paid_call(prepared, streamed.forward if on_delta else None, streamed)
             return response if note is None else msgspec.structs.replace(response, fallback=note)
         if prepared.mode != "refresh":
             entry = await self.cache.lookup(prepared.key, memory_probed, prepared.namespace)
@@ -354,8 +384,32 @@ class Completions:
 
     async def _provider_call(self, prepared: Prepared, flight: Flight) -> _Made:
         """The provider's call, or its fallbacks' (never once a streamed byte went out)."""
-        return await fallbacks.call(prepared, flight.record if flight.streaming else None, lambda: bool(flight.chunks),
-                                    self.config_of(prepared), self.reprepare, self.perf)
+        return await self._paid_call(prepared, flight.record if flight.streaming else None, lambda: bool(flight.chunks))
+
+    async def _paid_call(self, prepared: Prepared, on_delta: DeltaCallback | None,
+                         streamed: Callable[[], bool]) -> _Made:
+        """Every upstream call: refused when a budget is reached; its cost in
+        the spend ledger before anyone has the answer."""
+        if prepared.over_budget is not None:
+            raise BudgetExceeded(prepared.over_budget)
+        made = await fallbacks.call(prepared, on_delta, streamed, self.config_of(prepared), self.reprepare,
+                                    self.perf, self._send)
+        if self.spend is not None:
+            response, by, _ = made
+            await self.spend.paid(by.provider.name, by.model, by.namespace, response.usage)
+        return made
+
+    async def _send(self, prepared: Prepared, on_delta: DeltaCallback | None) -> CompletionResponse:
+        """One provider call, with prompt-cache breakpoints placed for the caller (prompt_cache.py)."""
+        request = prepared.request
+        rules = self.config_of(prepared).optimizer
+        if rules.prompt_cache and rules.enabled and _explicit_prompt_cache(prepared.provider):
+            request, placed = self.prompt_cache.place(request, prepared.model)
+            if placed is not None:
+                prepared.optimized = {**(prepared.optimized or {}), "prompt_cache": placed}
+        if on_delta is None:
+            return await prepared.provider.complete(request, prepared.model)
+        return await prepared.provider.stream(request, prepared.model, on_delta)
 
     async def session_send(
         self, request: CompletionRequest, on_delta: DeltaCallback | None, front: str = "socket",
@@ -426,3 +480,15 @@ def report(response: CompletionResponse, optimized: Optimized) -> CompletionResp
     return msgspec.structs.replace(response, optimized=optimized)
 
 
+
+
+def _explicit_prompt_cache(provider: Any) -> bool:
+    """Does the provider cache prompts only where asked (Anthropic's API)?"""
+    config = getattr(provider, "config", None)
+    return config is not None and config.type == "anthropic"
+
+
+def _budget_reached(limit: Limit, spent: float) -> str:
+    when = "today" if limit.period == "day" else "this month"
+    return (f"{limit.key} reached: {spent:.2f} of {limit.usd:.2f} USD spent {when} "
+            f"(see claif spend; raise the limit or wait for the {limit.period} to end)")

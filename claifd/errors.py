@@ -35,6 +35,7 @@ __all__ = [
     "RateLimited",
     "UpstreamTimeout",
     "CircuitOpen",
+    "BudgetExceeded",
     "StartupError",
     "error_info",
     "error_frame",
@@ -69,6 +70,12 @@ class StorageError(ClaifdError):
     """The session store refused a write; nothing was acknowledged."""
 
     code = ErrorCode.STORAGE_ERROR
+
+
+class BudgetExceeded(ClaifdError):
+    """A spending limit (budgets.*) is reached and budgets.action is refuse."""
+
+    code = ErrorCode.BUDGET_EXCEEDED
 
 
 class NotConfigured(ClaifdError):

@@ -15,7 +15,7 @@ and then by `provider/model`; a fallback's own chain is not followed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -41,14 +41,18 @@ async def upstream(prepared: Prepared, on_delta: DeltaCallback | None) -> Comple
     return await prepared.provider.stream(prepared.request, prepared.model, on_delta)
 
 
+Send = Callable[[Prepared, "DeltaCallback | None"], Awaitable[CompletionResponse]]
+
+
 async def call(prepared: Prepared, on_delta: DeltaCallback | None, streamed: Callable[[], bool], config: Config,
                prepare: Callable[[CompletionRequest, Prepared], Prepared],
-               perf: Perf) -> tuple[CompletionResponse, Prepared, dict[str, str] | None]:
-    """The provider's call, then each fallback in turn while the failure
-    falls back: (the answer, the request that made it -- cache it under that
-    one's key --, and {"from", "to", "reason"} when a fallback made it)."""
+               perf: Perf, send: Send = upstream) -> tuple[CompletionResponse, Prepared, dict[str, str] | None]:
+    """The provider's call (`send`), then each fallback in turn while the
+    failure falls back: (the answer, the request that made it -- cache it
+    under that one's key --, and {"from", "to", "reason"} when a fallback
+    made it)."""
     try:
-        return await upstream(prepared, on_delta), prepared, None
+        return await send(prepared, on_delta), prepared, None
     except ClaifdError as exc:
         why = reason(exc)
         targets = chain(config, prepared.request, prepared.provider.name, prepared.model) if why else []
@@ -61,7 +65,7 @@ async def call(prepared: Prepared, on_delta: DeltaCallback | None, streamed: Cal
             alt = prepare(msgspec.structs.replace(prepared.request, model=target), prepared)
             # Known before its first byte: a stream's headers say so.
             prepared.fallback = {"from": failed, "to": f"{alt.provider.name}/{alt.model}", "reason": why}
-            response = await upstream(alt, on_delta)
+            response = await send(alt, on_delta)
         except ClaifdError as exc:
             prepared.fallback = None
             log.warning("fallback failed too", failed=failed, fallback=target, error=exc.message)

@@ -51,6 +51,7 @@ from .perf import Perf
 from .providers.http import HttpProvider
 from .semantic.service import SemanticCache
 from .sessions.service import SessionService
+from .spend import Spend
 from .types import ServerState
 
 __all__ = ["HealthMonitor", "QUARANTINE_WARNING_S", "rank"]
@@ -99,6 +100,8 @@ class HealthMonitor:
         self._process = psutil.Process()
         # Why a wanted listener is not open, by name ("http", "metrics"); the app sets it.
         self.listen_errors: Callable[[], dict[str, str | None]] = dict
+        # What calls cost and the budgets (the app sets it).
+        self.spend: Spend | None = None
 
     def __repr__(self) -> str:
         return f"<HealthMonitor runs={self.runs} probes={len(self.probes)}>"
@@ -341,7 +344,30 @@ class HealthMonitor:
             self._semantic_check(),
             _check("file_descriptors", "warning" if limit > 0 and fds >= 0.9 * limit else "ok",
                    f"{fds} of {limit} in use" if fds else ""),
+            self._spend_check(),
         ]
+
+    def _spend_check(self) -> dict[str, Any]:
+        """Budgets at their warning mark or reached, models without a price, a ledger that cannot be written."""
+        spend = self.spend
+        if spend is None:
+            return _check("spend", "ok")
+        notes = []
+        action = "refusing" if spend.config.action == "refuse" else "downgrading to auto.fast"
+        for budget in spend.budgets():
+            if budget["state"] == "exceeded":
+                notes.append(f"{budget['key']} reached ({budget['spent_usd']:.2f} of {budget['limit_usd']:.2f} USD; "
+                             f"{action})")
+            elif budget["state"] == "warning":
+                notes.append(f"{budget['key']} at {budget['used']:.0%} ({budget['spent_usd']:.2f} of "
+                             f"{budget['limit_usd']:.2f} USD)")
+        unpriced = spend.unpriced()
+        if unpriced:
+            notes.append(f"no price for {', '.join(unpriced)}: their calls are counted as unpriced, not free "
+                         f"(set prices.NAME)")
+        if spend.error:
+            notes.append(spend.error)
+        return _check("spend", "warning" if notes else "ok", "; ".join(notes))
 
     def start(self, task_group: anyio.abc.TaskGroup) -> None:
         task_group.start_soon(self.run)

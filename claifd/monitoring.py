@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from claif_client.protocol import GetStatus, Health, Metrics, Ping, Pong, Result
+from claif_client.protocol import GetSpend, GetStatus, Health, Metrics, Ping, Pong, Result
 
 from . import __version__
 from .dispatch import Conn, Dispatch
@@ -52,6 +52,22 @@ class _StatusCollector(Collector):
         closed.add_metric(["forbidden_uid"], status["connections_refused"])
         closed.add_metric(["stalled"], status["connections_stalled"])
         yield closed
+        spend = status["spend"]
+        spent = CounterMetricFamily("claif_spend_usd", "USD spent on upstream calls since the daemon started (the "
+                                    "price table: claif spend).", labels=["provider", "model"])
+        for name, usd in spend["usd_since_start"].items():
+            spent.add_metric(name.split("/", 1), usd)
+        yield spent
+        saved = CounterMetricFamily("claif_saved_usd", "USD saved since the daemon started: by the response cache "
+                                    "(hits) and by the provider's prompt cache (net of its writes).", labels=["by"])
+        for by, usd in spend["saved_since_start"].items():
+            saved.add_metric([by], usd)
+        yield saved
+        budget = GaugeMetricFamily("claif_budget_used_ratio", "Spent over limit, per configured budget.",
+                                   labels=["budget"])
+        for b in spend["budgets"]:
+            budget.add_metric([b["key"]], b["used"])
+        yield budget
         up = status["upstream"]
         yield CounterMetricFamily("claif_upstream_requests", "HTTP attempts to providers.", value=up["requests"])
         yield CounterMetricFamily("claif_upstream_errors", "Upstream calls that failed in the end.", value=up["errors"])
@@ -187,11 +203,12 @@ def metrics_text(status: Snapshot, cache_stats: Snapshot, perf: Perf | None = No
 
 
 def register(dispatch: Dispatch, status: Snapshot, cache_stats: Snapshot, perf: Perf,
-             health: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+             health: Callable[[], Awaitable[dict[str, Any]]], spend: Snapshot) -> None:
     """ping, status and metrics answered inline; health as a task (its first
     answer may wait for the first background run)."""
     dispatch.inline(Ping, lambda msg, conn: Pong(id=msg.id))
     dispatch.inline(GetStatus, lambda msg, conn: Result(id=msg.id, value=status()))
+    dispatch.inline(GetSpend, lambda msg, conn: Result(id=msg.id, value=spend()))
     dispatch.inline(Metrics, lambda msg, conn: Result(id=msg.id, value=metrics_text(status, cache_stats, perf)))
 
     async def on_health(msg: Health, conn: Conn, _: None) -> Result:

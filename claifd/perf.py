@@ -107,7 +107,7 @@ RECENT = 4096
 
 
 class Perf:
-    def __init__(self, prices: Mapping[str, Mapping[str, float]] | None = None, *, enabled: bool = True) -> None:
+    def __init__(self, prices: Mapping[str, Mapping[str, Any]] | None = None, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self.prices = PriceTable(prices or {})
         # Requests by (method, provider, model, outcome, front): their durations
@@ -143,7 +143,7 @@ class Perf:
             into.merge(hist)
         return merged
 
-    def set_prices(self, prices: Mapping[str, Mapping[str, float]]) -> None:
+    def set_prices(self, prices: Mapping[str, Mapping[str, Any]]) -> None:
         self.prices = PriceTable(prices)
 
     def labels(self, qualified_model: str) -> tuple[str, str]:

@@ -27,7 +27,7 @@ class Prepared:
     and its deadline in seconds."""
 
     __slots__ = ("request", "provider", "model", "key", "namespace", "mode", "timeout", "outcome", "started",
-                 "optimized", "fallback", "front", "caller")
+                 "optimized", "fallback", "front", "caller", "over_budget")
 
     def __init__(self, request: CompletionRequest, provider: Provider, model: str,
                  key: str | None, namespace: str, mode: str, timeout: float,
@@ -51,6 +51,8 @@ class Prepared:
         self.front = front
         # Whose project layer decided it (None: the daemon's configuration); a fallback is decided the same way.
         self.caller = caller
+        # Why it may not go upstream (a budget reached, budgets.action refuse): a cached answer is still served.
+        self.over_budget: str | None = None
 
     @property
     def labels(self) -> tuple[str, str]:

@@ -319,15 +319,16 @@ def test_claif_token_says_when_the_front_is_off(daemon: DaemonProcess) -> None:
 
 
 def test_prompt_cache_tokens_cross_wires(front: Front) -> None:
-    """Anthropic's cache_read_input_tokens reach an OpenAI-shaped caller as prompt_tokens_details.cached_tokens."""
-    system = [{"type": "text", "text": "a long shared preamble", "cache_control": {"type": "ephemeral"}}]
+    """Anthropic's cache_read_input_tokens reach an OpenAI-shaped caller as prompt_tokens_details.cached_tokens
+    (the caller's own marker, written by the first call, read by the second)."""
+    system = [{"type": "text", "text": " ".join(["preamble"] * 1100), "cache_control": {"type": "ephemeral"}}]
     m = front.anthropic().messages.create(model=CLAUDE, max_tokens=20, system=system,  # type: ignore[arg-type]
                                           messages=[{"role": "user", "content": "q"}])
-    assert m.usage.cache_read_input_tokens == 4
-    r = front.openai().chat.completions.create(model=CLAUDE, messages=[{"role": "user", "content": "q"}],
+    assert m.usage.cache_creation_input_tokens == 1100 and m.usage.cache_read_input_tokens == 0
+    r = front.openai().chat.completions.create(model=CLAUDE, messages=[{"role": "user", "content": "q2"}],
                                                extra_body={"system": system})
     assert r.usage is not None and r.usage.prompt_tokens_details is not None
-    assert r.usage.prompt_tokens_details.cached_tokens == 4
+    assert r.usage.prompt_tokens_details.cached_tokens == 1100 and r.usage.prompt_tokens == 1101
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -25,7 +25,7 @@ from .conftest import DaemonProcess, Sim, eventually, sim_env, start_sim
 from .test_cli import CLAIF, claif
 
 BASE_CHECKS = {"config", "draining", "cache_disk", "sessions", "disk_space", "memory", "file_descriptors", "semantic_cache",
-               "listeners"}
+               "listeners", "spend"}
 
 
 def samples_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -97,7 +97,7 @@ def test_request_types_lists_every_method() -> None:
         "ping", "status", "complete", "batch", "cancel", "cache.stats", "cache.clear", "cache.delete",
         "config.get", "config.set", "config.show", "config.sources", "config.reload", "config.validate",
         "session.create", "session.get", "session.list", "session.delete", "session.recover", "session.export", "session.import",
-        "session.fork", "health", "metrics", "config.unset", "models", "log",
+        "session.fork", "health", "metrics", "config.unset", "models", "log", "spend",
     }
 
 

@@ -61,8 +61,10 @@ def test_responses_in_both_shapes() -> None:
     oa = openai_response(response, "m", "id1", 7)
     assert oa["choices"][0]["finish_reason"] == "tool_calls" and oa["choices"][0]["message"]["content"] is None
     assert oa["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "f", "arguments": "{\"x\":1}"}
-    assert oa["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
-                           "prompt_tokens_details": {"cached_tokens": 3}}
+    # OpenAI's prompt_tokens count the cached ones (ours, as Anthropic's, do not).
+    assert oa["usage"] == {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10,
+                           "prompt_tokens_details": {"cached_tokens": 3}, "cache_read_input_tokens": 3,
+                           "cache_creation_input_tokens": 0}
     an = anthropic_response(response, "m", "id2")
     assert an["stop_reason"] == "tool_use" and an["content"] == response.content
     assert an["usage"]["cache_read_input_tokens"] == 3

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import msgspec
 import structlog
 
 from claif_client.protocol import CompletionRequest, CompletionResponse
@@ -63,7 +64,7 @@ class ResponseCache:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in (prices or {}).items()})
+        self.prices = PriceTable({k: msgspec.structs.asdict(v) for k, v in (prices or {}).items()})
         self.memory = MemoryLRU(int(config.memory_max_bytes))
         self.redis_config = redis
         # What the second tier was built from (a change rebuilds it: `_switch`).
@@ -358,7 +359,7 @@ class ResponseCache:
             self.tier.reconfigure(self.config, redis)
 
     def set_prices(self, prices: dict[str, Price]) -> None:
-        self.prices = PriceTable({k: {"input": v.input, "output": v.output} for k, v in prices.items()})
+        self.prices = PriceTable({k: msgspec.structs.asdict(v) for k, v in prices.items()})
 
     # --------------------------------------------------------------- stats
 

@@ -35,6 +35,8 @@ from .quantities import ByteSize, Duration, parse_duration, parse_size
 from .schema import (
     AutoConfig,
     BatchConfig,
+    BudgetLimit,
+    BudgetsConfig,
     CacheConfig,
     ClientConfig,
     ComplexityTokens,
@@ -60,7 +62,7 @@ from .schema import (
 __all__ = [
     "AutoConfig", "BatchConfig", "ByteSize", "CacheConfig", "ClientConfig", "ComplexityTokens",
     "Config", "ConfigError", "ContextConfig", "Duration", "HealthConfig", "HttpFrontConfig", "LogConfig", "LoggingConfig",
-    "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "MetricsConfig", "OptimizerConfig", "PoolConfig", "Price",
+    "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "MetricsConfig", "OptimizerConfig", "BudgetsConfig", "BudgetLimit", "PoolConfig", "Price",
     "ProviderConfig", "RoutingConfig", "RANGES", "RedisConfig", "RetryConfig", "SemanticCacheConfig",
     "ServerConfig", "SessionConfig", "build_config", "check_ranges", "config_depth", "default_global_path",
     "describe_schema", "ENV_ALIASES", "env_layer", "merge_layers", "parse_config_text", "parse_duration", "parse_size",

@@ -248,6 +248,17 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "redis.lock_ttl": (0.1, 86400),
     "prices.*.input": (0, None),
     "prices.*.output": (0, None),
+    "prices.*.cache_write": (0, None),
+    "prices.*.cache_read": (0, None),
+    "budgets.daily_usd": (0, None),
+    "budgets.monthly_usd": (0, None),
+    "budgets.warn_at": (0.01, 1.0),
+    "budgets.providers.*.daily_usd": (0, None),
+    "budgets.providers.*.monthly_usd": (0, None),
+    "budgets.models.*.daily_usd": (0, None),
+    "budgets.models.*.monthly_usd": (0, None),
+    "budgets.namespaces.*.daily_usd": (0, None),
+    "budgets.namespaces.*.monthly_usd": (0, None),
     "session.memory_budget": (0, None),
     "session.context.max_tokens": (1, None),
     "session.context.recent": (1, None),
@@ -286,6 +297,8 @@ def check_ranges(config: Config) -> list[str]:
         bounds = RANGES.get(key)
         if bounds is None and len(parts) == 3:
             bounds = RANGES.get(f"{parts[0]}.*.{parts[2]}")
+        elif bounds is None and len(parts) == 4:
+            bounds = RANGES.get(f"{parts[0]}.{parts[1]}.*.{parts[3]}")
         if not math.isfinite(value):
             problems.append(f"{key} must be a finite number, got {value!r}")
             continue

@@ -209,6 +209,34 @@ class Price(_Section):
 
     input: float = 0.0
     output: float = 0.0
+    # The provider's prompt cache (None: the provider's rule, see claifd/cache/prices.py).
+    cache_write: float | None = None
+    cache_read: float | None = None
+
+
+class BudgetLimit(_Section):
+    """USD a scope may spend a day and a month (local calendar); None: no limit."""
+
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+
+
+class BudgetsConfig(_Section):
+    """What calls may cost (claifd/spend.py): a global limit, and limits per
+    provider, per "provider/model" pattern (fnmatch) and per namespace. At
+    `warn_at` of a limit health warns; at the limit `action` decides."""
+
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    providers: dict[str, BudgetLimit] = {}
+    models: dict[str, BudgetLimit] = {}
+    namespaces: dict[str, BudgetLimit] = {}
+    # refuse: the error budget_exceeded (HTTP 429, x-should-retry: false);
+    # downgrade: the request goes to auto.fast instead (reported in `optimized.budget`).
+    action: Literal["refuse", "downgrade"] = "refuse"
+    warn_at: float = 0.8
+    # Where spend is kept (SQLite): it survives restarts.
+    ledger: str = "~/.claif/spend.db"
 
 
 class ContextConfig(_Section):
@@ -260,6 +288,10 @@ class OptimizerConfig(_Section):
     # max_tokens) loses its oldest turns: system prompt, first user message,
     # tool calls with their results and the newest turns are kept.
     trim_context: bool = True
+    # Provider prompt caching placed for the caller (claifd/prompt_cache.py):
+    # cache_control breakpoints on the tools, the system prompt and the
+    # longest turn seen before, for a model with explicit prompt caching.
+    prompt_cache: bool = True
     # Context windows in tokens by "provider/model" pattern (fnmatch); the
     # longest matching pattern wins.
     context_windows: dict[str, int] = msgspec.field(default_factory=lambda: {
@@ -377,6 +409,7 @@ class Config(_Section):
     auto: AutoConfig = msgspec.field(default_factory=AutoConfig)
     optimizer: OptimizerConfig = msgspec.field(default_factory=OptimizerConfig)
     prices: dict[str, Price] = {}
+    budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)

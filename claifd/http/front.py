@@ -67,6 +67,7 @@ log = structlog.get_logger("claifd.front")
 # The daemon's error codes, as HTTP statuses (an upstream's own status wins).
 _STATUS = {"bad_request": 400, "not_found": 404, "not_configured": 401, "rate_limited": 429, "timeout": 504,
            "shutting_down": 503, "storage_error": 500, "upstream_error": 502, "tls_error": 502, "circuit_open": 503, "cancelled": 499,
+           "budget_exceeded": 429,
            "internal": 500}
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -80,7 +81,7 @@ _FRONTS = {_CHAT: "openai", _MESSAGES: "anthropic", _RESPONSES: "responses"}
 _HOT_KEYS = 4096
 # Errors the daemon's retry policy has already retried (or, for an open
 # circuit, decided not to): the caller should not retry them again.
-_RETRIED = frozenset({"rate_limited", "upstream_error", "timeout", "tls_error", "circuit_open"})
+_RETRIED = frozenset({"rate_limited", "upstream_error", "timeout", "tls_error", "circuit_open", "budget_exceeded"})
 # A refusal decided in the front, as the daemon's error code (for the metrics).
 _REPLY_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found"}
 class _Reply(Exception):

@@ -191,9 +191,10 @@ def response_object(rid: str, created: int, model: str, request: dict[str, Any],
         if response.stop_reason == "max_tokens":
             status, incomplete = "incomplete", {"reason": "max_output_tokens"}
         u = response.usage
-        usage = {"input_tokens": u.input_tokens, "input_tokens_details": {"cached_tokens": u.cache_read_input_tokens},
+        prompt = u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens  # (OpenAI's count)
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": u.cache_read_input_tokens},
                  "output_tokens": u.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                 "total_tokens": u.input_tokens + u.output_tokens}
+                 "total_tokens": prompt + u.output_tokens}
     return {
         "id": rid, "object": "response", "created_at": created, "status": status, "model": model,
         "output": output_items(response, rid.removeprefix("resp_")) if response is not None else [],

@@ -49,9 +49,14 @@ def _content(text: str, tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
+    """As `Usage` counts: input_tokens without the prompt-cache tokens
+    (OpenAI's prompt_tokens includes its cached_tokens)."""
     details = usage.get("prompt_tokens_details") or {}
-    return Usage(input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0),
-                 cache_read_input_tokens=(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
+    cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    prompt = usage.get("prompt_tokens") or 0
+    cached = min(cached, prompt) if isinstance(cached, int) and isinstance(prompt, int) else 0
+    return Usage(input_tokens=prompt - cached, output_tokens=usage.get("completion_tokens", 0),
+                 cache_read_input_tokens=cached)
 
 
 class OpenAIProvider(HttpProvider):

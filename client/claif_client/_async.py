@@ -45,6 +45,7 @@ from .protocol import (
     ConfigUnset,
     ConfigValidate,
     Done,
+    GetSpend,
     GetStatus,
     Health,
     Metrics,
@@ -125,6 +126,11 @@ class AsyncClient:
 
     async def status(self) -> dict[str, Any]:
         return await self._value(GetStatus(id=self._protocol.next_id()))  # type: ignore[no-any-return]
+
+    async def spend(self) -> dict[str, Any]:
+        """What calls cost today and this month (by provider, model and namespace), what the caches saved,
+        the budgets; `{"today": {"usd": ...}, "month": {"usd": ...}, ...}`."""
+        return await self._value(GetSpend(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     async def health(self) -> dict[str, Any]:
         """`{status: healthy|warning|unhealthy, checks: [{name, status, detail}]}`."""

@@ -39,6 +39,7 @@ from .protocol import (
     ConfigUnset,
     ConfigValidate,
     Done,
+    GetSpend,
     GetStatus,
     Health,
     Metrics,
@@ -119,6 +120,11 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         return self._value(GetStatus(id=self._protocol.next_id()))  # type: ignore[no-any-return]
+
+    def spend(self) -> dict[str, Any]:
+        """What calls cost today and this month (by provider, model and namespace), what the caches saved,
+        the budgets; `{"today": {"usd": ...}, "month": {"usd": ...}, ...}`."""
+        return self._value(GetSpend(id=self._protocol.next_id()))  # type: ignore[no-any-return]
 
     def health(self) -> dict[str, Any]:
         """`{status: healthy|warning|unhealthy, checks: [{name, status, detail}]}`."""

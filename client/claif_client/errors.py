@@ -41,6 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BudgetExceeded",
     "CircuitOpen",
     "ClaifError",
     "DaemonUnavailable",
@@ -232,6 +233,10 @@ class Forbidden(RemoteError):
     pass
 
 
+class BudgetExceeded(RateLimitError):
+    """A spending limit (budgets.*) is reached: trying again will not help until it resets."""
+
+
 _BY_CODE: dict[str, type[RemoteError]] = {
     "forbidden": Forbidden,
     "bad_request": BadRequest,
@@ -249,6 +254,7 @@ _BY_CODE: dict[str, type[RemoteError]] = {
     "shutting_down": ShuttingDown,
     "internal": InternalError,
     "storage_error": StorageError,
+    "budget_exceeded": BudgetExceeded,
 }
 
 

@@ -62,7 +62,7 @@ from .completion import (
 
 __all__ = [
     "SemanticMatch", "PROTOCOL_VERSION", "MAX_FRAME_SIZE", "HEADER_SIZE", "ErrorCode", "Message", "Usage",
-    "CacheControl", "CompletionRequest", "CompletionResponse", "Hello", "Welcome", "Ping", "GetStatus",
+    "CacheControl", "CompletionRequest", "CompletionResponse", "Hello", "Welcome", "Ping", "GetStatus", "GetSpend",
     "Complete", "Batch", "Cancel", "CacheStats", "CacheClear", "CacheDelete", "Health", "Metrics", "Models",
     "RequestLog", "SessionCreate", "SessionGet", "SessionList", "SessionDelete", "SessionRecover", "SessionExport",
     "SessionImport", "SessionFork", "ConfigGet", "ConfigSet", "ConfigUnset", "ConfigShow", "ConfigSources",
@@ -102,6 +102,8 @@ class ErrorCode:
     FORBIDDEN: Final = "forbidden"
     TLS_ERROR: Final = "tls_error"
     CIRCUIT_OPEN: Final = "circuit_open"
+    # A budget (budgets.*) is spent: not retried, whoever asks.
+    BUDGET_EXCEEDED: Final = "budget_exceeded"
 
 
 # --------------------------------------------------------------------------
@@ -133,6 +135,13 @@ class Ping(_Frame, tag="ping"):
 
 
 class GetStatus(_Frame, tag="status"):
+    id: int
+
+
+class GetSpend(_Frame, tag="spend"):
+    """What calls cost: -> Result{value: {today: {usd, calls, by_provider, by_model, by_namespace, saved}, month:
+    {...}, budgets: [...], unpriced: [...]}}."""
+
     id: int
 
 
@@ -363,7 +372,7 @@ class Error(_Frame, tag="error"):
 
 
 Request = Union[
-    Ping, GetStatus, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete,
+    Ping, GetStatus, GetSpend, Complete, Batch, Cancel, CacheStats, CacheClear, CacheDelete,
     ConfigGet, ConfigSet, ConfigUnset, ConfigShow, ConfigSources, ConfigReload, ConfigValidate,
     SessionCreate, SessionGet, SessionList, SessionDelete, SessionRecover, SessionExport, SessionImport, SessionFork,
     Health, Metrics, Models, RequestLog,

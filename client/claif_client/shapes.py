@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from .protocol import CompletionResponse
+from .protocol import CompletionResponse, Usage
 from .wire import FINISH_REASONS
 
 __all__ = [
@@ -46,11 +46,23 @@ def openai_response(response: CompletionResponse, model: str, rid: str, created:
         "id": rid, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
                      "finish_reason": FINISH_REASONS.get(response.stop_reason or "end_turn", "stop")}],
-        "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                  "total_tokens": usage.input_tokens + usage.output_tokens,
-                  **({"prompt_tokens_details": {"cached_tokens": usage.cache_read_input_tokens}}
-                     if usage.cache_read_input_tokens else {})},
+        "usage": openai_usage_of(usage),
     }
+
+
+def openai_usage_of(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage: prompt_tokens counts the prompt-cache tokens too
+    (`Usage.input_tokens` does not, as Anthropic's), cached_tokens those
+    read; the prompt cache's two counts are also given by their Anthropic
+    names, as other gateways do."""
+    prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    doc: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": usage.output_tokens,
+                           "total_tokens": prompt + usage.output_tokens}
+    if usage.cache_read_input_tokens or usage.cache_creation_input_tokens:
+        doc["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_input_tokens}
+        doc["cache_read_input_tokens"] = usage.cache_read_input_tokens
+        doc["cache_creation_input_tokens"] = usage.cache_creation_input_tokens
+    return doc
 
 
 def anthropic_blocks(response: CompletionResponse) -> list[dict[str, Any]]:
@@ -80,15 +92,19 @@ def openai_choices(responses: list[CompletionResponse], model: str, rid: str, cr
         choice = extra["choices"][0]
         choice["index"] = i
         doc["choices"].append(choice)
-        for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            doc["usage"][field] += extra["usage"][field]
+    if len(responses) > 1:
+        doc["usage"] = openai_usage(responses)
     return doc
 
 
-def openai_usage(responses: list[CompletionResponse]) -> dict[str, int]:
-    prompt = sum(r.usage.input_tokens for r in responses)
-    completion = sum(r.usage.output_tokens for r in responses)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def openai_usage(responses: list[CompletionResponse]) -> dict[str, Any]:
+    """The usage of n choices, summed."""
+    return openai_usage_of(Usage(
+        input_tokens=sum(r.usage.input_tokens for r in responses),
+        output_tokens=sum(r.usage.output_tokens for r in responses),
+        cache_read_input_tokens=sum(r.usage.cache_read_input_tokens for r in responses),
+        cache_creation_input_tokens=sum(r.usage.cache_creation_input_tokens for r in responses),
+    ))
 
 
 # ------------------------------------------------------------ streamed: OpenAI
@@ -113,7 +129,7 @@ def openai_finish(response: CompletionResponse) -> tuple[list[dict[str, Any]], s
     return deltas, FINISH_REASONS.get(response.stop_reason or "end_turn", "stop")
 
 
-def openai_usage_chunk(rid: str, created: int, model: str, usage: dict[str, int]) -> dict[str, Any]:
+def openai_usage_chunk(rid: str, created: int, model: str, usage: dict[str, Any]) -> dict[str, Any]:
     """The last chunk of a stream that asked for usage: no choices, the usage."""
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": None, "choices": [], "usage": usage}

@@ -28,6 +28,7 @@ from .daemon_commands import (
     _cmd_metrics,
     _cmd_models,
     _cmd_ping,
+    _cmd_spend,
     _cmd_status,
     _cmd_token,
 )
@@ -41,7 +42,7 @@ _COMMANDS = {
     "ping": _cmd_ping, "status": _cmd_status, "ask": _cmd_ask, "batch": _cmd_batch,
     "cache": _cmd_cache, "config": _cmd_config, "session": _cmd_session, "chat": _cmd_chat,
     "health": _cmd_health, "metrics": _cmd_metrics, "models": _cmd_models, "log": _cmd_log, "keys": _cmd_keys,
-    "token": _cmd_token, "env": _cmd_env,
+    "token": _cmd_token, "env": _cmd_env, "spend": _cmd_spend,
 }
 
 # Options of `claif` itself, accepted after the subcommand too (`claif ask hi --json`).

@@ -149,6 +149,39 @@ def _cmd_health(client: Client, args: argparse.Namespace) -> int:
             print(f"  {check['name']:<18} {check['status']}{latency}{detail}")
     return {"healthy": 0, "warning": 1}.get(doc["status"], 2)
 
+def _usd(x: float) -> str:
+    return f"${x:,.4f}" if x < 1 else f"${x:,.2f}"
+
+
+def _cmd_spend(client: Client, args: argparse.Namespace) -> int:
+    """Today and this month: what calls cost, by provider, model and namespace; what the caches saved; budgets."""
+    doc = client.spend()
+    if args.json:
+        _print_json(doc)
+        return 0
+    for period, label in (("today", doc["day"]), ("month", doc["month_name"])):
+        p = doc[period]
+        unpriced = f", {p['unpriced_calls']} unpriced" if p["unpriced_calls"] else ""
+        print(f"{period} ({label}): {_usd(p['usd'])} in {p['calls']} calls{unpriced}")
+        print(f"  saved: {_usd(p['saved']['cache_usd'])} by the cache ({p['cache_hits']} hits), "
+              f"{_usd(p['saved']['prompt_cache_usd'])} by the provider's prompt cache "
+              f"({p['cache_read_tokens']} tokens read, {p['cache_write_tokens']} written)")
+        for kind in ("provider", "model", "namespace"):
+            rows = p[f"by_{kind}"]
+            if rows:
+                print(f"  by {kind}: " + ", ".join(f"{name} {_usd(r['usd'])}" for name, r in rows.items()))
+    if doc["budgets"]:
+        print(f"budgets (at the limit: {doc['action']}):")
+        for b in doc["budgets"]:
+            print(f"  {b['key']:<40} {_usd(b['spent_usd'])} of {_usd(b['limit_usd'])} ({b['used']:.0%}) {b['state']}")
+    if doc["unpriced"]:
+        print(f"no price for {', '.join(doc['unpriced'])}: set prices.NAME (their calls are not counted as free)")
+    if doc["ledger"]["error"]:
+        print(f"ledger: {doc['ledger']['error']}")
+    print(f"(prices as of {doc['prices_as_of']}, overridable with prices.NAME)")
+    return 0
+
+
 def _cmd_metrics(client: Client, args: argparse.Namespace) -> int:
     text = client.metrics()
     _print_json({"text": text}) if args.json else sys.stdout.write(text)

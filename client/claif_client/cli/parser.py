@@ -31,6 +31,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("health", help="exit 0 healthy, 1 warning, 2 unhealthy")
     sub.add_parser("metrics", help="Prometheus text exposition")
+    sub.add_parser("spend", help="what calls cost today and this month, what the caches saved, the budgets")
 
     ask = sub.add_parser("ask", help="one completion")
     ask.add_argument("prompt", metavar="PROMPT", nargs="*",
