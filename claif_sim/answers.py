@@ -161,8 +161,9 @@ def anthropic_usage(body: dict[str, Any], state: SimState) -> dict[str, int]:
     before the last marker, is read. Input tokens are the rest."""
     blocks = _prompt_blocks(body)
     marks = [i for i, (_, _, marked) in enumerate(blocks) if marked]
-    if not marks:
-        return {"input_tokens": _prompt_tokens(body), "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    if not marks:  # (every block counted: tools, tool calls and results too)
+        return {"input_tokens": sum(words for _, words, _ in blocks), "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0}
     model, now, store = str(body.get("model")), time.monotonic(), state.prompt_cache
     prefixes = _prefixes(model, blocks)
     total = prefixes[-1][1]

@@ -254,9 +254,8 @@ class Spend:
         ledger failed, said in `error`). A free provider's call waits for nothing."""
         name = f"{provider}/{model}"
         write, read = usage.cache_creation_input_tokens, usage.cache_read_input_tokens
-        figures: list[tuple[int, float]] = [(_CALLS, 1), (_IN, usage.input_tokens), (_OUT, usage.output_tokens),
-                                           (_WRITE, write),
-                   (_READ, read)]
+        figures: list[tuple[int, float]] = [
+            (_CALLS, 1), (_IN, usage.input_tokens), (_OUT, usage.output_tokens), (_WRITE, write), (_READ, read)]
         price = self.prices.price(name)
         usd = 0.0
         if price is None:
