@@ -97,6 +97,7 @@ class App:
         self.completions.request_log = self.request_log
         self.spend = Spend(config.budgets, PriceTable(_price_table(config)))
         self.completions.spend = self.spend
+        self.embeddings.spend = self.spend
         self.health.spend = self.spend
         self.catalog = ModelCatalog(http_providers, lambda: self.settings.config, self.perf, self.request_log)
         self.dispatch = Dispatch()

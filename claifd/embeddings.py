@@ -30,6 +30,7 @@ from .config import Config
 from .errors import BadRequest, ClaifdError, UpstreamError, error_info
 from .perf import Perf
 from .providers import OpenAIProvider, Providers
+from .spend import Spend
 
 __all__ = ["Embeddings", "MAX_INPUTS"]
 
@@ -66,6 +67,8 @@ class Embeddings:
         # Texts waiting for the next upstream call, by (provider, model, dimensions).
         self._queued: dict[tuple[str, str, int | None], list[_Pending]] = {}
         self.upstream_calls = 0
+        # What calls cost (the app sets it): each call is in the ledger before its askers are answered.
+        self.spend: Spend | None = None
 
     def __repr__(self) -> str:
         return f"<Embeddings flying={len(self._flying)} upstream_calls={self.upstream_calls}>"
@@ -156,6 +159,8 @@ class Embeddings:
                                      CompletionResponse(id="", model=f"{name}/{model}", text="",
                                                         content=[{"type": "embedding", "embedding": vector}],
                                                         usage=Usage(input_tokens=pending.tokens)), None)
+            if self.spend is not None:
+                await self.spend.paid(name, model, config.cache.namespace, Usage(input_tokens=tokens))
         finally:
             for pending in batch:
                 self._flying.pop(pending.key, None)

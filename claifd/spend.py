@@ -312,7 +312,7 @@ class Spend:
             spent = self.spent(limit)
             used = spent / limit.usd if limit.usd > 0 else (1.0 if spent > 0 else 0.0)
             state = "exceeded" if spent >= limit.usd else "warning" if used >= self.config.warn_at else "ok"
-            out.append({"key": limit.key, "period": limit.period, "limit_usd": limit.usd, "spent_usd": round(spent, 6),
+            out.append({"key": limit.key, "period": limit.period, "limit_usd": limit.usd, "spent_usd": round(spent, 9),
                         "used": round(used, 4), "state": state})
         return out
 
@@ -356,9 +356,9 @@ class Spend:
 
 def _figures(row: list[float]) -> dict[str, Any]:
     return {
-        "usd": round(row[_USD], 6), "calls": int(row[_CALLS]), "unpriced_calls": int(row[_UNPRICED]),
+        "usd": round(row[_USD], 9), "calls": int(row[_CALLS]), "unpriced_calls": int(row[_UNPRICED]),
         "input_tokens": int(row[_IN]), "output_tokens": int(row[_OUT]),
         "cache_write_tokens": int(row[_WRITE]), "cache_read_tokens": int(row[_READ]),
         "cache_hits": int(row[_HITS]),
-        "saved": {"cache_usd": round(row[_SAVED_CACHE], 6), "prompt_cache_usd": round(row[_SAVED_PROMPT], 6)},
+        "saved": {"cache_usd": round(row[_SAVED_CACHE], 9), "prompt_cache_usd": round(row[_SAVED_PROMPT], 9)},
     }

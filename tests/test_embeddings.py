@@ -55,6 +55,10 @@ def test_embeddings_are_served_cached_per_input_and_never_paid_twice(front: Fron
     front.daemon.start()
     again = Front(front.daemon).openai().embeddings.with_raw_response.create(model=MODEL, input=["alpha beta", "epsilon"])
     assert again.headers["x-claif-cache-status"] == "hit-exact" and len(_calls(sim)) == 3
+    # Each upstream call is in the spend ledger, priced (text-embedding-3-small: $0.02 a million tokens).
+    with Client(front.daemon.socket) as c:
+        spent = c.spend()["today"]["by_model"][MODEL]
+    assert spent["calls"] == 3 and spent["input_tokens"] == 4 + 1 + 2 and spent["usd"] > 0
 
 
 def test_concurrent_requests_share_upstream_calls(front: Front, sim: Sim) -> None:

@@ -190,3 +190,63 @@ def test_claif_spend_metrics_and_an_unpriced_model(daemon_factory, sim: Sim) -> 
     assert 'claif_spend_usd_total{model="claude-sonnet-4-5",provider="anthropic"}' in metrics
     assert 'claif_saved_usd_total{by="cache"}' in metrics and 'claif_saved_usd_total{by="prompt_cache"}' in metrics
     assert d.stop() == 0
+
+
+def test_budget_scopes_and_a_ledger_that_cannot_be_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """In process: each scope's limit covers what it names; a ledger that
+    cannot be written is said (status, health) and counting goes on."""
+    import sqlite3
+
+    import anyio
+
+    from claif_client.protocol import Usage
+    from claifd.cache.prices import PriceTable
+    from claifd.config import BudgetsConfig, build_config
+    from claifd.spend import Spend
+
+    config = build_config({"budgets": {
+        "providers": {"openai": {"daily_usd": 0.001}},
+        "models": {"anthropic/claude-opus-*": {"monthly_usd": 0.001}},
+        "namespaces": {"team": {"daily_usd": 0.001}},
+        "ledger": str(tmp_path / "spend.db"),
+    }}).budgets
+    assert isinstance(config, BudgetsConfig)
+
+    async def main() -> None:
+        spend = Spend(config, PriceTable({}))
+        async with anyio.create_task_group() as tg:
+            await spend.start(tg)
+            million = Usage(input_tokens=1_000_000)
+            await spend.paid("anthropic", "claude-sonnet-4-5", "default", million)  # $3, no scope covers it
+            assert spend.over("anthropic", "claude-sonnet-4-5", "default") is None
+            await spend.paid("openai", "gpt-4o-mini", "default", million)
+            over = spend.over("openai", "gpt-4.1", "default")
+            assert over is not None and over[0].key == "budgets.providers.openai.daily_usd"
+            assert spend.over("anthropic", "claude-opus-4-1", "default") is None
+            await spend.paid("anthropic", "claude-opus-4-1", "default", million)
+            assert spend.over("anthropic", "claude-opus-4-1-20250805", "default") is not None
+            assert spend.over("anthropic", "claude-sonnet-4-5", "team") is None
+            await spend.paid("anthropic", "claude-haiku-4-5", "team", million)
+            over = spend.over("anthropic", "claude-sonnet-4-5", "team")
+            assert over is not None and over[0].key == "budgets.namespaces.team.daily_usd"
+            assert [b["state"] for b in spend.budgets()] == ["exceeded", "exceeded", "exceeded"]
+            # The ledger turns read-only (root ignores file modes: a read-only
+            # connection stands in): said, counted in memory, written once it can be.
+            writable = spend._db
+            spend._db = sqlite3.connect(f"file:{tmp_path / 'spend.db'}?mode=ro", uri=True, check_same_thread=False,
+                                        isolation_level=None)
+            await spend.paid("anthropic", "claude-sonnet-4-5", "default", million)
+            assert spend.error and "cannot write the spend ledger" in spend.error
+            assert spend.report()["today"]["calls"] == 5
+            spend._db.close()
+            spend._db = writable
+            await spend.flush()
+            assert spend.error is None
+            tg.cancel_scope.cancel()
+        spend.close()
+        again = Spend(config, PriceTable({}))
+        again._open()
+        assert again.report()["today"]["calls"] == 5 and again.report()["today"]["usd"] == pytest.approx(3 + 0.15 + 15 + 1 + 3)
+        again.close()
+
+    anyio.run(main)

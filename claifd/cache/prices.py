@@ -64,6 +64,9 @@ DEFAULT_PRICES: dict[str, Price] = {
     "openai/o3": _openai(2.0, 8.0, 0.5),
     "openai/o3-mini": _openai(1.1, 4.4, 0.55),
     "openai/o4-mini": _openai(1.1, 4.4, 0.275),
+    "openai/text-embedding-3-small": _openai(0.02, 0.0, None),
+    "openai/text-embedding-3-large": _openai(0.13, 0.0, None),
+    "openai/text-embedding-ada-002": _openai(0.10, 0.0, None),
 }
 
 

@@ -92,6 +92,11 @@ def _status_lines(doc: dict[str, Any]) -> list[str]:
         f"{g('process', 'threads')} threads · {doc.get('open_fds')} fds · {doc.get('tasks')} tasks",
         f"config     generation {g('config', 'generation')}",
     ]
+    spend = doc.get("spend")
+    if spend:
+        lines.insert(-1, f"spend      ${float(spend.get('today_usd') or 0):.4f} today · "
+                         f"${float(spend.get('month_usd') or 0):.4f} this month · "
+                         f"{len(spend.get('budgets') or [])} budget(s) · claif spend")
     notes = []
     if doc.get("draining"):
         notes.append("draining: shutting down")
@@ -104,6 +109,14 @@ def _status_lines(doc: dict[str, Any]) -> list[str]:
     if g("sessions", "unacknowledged"):
         notes.append(f"sessions: {len(g('sessions', 'unacknowledged'))} damaged store(s) not yet acknowledged "
                      f"(claif session recover)")
+    spent: dict[str, Any] = spend or {}
+    for budget in spent.get("budgets") or []:
+        if budget.get("state") != "ok":
+            notes.append(f"spend: {budget.get('key')} {budget.get('state')} ({float(budget.get('used') or 0):.0%})")
+    if spent.get("unpriced"):
+        notes.append(f"spend: no price for {', '.join(spent['unpriced'])} (set prices.NAME)")
+    if (spent.get("ledger") or {}).get("error"):
+        notes.append(f"spend: {spent['ledger']['error']}")
     notes += [f"error: {e.get('code')} {e.get('provider')}/{e.get('model')}" for e in perf.get("last_errors") or []]
     if notes:
         lines.append("")
