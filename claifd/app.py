@@ -137,7 +137,7 @@ class App:
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.spend.close)
+            self.spend.close()
             await self.sessions.aclose()
             await self.cache.aclose()
             await self.pool.aclose()

@@ -396,7 +396,7 @@ class Completions:
                                     self.perf, self._send)
         if self.spend is not None:
             response, by, _ = made
-            await self.spend.paid(by.provider.name, by.model, by.namespace, response.usage)
+            self.spend.paid(by.provider.name, by.model, by.namespace, response.usage)
         return made
 
     async def _send(self, prepared: Prepared, on_delta: DeltaCallback | None) -> CompletionResponse:

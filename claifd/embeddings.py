@@ -160,7 +160,7 @@ class Embeddings:
                                                         content=[{"type": "embedding", "embedding": vector}],
                                                         usage=Usage(input_tokens=pending.tokens)), None)
             if self.spend is not None:
-                await self.spend.paid(name, model, config.cache.namespace, Usage(input_tokens=tokens))
+                self.spend.paid(name, model, config.cache.namespace, Usage(input_tokens=tokens))
         finally:
             for pending in batch:
                 self._flying.pop(pending.key, None)

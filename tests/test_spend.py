@@ -100,6 +100,10 @@ def test_prompt_cache_usage_on_both_wires(daemon_factory, sim: Sim) -> None:  # 
         m = front.anthropic().messages.create(model=CLAUDE, max_tokens=20, system=LONG,
                                               messages=[{"role": "user", "content": q}])
     assert m.usage.cache_read_input_tokens == 1500 and m.usage.input_tokens == 1
+    with front.anthropic().messages.stream(model=CLAUDE, max_tokens=20, system=LONG,
+                                           messages=[{"role": "user", "content": "streamed"}]) as stream:
+        final = stream.get_final_message()
+    assert final.usage.cache_read_input_tokens == 1500 and final.usage.cache_creation_input_tokens == 0
     # An OpenAI SDK's system message to Claude: the same system prompt, read from the cache.
     r = front.openai().chat.completions.create(model=CLAUDE, messages=[{"role": "system", "content": LONG},
                                                                        {"role": "user", "content": "three"}])
@@ -217,16 +221,16 @@ def test_budget_scopes_and_a_ledger_that_cannot_be_written(tmp_path) -> None:  #
         async with anyio.create_task_group() as tg:
             await spend.start(tg)
             million = Usage(input_tokens=1_000_000)
-            await spend.paid("anthropic", "claude-sonnet-4-5", "default", million)  # $3, no scope covers it
+            spend.paid("anthropic", "claude-sonnet-4-5", "default", million)  # $3, no scope covers it
             assert spend.over("anthropic", "claude-sonnet-4-5", "default") is None
-            await spend.paid("openai", "gpt-4o-mini", "default", million)
+            spend.paid("openai", "gpt-4o-mini", "default", million)
             over = spend.over("openai", "gpt-4.1", "default")
             assert over is not None and over[0].key == "budgets.providers.openai.daily_usd"
             assert spend.over("anthropic", "claude-opus-4-1", "default") is None
-            await spend.paid("anthropic", "claude-opus-4-1", "default", million)
+            spend.paid("anthropic", "claude-opus-4-1", "default", million)
             assert spend.over("anthropic", "claude-opus-4-1-20250805", "default") is not None
             assert spend.over("anthropic", "claude-sonnet-4-5", "team") is None
-            await spend.paid("anthropic", "claude-haiku-4-5", "team", million)
+            spend.paid("anthropic", "claude-haiku-4-5", "team", million)
             over = spend.over("anthropic", "claude-sonnet-4-5", "team")
             assert over is not None and over[0].key == "budgets.namespaces.team.daily_usd"
             assert [b["state"] for b in spend.budgets()] == ["exceeded", "exceeded", "exceeded"]
@@ -235,12 +239,12 @@ def test_budget_scopes_and_a_ledger_that_cannot_be_written(tmp_path) -> None:  #
             writable = spend._db
             spend._db = sqlite3.connect(f"file:{tmp_path / 'spend.db'}?mode=ro", uri=True, check_same_thread=False,
                                         isolation_level=None)
-            await spend.paid("anthropic", "claude-sonnet-4-5", "default", million)
+            spend.paid("anthropic", "claude-sonnet-4-5", "default", million)
             assert spend.error and "cannot write the spend ledger" in spend.error
             assert spend.report()["today"]["calls"] == 5
             spend._db.close()
             spend._db = writable
-            await spend.flush()
+            spend.commit()
             assert spend.error is None
             tg.cancel_scope.cancel()
         spend.close()

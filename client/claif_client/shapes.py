@@ -179,6 +179,9 @@ def anthropic_stream_end(response: CompletionResponse, index: int) -> list[Event
                                      "delta": {"stop_reason": response.stop_reason or "end_turn",
                                                "stop_sequence": None},
                                      "usage": {"input_tokens": response.usage.input_tokens,
+                                               "cache_creation_input_tokens":
+                                                   response.usage.cache_creation_input_tokens,
+                                               "cache_read_input_tokens": response.usage.cache_read_input_tokens,
                                                "output_tokens": response.usage.output_tokens}}))
     events.append(("message_stop", {"type": "message_stop"}))
     return events
