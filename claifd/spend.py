@@ -49,7 +49,7 @@ FIELDS = ("calls", "input_tokens", "output_tokens", "cache_write_tokens", "cache
 _CALLS, _IN, _OUT, _WRITE, _READ, _USD, _UNPRICED, _HITS, _SAVED_CACHE, _SAVED_PROMPT = range(len(FIELDS))
 # Seconds between writes of what needs no wait (the savings of cache hits), and between checkpoints.
 FLUSH_EVERY = 1.0
-CHECKPOINT_EVERY = 30.0
+CHECKPOINT_EVERY = 5.0
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS spend (
