@@ -21,7 +21,7 @@ export UV_PYTHON_DOWNLOADS := never
 # daemon the tests start would otherwise compile its imports from source.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test bench mutate stress install clean system-tools user-install lock
+.PHONY: demo test bench mutate stress install clean system-tools user-install lock eval-semantic
 
 install: $(STAMP)
 
@@ -86,6 +86,11 @@ $(LITELLM): bench/litellm/uv.lock $(UV)
 # tests/mutations.toml) and fails if the tests named for it still pass.
 mutate: $(STAMP)
 	$(PY) tests/mutate.py
+
+# The semantic tier's precision and recall per category and embedder, on the
+# half of tests/data/semantic_eval.json its thresholds were not calibrated on.
+eval-semantic: $(STAMP)
+	$(PY) -m claifd.semantic.evaluate
 
 # Long fault runs (minutes, not part of `make test`): 100,000 malformed
 # frames, 10,000 disconnects mid-stream, a client that never reads, kill -9

@@ -26,6 +26,7 @@ from claifd.semantic.embed import Embedder, EmbedderUnavailable, HashedNgrams, m
 from claifd.semantic.evaluate import load_pairs, precision_recall, score_pairs
 from claifd.semantic.guards import Features, check
 from claifd.semantic.index import VectorIndex
+from claifd.semantic.verify import Words, verify
 
 PAIRS = Path(ROOT) / "tests" / "data" / "semantic_pairs.json"
 WORDS = ("alpha beta gamma delta python list sort reverse capital city river mountain recipe poem story "
@@ -93,8 +94,10 @@ def lookup(n: int, graph: bool) -> dict[str, object]:
     def one(i: list[int] = [0]) -> None:  # noqa: B006 - a counter
         q = queries[i[0] % len(queries)]
         i[0] += 1
-        for _sim, _key, _prompt, feats in index.search("scope", q, 4):
+        words = Words("alpha beta gamma please 1")
+        for _sim, _key, prompt, feats in index.search("scope", q, 4):
             check(query_features, feats)
+            verify(words, Words(prompt))  # (the daemon verifies only candidates the guards passed)
 
     samples = time_calls(one, 300, warmup=20)
     return {"entries": n, "search": "graph (usearch HNSW) + exact re-score" if graph else "exact (numpy)",
@@ -132,7 +135,7 @@ def main() -> None:
     emb = embedding_time()
     print_table("embedding time", emb)
     lk = [lookup(10_000, False), lookup(100_000, False), lookup(10_000, True), lookup(100_000, True)]
-    print_table("index lookup, embedding excluded (search + guards on 4 candidates)", lk)
+    print_table("index lookup, embedding excluded (search + guards + verifier on 4 candidates)", lk)
     e2e = end_to_end()
     print_table("over the socket: a semantic hit vs an exact hit, same run", e2e)
     print(msgspec.json.encode({"bench": "semantic", "quality": q, "embedding": emb, "lookup": lk,

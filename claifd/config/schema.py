@@ -151,9 +151,10 @@ class SemanticCacheConfig(_Section):
     # the embedder's own default, the threshold with 100% precision on the
     # labelled set (tests/data/semantic_pairs.json).
     threshold: float = 0.0
-    # hashed-ngrams (built in), wordllama (the `semantic` extra), or openai
+    # auto (the best installed: wordllama when the `semantic` extra is there,
+    # else hashed-ngrams), hashed-ngrams (built in), wordllama (the `semantic` extra), or openai
     # (an OpenAI-compatible /v1/embeddings at providers.openai.base_url).
-    embedder: Literal["hashed-ngrams", "wordllama", "openai"] = "hashed-ngrams"
+    embedder: Literal["auto", "hashed-ngrams", "wordllama", "openai"] = "auto"
     # The embeddings model asked for by the openai embedder.
     model: str = "text-embedding-3-small"
 

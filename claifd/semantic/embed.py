@@ -47,9 +47,9 @@ _TOKEN = re.compile(r"\w+")
 class Embedder:
     name: str
     dim: int
-    # The threshold at which this embedder had 100% precision (with the
-    # guards) on tests/data/semantic_pairs.json; `cache.semantic.threshold`
-    # set to 0 means "this default".
+    # Calibrated by `make eval-semantic` (claifd/semantic/evaluate.py) on the
+    # calibration half of tests/data/semantic_eval.json, with the guards and
+    # the verifier; `cache.semantic.threshold` set to 0 means "this default".
     default_threshold: float
 
     def embed(self, texts: list[str]) -> Any:
@@ -68,7 +68,7 @@ class Embedder:
 class HashedNgrams(Embedder):
     name = "hashed-ngrams"
     dim = 512
-    default_threshold = 0.85
+    default_threshold = 0.67
 
     def embed(self, texts: list[str]) -> Any:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -97,9 +97,7 @@ class WordLlamaEmbedder(Embedder):
 
     name = "wordllama"
     dim = 256
-    # 100% precision from 0.75 on the labelled set (the highest-scoring wrong
-    # pair that passes the guards: 0.736); 0.80 leaves a margin.
-    default_threshold = 0.80
+    default_threshold = 0.78
 
     def __init__(self) -> None:
         if importlib.util.find_spec("wordllama") is None:
@@ -113,8 +111,15 @@ class WordLlamaEmbedder(Embedder):
         except Exception as exc:
             raise EmbedderUnavailable(f"wordllama could not load its bundled model: {exc}") from exc
 
+    @property
+    def identity(self) -> str:
+        return "wordllama:lowercase"
+
     def embed(self, texts: list[str]) -> Any:
-        out = np.asarray(self._model.embed(texts, norm=True), dtype=np.float32)
+        # Lowercased: its vocabulary is cased, so "what is the capital of france"
+        # would sit far from "What is the capital of France?" (the guards and the
+        # verifier read the prompts as written).
+        out = np.asarray(self._model.embed([t.lower() for t in texts], norm=True), dtype=np.float32)
         return out.reshape(len(texts), self.dim)
 
 
@@ -159,10 +164,15 @@ def make_embedder(name: str, model: str = "", remote: RemoteEmbed | None = None)
     EmbedderUnavailable when it cannot load, ValueError when unknown."""
     if name == "openai":
         return RemoteEmbedder(model, remote)
+    if name == "auto":  # the best one installed
+        try:
+            return WordLlamaEmbedder()
+        except EmbedderUnavailable:
+            return HashedNgrams()
     try:
         cls = EMBEDDERS[name]
     except KeyError:
-        raise ValueError(f"unknown cache.semantic.embedder {name!r} (choices: {', '.join(EMBEDDERS)})") from None
+        raise ValueError(f"unknown cache.semantic.embedder {name!r} (choices: auto, {', '.join(EMBEDDERS)})") from None
     return cls()
 
 

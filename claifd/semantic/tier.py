@@ -3,7 +3,8 @@ asks the same thing, in the same scope, or nothing.
 
     exact miss -> query text (the last user turn) and scope (everything else, hashed)
                -> embed (worker thread) -> nearest prompts of that scope
-               -> similarity >= threshold, and every guard (guards.py) passes
+               -> similarity >= threshold, every guard (guards.py) passes, and the
+                  verifier (verify.py) aligns the two prompts word for word
                -> the earlier answer, still in the cache (expired or evicted: dropped
                   from the index, next candidate) -> cached: "semantic" + why
 
@@ -34,6 +35,7 @@ from ..config import SemanticCacheConfig
 from .embed import Batcher, Embedder, RemoteEmbed, make_embedder
 from .guards import GUARDS, Features, check
 from .index import VectorIndex
+from .verify import REASONS, Words, verify
 
 __all__ = ["AnswerLookup", "SemanticTier", "VectorStore", "query_and_scope"]
 
@@ -110,7 +112,8 @@ class SemanticTier:
         self.below_threshold = 0
         self.stale = 0
         self.failures = 0
-        self.rejected: dict[str, int] = {name: 0 for name, _ in GUARDS}
+        # Candidates refused by a guard or by the verifier, by reason.
+        self.rejected: dict[str, int] = {name: 0 for name, _ in GUARDS} | {reason: 0 for reason in REASONS}
 
     @property
     def threshold(self) -> float:
@@ -192,12 +195,17 @@ class SemanticTier:
         if not candidates:
             return None
         query = Features(text)
+        words: Words | None = None
         threshold = self.threshold
         for similarity, key, prompt, feats in candidates:
             if similarity < threshold:
                 self.below_threshold += 1
                 return None
             failed = check(query, feats)
+            if failed is None:  # the guards passed: the verifier aligns the words (verify.py)
+                if words is None:
+                    words = Words(text)
+                failed = verify(words, Words(prompt))
             if failed is not None:
                 self.rejected[failed] += 1
                 continue
