@@ -40,7 +40,7 @@ __all__ = ["verify", "Words", "REASONS"]
 REASONS = ("unmatched_word", "changed_modifier", "prefix_contrast", "changed_particle", "changed_question",
            "swapped_roles")
 
-_TOKEN = re.compile(r"[$€£¥₹]|[=!<>&|+*/%^~-]{2,}|[<>=]|[A-Za-z][A-Za-z'\-]*|\d+(?:[.,]\d+)*")
+_TOKEN = re.compile(r"[$€£¥₹]|[=!<>&|+*/%^~-]{2,}|[<>=+*/%^&|]|[A-Za-z][A-Za-z'\-]*|\d+(?:[.,]\d+)*")
 _CONTRACTIONS = [
     (re.compile(r"\b(can)'t\b", re.I), r"\1 not"), (re.compile(r"\bwon't\b", re.I), "will not"),
     (re.compile(r"n't\b", re.I), " not"), (re.compile(r"'re\b", re.I), " are"), (re.compile(r"'ve\b", re.I), " have"),
@@ -86,6 +86,25 @@ _SYNONYMS = [
     {"begin", "start"}, {"end", "finish"}, {"buy", "purchase"}, {"fix", "repair"}, {"answer", "reply"},
     {"kilometer", "kilometre", "km"}, {"meter", "metre"}, {"color", "colour"}, {"summarize", "summarise"},
     {"every", "all"}, {"differ", "difference"}, {"travel", "speed"}, {"boil", "boiling"}, {"kubernetes", "k8s"},
+    {"display", "show"}, {"obtain", "get", "retrieve", "fetch"}, {"locate", "find"}, {"utilize", "utilise", "use"},
+    {"assist", "help"}, {"require", "need"}, {"little", "small", "tiny"}, {"issue", "problem"},
+    {"movie", "film"}, {"kid", "child"}, {"talk", "speak"}, {"glad", "happy"}, {"correct", "right"},
+    {"incorrect", "wrong"}, {"smart", "intelligent", "clever"}, {"difficult", "hard"}, {"simple", "easy"},
+    {"choose", "select", "pick"}, {"modify", "alter", "change", "edit"}, {"construct", "build"},
+    {"verify", "check"}, {"enhance", "improve"}, {"halt", "stop"}, {"application", "app", "program"},
+    {"picture", "image", "photo"}, {"shop", "store"}, {"house", "home"}, {"sofa", "couch"},
+    {"journey", "trip"}, {"doctor", "physician"}, {"lawyer", "attorney"}, {"quickly", "fast"},
+    {"cheap", "inexpensive"}, {"purpose", "goal", "aim"}, {"method", "approach", "technique"},
+    {"mistake", "error"}, {"test", "exam"}, {"guide", "tutorial"}, {"explanation", "overview"},
+    {"benefit", "advantage"}, {"drawback", "disadvantage", "downside"}, {"idea", "suggestion", "tip"},
+    {"usage", "use"}, {"hint", "tip"}, {"near", "close"}, {"large", "huge"}, {"shut", "close"},
+    {"sick", "ill"}, {"center", "centre", "middle"}, {"optimise", "optimize"}, {"analyse", "analyze"},
+    {"organise", "organize"}, {"behaviour", "behavior"}, {"favourite", "favorite"}, {"grey", "gray"},
+    {"licence", "license"}, {"cancel", "abort"}, {"launch", "start"}, {"terminate", "end", "kill"},
+    {"folder", "directory", "dir"}, {"file", "document"}, {"password", "passphrase"}, {"pc", "computer"},
+    {"laptop", "notebook"}, {"phone", "telephone", "cellphone", "smartphone"}, {"database", "db"},
+    {"repository", "repo"}, {"configuration", "config", "settings", "setting"}, {"parameter", "param"},
+    {"argument", "arg"}, {"variable", "var"}, {"function", "func"}, {"documentation", "docs", "doc"},
 ]
 _SYNONYM_OF: dict[str, frozenset[str]] = {}
 for _group in _SYNONYMS:
@@ -101,7 +120,8 @@ _FUNCTION = frozenset(
 )
 _LIGHT = frozenset(
     "tell show give explain describe get let help know want need like make making use using way ways thing things "
-    "write compose create provide find convert list calculate compute "
+    "write compose create provide find convert list calculate compute recommend suggest go able "
+    "possible anyone someone somebody guy guys folks "
     "something example examples info information detail details question questions answer possible "
     "wondering wonder curious say me quick quickly briefly simple simply exactly actually basically "
     "hey hi hello ok okay dear sir madam".split()
