@@ -75,6 +75,11 @@ def test_the_default_embedder_is_the_best_installed_and_a_paraphrase_hits(daemon
         first = c.complete("What is the capital of France?", model=MODEL)
         hit = c.complete("capital of France?", model=MODEL)  # the README's example
         assert hit.cached == "semantic" and hit.text == first.text
+        # The verifier would align this typo, but its similarity is below the threshold (0.60 < 0.78): the
+        # threshold is a line of its own.
+        typo = c.complete("What is the captial of France?", model=MODEL)
+        assert typo.cached is False
+        assert c.cache_stats()["semantic"]["below_threshold"] == 1
         c.complete("How do I zoom in on a map?", model=MODEL)
         miss = c.complete("How do I zoom out on a map?", model=MODEL)
         assert miss.cached is False and miss.text.endswith("zoom out on a map?")
