@@ -52,6 +52,10 @@ class Embedder:
     # the verifier; `cache.semantic.threshold` set to 0 means "this default".
     default_threshold: float
 
+    # Is a (lowercase) word in the embedder's vocabulary? None: it has none
+    # (the verifier then cannot tell a typo from another word by it).
+    known: Callable[[str], bool] | None = None
+
     def embed(self, texts: list[str]) -> Any:
         """A (len(texts), dim) float32 array of unit rows (blocking)."""
         raise NotImplementedError
@@ -68,7 +72,7 @@ class Embedder:
 class HashedNgrams(Embedder):
     name = "hashed-ngrams"
     dim = 512
-    default_threshold = 0.67
+    default_threshold = 0.62
 
     def embed(self, texts: list[str]) -> Any:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -110,6 +114,19 @@ class WordLlamaEmbedder(Embedder):
                                                    disable_download=True)
         except Exception as exc:
             raise EmbedderUnavailable(f"wordllama could not load its bundled model: {exc}") from exc
+
+        self._tokenizer = self._model.tokenizer
+        self._known: dict[str, bool] = {}
+        self.known = self._is_known
+
+    def _is_known(self, word: str) -> bool:
+        """A word its tokenizer has whole (one token): "county" is, "captial" is not."""
+        found = self._known.get(word)
+        if found is None:
+            if len(self._known) > 100_000:
+                self._known.clear()
+            found = self._known[word] = len(self._tokenizer.encode(word, add_special_tokens=False).ids) == 1
+        return found
 
     @property
     def identity(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .embed import Embedder, EmbedderUnavailable, make_embedder
 from .guards import Features, check
-from .verify import Words, verify
+from .verify import Known, Words, corrected, typo_fixes, verify
 
 __all__ = ["load_pairs", "score_pairs", "precision_recall", "split", "calibrate", "main"]
 
@@ -32,18 +32,24 @@ def load_pairs(path: Path) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text()))
 
 
-def passes(new: str, cached: str) -> bool:
+def passes(new: str, cached: str, known: Known | None = None) -> bool:
     """Do the guards pass and the verifier align `new` with `cached`?"""
-    return check(Features(new), Features(cached)) is None and verify(Words(new), Words(cached)) is None
+    return check(Features(new), Features(cached)) is None and verify(Words(new), Words(cached), known) is None
 
 
 def score_pairs(embedder: Embedder, pairs: list[dict[str, Any]]) -> list[tuple[float, bool, bool]]:
     """Per pair: (cosine similarity, guards and verifier pass, labelled same).
-    `b` is the new prompt, `a` the one in the cache."""
+    `b` is the new prompt, `a` the one in the cache; a prompt with typos the
+    verifier aligned is compared with them corrected, as the tier does."""
+    known = embedder.known
+    news = []
+    for p in pairs:
+        fixes = typo_fixes(Words(p["b"]), Words(p["a"]), known)
+        news.append(corrected(p["b"], fixes) if fixes else p["b"])
     a = embedder.embed([p["a"] for p in pairs])
-    b = embedder.embed([p["b"] for p in pairs])
+    b = embedder.embed(news)
     sims = (a * b).sum(axis=1)
-    return [(float(sims[i]), passes(p["b"], p["a"]), bool(p["same"])) for i, p in enumerate(pairs)]
+    return [(float(sims[i]), passes(p["b"], p["a"], known), bool(p["same"])) for i, p in enumerate(pairs)]
 
 
 def precision_recall(scored: list[tuple[float, bool, bool]], threshold: float) -> tuple[float, float, int]:
@@ -62,7 +68,7 @@ def split(pairs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[
     return calibration, held_out
 
 
-def calibrate(scored: list[tuple[float, bool, bool]], floor: float = 0.5, keep: float = 0.95) -> float:
+def calibrate(scored: list[tuple[float, bool, bool]], floor: float = 0.5, keep: float = 0.98) -> float:
     """A threshold from the calibration half: the lowest (to 0.01, at least
     `floor`) above every wrong pair the guards and the verifier let through,
     then raised as far as it keeps `keep` of that recall -- the embedding

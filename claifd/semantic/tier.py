@@ -35,7 +35,7 @@ from ..config import SemanticCacheConfig
 from .embed import Batcher, Embedder, RemoteEmbed, make_embedder
 from .guards import GUARDS, Features, check
 from .index import VectorIndex
-from .verify import REASONS, Words, verify
+from .verify import REASONS, Known, Words, corrected, typo_fixes, verify
 
 __all__ = ["AnswerLookup", "SemanticTier", "VectorStore", "query_and_scope"]
 
@@ -62,6 +62,8 @@ log = structlog.get_logger("claifd.semantic")
 
 # Candidates checked per lookup, best first.
 CANDIDATES = 4
+# Below it no candidate is looked at again for typos (a corrected slip rarely scores far under the threshold).
+SLIP_FLOOR = 0.5
 
 
 def query_and_scope(provider: str, model: str, request: CompletionRequest, namespace: str) -> tuple[str, str] | None:
@@ -197,15 +199,20 @@ class SemanticTier:
         query = Features(text)
         words: Words | None = None
         threshold = self.threshold
+        known = batcher.embedder.known
         for similarity, key, prompt, feats in candidates:
             if similarity < threshold:
-                self.below_threshold += 1
-                return None
+                # Slips ("captial") lower a static embedding's similarity: a candidate
+                # the verifier aligns through typos is compared again, typos corrected.
+                similarity = await self._corrected(batcher, text, prompt, query, feats, similarity, known)
+                if similarity < threshold:
+                    self.below_threshold += 1
+                    return None
             failed = check(query, feats)
             if failed is None:  # the guards passed: the verifier aligns the words (verify.py)
                 if words is None:
                     words = Words(text)
-                failed = verify(words, Words(prompt))
+                failed = verify(words, Words(prompt), known)
             if failed is not None:
                 self.rejected[failed] += 1
                 continue
@@ -218,6 +225,25 @@ class SemanticTier:
             match = SemanticMatch(similarity=round(similarity, 4), prompt=prompt, key=key)
             return msgspec.structs.replace(entry.response(), cached="semantic", semantic=match)
         return None
+
+    async def _corrected(self, batcher: Batcher, text: str, prompt: str, query: Features, feats: Features,
+                         similarity: float, known: Known | None) -> float:
+        """The similarity of `text`, its typos against `prompt` corrected, to
+        `prompt` -- when the guards pass and the verifier aligns them through
+        typos; else `similarity` unchanged."""
+        if similarity < SLIP_FLOOR or check(query, feats) is not None:
+            return similarity
+        words, cached = Words(text), Words(prompt)
+        fixes = typo_fixes(words, cached, known)
+        if not fixes or verify(words, cached, known) is not None:
+            return similarity
+        try:
+            fixed = await batcher.embed(corrected(text, fixes))
+            theirs = await batcher.embed(prompt)
+        except Exception as exc:
+            self._failed("lookup", exc)
+            return similarity
+        return max(similarity, float(fixed @ theirs))
 
     # ------------------------------------------------------------- indexing
 

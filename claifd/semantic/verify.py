@@ -34,8 +34,9 @@ order (roles swapped: "who defeated Napoleon" / "who did Napoleon defeat").
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-__all__ = ["verify", "Words", "REASONS"]
+__all__ = ["verify", "typo_fixes", "corrected", "Words", "REASONS", "Known"]
 
 REASONS = ("unmatched_word", "changed_modifier", "prefix_contrast", "changed_particle", "changed_question",
            "swapped_roles")
@@ -255,7 +256,21 @@ def _contrast(a: str, b: str) -> bool:
     return False
 
 
-def _aligns(word: str, raw: str, others: list[str], others_raw: list[str]) -> str | None:
+Known = Callable[[str], bool]
+
+
+def _typo_of(raw: str, others_raw: list[str], known: Known | None) -> str | None:
+    """The word of `others_raw` that `raw` is a typo of, or None. With a
+    vocabulary (`known`), two words it knows are never each other's typo
+    (county/country, desert/dessert... are words, not slips)."""
+    for other in others_raw:
+        if _typo(raw, other) and not _contrast(raw, other) and not (
+                known is not None and known(raw) and known(other)):
+            return other
+    return None
+
+
+def _aligns(word: str, raw: str, others: list[str], others_raw: list[str], known: Known | None = None) -> str | None:
     """How `word` (its lemma; `raw` as written) matches one of `others`
     ("same", "synonym", "typo"), or None."""
     if word in others:
@@ -265,14 +280,33 @@ def _aligns(word: str, raw: str, others: list[str], others_raw: list[str]) -> st
     for other in others:
         if _stem(other) == stem or (synonyms is not None and other in synonyms):
             return "synonym"
-    for other in others_raw:
-        if _typo(raw, other) and not _contrast(raw, other):
-            return "typo"
-    return None
+    return "typo" if _typo_of(raw, others_raw, known) is not None else None
 
 
-def verify(new: Words, cached: Words) -> str | None:
-    """None when the two prompts align word for word, else why not."""
+def typo_fixes(new: Words, cached: Words, known: Known | None = None) -> dict[str, str]:
+    """The words of `new` that are typos of words of `cached` (word -> the
+    word meant): the embedding of a prompt with slips in it is compared once
+    they are corrected."""
+    fixes = {}
+    for word, raw in zip(new.content, new.raw):
+        if word in cached.content or word in _LIGHT or raw in _LIGHT:
+            continue
+        meant = _typo_of(raw, cached.raw, known)
+        if meant is not None and _aligns(word, raw, cached.content, cached.raw) == "typo":
+            fixes[raw] = meant
+    return fixes
+
+
+def corrected(text: str, fixes: dict[str, str]) -> str:
+    """`text` with each typo of `fixes` replaced by the word meant."""
+    for slip, meant in fixes.items():
+        text = re.sub(rf"\b{re.escape(slip)}\b", meant, text, flags=re.I)
+    return text
+
+
+def verify(new: Words, cached: Words, known: Known | None = None) -> str | None:
+    """None when the two prompts align word for word, else why not;
+    `known`: the embedder's vocabulary, if it has one (see `_typo_of`)."""
     if new.symbols != cached.symbols:
         return "changed_modifier"
     if sorted(new.protected) != sorted(cached.protected):
@@ -287,7 +321,7 @@ def verify(new: Words, cached: Words) -> str | None:
         for word, raw in zip(side.content, side.raw):
             if word in _LIGHT or raw in _LIGHT:
                 continue
-            if _aligns(word, raw, other.content, other.raw) is None:
+            if _aligns(word, raw, other.content, other.raw, known) is None:
                 if any(_contrast(raw, o) for o in other.raw):
                     return "prefix_contrast"
                 return "unmatched_word"
