@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 import msgspec
 import psutil
 

@@ -28,9 +28,9 @@ import anyio.to_thread
 import structlog
 import watchfiles
 
-from .config import Config, ConfigError, read_file_layer, unknown_keys
+from .config import Config, ConfigError, unknown_keys
 from .config.edits import _unknown_leaves, did_you_mean, flatten
-from .config_manager import ConfigManager, FileRead, Source, is_caller_key
+from .config_manager import ConfigManager, FileRead, Source, is_caller_key, read_layer
 
 __all__ = ["Caller", "Callers", "MAX_CALLERS"]
 
@@ -93,7 +93,7 @@ class Callers:
 
     async def load(self, path: str) -> Caller:
         """The caller of a project file, read now (in a worker thread) if new."""
-        read = await anyio.to_thread.run_sync(_read, Path(path))
+        read = await anyio.to_thread.run_sync(read_layer, Path(path))
         caller = self._by_path.get(path)
         if caller is None:
             caller = Caller(Path(path), self.settings.config)
@@ -106,7 +106,7 @@ class Callers:
 
     async def refresh(self, caller: Caller) -> None:
         """Re-read a caller's file now (`config reload` asked from its project)."""
-        self._adopt(caller, await anyio.to_thread.run_sync(_read, caller.path))
+        self._adopt(caller, await anyio.to_thread.run_sync(read_layer, caller.path))
 
     def adopt_layer(self, caller: Caller, layer: dict[str, Any]) -> None:
         """A layer just written by `config set --scope project` from this caller."""
@@ -173,10 +173,3 @@ class Callers:
         self._stopped = True
         self._rewatch.set()
 
-
-def _read(path: Path) -> FileRead:
-    exists = path.exists()
-    try:
-        return FileRead(exists=exists, data=read_file_layer(path))
-    except ConfigError as exc:
-        return FileRead(exists=exists, error=str(exc))

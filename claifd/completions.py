@@ -181,9 +181,8 @@ class Completions:
         elif mode == "only":
             raise NotFound("cache mode 'only' but the cache is disabled")
         timeout = request.timeout if request.timeout is not None else float(config.client.timeout)
-        prepared = Prepared(request, provider, model, key, namespace, mode, timeout, optimized or None, front, caller)
-        prepared.over_budget = over_budget
-        return prepared
+        return Prepared(request, provider, model, key, namespace, mode, timeout, optimized or None, front, caller,
+                        over_budget)
 
     def reprepare(self, request: CompletionRequest, like: Prepared) -> Prepared:
         """`request` (a fallback's) decided as `like` was: same front, same caller."""
@@ -249,7 +248,7 @@ class Completions:
         """The metrics (when on) and the request log (claif log)."""
         perf = self.perf
         perf.request("complete", provider, model, outcome, seconds, front)
-        if outcome[:7] == "cached-" and self.spend is not None:
+        if outcome.startswith("cached-") and self.spend is not None:
             self.spend.hit(provider, model, namespace or "", tokens_in, tokens_out)
         log = self.request_log
         if log is not None:

@@ -66,7 +66,7 @@ from .config.edits import (
 
 __all__ = [
     "ConfigManager", "Change", "Source", "FileRead", "LAYERS", "SECRET_MARK",
-    "redact", "flatten", "write_json_atomically", "Scope", "CALLER_KEYS", "is_caller_key",
+    "redact", "flatten", "write_json_atomically", "Scope", "CALLER_KEYS", "is_caller_key", "read_layer",
 ]
 
 log = structlog.get_logger("claifd.config")
@@ -108,6 +108,15 @@ class Source:
             "error": self.error,
             "unknown_keys": self.unknown_keys,
         }
+
+
+def read_layer(path: Path) -> FileRead:
+    """A config file's content, or why it cannot be used (blocking: a worker thread)."""
+    exists = path.exists()
+    try:
+        return FileRead(exists=exists, data=read_file_layer(path))
+    except ConfigError as exc:
+        return FileRead(exists=exists, error=str(exc))
 
 
 Callback = Callable[[Config, Config, list[Change]], None]
@@ -157,11 +166,7 @@ class ConfigManager:
         """Read one file layer without touching any state (safe in a worker thread)."""
         path = self.sources[layer].path
         assert path is not None
-        exists = path.exists()
-        try:
-            return FileRead(exists=exists, data=read_file_layer(path))
-        except ConfigError as exc:
-            return FileRead(exists=exists, error=str(exc))
+        return read_layer(path)
 
     def read_files(self) -> dict[str, FileRead]:
         return {layer: self.read_file(layer) for layer in ("global", "project")}
@@ -302,12 +307,16 @@ class ConfigManager:
         other key the daemon's. Raises ConfigError (no I/O)."""
         merged = self._build({**self._layers, "project": project})
         config = self.config
-        return msgspec.structs.replace(
-            config, client=merged.client, models=merged.models, auto=merged.auto, optimizer=merged.optimizer,
-            routing=merged.routing, batch=merged.batch,
-            cache=msgspec.structs.replace(config.cache, enabled=merged.cache.enabled,
-                                          namespace=merged.cache.namespace),
-        )
+        changed: dict[str, Any] = {}
+        for key in CALLER_KEYS:
+            section, _, field_name = key.partition(".")
+            if not field_name:  # a whole section
+                changed[section] = getattr(merged, section)
+            else:  # one field of a section that stays the daemon's otherwise
+                base = changed.get(section, getattr(config, section))
+                changed[section] = msgspec.structs.replace(
+                    base, **{field_name: getattr(getattr(merged, section), field_name)})
+        return msgspec.structs.replace(config, **changed)
 
     def show(self) -> dict[str, Any]:
         return redact(to_builtins(self.config))  # type: ignore[no-any-return]

@@ -31,7 +31,8 @@ class Prepared:
 
     def __init__(self, request: CompletionRequest, provider: Provider, model: str,
                  key: str | None, namespace: str, mode: str, timeout: float,
-                 optimized: Optimized | None = None, front: str = "socket", caller: Caller | None = None) -> None:
+                 optimized: Optimized | None = None, front: str = "socket", caller: Caller | None = None,
+                 over_budget: str | None = None) -> None:
         # The request as it goes upstream (after the optimizer).
         self.request = request
         # What the optimizer changed (reported in the reply), or None.
@@ -52,7 +53,7 @@ class Prepared:
         # Whose project layer decided it (None: the daemon's configuration); a fallback is decided the same way.
         self.caller = caller
         # Why it may not go upstream (a budget reached, budgets.action refuse): a cached answer is still served.
-        self.over_budget: str | None = None
+        self.over_budget = over_budget
 
     @property
     def labels(self) -> tuple[str, str]:

@@ -35,7 +35,7 @@ from ..config import SemanticCacheConfig
 from .embed import Batcher, Embedder, RemoteEmbed, make_embedder
 from .guards import GUARDS, Features, check
 from .index import VectorIndex
-from .verify import REASONS, Known, Words, corrected, typo_fixes, verify
+from .verify import REASONS, Words, corrected, typo_fixes, verify
 
 __all__ = ["AnswerLookup", "SemanticTier", "VectorStore", "query_and_scope"]
 
@@ -201,18 +201,24 @@ class SemanticTier:
         threshold = self.threshold
         known = batcher.embedder.known
         for similarity, key, prompt, feats in candidates:
-            if similarity < threshold:
-                # Slips ("captial") lower a static embedding's similarity: a candidate
-                # the verifier aligns through typos is compared again, typos corrected.
-                similarity = await self._corrected(batcher, text, prompt, query, feats, similarity, known)
-                if similarity < threshold:
-                    self.below_threshold += 1
-                    return None
+            below = similarity < threshold
+            if below and similarity < SLIP_FLOOR:
+                self.below_threshold += 1
+                return None
             failed = check(query, feats)
             if failed is None:  # the guards passed: the verifier aligns the words (verify.py)
                 if words is None:
                     words = Words(text)
-                failed = verify(words, Words(prompt), known)
+                cached = Words(prompt)
+                failed = verify(words, cached, known)
+                if failed is None and below:
+                    # Slips ("captial") lower a static embedding's similarity: a prompt the
+                    # verifier aligns through typos is compared again, typos corrected.
+                    similarity = await self._corrected(batcher, text, prompt, typo_fixes(words, cached, known),
+                                                       similarity)
+            if below and (failed is not None or similarity < threshold):
+                self.below_threshold += 1
+                return None
             if failed is not None:
                 self.rejected[failed] += 1
                 continue
@@ -226,16 +232,11 @@ class SemanticTier:
             return msgspec.structs.replace(entry.response(), cached="semantic", semantic=match)
         return None
 
-    async def _corrected(self, batcher: Batcher, text: str, prompt: str, query: Features, feats: Features,
-                         similarity: float, known: Known | None) -> float:
-        """The similarity of `text`, its typos against `prompt` corrected, to
-        `prompt` -- when the guards pass and the verifier aligns them through
-        typos; else `similarity` unchanged."""
-        if similarity < SLIP_FLOOR or check(query, feats) is not None:
-            return similarity
-        words, cached = Words(text), Words(prompt)
-        fixes = typo_fixes(words, cached, known)
-        if not fixes or verify(words, cached, known) is not None:
+    async def _corrected(self, batcher: Batcher, text: str, prompt: str, fixes: dict[str, str],
+                         similarity: float) -> float:
+        """The similarity of `text`, its typos (`fixes`) corrected, to `prompt`
+        (`similarity` unchanged when there are none or embedding fails)."""
+        if not fixes:
             return similarity
         try:
             fixed = await batcher.embed(corrected(text, fixes))

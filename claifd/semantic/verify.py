@@ -289,10 +289,10 @@ def typo_fixes(new: Words, cached: Words, known: Known | None = None) -> dict[st
     they are corrected."""
     fixes = {}
     for word, raw in zip(new.content, new.raw):
-        if word in cached.content or word in _LIGHT or raw in _LIGHT:
-            continue
+        if word in _LIGHT or raw in _LIGHT or _aligns(word, raw, cached.content, [], known) is not None:
+            continue  # (no typo: light, or the same word or a synonym)
         meant = _typo_of(raw, cached.raw, known)
-        if meant is not None and _aligns(word, raw, cached.content, cached.raw) == "typo":
+        if meant is not None:
             fixes[raw] = meant
     return fixes
 
