@@ -24,7 +24,7 @@ import fnmatch
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,7 @@ class Spend:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(self.path, check_same_thread=False)
         # WAL, synchronous NORMAL: a commit is a write into the OS's page
         # cache (no fsync), so it survives the daemon's crash (kill -9); only a
         # power cut could lose the last ones. Checkpoints (which do sync) run
@@ -210,7 +210,7 @@ class Spend:
         try:
             if self._db is None:
                 raise sqlite3.OperationalError("the ledger is not open")
-            with self._transaction(self._db):
+            with self._db:  # one transaction: committed, or rolled back on an error
                 self._db.executemany(_UPSERT, [(*key, *row) for key, row in pending.items()])
             if self.error is not None:
                 log.info("spend ledger writable again", path=str(self.path))
@@ -224,18 +224,6 @@ class Spend:
                 log.error("cannot write the spend ledger; counting in memory until it can", path=str(self.path),
                           error=str(exc))
             self.error = f"cannot write the spend ledger {self.path}: {exc}"
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-        db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def close(self) -> None:
         """Write what is left and checkpoint (at exit)."""
